@@ -1,0 +1,81 @@
+"""Token records held in memory so a warm verify never touches the database.
+
+A record carries the token's initial signature (derived from its decrypted root key), its
+lineage, whether it is revoked, and the fingerprints of its revoked attenuations. The cache
+is a bounded LRU. Revocations drop entries; a generation counter makes sure a load that
+raced a revocation is redone rather than cached stale.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from authority.keystore import KeyStore
+from authority.store import Store
+
+
+@dataclass(slots=True)
+class TokenRecord:
+    id: str
+    kind: str
+    org: str
+    user: str | None
+    parent: str | None
+    caveat_count: int
+    sig0: bytes | None  # None: the stored key does not open under this master key
+    revoked: bool
+    revoked_fps: frozenset[bytes]
+    last_used_at: int
+
+
+class TokenCache:
+    def __init__(self, store: Store, keys: KeyStore, max_entries: int = 100_000):
+        self._store = store
+        self._keys = keys
+        self._max = max_entries
+        self._entries: OrderedDict[str, TokenRecord] = OrderedDict()
+        self._generation = 0
+        self.pending_last_used: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    async def get(self, token_id: str) -> TokenRecord | None:
+        rec = self._entries.get(token_id)
+        if rec is not None:
+            self._entries.move_to_end(token_id)
+            return rec
+        while True:
+            generation = self._generation
+            loaded = await self._store.load_token(token_id)
+            if generation == self._generation:
+                break
+        if loaded is None:
+            return None
+        row, fps = loaded
+        identifier = b"\x01" + bytes.fromhex(row.id)
+        rec = TokenRecord(
+            id=row.id, kind=row.kind, org=row.org, user=row.user, parent=row.parent,
+            caveat_count=row.caveat_count, sig0=self._keys.initial_signature(row.id, row.sealed_key, identifier),
+            revoked=row.revoked_at is not None, revoked_fps=fps, last_used_at=row.last_used_at or 0,
+        )
+        self._entries[token_id] = rec
+        if len(self._entries) > self._max:
+            self._entries.popitem(last=False)
+        return rec
+
+    def invalidate(self, token_ids) -> None:
+        self._generation += 1
+        for token_id in token_ids:
+            self._entries.pop(token_id, None)
+
+    def used(self, rec: TokenRecord, now: int, interval: float) -> None:
+        """Note a successful use; written to the database at most once per interval per token."""
+        if now - rec.last_used_at >= interval:
+            rec.last_used_at = now
+            self.pending_last_used[rec.id] = now
+
+    def take_last_used(self) -> dict[str, int]:
+        out, self.pending_last_used = self.pending_last_used, {}
+        return out

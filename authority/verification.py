@@ -1,0 +1,136 @@
+"""The verify algorithm of SPEC §3, as one pure function.
+
+It is given parsed tokens, the token's record (initial signature, lineage, revocation) and
+the request, and either returns a `Verified` or raises `Denial` naming the first rule or
+caveat that failed. It never recurses: a discharge with third-party caveats of its own is
+refused as nested, so self-referencing discharges cost one loop, not a stack overflow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from clients import caveats, crypto
+from clients.caveats import Access, Caveat
+from clients.tokens import Token
+
+from authority.records import TokenRecord
+
+
+class Denial(Exception):
+    """Verification failed; the message says which rule or caveat, never a secret."""
+
+
+@dataclass(slots=True)
+class Verified:
+    token: Token
+    record: TokenRecord
+    user: str | None
+    caveats: list[Caveat]  # first-party caveats of the token, then of its discharges
+
+
+def split_presentation(tokens: list[Token]) -> tuple[Token, list[Token]]:
+    """(the one permission or service token, its discharges); ValueError if not exactly one."""
+    main = [t for t in tokens if t.prefix != "sable_dt_"]
+    if len(main) != 1:
+        raise ValueError("a presentation holds exactly one permission or service token")
+    return main[0], [t for t in tokens if t.prefix == "sable_dt_"]
+
+
+def verify(
+    token: Token,
+    discharges: list[Token],
+    rec: TokenRecord | None,
+    access: Access | None,
+    now: float,
+    location: str,
+    trusted: frozenset[str],
+) -> Verified:
+    """Judge a presentation. With `access=None` (strip) only time caveats are judged."""
+    # Rule 1: a known, unrevoked token whose signature chain is valid.
+    if token.location != location:
+        raise Denial("token location is not this authority")
+    if rec is None:
+        raise Denial("unknown token")
+    if rec.kind != token.kind:
+        raise Denial("token prefix does not match its kind")
+    if rec.revoked:
+        raise Denial("token is revoked")
+    if rec.sig0 is None:
+        raise Denial("token key cannot be opened with this authority's master key")
+    sig = rec.sig0
+    fps = rec.revoked_fps
+    revoked_attenuation = False
+    first: list[Caveat] = []
+    third = []
+    parse = caveats.parse
+    for c in token.caveats:
+        if c.vid is None:
+            first.append(parse(c.cid))
+            sig = crypto.first_party(sig, c.cid)
+        else:
+            third.append((c, sig))
+            sig = crypto.third_party(sig, c.vid, c.cid)
+        if fps and crypto.fingerprint(sig) in fps:
+            revoked_attenuation = True
+    if not crypto.equal(sig, token.signature):
+        raise Denial("signature does not match")
+    # Rule 2: no signature along the chain is a revoked attenuation.
+    if revoked_attenuation:
+        raise Denial("this attenuation of the token is revoked")
+
+    # Rule 3: each third-party caveat has exactly one bound, valid discharge.
+    by_cid: dict[bytes, list[Token]] = {}
+    for d in discharges:
+        by_cid.setdefault(d.identifier, []).append(d)
+    used: set[int] = set()
+    for c, sig_before in third:
+        if c.location not in trusted:
+            raise Denial("third-party caveat is not addressed to a trusted discharger")
+        found = by_cid.get(c.cid)
+        if not found:
+            raise Denial(f"no discharge for the third-party caveat of {c.location}")
+        if len(found) > 1:
+            raise Denial("more than one discharge for one third-party caveat")
+        d = found[0]
+        if id(d) in used:
+            raise Denial("one discharge used for two caveats")
+        used.add(id(d))
+        if d.location != c.location:
+            raise Denial("discharge location does not match its caveat")
+        key = crypto.open_caveat_key(sig_before, c.vid)
+        if key is None:
+            raise Denial("third-party caveat cannot be opened")
+        dsig = crypto.first_party(key, d.identifier)
+        for dc in d.caveats:
+            dsig = crypto.first_party(dsig, dc.cid) if dc.vid is None else crypto.third_party(dsig, dc.vid, dc.cid)
+        if not crypto.equal(crypto.bind(token.signature, dsig), d.signature):
+            if crypto.equal(dsig, d.signature):
+                raise Denial("discharge is not bound to this token")
+            raise Denial("discharge is bound to another token or its signature does not match")
+
+    # Rule 4: nothing left over, nothing nested.
+    if len(used) != len(discharges):
+        raise Denial("a discharge matches no third-party caveat of this token")
+    user = rec.user
+    for d in discharges:
+        for dc in d.caveats:
+            if dc.vid is not None:
+                raise Denial("nested discharge: a discharge may not carry third-party caveats")
+            cav = parse(dc.cid)
+            first.append(cav)
+            if user is None and isinstance(cav, caveats.User):
+                user = cav.user
+
+    # Rule 5: every first-party caveat allows the request.
+    for cav in first:
+        if access is None:  # strip: request-dependent caveats are copied, not judged
+            reason = cav.prohibits(None, now) if cav.time_bound else None
+        else:
+            reason = cav.prohibits(access, now)
+        if reason:
+            raise Denial(reason)
+    if access is not None and access.user is not None and rec.user is not None and access.user != rec.user:
+        raise Denial(f"token belongs to user {rec.user!r}, not {access.user!r}")
+    return Verified(token, rec, user, first)
+

@@ -1,0 +1,263 @@
+"""The caveat language (SPEC §3): a small registry of typed caveats.
+
+Each caveat class parses its own value and answers `prohibits(access, now)` with None
+(allowed) or a reason. Anything that does not parse, or whose name is unknown, becomes an
+`Unparseable` caveat that prohibits everything: the language fails closed.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import ClassVar
+
+_ELEMENT = r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}"
+NAME_RE = re.compile(_ELEMENT)
+SET_RE = re.compile(rf"{_ELEMENT}(?:,{_ELEMENT})*")
+ACTIONS_RE = re.compile(r"[rwcdC]+")
+TIME_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
+ACTION_LETTERS = "rwcdC"
+
+
+class CaveatError(ValueError):
+    """A caveat or an access does not follow the grammar."""
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """What a request wants to do. `org` and `action` are required."""
+
+    org: str
+    action: str
+    app: str | None = None
+    host: str | None = None
+    instance: str | None = None
+    user: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: object) -> Access:
+        if not isinstance(data, dict):
+            raise CaveatError("access must be an object")
+        unknown = set(data) - {"org", "action", "app", "host", "instance", "user"}
+        if unknown:
+            raise CaveatError(f"unknown access field {sorted(unknown)[0]!r}")
+        org, action = data.get("org"), data.get("action")
+        if not isinstance(org, str) or not NAME_RE.fullmatch(org):
+            raise CaveatError("access.org is required and must be a name")
+        if not isinstance(action, str) or not ACTIONS_RE.fullmatch(action):
+            raise CaveatError("access.action is required and must match [rwcdC]+")
+        fields = {}
+        for key in ("app", "host", "instance", "user"):
+            value = data.get(key)
+            if value is not None and (not isinstance(value, str) or not NAME_RE.fullmatch(value)):
+                raise CaveatError(f"access.{key} must be a name")
+            fields[key] = value
+        return cls(org=org, action=action, **fields)
+
+
+def format_time(epoch: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def parse_time(text: str) -> int:
+    if not TIME_RE.fullmatch(text):
+        raise CaveatError("time must be YYYY-MM-DDTHH:MM:SSZ")
+    try:
+        return calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ"))
+    except ValueError:
+        raise CaveatError("time is not a real date") from None
+
+
+def _set(value: str) -> frozenset[str]:
+    if not SET_RE.fullmatch(value):
+        raise CaveatError("set must be comma-separated names")
+    return frozenset(value.split(","))
+
+
+REGISTRY: dict[str, type[Caveat]] = {}
+
+
+def register(cls: type[Caveat]) -> type[Caveat]:
+    if cls.name in REGISTRY:
+        raise RuntimeError(f"caveat {cls.name!r} registered twice")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+@dataclass(frozen=True, slots=True)
+class Caveat:
+    """Base class. `text` is the caveat exactly as signed."""
+
+    name: ClassVar[str] = ""
+    time_bound: ClassVar[bool] = False  # true if the answer changes with the clock
+    text: str
+
+    @classmethod
+    def parse(cls, text: str, value: str) -> Caveat:
+        raise NotImplementedError
+
+    def prohibits(self, access: Access, now: float) -> str | None:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, slots=True)
+class Unparseable(Caveat):
+    """An unknown name or a malformed value: denies everything."""
+
+    why: str = ""
+
+    def prohibits(self, access: Access, now: float) -> str | None:
+        return f"caveat {self.text!r} is not understood: {self.why}"
+
+
+@dataclass(frozen=True, slots=True)
+class _SetCaveat(Caveat):
+    field: ClassVar[str] = ""
+    allowed: frozenset[str] = frozenset()
+
+    @classmethod
+    def parse(cls, text: str, value: str) -> Caveat:
+        return cls(text, _set(value))
+
+    def prohibits(self, access: Access, now: float) -> str | None:
+        wanted = getattr(access, self.field)
+        if wanted is None:
+            return f"caveat {self.text!r} needs access.{self.field}"
+        if wanted not in self.allowed:
+            return f"caveat {self.text!r} does not allow {self.field} {wanted!r}"
+        return None
+
+
+@register
+@dataclass(frozen=True, slots=True)
+class Org(Caveat):
+    name: ClassVar[str] = "org"
+    org: str = ""
+
+    @classmethod
+    def parse(cls, text: str, value: str) -> Caveat:
+        if not NAME_RE.fullmatch(value):
+            raise CaveatError("org must be a name")
+        return cls(text, value)
+
+    def prohibits(self, access: Access, now: float) -> str | None:
+        if access.org != self.org:
+            return f"caveat {self.text!r} does not allow org {access.org!r}"
+        return None
+
+
+@register
+@dataclass(frozen=True, slots=True)
+class Apps(_SetCaveat):
+    name: ClassVar[str] = "apps"
+    field: ClassVar[str] = "app"
+
+
+@register
+@dataclass(frozen=True, slots=True)
+class Hosts(_SetCaveat):
+    name: ClassVar[str] = "hosts"
+    field: ClassVar[str] = "host"
+
+
+@register
+@dataclass(frozen=True, slots=True)
+class Instances(_SetCaveat):
+    name: ClassVar[str] = "instances"
+    field: ClassVar[str] = "instance"
+
+
+@register
+@dataclass(frozen=True, slots=True)
+class Actions(Caveat):
+    name: ClassVar[str] = "actions"
+    letters: frozenset[str] = frozenset()
+
+    @classmethod
+    def parse(cls, text: str, value: str) -> Caveat:
+        if not ACTIONS_RE.fullmatch(value):
+            raise CaveatError("actions must match [rwcdC]+")
+        return cls(text, frozenset(value))
+
+    def prohibits(self, access: Access, now: float) -> str | None:
+        if not self.letters.issuperset(access.action):
+            return f"caveat {self.text!r} does not allow action {access.action!r}"
+        return None
+
+
+@register
+@dataclass(frozen=True, slots=True)
+class Expires(Caveat):
+    name: ClassVar[str] = "expires"
+    time_bound: ClassVar[bool] = True
+    at: int = 0
+
+    @classmethod
+    def parse(cls, text: str, value: str) -> Caveat:
+        return cls(text, parse_time(value))
+
+    def prohibits(self, access: Access, now: float) -> str | None:
+        if now >= self.at:
+            return f"caveat {self.text!r}: the token has expired"
+        return None
+
+
+@register
+@dataclass(frozen=True, slots=True)
+class NotBefore(Caveat):
+    name: ClassVar[str] = "not-before"
+    time_bound: ClassVar[bool] = True
+    at: int = 0
+
+    @classmethod
+    def parse(cls, text: str, value: str) -> Caveat:
+        return cls(text, parse_time(value))
+
+    def prohibits(self, access: Access, now: float) -> str | None:
+        if now < self.at:
+            return f"caveat {self.text!r}: the token is not valid yet"
+        return None
+
+
+@register
+@dataclass(frozen=True, slots=True)
+class User(Caveat):
+    name: ClassVar[str] = "user"
+    user: str = ""
+
+    @classmethod
+    def parse(cls, text: str, value: str) -> Caveat:
+        if not NAME_RE.fullmatch(value):
+            raise CaveatError("user must be a name")
+        return cls(text, value)
+
+    def prohibits(self, access: Access, now: float) -> str | None:
+        # The one field whose absence does not deny (SPEC §3).
+        if access.user is not None and access.user != self.user:
+            return f"caveat {self.text!r} does not allow user {access.user!r}"
+        return None
+
+
+def parse_strict(text: str) -> Caveat:
+    """Parse caveat text, raising CaveatError if it is unknown or malformed."""
+    name, sep, value = text.partition(" ")
+    cls = REGISTRY.get(name)
+    if not sep or cls is None:
+        raise CaveatError(f"unknown caveat {name[:40]!r}" if sep else "caveat must be '<name> <value>'")
+    return cls.parse(text, value)
+
+
+@lru_cache(maxsize=8192)
+def parse(predicate: bytes) -> Caveat:
+    """Parse a signed first-party caveat; never raises. Cached: tokens repeat their caveats."""
+    try:
+        text = predicate.decode("utf-8")
+    except UnicodeDecodeError:
+        return Unparseable(predicate.decode("utf-8", "replace")[:80], "not UTF-8")
+    try:
+        return parse_strict(text)
+    except CaveatError as e:
+        return Unparseable(text[:80], str(e))

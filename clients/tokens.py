@@ -1,0 +1,265 @@
+"""Sable token strings: `<prefix><base64url libmacaroons v2><base62 crc32>` (SPEC §2).
+
+Parsing is strict and runs the cheap checks (size, prefix, checksum, alphabet) before any
+decoding. Every failure raises `TokenFormatError`, never anything else, and no message
+contains the token itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import zlib
+from dataclasses import dataclass
+from typing import NamedTuple
+
+MAX_TOKEN_CHARS = 16 * 1024
+MAX_CAVEATS = 64
+MAX_PRESENTATION = 32
+
+PERMISSION = "sable_pt_"
+SERVICE = "sable_st_"
+DISCHARGE = "sable_dt_"
+SESSION = "sable_ss_"
+ADMIN = "sable_adm_"
+MACAROON_PREFIXES = (PERMISSION, SERVICE, DISCHARGE)
+SECRET_PREFIXES = (SESSION, ADMIN)
+KIND_NAMES = {PERMISSION: "permission", SERVICE: "service", DISCHARGE: "discharge"}
+
+CHECK_CHARS = 6
+_BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_PAYLOAD = re.compile(r"[A-Za-z0-9_-]+")
+
+# libmacaroons v2 field types.
+_V2 = 2
+_EOS, _LOCATION, _IDENTIFIER, _VID, _SIGNATURE = 0, 1, 2, 4, 6
+TOKEN_ID_BYTES = 16
+
+
+class TokenFormatError(ValueError):
+    """A token string or its binary payload is malformed. The message never holds the token."""
+
+
+class RawCaveat(NamedTuple):
+    """One caveat as it sits in the macaroon. First-party caveats have no vid and no location."""
+
+    cid: bytes
+    vid: bytes | None = None
+    location: str | None = None
+
+    @property
+    def third_party(self) -> bool:
+        return self.vid is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """A parsed macaroon with its Sable prefix. Immutable: attenuation builds a new one."""
+
+    prefix: str
+    location: str | None
+    identifier: bytes
+    caveats: tuple[RawCaveat, ...]
+    signature: bytes
+
+    @property
+    def kind(self) -> str:
+        return KIND_NAMES[self.prefix]
+
+    @property
+    def token_id(self) -> str | None:
+        """Lowercase hex of the 16 random identifier bytes; None for a discharge."""
+        if self.prefix == DISCHARGE:
+            return None
+        return self.identifier[1:].hex()
+
+    def encode(self) -> str:
+        return encode(self.prefix, to_bytes(self))
+
+
+def checksum(text: str) -> str:
+    n = zlib.crc32(text.encode("ascii"))
+    out = []
+    for _ in range(CHECK_CHARS):
+        n, r = divmod(n, 62)
+        out.append(_BASE62[r])
+    return "".join(reversed(out))
+
+
+def encode(prefix: str, payload: bytes) -> str:
+    body = prefix + base64.urlsafe_b64encode(payload).decode("ascii").rstrip("=")
+    return body + checksum(body)
+
+
+def split(text: str, prefixes: tuple[str, ...]) -> tuple[str, bytes]:
+    """Check size, prefix, checksum and base64url; return (prefix, payload bytes)."""
+    if not isinstance(text, str):
+        raise TokenFormatError("token must be a string")
+    text = text.strip()
+    if len(text) > MAX_TOKEN_CHARS:
+        raise TokenFormatError(f"token is longer than {MAX_TOKEN_CHARS} characters")
+    if not text.isascii():
+        raise TokenFormatError("token has characters outside ASCII")
+    prefix = next((p for p in prefixes if text.startswith(p)), None)
+    if prefix is None:
+        raise TokenFormatError("unknown token prefix")
+    body, check = text[:-CHECK_CHARS], text[-CHECK_CHARS:]
+    if len(body) <= len(prefix):
+        raise TokenFormatError("token is truncated")
+    if checksum(body) != check:
+        raise TokenFormatError("bad checksum: the token was mistyped or truncated")
+    payload = body[len(prefix):]
+    if not _PAYLOAD.fullmatch(payload) or len(payload) % 4 == 1:
+        raise TokenFormatError("payload is not valid base64url")
+    try:
+        raw = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+    except (binascii.Error, ValueError):
+        raise TokenFormatError("payload is not valid base64url") from None
+    # Reject non-canonical encodings (stray low bits) so each token has one spelling.
+    if base64.urlsafe_b64encode(raw).rstrip(b"=") != payload.encode("ascii"):
+        raise TokenFormatError("payload is not canonical base64url")
+    return prefix, raw
+
+
+def parse(text: str, prefixes: tuple[str, ...] = MACAROON_PREFIXES) -> Token:
+    """Parse a token string. Raises TokenFormatError on any defect."""
+    prefix, raw = split(text, prefixes)
+    return from_bytes(prefix, raw)
+
+
+def parse_secret(text: str, prefix: str) -> bytes:
+    """Parse an opaque secret (session or admin credential) and return its random bytes."""
+    _, raw = split(text, (prefix,))
+    if len(raw) != 32:
+        raise TokenFormatError("credential has the wrong length")
+    return raw
+
+
+# --- libmacaroons v2 binary --------------------------------------------------------------
+
+
+def from_bytes(prefix: str, raw: bytes) -> Token:
+    try:
+        return _decode_v2(prefix, raw)
+    except TokenFormatError:
+        raise
+    except (IndexError, ValueError, UnicodeDecodeError):
+        raise TokenFormatError("payload is not a libmacaroons v2 macaroon") from None
+
+
+def _varint(raw: bytes, i: int) -> tuple[int, int]:
+    b = raw[i]
+    if b < 0x80:  # the common case: one byte
+        return b, i + 1
+    n = shift = 0
+    start = i
+    while True:
+        b = raw[i]
+        i += 1
+        n |= (b & 0x7F) << shift
+        if b < 0x80:
+            break
+        shift += 7
+        if shift > 28:
+            raise TokenFormatError("varint too long")
+    if b == 0 and i - start > 1:
+        raise TokenFormatError("non-minimal varint")
+    return n, i
+
+
+def _section(raw: bytes, i: int) -> tuple[list[tuple[int, bytes]], int]:
+    fields: list[tuple[int, bytes]] = []
+    last = -1
+    while True:
+        ft, i = _varint(raw, i)
+        if ft == _EOS:
+            return fields, i
+        if ft not in (_LOCATION, _IDENTIFIER, _VID) or ft <= last:
+            raise TokenFormatError("unexpected field in macaroon")
+        n, i = _varint(raw, i)
+        end = i + n
+        if end > len(raw):
+            raise TokenFormatError("field extends past the end")
+        fields.append((ft, raw[i:end]))
+        last = ft
+        i = end
+
+
+def _decode_v2(prefix: str, raw: bytes) -> Token:
+    if not raw or raw[0] != _V2:
+        raise TokenFormatError("not a libmacaroons v2 macaroon")
+    header, i = _section(raw, 1)
+    location = None
+    if header and header[0][0] == _LOCATION:
+        location = header.pop(0)[1].decode("utf-8")
+    if len(header) != 1 or header[0][0] != _IDENTIFIER:
+        raise TokenFormatError("macaroon header has no identifier")
+    identifier = header[0][1]
+    if prefix != DISCHARGE and (len(identifier) != 1 + TOKEN_ID_BYTES or identifier[0] != 1):
+        raise TokenFormatError("token identifier has the wrong shape")
+    caveats = []
+    while True:
+        fields, i = _section(raw, i)
+        if not fields:
+            break
+        if len(caveats) == MAX_CAVEATS:
+            raise TokenFormatError(f"more than {MAX_CAVEATS} caveats")
+        cl = None
+        if fields[0][0] == _LOCATION:
+            cl = fields.pop(0)[1].decode("utf-8")
+        if not fields or fields[0][0] != _IDENTIFIER:
+            raise TokenFormatError("caveat has no identifier")
+        cid = fields[0][1]
+        if len(fields) == 1:
+            if cl is not None:
+                raise TokenFormatError("first-party caveat with a location")
+            caveats.append(RawCaveat(cid))
+        else:
+            caveats.append(RawCaveat(cid, fields[1][1], cl))
+    ft, i = _varint(raw, i)
+    n, i = _varint(raw, i)
+    if ft != _SIGNATURE or n != 32 or i + 32 != len(raw):
+        raise TokenFormatError("bad signature field or trailing bytes")
+    return Token(prefix, location, identifier, tuple(caveats), raw[i:])
+
+
+def _put(out: bytearray, n: int) -> None:
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+
+
+def _field(out: bytearray, ft: int, data: bytes) -> None:
+    _put(out, ft)
+    _put(out, len(data))
+    out += data
+
+
+def to_bytes(token: Token) -> bytes:
+    """Serialise exactly as pymacaroons does with MACAROON_V2."""
+    out = bytearray([_V2])
+    if token.location is not None:
+        _field(out, _LOCATION, token.location.encode("utf-8"))
+    _field(out, _IDENTIFIER, token.identifier)
+    out.append(_EOS)
+    for c in token.caveats:
+        if c.location is not None:
+            _field(out, _LOCATION, c.location.encode("utf-8"))
+        _field(out, _IDENTIFIER, c.cid)
+        if c.vid is not None:
+            _field(out, _VID, c.vid)
+        out.append(_EOS)
+    out.append(_EOS)
+    _field(out, _SIGNATURE, token.signature)
+    return bytes(out)
+
+
+def split_presentation(value: str) -> list[str]:
+    """Split an `Authorization: Bearer a,b,c` value into token strings."""
+    parts = [p.strip() for p in value.split(",")]
+    parts = [p for p in parts if p]
+    if len(parts) > MAX_PRESENTATION:
+        raise TokenFormatError(f"more than {MAX_PRESENTATION} tokens in one presentation")
+    return parts

@@ -1,0 +1,1 @@
+"""The Sable discharger: user logins and authentication discharges."""

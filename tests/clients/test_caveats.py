@@ -1,0 +1,110 @@
+import pytest
+
+from clients import caveats
+from clients.caveats import Access, CaveatError
+
+NOW = caveats.parse_time("2026-06-01T00:00:00Z")
+FULL = Access(org="acme", action="r", app="orders", host="worker-7", instance="i-0abc", user="alice")
+
+
+def allows(text: str, access: Access = FULL, now: float = NOW) -> bool:
+    return caveats.parse(text.encode()).prohibits(access, now) is None
+
+
+@pytest.mark.parametrize(
+    "text, access, allowed",
+    [
+        ("org acme", FULL, True),
+        ("org other", FULL, False),
+        ("apps orders,billing", FULL, True),
+        ("apps billing", FULL, False),
+        ("apps orders", Access("acme", "r"), False),  # missing access.app denies
+        ("actions rw", FULL, True),
+        ("actions w", FULL, False),
+        ("actions r", Access("acme", "rw"), False),  # every letter must be allowed
+        ("actions rwcdC", Access("acme", "rwcdC"), True),
+        ("hosts worker-7", FULL, True),
+        ("hosts worker-8", FULL, False),
+        ("hosts worker-7", Access("acme", "r"), False),
+        ("instances i-0abc,i-0def", FULL, True),
+        ("instances i-0def", FULL, False),
+        ("instances i-0abc", Access("acme", "r"), False),
+        ("user alice", FULL, True),
+        ("user bob", FULL, False),
+        ("user bob", Access("acme", "r"), True),  # user is the one field whose absence allows
+        ("expires 2026-06-01T00:00:01Z", FULL, True),
+        ("expires 2026-06-01T00:00:00Z", FULL, False),  # now must be before it
+        ("not-before 2026-06-01T00:00:00Z", FULL, True),  # at or after
+        ("not-before 2026-06-01T00:00:01Z", FULL, False),
+    ],
+)
+def test_caveat_judgements(text, access, allowed):
+    assert allows(text, access) is allowed
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "apps *",
+        "apps ",
+        "apps a,,b",
+        "apps a b",
+        "apps  orders",
+        "actions rx",
+        "actions ",
+        "expires 2026-06-01 00:00:00",
+        "expires 2026-06-01T00:00:00+00:00",
+        "expires 2026-06-01T00:00:00.5Z",
+        "expires 2026-13-01T00:00:00Z",
+        "org a,b",
+        "frobnicate yes",
+        "org",
+        "org acme\x00",
+        "hosts " + "a" * 129,
+        "",
+    ],
+)
+def test_malformed_or_unknown_caveats_deny(text):
+    cav = caveats.parse(text.encode())
+    assert isinstance(cav, caveats.Unparseable)
+    assert cav.prohibits(FULL, NOW)
+    with pytest.raises(CaveatError):
+        caveats.parse_strict(text)
+
+
+def test_non_utf8_caveat_denies():
+    cav = caveats.parse(b"apps \xff\xfe")
+    assert isinstance(cav, caveats.Unparseable) and "UTF-8" in cav.prohibits(FULL, NOW)
+
+
+def test_reason_names_the_caveat():
+    reason = caveats.parse(b"hosts worker-8").prohibits(FULL, NOW)
+    assert "hosts worker-8" in reason and "worker-7" in reason
+
+
+def test_time_caveats_are_marked():
+    assert caveats.parse(b"expires 2026-06-01T00:00:00Z").time_bound
+    assert not caveats.parse(b"apps a").time_bound
+
+
+def test_registry_refuses_a_second_registration():
+    with pytest.raises(RuntimeError):
+        caveats.register(caveats.Apps)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        None, [], {"org": "acme"}, {"action": "r"}, {"org": "acme", "action": "x"},
+        {"org": "acme", "action": ""}, {"org": "acme", "action": "r", "app": 5},
+        {"org": "acme", "action": "r", "bogus": "x"}, {"org": "", "action": "r"},
+    ],
+)
+def test_bad_access_is_an_error(data):
+    with pytest.raises(CaveatError):
+        Access.from_dict(data)
+
+
+def test_access_from_dict():
+    a = Access.from_dict({"org": "acme", "action": "rw", "host": "h1", "user": None})
+    assert a == Access("acme", "rw", host="h1")

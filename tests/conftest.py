@@ -1,0 +1,72 @@
+import os
+
+import nacl.utils
+import pytest
+
+from authority.app import create_app
+from authority.config import AuthorityConfig
+from clients import tokens
+from tests.helpers import FakeDischarger
+
+AUTHORITY_URL = "http://authority.test"
+
+
+@pytest.fixture
+def discharger() -> FakeDischarger:
+    return FakeDischarger()
+
+
+@pytest.fixture
+def admin_token() -> str:
+    return tokens.encode(tokens.ADMIN, nacl.utils.random(32))
+
+
+@pytest.fixture
+def authority_config(tmp_path, discharger, admin_token) -> AuthorityConfig:
+    return AuthorityConfig(
+        db_path=str(tmp_path / "authority.db"),
+        master_key=nacl.utils.random(32),
+        public_url=AUTHORITY_URL,
+        dischargers=[discharger.trust],
+        admin_token=admin_token,
+        feed_poll_interval=0.05,
+    )
+
+
+class AuthorityEnv:
+    """A real authority on a loopback port, with helpers that speak its HTTP API."""
+
+    def __init__(self, client, config, discharger, admin_token):
+        self.client = client
+        self.config = config
+        self.discharger = discharger
+        self.admin = {"Authorization": f"Bearer {admin_token}"}
+
+    async def post(self, path, body, headers=None):
+        resp = await self.client.post(path, json=body, headers=headers or {})
+        return resp.status, await resp.json()
+
+    async def create_org(self, name="acme"):
+        status, body = await self.post("/v1/orgs", {"name": name}, self.admin)
+        assert status in (201, 409), body
+
+    async def mint(self, caveats=(), org="acme", **extra):
+        await self.create_org(org)
+        status, body = await self.post("/v1/tokens", {"org": org, "caveats": list(caveats), **extra}, self.admin)
+        assert status == 201, body
+        return body["token"]
+
+    async def verify(self, presented, **access):
+        access = {"org": "acme", "action": "r", **access}
+        return await self.post("/v1/verify", {"tokens": list(presented), "access": access})
+
+    async def allowed(self, presented, **access) -> bool:
+        status, body = await self.verify(presented, **access)
+        assert status in (200, 403), body
+        return status == 200
+
+
+@pytest.fixture
+async def authority(aiohttp_client, authority_config, discharger, admin_token) -> AuthorityEnv:
+    client = await aiohttp_client(create_app(authority_config))
+    return AuthorityEnv(client, authority_config, discharger, admin_token)
