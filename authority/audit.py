@@ -1,6 +1,5 @@
-"""Audit records: a database row and a structlog JSON line for each security event.
+"""The authority's audit policy.
 
-Records hold ids, lineage, user, client address and request id, never a token or secret.
 State changes (mint, strip, revoke, org) are written in the same transaction as the change.
 Denied verifies are buffered and flushed in batches; under a flood their log lines are
 capped per second and the rest are counted, so the count is never lost.
@@ -8,30 +7,11 @@ capped per second and the rest are counted, so the count is never lost.
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
-
 import structlog
 
+from clients.audit import AuditRecord
+
 log = structlog.get_logger("sable.audit")
-
-
-@dataclass(slots=True)
-class AuditRecord:
-    event: str
-    outcome: str = "ok"
-    request_id: str | None = None
-    client: str | None = None
-    token_id: str | None = None
-    parent: str | None = None
-    org: str | None = None
-    user: str | None = None
-    detail: dict | None = None
-    at: float = field(default_factory=time.time)
-
-    def emit(self) -> None:
-        fields = {k: getattr(self, k) for k in ("outcome", "client", "token_id", "parent", "org", "user")}
-        log.info(self.event, **{k: v for k, v in fields.items() if v is not None}, **(self.detail or {}))
 
 
 class DenialLog:

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import os
 import stat
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from clients.settings import ConfigError, picker, read_toml
 from clients.tickets import b64d, key_id
-
-
-class ConfigError(ValueError):
-    """A setting is missing or wrong; the message says which."""
 
 
 @dataclass(frozen=True)
@@ -84,13 +80,32 @@ def discharger_from_info(info: dict) -> TrustedDischarger:
     return TrustedDischarger(location, keys)
 
 
-def read_toml(path: str | None) -> dict:
-    if not path:
-        return {}
-    try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
-    except OSError as e:
-        raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"config {path} is not valid TOML: {e}") from None
+def load(config_path: str | None = None, **flags) -> tuple[AuthorityConfig, str | None]:
+    """Settings from flags, then the TOML file, then defaults.
+
+    Returns the config and, when the discharger's keys are not configured, its URL so the
+    caller can fetch them from its /v1/info.
+    """
+    section = read_toml(config_path, "authority")
+    pick = picker(flags, section)
+
+    data_dir = pick("data_dir", "./var")
+    host, port = pick("host", "127.0.0.1"), int(pick("port", 8700))
+    scheme = "https" if pick("tls_cert") else "http"
+    dischargers = [discharger_from_info(d) for d in section.get("dischargers", [])]
+    config = AuthorityConfig(
+        db_path=pick("db") or str(Path(data_dir) / "authority.db"),
+        master_key=flags.get("master_key") or load_master_key(pick("master_key_file")),
+        public_url=pick("public_url") or f"{scheme}://{host}:{port}",
+        dischargers=dischargers,
+        host=host,
+        port=port,
+        ticket_ttl=int(pick("ticket_ttl", 300)),
+        admin_token=os.environ.get("SABLE_ADMIN_TOKEN") or None,
+    )
+    if not 1 <= config.ticket_ttl <= 300:
+        raise ConfigError("ticket_ttl must be from 1 to 300 seconds")
+    discharger_url = pick("discharger")
+    if dischargers and discharger_url:
+        raise ConfigError("give the discharger either as a URL or with its keys in the config, not both")
+    return config, discharger_url

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import time
 from dataclasses import dataclass
 
@@ -38,10 +37,6 @@ class Caller:
 
     client: str | None = None
     request_id: str | None = None
-
-
-def admin_digest(credential: str) -> bytes:
-    return hashlib.sha256(credential.strip().encode("utf-8", "replace")).digest()
 
 
 def iso(epoch: int | None) -> str | None:
@@ -81,7 +76,7 @@ class Authority:
             elif not keys.matches(check):
                 raise StoreError(f"the master key does not match database {config.db_path}")
             if config.admin_token:
-                await store.add_admin(admin_digest(config.admin_token), int(time.time()))
+                await store.add_admin(tokens.secret_digest(config.admin_token), int(time.time()))
         except BaseException:
             await store.close()
             raise
@@ -118,7 +113,7 @@ class Authority:
     async def is_admin(self, credential: str | None) -> bool:
         if not credential or not credential.startswith(tokens.ADMIN):
             return False
-        return await self.store.is_admin(admin_digest(credential))
+        return await self.store.is_admin(tokens.secret_digest(credential))
 
     async def create_org(self, name: object, caller: Caller) -> dict:
         if not isinstance(name, str) or not caveats.NAME_RE.fullmatch(name):

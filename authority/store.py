@@ -1,27 +1,18 @@
-"""The authority's storage: SQLite through aiosqlite. All SQL lives here.
+"""The authority's storage: SQLite through aiosqlite. All of its SQL lives here.
 
 Handlers and domain code call these methods and nothing else, so another backend
-(PostgreSQL) can stand in without touching them. Writes go through one connection under a
-lock, in WAL mode with synchronous=FULL: a commit is on disk before the method returns.
-Reads use a second connection and so see only committed data.
+(PostgreSQL) can stand in without touching them. Durability comes from `clients.sqlite`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 from dataclasses import dataclass
 
-import aiosqlite
-
-from authority.audit import AuditRecord
-
-SCHEMA_VERSION = 1
+from clients.audit import AuditRecord
+from clients.sqlite import Database, StoreError  # noqa: F401  (StoreError is part of this API)
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS orgs (name TEXT PRIMARY KEY, created_at INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS admins (hash BLOB PRIMARY KEY, created_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS tokens (
     id TEXT PRIMARY KEY,
     kind TEXT NOT NULL,
@@ -49,24 +40,7 @@ CREATE TABLE IF NOT EXISTS revocations (
     scope TEXT NOT NULL,
     at INTEGER NOT NULL
 );
-CREATE TABLE IF NOT EXISTS audit (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    at REAL NOT NULL,
-    event TEXT NOT NULL,
-    outcome TEXT NOT NULL,
-    request_id TEXT,
-    client TEXT,
-    token_id TEXT,
-    parent TEXT,
-    org TEXT,
-    user TEXT,
-    detail TEXT
-);
 """
-
-
-class StoreError(RuntimeError):
-    """The database is unusable (wrong schema, unreadable file)."""
 
 
 @dataclass(slots=True)
@@ -87,84 +61,10 @@ class TokenRow:
 _TOKEN_COLS = "id, kind, name, org, parent, user, caveat_count, sealed_key, created_at, revoked_at, last_used_at"
 
 
-class Store:
-    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection):
-        self._w = writer
-        self._r = reader
-        self._lock = asyncio.Lock()
+class Store(Database):
+    SCHEMA = SCHEMA
 
-    @classmethod
-    async def open(cls, path: str) -> Store:
-        try:
-            writer = await aiosqlite.connect(path, isolation_level=None)
-            await writer.execute("PRAGMA journal_mode=WAL")
-            await writer.execute("PRAGMA synchronous=FULL")
-            await writer.execute("PRAGMA foreign_keys=ON")
-            await writer.execute("PRAGMA busy_timeout=5000")
-            await writer.executescript(SCHEMA)
-            reader = await aiosqlite.connect(path, isolation_level=None)
-            await reader.execute("PRAGMA busy_timeout=5000")
-            await reader.execute("PRAGMA query_only=ON")
-        except Exception as e:  # sqlite3.Error and OSError alike: say which file
-            raise StoreError(f"cannot open database {path}: {e}") from None
-        store = cls(writer, reader)
-        version = await store.get_meta("schema_version")
-        if version is None:
-            await store.set_meta("schema_version", str(SCHEMA_VERSION).encode())
-        elif int(version) != SCHEMA_VERSION:
-            raise StoreError(f"database {path} has schema {int(version)}, this build needs {SCHEMA_VERSION}")
-        return store
-
-    async def close(self) -> None:
-        await self._r.close()
-        await self._w.close()
-
-    # --- plumbing --------------------------------------------------------------------------
-
-    async def _tx(self, fn):
-        """Run `await fn(conn)` in one write transaction; commit is durable on return."""
-        async with self._lock:
-            await self._w.execute("BEGIN IMMEDIATE")
-            try:
-                result = await fn(self._w)
-            except BaseException:
-                await self._w.execute("ROLLBACK")
-                raise
-            await self._w.execute("COMMIT")
-            return result
-
-    async def _one(self, sql: str, args=()):
-        async with self._r.execute(sql, args) as cur:
-            return await cur.fetchone()
-
-    async def _all(self, sql: str, args=()):
-        async with self._r.execute(sql, args) as cur:
-            return await cur.fetchall()
-
-    @staticmethod
-    async def _audit(conn: aiosqlite.Connection, records: list[AuditRecord]) -> None:
-        await conn.executemany(
-            "INSERT INTO audit (at, event, outcome, request_id, client, token_id, parent, org, user, detail)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (r.at, r.event, r.outcome, r.request_id, r.client, r.token_id, r.parent, r.org, r.user,
-                 json.dumps(r.detail) if r.detail else None)
-                for r in records
-            ],
-        )
-
-    # --- meta ------------------------------------------------------------------------------
-
-    async def get_meta(self, key: str) -> bytes | None:
-        row = await self._one("SELECT v FROM meta WHERE k = ?", (key,))
-        return row[0] if row else None
-
-    async def set_meta(self, key: str, value: bytes) -> None:
-        async def run(c):
-            await c.execute("INSERT OR REPLACE INTO meta (k, v) VALUES (?, ?)", (key, value))
-        await self._tx(run)
-
-    # --- orgs and admins -------------------------------------------------------------------
+    # --- orgs ----------------------------------------------------------------------------
 
     async def create_org(self, name: str, now: int, audit: AuditRecord) -> bool:
         async def run(c):
@@ -179,14 +79,6 @@ class Store:
 
     async def org_exists(self, name: str) -> bool:
         return await self._one("SELECT 1 FROM orgs WHERE name = ?", (name,)) is not None
-
-    async def add_admin(self, digest: bytes, now: int) -> None:
-        async def run(c):
-            await c.execute("INSERT OR IGNORE INTO admins (hash, created_at) VALUES (?, ?)", (digest, now))
-        await self._tx(run)
-
-    async def is_admin(self, digest: bytes) -> bool:
-        return await self._one("SELECT 1 FROM admins WHERE hash = ?", (digest,)) is not None
 
     # --- tokens ----------------------------------------------------------------------------
 
@@ -270,9 +162,3 @@ class Store:
     async def revocation_head(self) -> int:
         row = await self._one("SELECT COALESCE(MAX(seq), 0) FROM revocations")
         return row[0]
-
-    # --- audit -----------------------------------------------------------------------------
-
-    async def write_audit(self, records: list[AuditRecord]) -> None:
-        if records:
-            await self._tx(lambda c: self._audit(c, records))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import re
 import zlib
 from dataclasses import dataclass
@@ -134,6 +135,11 @@ def parse_secret(text: str, prefix: str) -> bytes:
     if len(raw) != 32:
         raise TokenFormatError("credential has the wrong length")
     return raw
+
+
+def secret_digest(secret: str) -> bytes:
+    """How sessions and admin credentials are stored: SHA-256, since they are 32 random bytes."""
+    return hashlib.sha256(secret.strip().encode("utf-8", "replace")).digest()
 
 
 # --- libmacaroons v2 binary --------------------------------------------------------------

@@ -70,3 +70,49 @@ class AuthorityEnv:
 async def authority(aiohttp_client, authority_config, discharger, admin_token) -> AuthorityEnv:
     client = await aiohttp_client(create_app(authority_config))
     return AuthorityEnv(client, authority_config, discharger, admin_token)
+
+
+# --- the real discharger ---------------------------------------------------------------------
+
+from discharger.app import create_app as create_discharger_app  # noqa: E402
+from discharger.config import DischargerConfig  # noqa: E402
+
+
+@pytest.fixture
+def discharger_config(tmp_path, admin_token) -> DischargerConfig:
+    return DischargerConfig(
+        db_path=str(tmp_path / "discharger.db"),
+        keys_path=str(tmp_path / "discharger.keys"),
+        public_url="http://discharger.test",
+        admin_token=admin_token,
+    )
+
+
+class DischargerEnv:
+    def __init__(self, client, config, admin_token):
+        self.client = client
+        self.config = config
+        self.admin = {"Authorization": f"Bearer {admin_token}"}
+
+    async def post(self, path, body, headers=None):
+        resp = await self.client.post(path, json=body, headers=headers or {})
+        return resp.status, (await resp.json() if resp.status != 204 else None), resp
+
+    async def user(self, name="alice", password="correct horse", orgs=("acme",)):
+        status, body, _ = await self.post("/v1/users", {"username": name, "password": password, "orgs": list(orgs)}, self.admin)
+        assert status == 201, body
+        return password
+
+    async def login(self, name="alice", password="correct horse"):
+        status, body, _ = await self.post("/v1/sessions", {"username": name, "password": password})
+        assert status == 201, body
+        return body["session"]
+
+    async def discharge(self, session, ticket_b64):
+        return await self.post("/v1/discharges", {"ticket": ticket_b64}, {"Authorization": f"Bearer {session}"})
+
+
+@pytest.fixture
+async def real_discharger(aiohttp_client, discharger_config, admin_token) -> DischargerEnv:
+    client = await aiohttp_client(create_discharger_app(discharger_config))
+    return DischargerEnv(client, discharger_config, admin_token)

@@ -1,0 +1,31 @@
+"""Audit records shared by both services: a database row and a structlog JSON line.
+
+A record holds ids, lineage, user, client address and request id, never a token or secret.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import structlog
+
+log = structlog.get_logger("sable.audit")
+
+
+@dataclass(slots=True)
+class AuditRecord:
+    event: str
+    outcome: str = "ok"
+    request_id: str | None = None
+    client: str | None = None
+    token_id: str | None = None
+    parent: str | None = None
+    org: str | None = None
+    user: str | None = None
+    detail: dict | None = None
+    at: float = field(default_factory=time.time)
+
+    def emit(self) -> None:
+        fields = {k: getattr(self, k) for k in ("outcome", "client", "token_id", "parent", "org", "user")}
+        log.info(self.event, **{k: v for k, v in fields.items() if v is not None}, **(self.detail or {}))

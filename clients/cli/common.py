@@ -1,0 +1,150 @@
+"""What every `sable` command shares: settings, token arguments, durations, the session
+file, and turning errors into a message on stderr and an exit code (SPEC §6)."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+from clients.caveats import CaveatError
+from clients.sdk import AuthorityClient, DischargerClient, SableAPIError
+from clients.settings import ConfigError
+from clients.sqlite import StoreError
+from clients.tokens import TokenFormatError
+
+EXIT_OK, EXIT_DENIED, EXIT_USAGE = 0, 1, 2
+_DURATION = re.compile(r"(\d+)([smhd]?)")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class CommandError(Exception):
+    def __init__(self, message: str, code: int = EXIT_DENIED):
+        super().__init__(message)
+        self.code = code
+
+
+def fail(message: str, code: int = EXIT_DENIED):
+    raise CommandError(message, code)
+
+
+def handle_errors(fn):
+    """Run a command, turning every expected failure into `sable: message` and an exit code."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except CommandError as e:
+            click.echo(f"sable: {e}", err=True)
+            sys.exit(e.code)
+        except (TokenFormatError, CaveatError, ConfigError) as e:
+            click.echo(f"sable: {e}", err=True)
+            sys.exit(EXIT_USAGE)
+        except StoreError as e:
+            click.echo(f"sable: {e}", err=True)
+            sys.exit(EXIT_DENIED)
+        except SableAPIError as e:
+            click.echo(f"sable: {e.message} ({e.code})", err=True)
+            sys.exit(EXIT_USAGE if e.status in (400, 413) else EXIT_DENIED)
+    return wrapper
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+class Duration(click.ParamType):
+    """`90s`, `15m`, `12h`, `30d` (or plain seconds) as an int number of seconds."""
+
+    name = "duration"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        m = _DURATION.fullmatch(str(value).strip())
+        if not m or int(m.group(1)) == 0:
+            self.fail(f"{value!r} is not a duration like 90s, 15m, 12h or 30d", param, ctx)
+        return int(m.group(1)) * _UNITS[m.group(2)]
+
+
+DURATION = Duration()
+
+
+def read_token(arg: str) -> str:
+    """A token argument: the token itself, `-` for stdin, or `@FILE`."""
+    if arg == "-":
+        return sys.stdin.read().strip()
+    if arg.startswith("@"):
+        try:
+            return Path(arg[1:]).read_text().strip()
+        except OSError as e:
+            fail(f"cannot read {arg[1:]}: {e.strerror}", EXIT_USAGE)
+    return arg.strip()
+
+
+def authority_url() -> str:
+    return os.environ.get("SABLE_AUTHORITY_URL", "http://127.0.0.1:8700")
+
+
+def discharger_url() -> str:
+    return os.environ.get("SABLE_DISCHARGER_URL", "http://127.0.0.1:8701")
+
+
+def admin_token() -> str | None:
+    return os.environ.get("SABLE_ADMIN_TOKEN") or None
+
+
+def authority() -> AuthorityClient:
+    return AuthorityClient(authority_url(), admin_token=admin_token())
+
+
+def discharger(url: str | None = None) -> DischargerClient:
+    return DischargerClient(url or discharger_url(), admin_token=admin_token())
+
+
+def emit(data, as_json: bool, text: str | None = None) -> None:
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    elif text is not None:
+        click.echo(text)
+
+
+# --- the session file -------------------------------------------------------------------------
+
+
+def session_path() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "sable" / "session.json"
+
+
+def write_private(path: Path, data: dict) -> None:
+    """Write JSON atomically with mode 0600 (and its folder 0700)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def load_session() -> dict:
+    path = session_path()
+    try:
+        data = json.loads(path.read_text())
+        data["session"]
+    except (OSError, ValueError, KeyError, TypeError):
+        fail("not logged in: run `sable login` first")
+    return data

@@ -1,0 +1,201 @@
+"""Commands for token holders: log in, discharge, strip, attenuate, inspect, verify, revoke."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import click
+
+from clients import caveats, offline, tokens
+from clients.cli.common import (
+    DURATION, EXIT_DENIED, EXIT_USAGE, authority, discharger, emit, fail, handle_errors, load_session,
+    read_token, run, session_path, write_private,
+)
+from clients.tickets import b64e
+
+
+@click.command()
+@click.option("--username", "-u", prompt=True, help="Your username at the discharger.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from stdin instead of prompting.")
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def login(username, password_stdin, as_json):
+    """Log in to the discharger and keep the session (mode 0600)."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True)
+
+    async def go():
+        async with discharger() as d:
+            return d.base_url, await d.login(username, password)
+
+    url, out = run(go())
+    write_private(session_path(), {"discharger_url": url, "username": username, **out})
+    emit({"username": username, "expires_at": out["expires_at"]}, as_json)
+    click.echo(f"logged in as {username} until {out['expires_at']}", err=True)
+
+
+@click.command()
+@handle_errors
+def logout():
+    """End the discharger session and forget it."""
+    path = session_path()
+    if not path.exists():
+        click.echo("not logged in", err=True)
+        return
+    data = load_session()
+
+    async def go():
+        async with discharger(data.get("discharger_url")) as d:
+            await d.logout(data["session"])
+
+    try:
+        run(go())
+    finally:
+        path.unlink(missing_ok=True)
+    click.echo("logged out", err=True)
+
+
+async def _bound_discharge(token: str) -> str:
+    """Get a discharge for the token's authentication caveat through the session, bound to it."""
+    tok = tokens.parse(token, (tokens.PERMISSION,))
+    third = [c for c in tok.caveats if c.third_party]
+    if len(third) != 1:
+        fail("the token must carry exactly one authentication caveat", EXIT_USAGE)
+    data = load_session()
+    async with discharger(data.get("discharger_url")) as d:
+        out = await d.discharge(data["session"], b64e(third[0].cid))
+    return offline.bind(tok, out["discharge"])
+
+
+@click.command()
+@click.argument("token")
+@handle_errors
+def discharge(token):
+    """Print a discharge for TOKEN's authentication caveat, bound to TOKEN."""
+    click.echo(run(_bound_discharge(read_token(token))))
+
+
+@click.command()
+@click.argument("token")
+@click.option("--name", help="A label for the service token.")
+@click.option("--expires-in", type=DURATION, help="Give the service token an expiry (default: none).")
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def strip(token, name, expires_in, as_json):
+    """Trade a permission token (plus a fresh discharge) for a service token."""
+    token = read_token(token)
+
+    async def go():
+        dt = await _bound_discharge(token)
+        async with authority() as a:
+            return await a.strip(token, dt, name=name, expires_in=expires_in)
+
+    out = run(go())
+    emit(out, as_json, out["token"])
+
+
+def _caveat_options(fn):
+    for opt in reversed([
+        click.option("--apps", help="Comma-separated apps."),
+        click.option("--actions", help="Letters from rwcdC."),
+        click.option("--hosts", help="Comma-separated hosts."),
+        click.option("--instances", help="Comma-separated instances."),
+        click.option("--expires-in", type=DURATION, help="Expire after 90s, 15m, 12h, 30d..."),
+        click.option("--caveat", "extra", multiple=True, help="Any caveat text, e.g. 'not-before 2026-12-01T00:00:00Z'."),
+    ]):
+        fn = opt(fn)
+    return fn
+
+
+def caveats_from(apps, actions, hosts, instances, expires_in, extra) -> list[str]:
+    out = []
+    for name, value in (("apps", apps), ("actions", actions), ("hosts", hosts), ("instances", instances)):
+        if value is not None:
+            out.append(f"{name} {value}")
+    if expires_in is not None:
+        out.append(f"expires {caveats.format_time(int(time.time()) + expires_in)}")
+    out.extend(extra)
+    for text in out:
+        caveats.parse_strict(text)  # checked offline, before anything is signed or sent
+    return out
+
+
+@click.command()
+@click.argument("token")
+@_caveat_options
+@handle_errors
+def attenuate(token, **options):
+    """Print a narrower TOKEN (offline)."""
+    added = caveats_from(**options)
+    if not added:
+        fail("give at least one caveat to add", EXIT_USAGE)
+    click.echo(offline.attenuate(read_token(token), added))
+
+
+@click.command()
+@click.argument("token")
+@click.option("--field", type=click.Choice(["kind", "id", "location"]), help="Print only this field.")
+@handle_errors
+def inspect(token, field):
+    """Show what TOKEN says about itself (offline JSON, never a secret)."""
+    info = offline.inspect(read_token(token))
+    click.echo(info.get(field) if field else json.dumps(info, indent=2))
+
+
+@click.command()
+@click.argument("tokens_", metavar="TOKEN...", nargs=-1, required=True)
+@click.option("--org", required=True)
+@click.option("--action", required=True, help="Letters from rwcdC.")
+@click.option("--app")
+@click.option("--host")
+@click.option("--instance")
+@click.option("--user")
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def verify(tokens_, org, action, app, host, instance, user, as_json):
+    """Ask the authority whether TOKEN (and its discharges) allow the access."""
+    presented = []
+    for arg in tokens_:
+        presented.extend(tokens.split_presentation(read_token(arg)))
+    access = {k: v for k, v in dict(org=org, action=action, app=app, host=host, instance=instance, user=user).items()
+              if v is not None}
+    caveats.Access.from_dict(access)
+
+    async def go():
+        async with authority() as a:
+            return await a.verify(presented, access)
+
+    out = run(go())
+    emit(out, as_json)
+    if out.get("allowed"):
+        if not as_json:
+            click.echo(f"allowed: {out['kind']} token {out['id']}" + (f" (user {out['user']})" if out.get("user") else ""))
+        return
+    if not as_json:
+        click.echo(f"denied: {out.get('message')}", err=True)
+    sys.exit(EXIT_DENIED)
+
+
+@click.command()
+@click.argument("token")
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def revoke(token, as_json):
+    """Revoke TOKEN by value: the whole token, or only this attenuation of it."""
+    token = read_token(token)
+
+    async def go():
+        async with authority() as a:
+            return await a.revoke(token)
+
+    out = run(go())
+    emit({"revoked": out}, as_json)
+    if not as_json:
+        if not out:
+            click.echo("already revoked", err=True)
+        for r in out:
+            click.echo(f"revoked {r['scope']} of {r['id']}")

@@ -1,0 +1,316 @@
+"""Running the services: `sable authority serve`, `sable discharger serve` and `sable dev`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import signal
+import ssl
+import sys
+from pathlib import Path
+
+import click
+import nacl.utils
+from aiohttp import web
+
+from clients import tokens
+from clients.cli.common import EXIT_USAGE, CommandError, fail, handle_errors, write_private
+from clients.sdk import AuthorityClient, DischargerClient, SableAPIError
+from clients.settings import ConfigError
+from clients.tickets import b64d, b64e
+from clients.web import configure_logging
+
+
+def _tls(cert: str | None, key: str | None) -> ssl.SSLContext | None:
+    if not cert and not key:
+        return None
+    if not (cert and key):
+        fail("--tls-cert and --tls-key go together", EXIT_USAGE)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        ctx.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as e:
+        fail(f"cannot load TLS certificate or key: {e}", EXIT_USAGE)
+    return ctx
+
+
+async def serve(sites: list[tuple[web.Application, str, int, ssl.SSLContext | None]], ready=None) -> None:
+    """Start every app, call `ready()`, then run until SIGINT or SIGTERM and stop cleanly."""
+    os.umask(0o077)  # databases, WAL files and keys are for the service's user alone
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    runners = []
+    try:
+        for app, host, port, tls in sites:
+            runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            await runner.setup()
+            runners.append(runner)
+            try:
+                await web.TCPSite(runner, host, port, ssl_context=tls).start()
+            except OSError as e:
+                raise CommandError(f"cannot listen on {host}:{port}: {e.strerror}") from None
+        if ready is not None:
+            await ready()
+        await stop.wait()
+    finally:
+        for runner in reversed(runners):
+            await runner.cleanup()
+
+
+def _service_options(port: int):
+    def wrap(fn):
+        for opt in reversed([
+            click.option("--host", help="Listen address (default 127.0.0.1)."),
+            click.option("--port", type=int, help=f"Listen port (default {port})."),
+            click.option("--public-url", help="The URL clients use (default: the listen address)."),
+            click.option("--data-dir", type=click.Path(file_okay=False), help="Where the database lives (default ./var)."),
+            click.option("--db", type=click.Path(dir_okay=False), help="The SQLite file (overrides --data-dir)."),
+            click.option("--config", "config_path", type=click.Path(dir_okay=False), help="A TOML settings file."),
+            click.option("--tls-cert", type=click.Path(dir_okay=False)),
+            click.option("--tls-key", type=click.Path(dir_okay=False)),
+            click.option("--log-level", default="INFO", show_default=True),
+        ]):
+            fn = opt(fn)
+        return fn
+    return wrap
+
+
+async def fetch_discharger(url: str, attempts: int = 30):
+    """The discharger's /v1/info, retried for a while so services can start in any order."""
+    from authority.config import discharger_from_info
+
+    for attempt in range(attempts):
+        try:
+            async with DischargerClient(url, timeout=5) as d:
+                return discharger_from_info(await d.info())
+        except SableAPIError as e:
+            if attempt == attempts - 1:
+                raise ConfigError(f"cannot get the discharger's keys from {url}/v1/info: {e.message}") from None
+            await asyncio.sleep(1)
+
+
+@click.group()
+def authority():
+    """The authority service."""
+
+
+@authority.command("serve")
+@_service_options(8700)
+@click.option("--discharger", help="URL of the discharger to trust; its keys come from its /v1/info.")
+@click.option("--master-key-file", type=click.Path(dir_okay=False), help="Else SABLE_MASTER_KEY is used.")
+@handle_errors
+def authority_serve(config_path, tls_cert, tls_key, log_level, **flags):
+    """Run the authority."""
+    from authority.app import create_app
+    from authority.config import load
+
+    configure_logging(log_level)
+    config, discharger_url = load(config_path, tls_cert=tls_cert, **flags)
+    tls = _tls(tls_cert, tls_key)
+
+    async def main():
+        if discharger_url:
+            config.dischargers = [await fetch_discharger(discharger_url)]
+        if not config.dischargers:
+            click.echo("sable: warning: no discharger configured; minting is disabled", err=True)
+        await serve([(create_app(config), config.host, config.port, tls)],
+                    lambda: _announce("authority", config.public_url))
+
+    asyncio.run(main())
+
+
+@click.group()
+def discharger():
+    """The discharger service."""
+
+
+@discharger.command("serve")
+@_service_options(8701)
+@click.option("--keys", type=click.Path(dir_okay=False), help="The key file (default <data-dir>/discharger.keys).")
+@handle_errors
+def discharger_serve(config_path, tls_cert, tls_key, log_level, **flags):
+    """Run the discharger."""
+    from discharger.app import create_app
+    from discharger.config import load
+
+    configure_logging(log_level)
+    config = load(config_path, tls_cert=tls_cert, **flags)
+    tls = _tls(tls_cert, tls_key)
+    asyncio.run(serve([(create_app(config), config.host, config.port, tls)],
+                      lambda: _announce("discharger", config.public_url)))
+
+
+@discharger.group("keys")
+def discharger_keys():
+    """The discharger's X25519 keys: list, rotate, retire."""
+
+
+def _keyfile(data_dir, keys):
+    from discharger.keys import DischargerKeys, KeyFileError
+
+    path = keys or str(Path(data_dir or "./var") / "discharger.keys")
+    try:
+        return DischargerKeys.load_or_create(path)
+    except KeyFileError as e:
+        fail(str(e))
+
+
+_key_opts = [click.option("--data-dir", type=click.Path(file_okay=False)), click.option("--keys", type=click.Path(dir_okay=False))]
+
+
+def _with_key_opts(fn):
+    for opt in reversed(_key_opts):
+        fn = opt(fn)
+    return fn
+
+
+@discharger_keys.command("list")
+@_with_key_opts
+@handle_errors
+def keys_list(data_dir, keys):
+    for i, k in enumerate(_keyfile(data_dir, keys).public_keys()):
+        click.echo(f"{k['kid']}  {k['key']}" + ("  (current)" if i == 0 else ""))
+
+
+@discharger_keys.command("rotate")
+@_with_key_opts
+@handle_errors
+def keys_rotate(data_dir, keys):
+    """Add a new current key; the old ones stay accepted until retired. Restart authorities
+    that were given this discharger by URL so they seal new tickets to the new key."""
+    click.echo(_keyfile(data_dir, keys).rotate())
+
+
+@discharger_keys.command("retire")
+@click.argument("kid")
+@_with_key_opts
+@handle_errors
+def keys_retire(kid, data_dir, keys):
+    """Stop accepting tickets sealed to KID."""
+    from discharger.keys import KeyFileError
+    try:
+        _keyfile(data_dir, keys).retire(kid)
+    except KeyFileError as e:
+        fail(str(e))
+    click.echo(f"retired {kid}", err=True)
+
+
+async def _announce(name: str, url: str) -> None:
+    click.echo(f"sable {name} listening on {url}", err=True)
+
+
+# --- sable dev --------------------------------------------------------------------------------
+
+DEV_ORG, DEV_USER = "acme", "alice"
+
+
+def _dev_master_key(data_dir: Path) -> bytes:
+    path = data_dir / "master.key"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(b64e(nacl.utils.random(32)) + "\n")
+    from authority.config import load_master_key
+    return load_master_key(str(path))
+
+
+@click.command()
+@click.option("--data-dir", default="./var", show_default=True, type=click.Path(file_okay=False))
+@click.option("--authority-port", default=8700, show_default=True, type=int)
+@click.option("--discharger-port", default=8701, show_default=True, type=int)
+@click.option("--log-level", default="WARNING", show_default=True)
+@handle_errors
+def dev(data_dir, authority_port, discharger_port, log_level):
+    """Run both services locally on SQLite under the data dir, with org acme and user alice."""
+    from authority.app import create_app as authority_app
+    from authority.config import AuthorityConfig, TrustedDischarger
+    from discharger.app import create_app as discharger_app
+    from discharger.config import DischargerConfig
+    from discharger.keys import DischargerKeys
+
+    configure_logging(log_level)
+    root = Path(data_dir)
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    dev_file = root / "dev.json"
+    previous = json.loads(dev_file.read_text()) if dev_file.exists() else {}
+    admin = previous.get("admin_token") or tokens.encode(tokens.ADMIN, nacl.utils.random(32))
+    users = previous.get("users") or [{"username": DEV_USER, "password": secrets.token_urlsafe(12)}]
+    host = "127.0.0.1"
+    d_url, a_url = f"http://{host}:{discharger_port}", f"http://{host}:{authority_port}"
+
+    d_config = DischargerConfig(db_path=str(root / "discharger.db"), keys_path=str(root / "discharger.keys"),
+                                public_url=d_url, host=host, port=discharger_port, admin_token=admin)
+    keys = DischargerKeys.load_or_create(d_config.keys_path)
+    trust = TrustedDischarger(d_url, tuple((k["kid"], b64d(k["key"])) for k in keys.public_keys()))
+    a_config = AuthorityConfig(db_path=str(root / "authority.db"), master_key=_dev_master_key(root), public_url=a_url,
+                               dischargers=[trust], host=host, port=authority_port, admin_token=admin)
+
+    async def ready():
+        async with AuthorityClient(a_url, admin_token=admin) as a, DischargerClient(d_url, admin_token=admin) as d:
+            try:
+                await a.create_org(DEV_ORG)
+            except SableAPIError as e:
+                if e.code != "conflict":
+                    raise
+            for u in users:
+                try:
+                    await d.create_user(u["username"], u["password"], [DEV_ORG])
+                except SableAPIError as e:
+                    if e.code != "conflict":
+                        raise
+        write_private(dev_file, {"authority_url": a_url, "discharger_url": d_url, "admin_token": admin,
+                                 "org": DEV_ORG, "users": users})
+        click.echo(_walkthrough(a_url, d_url, root, users[0]))
+
+    asyncio.run(serve([(discharger_app(d_config), host, discharger_port, None),
+                       (authority_app(a_config), host, authority_port, None)], ready))
+    click.echo("stopped", err=True)
+
+
+def _walkthrough(a_url: str, d_url: str, root: Path, user: dict) -> str:
+    return f"""
+Sable is running.
+  authority   {a_url}
+  discharger  {d_url}
+  data        {root}/ (dev.json holds the admin credential and passwords, mode 0600)
+  org {DEV_ORG}, user {user['username']}, password {user['password']}
+
+In another terminal, from this folder:
+  eval "$(.venv/bin/sable dev-env --data-dir {root})"   # sets SABLE_* and puts sable on PATH
+  echo "$SABLE_DEV_PASSWORD" | sable login -u {user['username']} --password-stdin
+  PT=$(sable token create --org {DEV_ORG} --apps orders --actions rw)
+  ST=$(sable strip "$PT")
+  HT=$(sable attenuate "$ST" --hosts worker-7)
+  sable verify "$HT" --org {DEV_ORG} --action r --app orders --host worker-7   # allowed
+  sable verify "$HT" --org {DEV_ORG} --action r --app orders --host worker-8   # denied
+  sable token revoke "$(sable inspect "$PT" --field id)"
+  sable verify "$HT" --org {DEV_ORG} --action r --app orders --host worker-7   # denied: revoked
+
+Ctrl-C stops both services; a second `make run` reuses {root}/.
+"""
+
+
+@click.command("dev-env")
+@click.option("--data-dir", default="./var", show_default=True, type=click.Path(file_okay=False))
+@handle_errors
+def dev_env(data_dir):
+    """Print shell exports for talking to `sable dev`: eval "$(sable dev-env)"."""
+    path = Path(data_dir) / "dev.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        fail(f"no {path}: start `sable dev` (make run) first")
+    bin_dir = Path(os.path.realpath(sys.argv[0])).parent
+    click.echo(f"export SABLE_AUTHORITY_URL={data['authority_url']}")
+    click.echo(f"export SABLE_DISCHARGER_URL={data['discharger_url']}")
+    click.echo(f"export SABLE_ADMIN_TOKEN={data['admin_token']}")
+    click.echo(f"export SABLE_DEV_USER={data['users'][0]['username']}")
+    click.echo(f"export SABLE_DEV_PASSWORD={data['users'][0]['password']}")
+    click.echo(f'export PATH="{bin_dir}:$PATH"')
+
+
+COMMANDS = [authority, discharger, dev, dev_env]

@@ -1,0 +1,140 @@
+"""Async clients for the authority and the discharger, built on aiohttp.
+
+Every call has a timeout. Every failure raises `SableAPIError`, carrying the server's error
+code (or `unavailable` when the service could not be reached).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import aiohttp
+
+DEFAULT_TIMEOUT = 10.0
+
+
+class SableAPIError(Exception):
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(f"{code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class _Client:
+    def __init__(self, base_url: str, *, admin_token: str | None = None, timeout: float = DEFAULT_TIMEOUT,
+                 session: aiohttp.ClientSession | None = None):
+        self.base_url = base_url.rstrip("/")
+        self.admin_token = admin_token
+        self.timeout = timeout
+        self._session = session
+        self._owns_session = session is None
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None and self._owns_session:
+            await self._session.close()
+            self._session = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        return self._session
+
+    async def request(self, method: str, path: str, body: dict | None = None, *, bearer: str | None = None,
+                      params: dict | None = None, timeout: float | None = None, ok: tuple[int, ...] = ()) -> dict:
+        """Send one request; return the JSON body of a 2xx (or of a status in `ok`)."""
+        headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
+        try:
+            async with self._http().request(
+                method, self.base_url + path, json=body, headers=headers, params=params,
+                timeout=aiohttp.ClientTimeout(total=timeout or self.timeout),
+            ) as resp:
+                text = await resp.text()
+                data = json.loads(text) if text else {}
+                if resp.status < 300 or resp.status in ok:
+                    return data
+                raise SableAPIError(resp.status, data.get("error", "error"), data.get("message", resp.reason or ""))
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+            raise SableAPIError(0, "unavailable", f"cannot reach {self.base_url}: {type(e).__name__}") from None
+        except ValueError:
+            raise SableAPIError(0, "unavailable", f"{self.base_url} did not answer with JSON") from None
+
+    def _admin(self) -> str:
+        if not self.admin_token:
+            raise SableAPIError(0, "unauthorized", "no admin credential: set SABLE_ADMIN_TOKEN")
+        return self.admin_token
+
+    async def info(self) -> dict:
+        return await self.request("GET", "/v1/info")
+
+
+class AuthorityClient(_Client):
+    async def create_org(self, name: str) -> dict:
+        return await self.request("POST", "/v1/orgs", {"name": name}, bearer=self._admin())
+
+    async def list_orgs(self) -> list[dict]:
+        return (await self.request("GET", "/v1/orgs", bearer=self._admin()))["orgs"]
+
+    async def mint(self, org: str, caveats: list[str] = (), name: str | None = None,
+                   expires_in: int | None = None) -> dict:
+        body = {"org": org, "caveats": list(caveats)}
+        if name is not None:
+            body["name"] = name
+        if expires_in is not None:
+            body["expires_in"] = expires_in
+        return await self.request("POST", "/v1/tokens", body, bearer=self._admin())
+
+    async def list_tokens(self, org: str) -> list[dict]:
+        return (await self.request("GET", "/v1/tokens", params={"org": org}, bearer=self._admin()))["tokens"]
+
+    async def revoke_id(self, token_id: str) -> list[str]:
+        return (await self.request("POST", f"/v1/tokens/{token_id}/revoke", {}, bearer=self._admin()))["revoked"]
+
+    async def strip(self, token: str, discharge: str, name: str | None = None, expires_in: int | None = None) -> dict:
+        body: dict = {"tokens": [token, discharge]}
+        if name is not None:
+            body["name"] = name
+        if expires_in is not None:
+            body["expires_in"] = expires_in
+        return await self.request("POST", "/v1/service-tokens", body)
+
+    async def verify(self, tokens: list[str], access: dict) -> dict:
+        """The decision as a dict: a denial (403) is an answer, not an error."""
+        return await self.request("POST", "/v1/verify", {"tokens": tokens, "access": access}, ok=(403,))
+
+    async def revoke(self, token: str) -> list[dict]:
+        return (await self.request("POST", "/v1/revoke", {"tokens": [token]}))["revoked"]
+
+    async def revocations(self, after: int | None = None, wait: float = 0) -> dict:
+        params = {"wait": str(wait)}
+        if after is not None:
+            params["after"] = str(after)
+        return await self.request("GET", "/v1/revocations", params=params, timeout=wait + self.timeout)
+
+
+class DischargerClient(_Client):
+    async def create_user(self, username: str, password: str, orgs: list[str]) -> dict:
+        body = {"username": username, "password": password, "orgs": list(orgs)}
+        return await self.request("POST", "/v1/users", body, bearer=self._admin())
+
+    async def set_orgs(self, username: str, orgs: list[str]) -> dict:
+        return await self.request("POST", f"/v1/users/{username}/orgs", {"orgs": list(orgs)}, bearer=self._admin())
+
+    async def disable_user(self, username: str) -> dict:
+        return await self.request("POST", f"/v1/users/{username}/disable", {}, bearer=self._admin())
+
+    async def login(self, username: str, password: str) -> dict:
+        return await self.request("POST", "/v1/sessions", {"username": username, "password": password})
+
+    async def logout(self, session: str) -> None:
+        await self.request("DELETE", "/v1/sessions/current", bearer=session)
+
+    async def discharge(self, session: str, ticket_b64: str) -> dict:
+        return await self.request("POST", "/v1/discharges", {"ticket": ticket_b64}, bearer=session)

@@ -1,0 +1,30 @@
+"""Reading service settings: flags win over the TOML file, which wins over defaults."""
+
+from __future__ import annotations
+
+import tomllib
+
+
+class ConfigError(ValueError):
+    """A setting is missing or wrong; the message says which."""
+
+
+def read_toml(path: str | None, section: str) -> dict:
+    """The `[section]` table of a TOML file, or its top level if it has no such table."""
+    if not path:
+        return {}
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config {path} is not valid TOML: {e}") from None
+    return data.get(section, data)
+
+
+def picker(flags: dict, section: dict):
+    def pick(name, default=None):
+        value = flags.get(name)
+        return value if value is not None else section.get(name, default)
+    return pick

@@ -1,0 +1,47 @@
+"""Discharger settings."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from clients.settings import picker, read_toml
+
+
+@dataclass
+class DischargerConfig:
+    db_path: str
+    keys_path: str
+    public_url: str
+    host: str = "127.0.0.1"
+    port: int = 8701
+    session_ttl: int = 12 * 3600
+    discharge_ttl: int = 300
+    user_failures: int = 5  # failed logins per username ...
+    address_failures: int = 20  # ... or per client address ...
+    failure_window: float = 300.0  # ... within this many seconds give 429
+    password_limits: str = "interactive"  # argon2id cost: "interactive" or "moderate"
+    hash_threads: int = 2
+    hash_queue: int = 64  # logins waiting for a hashing thread before 429
+    admin_token: str | None = None
+
+
+def load(config_path: str | None = None, **flags) -> DischargerConfig:
+    """Settings from flags, then the TOML file (a [discharger] table or top level), then defaults."""
+    pick = picker(flags, read_toml(config_path, "discharger"))
+
+    data_dir = pick("data_dir", "./var")
+    host, port = pick("host", "127.0.0.1"), int(pick("port", 8701))
+    scheme = "https" if pick("tls_cert") else "http"
+    return DischargerConfig(
+        db_path=pick("db") or str(Path(data_dir) / "discharger.db"),
+        keys_path=pick("keys") or str(Path(data_dir) / "discharger.keys"),
+        public_url=pick("public_url") or f"{scheme}://{host}:{port}",
+        host=host,
+        port=port,
+        session_ttl=int(pick("session_ttl", 12 * 3600)),
+        discharge_ttl=int(pick("discharge_ttl", 300)),
+        password_limits=pick("password_limits", "interactive"),
+        admin_token=os.environ.get("SABLE_ADMIN_TOKEN") or None,
+    )

@@ -1,0 +1,192 @@
+"""The real discharger on loopback: users, logins, throttling, discharges and key rotation."""
+
+import asyncio
+import time
+
+import pytest
+
+from authority.config import TrustedDischarger
+from authority.keystore import KeyStore
+from authority.minting import build
+from clients import caveats, offline, tokens
+from clients.tickets import b64d, b64e
+from discharger.keys import DischargerKeys
+
+
+def ticket_for(env, org="acme", ttl=300, keys=None) -> tuple[str, bytes]:
+    """A permission token whose authentication caveat is sealed to this discharger."""
+    keys = keys or DischargerKeys.load_or_create(env.config.keys_path)
+    trust = TrustedDischarger(env.config.public_url, tuple((k["kid"], b64d(k["key"])) for k in keys.public_keys()))
+    tok, _ = build(KeyStore(bytes(32)), tokens.PERMISSION, "http://auth", "ab" * 16, [f"org {org}"], trust, org, ttl)
+    ticket = [c for c in tok.caveats if c.third_party][0].cid
+    return tok.encode(), ticket
+
+
+async def test_info_publishes_keys(real_discharger):
+    resp = await real_discharger.client.get("/v1/info")
+    body = await resp.json()
+    assert body["service"] == "sable-discharger" and body["location"] == "http://discharger.test"
+    assert len(body["public_keys"]) == 1 and len(b64d(body["public_keys"][0]["key"])) == 32
+
+
+async def test_users_need_admin_and_valid_input(real_discharger):
+    env = real_discharger
+    status, body, _ = await env.post("/v1/users", {"username": "alice", "password": "correct horse", "orgs": ["acme"]})
+    assert status == 401
+    await env.user()
+    status, body, _ = await env.post("/v1/users", {"username": "alice", "password": "correct horse"}, env.admin)
+    assert status == 409
+    for bad in ({"username": "a b", "password": "correct horse"}, {"username": "bob", "password": "short"},
+                {"username": "bob", "password": "correct horse", "orgs": "acme"}, {"username": 5}):
+        status, body, _ = await env.post("/v1/users", bad, env.admin)
+        assert status == 400, bad
+
+
+async def test_login_and_logout(real_discharger):
+    env = real_discharger
+    await env.user()
+    session = await env.login()
+    assert session.startswith(tokens.SESSION)
+    resp = await env.client.delete("/v1/sessions/current", headers={"Authorization": f"Bearer {session}"})
+    assert resp.status == 204
+    _, ticket = ticket_for(env)
+    status, body, _ = await env.discharge(session, b64e(ticket))
+    assert status == 401
+
+
+async def test_unknown_user_and_wrong_password_look_the_same(real_discharger):
+    env = real_discharger
+    await env.user()
+    s1, b1, _ = await env.post("/v1/sessions", {"username": "alice", "password": "wrong password"})
+    s2, b2, _ = await env.post("/v1/sessions", {"username": "mallory", "password": "wrong password"})
+    assert s1 == s2 == 401 and b1 == b2
+
+
+async def test_login_throttle_per_username(real_discharger):
+    env = real_discharger
+    await env.user()
+    for _ in range(5):
+        status, _, _ = await env.post("/v1/sessions", {"username": "alice", "password": "nope nope"})
+        assert status == 401
+    status, body, resp = await env.post("/v1/sessions", {"username": "alice", "password": "correct horse"})
+    assert status == 429 and body["error"] == "rate_limited" and int(resp.headers["Retry-After"]) > 0
+
+
+async def test_login_throttle_per_address(real_discharger):
+    env = real_discharger
+    for i in range(20):
+        status, _, _ = await env.post("/v1/sessions", {"username": f"user{i}", "password": "nope nope"})
+        assert status == 401
+    status, body, resp = await env.post("/v1/sessions", {"username": "someone-else", "password": "x"})
+    assert status == 429 and "Retry-After" in resp.headers
+
+
+async def test_parallel_guesses_cannot_outrun_the_throttle(real_discharger):
+    env = real_discharger
+    await env.user()
+    results = await asyncio.gather(*[
+        env.post("/v1/sessions", {"username": "alice", "password": f"guess {i}"}) for i in range(30)
+    ])
+    statuses = [r[0] for r in results]
+    assert statuses.count(401) == 5 and statuses.count(429) == 25
+
+
+async def test_logins_in_flight_do_not_block_healthz(real_discharger):
+    env = real_discharger
+    await env.user()
+    logins = [asyncio.create_task(env.post("/v1/sessions", {"username": "alice", "password": "correct horse"}))
+              for _ in range(4)]
+    await asyncio.sleep(0.01)
+    resp = await env.client.get("/healthz")
+    assert resp.status == 200
+    # The health check answered while argon2id was still running in the thread pool.
+    assert not all(t.done() for t in logins)
+    assert [r[0] for r in await asyncio.gather(*logins)] == [201] * 4
+
+
+async def test_discharge_contents(real_discharger):
+    env = real_discharger
+    await env.user()
+    session = await env.login()
+    pt, ticket = ticket_for(env, ttl=120)
+    status, body, _ = await env.discharge(session, b64e(ticket))
+    assert status == 201
+    dt = tokens.parse(body["discharge"], (tokens.DISCHARGE,))
+    assert dt.identifier == ticket and dt.location == "http://discharger.test"
+    texts = [c.cid.decode() for c in dt.caveats]
+    assert texts[0] == "user alice" and texts[1].startswith("expires ")
+    expiry = caveats.parse_time(texts[1].split(" ", 1)[1])
+    assert int(time.time()) + 118 <= expiry <= int(time.time()) + 120  # the ticket's 120 s, not 300
+    assert body["expires_at"] == texts[1].split(" ", 1)[1]
+
+
+async def test_disabled_user_and_non_member_get_403(real_discharger):
+    env = real_discharger
+    await env.user("alice", orgs=["acme"])
+    await env.user("bob", orgs=["acme"])
+    bob = await env.login("bob")
+    alice = await env.login("alice")
+    _, ticket = ticket_for(env, org="beta")
+    status, body, _ = await env.discharge(alice, b64e(ticket))
+    assert status == 403 and "member" in body["message"]
+    status, _, _ = await env.post("/v1/users/bob/disable", {}, env.admin)
+    assert status == 200
+    _, ticket = ticket_for(env, org="acme")
+    status, body, _ = await env.discharge(bob, b64e(ticket))
+    assert status == 403 and "disabled" in body["message"]
+    status, _, _ = await env.post("/v1/sessions", {"username": "bob", "password": "correct horse"})
+    assert status == 401
+    # Membership changes apply to the next discharge.
+    status, _, _ = await env.post("/v1/users/alice/orgs", {"orgs": ["beta"]}, env.admin)
+    _, ticket = ticket_for(env, org="beta")
+    status, _, _ = await env.discharge(alice, b64e(ticket))
+    assert status == 201
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda t: t[:-1] + bytes([t[-1] ^ 1]),  # tampered ciphertext
+    lambda t: t[:20],  # truncated
+    lambda t: bytes([2]) + t[1:],  # unknown version
+    lambda t: t[:1] + bytes(8) + t[9:],  # unknown key id
+])
+async def test_tampered_ticket_is_400(real_discharger, mutate):
+    env = real_discharger
+    await env.user()
+    session = await env.login()
+    _, ticket = ticket_for(env)
+    status, body, _ = await env.discharge(session, b64e(mutate(ticket)))
+    assert status == 400 and body["error"] == "bad_request"
+
+
+async def test_garbage_ticket_and_missing_session(real_discharger):
+    env = real_discharger
+    await env.user()
+    session = await env.login()
+    for ticket in ("!!!", 5, None, "A" * 30000):
+        status, body, _ = await env.discharge(session, ticket)
+        assert status in (400, 413), ticket
+    status, body, _ = await env.discharge("sable_ss_nope", "AAAA")
+    assert status == 401
+    status, body, _ = await env.post("/v1/discharges", {"ticket": "AAAA"})
+    assert status == 401
+
+
+async def test_key_rotation(real_discharger):
+    env = real_discharger
+    await env.user()
+    session = await env.login()
+    keys = DischargerKeys.load_or_create(env.config.keys_path)
+    old_kid = keys.public_keys()[0]["kid"]
+    _, old_ticket = ticket_for(env, keys=keys)
+    new_kid = keys.rotate()
+    body = await (await env.client.get("/v1/info")).json()
+    assert [k["kid"] for k in body["public_keys"]] == [new_kid, old_kid]
+    _, new_ticket = ticket_for(env, keys=keys)
+    for ticket in (old_ticket, new_ticket):  # both accepted during the rotation
+        status, _, _ = await env.discharge(session, b64e(ticket))
+        assert status == 201
+    keys.retire(old_kid)
+    status, body, _ = await env.discharge(session, b64e(old_ticket))
+    assert status == 400 and "unknown key" in body["message"]
+    status, _, _ = await env.discharge(session, b64e(new_ticket))
+    assert status == 201
