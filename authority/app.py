@@ -126,8 +126,8 @@ async def revocations(request: web.Request) -> web.Response:
         wait_s = float(wait)
     except ValueError:
         raise ServiceError("bad_request", "after must be an integer and wait a number of seconds") from None
-    if (after_n is not None and after_n < 0) or not 0 <= wait_s <= 60:
-        raise ServiceError("bad_request", "after must be >= 0 and wait from 0 to 60")
+    if (after_n is not None and not 0 <= after_n < 2**63) or not 0 <= wait_s <= 60:
+        raise ServiceError("bad_request", "after must be a cursor (>= 0) and wait from 0 to 60")
     return web.json_response(await _authority(request).revocations(after_n, wait_s))
 
 

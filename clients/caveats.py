@@ -250,9 +250,17 @@ def parse_strict(text: str) -> Caveat:
     return cls.parse(text, value)
 
 
-@lru_cache(maxsize=8192)
+CACHEABLE = 256  # longer predicates are parsed each time, so the cache stays small
+
+
 def parse(predicate: bytes) -> Caveat:
     """Parse a signed first-party caveat; never raises. Cached: tokens repeat their caveats."""
+    if len(predicate) <= CACHEABLE:
+        return _parse_cached(predicate)
+    return _parse(predicate)
+
+
+def _parse(predicate: bytes) -> Caveat:
     try:
         text = predicate.decode("utf-8")
     except UnicodeDecodeError:
@@ -261,3 +269,6 @@ def parse(predicate: bytes) -> Caveat:
         return parse_strict(text)
     except CaveatError as e:
         return Unparseable(text[:80], str(e))
+
+
+_parse_cached = lru_cache(maxsize=8192)(_parse)

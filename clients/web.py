@@ -105,7 +105,7 @@ async def read_json(request: web.Request) -> dict:
         raise ServiceError("bad_request", f"request body is larger than {MAX_BODY} bytes", status=413) from None
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting is bad input too
         raise ServiceError("bad_request", "body is not valid JSON") from None
     if not isinstance(body, dict):
         raise ServiceError("bad_request", "body must be a JSON object")

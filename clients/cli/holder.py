@@ -88,6 +88,7 @@ def discharge(token):
 def strip(token, name, expires_in, as_json):
     """Trade a permission token (plus a fresh discharge) for a service token."""
     token = read_token(token)
+    tokens.parse(token, (tokens.PERMISSION,))
 
     async def go():
         dt = await _bound_discharge(token)
@@ -161,6 +162,8 @@ def verify(tokens_, org, action, app, host, instance, user, as_json):
     presented = []
     for arg in tokens_:
         presented.extend(tokens.split_presentation(read_token(arg)))
+    for text in presented:
+        tokens.parse(text)  # a malformed token is an input error (exit 2), caught before any request
     access = {k: v for k, v in dict(org=org, action=action, app=app, host=host, instance=instance, user=user).items()
               if v is not None}
     caveats.Access.from_dict(access)
@@ -187,6 +190,7 @@ def verify(tokens_, org, action, app, host, instance, user, as_json):
 def revoke(token, as_json):
     """Revoke TOKEN by value: the whole token, or only this attenuation of it."""
     token = read_token(token)
+    tokens.parse(token, (tokens.PERMISSION, tokens.SERVICE))
 
     async def go():
         async with authority() as a:

@@ -312,3 +312,18 @@ async def test_database_copy_without_the_master_key_verifies_nothing(authority, 
         assert rec is not None and rec.sig0 is None
     finally:
         await store.close()
+
+
+async def test_feed_cursor_out_of_range_is_400(authority):
+    resp = await authority.client.get(f"/v1/revocations?after={10**30}")
+    assert resp.status == 400
+
+
+async def test_strip_refuses_a_discharge_for_another_token(authority):
+    pt1 = await authority.mint()
+    pt2 = await authority.mint()
+    got, body = await authority.post("/v1/service-tokens", {"tokens": [pt1, authority.discharger.discharge(pt2)]})
+    assert got == 403 and "no discharge" in body["message"]
+    rebound = offline.bind(pt1, authority.discharger.discharge(pt2, bind=False))
+    got, body = await authority.post("/v1/service-tokens", {"tokens": [pt1, rebound]})
+    assert got == 403

@@ -311,3 +311,17 @@ async def test_errors_never_echo_the_token(authority):
         resp = await authority.client.post("/v1/verify", json={"tokens": presented, "access": {"org": "acme", "action": "r"}})
         text = await resp.text()
         assert payload[:40] not in text
+
+
+async def test_deeply_nested_json_is_400(authority):
+    resp = await authority.client.post("/v1/verify", data=b"[" * 60000)
+    assert resp.status == 400
+
+
+async def test_long_unknown_caveat_denies_and_is_not_cached(authority):
+    from clients import caveats as cav
+    pt = await authority.mint()
+    long = offline.attenuate(pt, ["hosts " + ",".join(f"h{i}" for i in range(200))])
+    status, body = await authority.verify([long, authority.discharger.discharge(long)], host="h199")
+    assert status == 200
+    assert cav._parse_cached.cache_info().currsize <= 8192

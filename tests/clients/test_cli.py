@@ -1,0 +1,155 @@
+"""The `sable` CLI as a user runs it: services started separately, configuration errors,
+admin credentials, durations and exit codes."""
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+
+import nacl.utils
+import pytest
+from click.testing import CliRunner
+
+from clients import tokens
+from clients.cli.common import DURATION
+from clients.cli.main import main
+from tests.e2e.test_flow import SABLE, free_port, sable
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, log_path) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/healthz", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        assert proc.poll() is None, open(log_path).read()
+        assert time.monotonic() < deadline, open(log_path).read()
+        time.sleep(0.1)
+
+
+def get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return json.loads(r.read())
+
+
+def test_services_started_separately(tmp_path):
+    admin = tokens.encode(tokens.ADMIN, nacl.utils.random(32))
+    master = base64.urlsafe_b64encode(nacl.utils.random(32)).decode().rstrip("=")
+    a_port, d_port = free_port(), free_port()
+    a_url, d_url = f"http://127.0.0.1:{a_port}", f"http://127.0.0.1:{d_port}"
+    env = {**os.environ, "SABLE_ADMIN_TOKEN": admin, "SABLE_MASTER_KEY": master,
+           "SABLE_AUTHORITY_URL": a_url, "SABLE_DISCHARGER_URL": d_url}
+    procs = []
+    try:
+        # The authority starts first and waits for the discharger's keys.
+        a_log = tmp_path / "a.log"
+        procs.append(subprocess.Popen([SABLE, "authority", "serve", "--port", str(a_port), "--data-dir", str(tmp_path),
+                                       "--discharger", d_url], env=env, stdout=open(a_log, "w"), stderr=subprocess.STDOUT))
+        d_log = tmp_path / "d.log"
+        procs.append(subprocess.Popen([SABLE, "discharger", "serve", "--port", str(d_port), "--data-dir", str(tmp_path)],
+                                      env=env, stdout=open(d_log, "w"), stderr=subprocess.STDOUT))
+        wait_healthy(d_url, procs[1], d_log)
+        wait_healthy(a_url, procs[0], a_log)
+        d_info, a_info = get_json(d_url + "/v1/info"), get_json(a_url + "/v1/info")
+        assert a_info["dischargers"] == [{"location": d_url, "public_keys": d_info["public_keys"]}]
+        assert a_info["location"] == a_url
+        assert sable(env, "org", "create", "acme").returncode == 0
+        r = sable(env, "token", "create", "--org", "acme", "--expires-in", "1h", "--json")
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["caveats"][0] == "org acme"
+        for name in ("authority.db", "discharger.db", "discharger.keys"):
+            assert os.stat(tmp_path / name).st_mode & 0o077 == 0, name
+        # JSON logs with request ids, and no token in them.
+        lines = [json.loads(line) for line in open(a_log) if line.startswith("{")]
+        assert any(line.get("event") == "mint" and line.get("request_id") for line in lines)
+        assert json.loads(r.stdout)["token"][9:50] not in open(a_log).read()
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        codes = [p.wait(timeout=10) for p in procs]
+    assert codes == [0, 0]
+
+
+def test_authority_without_a_master_key_fails_cleanly(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SABLE_")}
+    r = subprocess.run([SABLE, "authority", "serve", "--data-dir", str(tmp_path), "--port", str(free_port())],
+                       env=env, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "no master key" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_master_key_file_readable_by_others_is_refused(tmp_path):
+    key = tmp_path / "master.key"
+    key.write_text(base64.urlsafe_b64encode(bytes(32)).decode())
+    key.chmod(0o644)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SABLE_")}
+    r = subprocess.run([SABLE, "authority", "serve", "--data-dir", str(tmp_path), "--master-key-file", str(key)],
+                       env=env, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "chmod 600" in r.stderr
+
+
+def test_wrong_master_key_for_a_database_is_refused(tmp_path):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SABLE_")}
+    first = subprocess.Popen([SABLE, "authority", "serve", "--data-dir", str(tmp_path), "--port", str(port)],
+                             env={**env, "SABLE_MASTER_KEY": "11" * 32}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_healthy(f"http://127.0.0.1:{port}", first, os.devnull)
+    first.terminate()
+    first.wait(timeout=10)
+    r = subprocess.run([SABLE, "authority", "serve", "--data-dir", str(tmp_path), "--port", str(port)],
+                       env={**env, "SABLE_MASTER_KEY": "22" * 32}, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and "master key does not match" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_admin_create_registers_a_working_credential(tmp_path):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SABLE_")}
+    db = tmp_path / "authority.db"
+    r = subprocess.run([SABLE, "admin", "create", "--authority-db", str(db)], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    credential = r.stdout.strip()
+    assert credential.startswith(tokens.ADMIN)
+    proc = subprocess.Popen([SABLE, "authority", "serve", "--db", str(db), "--port", str(port)],
+                            env={**env, "SABLE_MASTER_KEY": "33" * 32}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", proc, os.devnull)
+        cli_env = {**env, "SABLE_AUTHORITY_URL": f"http://127.0.0.1:{port}", "SABLE_ADMIN_TOKEN": credential}
+        assert sable(cli_env, "org", "create", "acme").returncode == 0
+        r = sable({**cli_env, "SABLE_ADMIN_TOKEN": tokens.encode(tokens.ADMIN, bytes(32))}, "org", "list")
+        assert r.returncode == 1 and "unauthorized" in r.stderr
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_unreachable_service_is_a_clear_failure():
+    env = {**os.environ, "SABLE_AUTHORITY_URL": f"http://127.0.0.1:{free_port()}"}
+    r = sable(env, "verify", tokens.encode(tokens.SERVICE, b"\x02"), "--org", "a", "--action", "r")
+    assert r.returncode == 2  # a malformed token is caught offline, before any request
+    r = sable(env, "revoke", "sable_st_x")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    r = sable({**env, "SABLE_ADMIN_TOKEN": "sable_adm_x"}, "org", "list")
+    assert r.returncode == 1 and "cannot reach" in r.stderr
+
+
+@pytest.mark.parametrize("text, seconds", [("90s", 90), ("15m", 900), ("12h", 43200), ("30d", 2592000), ("45", 45)])
+def test_durations(text, seconds):
+    assert DURATION.convert(text, None, None) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "1w", "-5m", "0s", "1.5h", "abc"])
+def test_bad_durations(text):
+    result = CliRunner().invoke(main, ["attenuate", "sable_st_x", "--expires-in", text])
+    assert result.exit_code == 2
+
+
+def test_attenuate_needs_a_caveat_and_reads_stdin(tmp_path):
+    runner = CliRunner()
+    assert runner.invoke(main, ["attenuate", "-"], input="sable_st_x\n").exit_code == 2
+    r = runner.invoke(main, ["inspect", "@" + str(tmp_path / "missing")])
+    assert r.exit_code == 2 and "cannot read" in r.output
