@@ -9,7 +9,7 @@ from aiohttp import web
 
 from clients.tickets import b64e
 from clients.web import (
-    MAX_BODY, REQUEST_ID, ServiceError, SlidingCounter, bearer, client_address, read_json, request_middleware,
+    MAX_BODY, healthz, REQUEST_ID, ServiceError, SlidingCounter, bearer, client_address, read_json, request_middleware,
 )
 
 from authority import __version__
@@ -34,11 +34,6 @@ def _caller(request: web.Request) -> Caller:
 async def _admin(request: web.Request) -> None:
     if not await _authority(request).is_admin(bearer(request)):
         raise ServiceError("unauthorized", "an admin credential (Bearer sable_adm_...) is required")
-
-
-@routes.get("/healthz")
-async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
 
 
 @routes.get("/v1/info")
@@ -143,5 +138,6 @@ def create_app(config: AuthorityConfig) -> web.Application:
         await authority.close()
 
     app.cleanup_ctx.append(lifecycle)
+    app.router.add_get("/healthz", healthz)
     app.add_routes(routes)
     return app

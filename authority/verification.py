@@ -120,7 +120,7 @@ def verify(
             cav = parse(dc.cid)
             first.append(cav)
             if user is None and isinstance(cav, caveats.User):
-                user = cav.user
+                user = cav.value
 
     # Rule 5: every first-party caveat allows the request.
     for cav in first:

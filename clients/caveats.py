@@ -131,22 +131,29 @@ class _SetCaveat(Caveat):
         return None
 
 
-@register
 @dataclass(frozen=True, slots=True)
-class Org(Caveat):
-    name: ClassVar[str] = "org"
-    org: str = ""
+class _NameCaveat(Caveat):
+    field: ClassVar[str] = ""
+    value: str = ""
 
     @classmethod
     def parse(cls, text: str, value: str) -> Caveat:
         if not NAME_RE.fullmatch(value):
-            raise CaveatError("org must be a name")
+            raise CaveatError(f"{cls.name} must be a name")
         return cls(text, value)
 
     def prohibits(self, access: Access, now: float) -> str | None:
-        if access.org != self.org:
-            return f"caveat {self.text!r} does not allow org {access.org!r}"
+        wanted = getattr(access, self.field)
+        if wanted != self.value and not (wanted is None and self.field == "user"):
+            return f"caveat {self.text!r} does not allow {self.field} {wanted!r}"
         return None
+
+
+@register
+@dataclass(frozen=True, slots=True)
+class Org(_NameCaveat):
+    name: ClassVar[str] = "org"
+    field: ClassVar[str] = "org"
 
 
 @register
@@ -188,16 +195,20 @@ class Actions(Caveat):
         return None
 
 
-@register
 @dataclass(frozen=True, slots=True)
-class Expires(Caveat):
-    name: ClassVar[str] = "expires"
+class _TimeCaveat(Caveat):
     time_bound: ClassVar[bool] = True
     at: int = 0
 
     @classmethod
     def parse(cls, text: str, value: str) -> Caveat:
         return cls(text, parse_time(value))
+
+
+@register
+@dataclass(frozen=True, slots=True)
+class Expires(_TimeCaveat):
+    name: ClassVar[str] = "expires"
 
     def prohibits(self, access: Access, now: float) -> str | None:
         if now >= self.at:
@@ -207,14 +218,8 @@ class Expires(Caveat):
 
 @register
 @dataclass(frozen=True, slots=True)
-class NotBefore(Caveat):
+class NotBefore(_TimeCaveat):
     name: ClassVar[str] = "not-before"
-    time_bound: ClassVar[bool] = True
-    at: int = 0
-
-    @classmethod
-    def parse(cls, text: str, value: str) -> Caveat:
-        return cls(text, parse_time(value))
 
     def prohibits(self, access: Access, now: float) -> str | None:
         if now < self.at:
@@ -224,21 +229,11 @@ class NotBefore(Caveat):
 
 @register
 @dataclass(frozen=True, slots=True)
-class User(Caveat):
+class User(_NameCaveat):
+    """Added by the discharger. The one field whose absence does not deny (SPEC §3)."""
+
     name: ClassVar[str] = "user"
-    user: str = ""
-
-    @classmethod
-    def parse(cls, text: str, value: str) -> Caveat:
-        if not NAME_RE.fullmatch(value):
-            raise CaveatError("user must be a name")
-        return cls(text, value)
-
-    def prohibits(self, access: Access, now: float) -> str | None:
-        # The one field whose absence does not deny (SPEC §3).
-        if access.user is not None and access.user != self.user:
-            return f"caveat {self.text!r} does not allow user {access.user!r}"
-        return None
+    field: ClassVar[str] = "user"
 
 
 def parse_strict(text: str) -> Caveat:

@@ -95,6 +95,10 @@ async def request_middleware(request: web.Request, handler):
         structlog.contextvars.unbind_contextvars("request_id")
 
 
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
 async def read_json(request: web.Request) -> dict:
     """The request body as a JSON object, or a 400/413 ServiceError."""
     if request.content_length is not None and request.content_length > MAX_BODY:

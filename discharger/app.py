@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from clients.web import MAX_BODY, REQUEST_ID, ServiceError, bearer, client_address, read_json, request_middleware
+from clients.web import MAX_BODY, REQUEST_ID, healthz, ServiceError, bearer, client_address, read_json, request_middleware
 
 from discharger import __version__
 from discharger.config import DischargerConfig
@@ -26,11 +26,6 @@ def _who(request: web.Request) -> tuple[str, str]:
 async def _admin(request: web.Request) -> None:
     if not await _d(request).is_admin(bearer(request)):
         raise ServiceError("unauthorized", "an admin credential (Bearer sable_adm_...) is required")
-
-
-@routes.get("/healthz")
-async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
 
 
 @routes.get("/v1/info")
@@ -92,5 +87,6 @@ def create_app(config: DischargerConfig) -> web.Application:
         await discharger.close()
 
     app.cleanup_ctx.append(lifecycle)
+    app.router.add_get("/healthz", healthz)
     app.add_routes(routes)
     return app
