@@ -10,6 +10,7 @@ from aiohttp import web
 from clients.tickets import b64e
 from clients.web import (
     MAX_BODY, healthz, REQUEST_ID, ServiceError, SlidingCounter, bearer, client_address, read_json, request_middleware,
+    throttle_key,
 )
 
 from authority import __version__
@@ -104,7 +105,7 @@ async def strip(request: web.Request) -> web.Response:
 @routes.post("/v1/revoke")
 async def revoke_value(request: web.Request) -> web.Response:
     limiter = request.app[REVOKE_LIMIT]
-    client = client_address(request)
+    client = throttle_key(client_address(request))
     wait = limiter.retry_after(client)
     if wait is not None:
         raise ServiceError("rate_limited", "too many revocations from this address", retry_after=wait)

@@ -25,7 +25,7 @@ from authority.feed import RevocationFeed
 from authority.keystore import KeyStore
 from authority.records import TokenCache
 from authority.store import Store, StoreError, TokenRow
-from authority.verification import Denial, Verified, split_presentation, verify
+from authority.verification import Denial, Verified, chain, split_presentation, verify
 
 log = structlog.get_logger("sable.authority")
 MAX_EXPIRES_IN = 31_536_000
@@ -236,8 +236,11 @@ class Authority:
         token, sealed = minting.build(self.keys, tokens.SERVICE, self.config.public_url, token_id, kept)
         row = TokenRow(token_id, "service", name, rec.org, rec.id, verified.user, len(kept), sealed, now)
         audit.token_id, audit.org, audit.user = token_id, rec.org, verified.user
-        if not await self.store.insert_token(row, audit):
-            raise ServiceError("denied", "token is revoked")
+        # Remember which attenuations of the permission token this came from, so revoking
+        # one of them later revokes this service token too.
+        lineage = [crypto.fingerprint(s) for s in chain(pt, rec.sig0)[rec.caveat_count:]]
+        if not await self.store.insert_token(row, audit, lineage):
+            raise ServiceError("denied", "token or this attenuation of it is revoked")
         audit.emit()
         return {"token": token.encode(), "id": token_id, "parent": rec.id, "user": verified.user, "caveats": kept}
 
@@ -264,8 +267,7 @@ class Authority:
         sig = rec.sig0 if rec is not None and rec.kind == tok.kind and tok.location == self.config.public_url else None
         if sig is None:
             raise ServiceError("denied", "token is unknown or not signed by this authority")
-        for c in tok.caveats:
-            sig = crypto.first_party(sig, c.cid) if c.vid is None else crypto.third_party(sig, c.vid, c.cid)
+        sig = chain(tok, sig)[-1] if tok.caveats else sig
         if not crypto.equal(sig, tok.signature):
             raise ServiceError("denied", "signature does not match")
         now = int(time.time())
@@ -277,8 +279,10 @@ class Authority:
             revoked = [{"id": i, "scope": "token"} for i in ids]
         else:
             audit.detail = {"by": "value", "scope": "attenuation", "depth": len(tok.caveats)}
-            ids = [rec.id] if await self.store.revoke_attenuation(rec.id, crypto.fingerprint(sig), now, audit) else []
-            revoked = [{"id": i, "scope": "attenuation"} for i in ids]
+            children = await self.store.revoke_attenuation(rec.id, crypto.fingerprint(sig), now, audit)
+            ids = [] if children is None else [rec.id, *children]
+            revoked = [] if children is None else [
+                {"id": rec.id, "scope": "attenuation"}, *({"id": i, "scope": "token"} for i in children)]
         if ids:
             audit.emit()
             self._revoked(ids)

@@ -34,6 +34,11 @@ CREATE TABLE IF NOT EXISTS revoked_attenuations (
     revoked_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS revoked_attenuations_token ON revoked_attenuations(token_id);
+CREATE TABLE IF NOT EXISTS strip_lineage (
+    fingerprint BLOB NOT NULL,
+    service_id TEXT NOT NULL REFERENCES tokens(id)
+);
+CREATE INDEX IF NOT EXISTS strip_lineage_fingerprint ON strip_lineage(fingerprint);
 CREATE TABLE IF NOT EXISTS revocations (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     token_id TEXT NOT NULL,
@@ -82,18 +87,25 @@ class Store(Database):
 
     # --- tokens ----------------------------------------------------------------------------
 
-    async def insert_token(self, row: TokenRow, audit: AuditRecord) -> bool:
-        """Insert a token; a child is inserted only while its parent is unrevoked."""
+    async def insert_token(self, row: TokenRow, audit: AuditRecord, lineage: list[bytes] = ()) -> bool:
+        """Insert a token. A child (service token) is inserted only while its parent is
+        unrevoked and none of the attenuations it was stripped from (`lineage`, signature
+        fingerprints) is revoked; revoking one of those later revokes the child too."""
         async def run(c):
             if row.parent is not None:
                 parent = await (await c.execute("SELECT revoked_at FROM tokens WHERE id = ?", (row.parent,))).fetchone()
                 if parent is None or parent[0] is not None:
+                    return False
+            for fp in lineage:
+                if await (await c.execute("SELECT 1 FROM revoked_attenuations WHERE fingerprint = ?", (fp,))).fetchone():
                     return False
             await c.execute(
                 f"INSERT INTO tokens ({_TOKEN_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (row.id, row.kind, row.name, row.org, row.parent, row.user, row.caveat_count,
                  row.sealed_key, row.created_at, row.revoked_at, row.last_used_at),
             )
+            await c.executemany("INSERT INTO strip_lineage (fingerprint, service_id) VALUES (?, ?)",
+                                [(fp, row.id) for fp in lineage])
             await self._audit(c, [audit])
             return True
         return await self._tx(run)
@@ -119,39 +131,55 @@ class Store(Database):
 
     # --- revocation ------------------------------------------------------------------------
 
+    @staticmethod
+    async def _cascade(c, roots: list[str], now: int) -> list[str]:
+        """Revoke these tokens and all their descendants not yet revoked; return their ids."""
+        if not roots:
+            return []
+        marks = ",".join("?" * len(roots))
+        cur = await c.execute(
+            f"WITH RECURSIVE sub(id) AS (SELECT id FROM tokens WHERE id IN ({marks})"
+            " UNION SELECT t.id FROM tokens t JOIN sub ON t.parent = sub.id)"
+            " SELECT tokens.id FROM tokens JOIN sub USING (id) WHERE tokens.revoked_at IS NULL",
+            roots,
+        )
+        ids = [r[0] for r in await cur.fetchall()]
+        await c.executemany("UPDATE tokens SET revoked_at = ? WHERE id = ?", [(now, i) for i in ids])
+        await c.executemany("INSERT INTO revocations (token_id, scope, at) VALUES (?, 'token', ?)",
+                            [(i, now) for i in ids])
+        return ids
+
     async def revoke_token(self, token_id: str, now: int, audit: AuditRecord) -> list[str] | None:
         """Revoke a token and every descendant not yet revoked. None if the id is unknown."""
         async def run(c):
             if await (await c.execute("SELECT 1 FROM tokens WHERE id = ?", (token_id,))).fetchone() is None:
                 return None
-            cur = await c.execute(
-                "WITH RECURSIVE sub(id) AS (SELECT ? UNION SELECT t.id FROM tokens t JOIN sub ON t.parent = sub.id)"
-                " SELECT tokens.id FROM tokens JOIN sub USING (id) WHERE tokens.revoked_at IS NULL",
-                (token_id,),
-            )
-            ids = [r[0] for r in await cur.fetchall()]
+            ids = await self._cascade(c, [token_id], now)
             if ids:
-                await c.executemany("UPDATE tokens SET revoked_at = ? WHERE id = ?", [(now, i) for i in ids])
-                await c.executemany(
-                    "INSERT INTO revocations (token_id, scope, at) VALUES (?, 'token', ?)", [(i, now) for i in ids]
-                )
                 audit.detail = {**(audit.detail or {}), "revoked": ids}
                 await self._audit(c, [audit])
             return ids
         return await self._tx(run)
 
-    async def revoke_attenuation(self, token_id: str, fingerprint: bytes, now: int, audit: AuditRecord) -> bool:
-        """Revoke one attenuation by its signature's fingerprint. False if already revoked."""
+    async def revoke_attenuation(self, token_id: str, fingerprint: bytes, now: int,
+                                 audit: AuditRecord) -> list[str] | None:
+        """Revoke one attenuation by its signature's fingerprint, and every service token
+        stripped from it or from a further attenuation of it. None if already revoked;
+        otherwise the ids of the service tokens revoked with it."""
         async def run(c):
             cur = await c.execute(
                 "INSERT OR IGNORE INTO revoked_attenuations (fingerprint, token_id, revoked_at) VALUES (?, ?, ?)",
                 (fingerprint, token_id, now),
             )
             if not cur.rowcount:
-                return False
+                return None
             await c.execute("INSERT INTO revocations (token_id, scope, at) VALUES (?, 'attenuation', ?)", (token_id, now))
+            children = await c.execute("SELECT service_id FROM strip_lineage WHERE fingerprint = ?", (fingerprint,))
+            ids = await self._cascade(c, [r[0] for r in await children.fetchall()], now)
+            if ids:
+                audit.detail = {**(audit.detail or {}), "revoked": ids}
             await self._audit(c, [audit])
-            return True
+            return ids
         return await self._tx(run)
 
     async def revocations_after(self, after: int, limit: int) -> list[tuple[int, str, str, int]]:

@@ -29,6 +29,16 @@ class Verified:
     caveats: list[Caveat]  # first-party caveats of the token, then of its discharges
 
 
+def chain(token: Token, sig0: bytes) -> list[bytes]:
+    """The signature after each caveat of the token, from its initial signature."""
+    sigs = []
+    sig = sig0
+    for c in token.caveats:
+        sig = crypto.first_party(sig, c.cid) if c.vid is None else crypto.third_party(sig, c.vid, c.cid)
+        sigs.append(sig)
+    return sigs
+
+
 def split_presentation(tokens: list[Token]) -> tuple[Token, list[Token]]:
     """(the one permission or service token, its discharges); ValueError if not exactly one."""
     main = [t for t in tokens if t.prefix != "sable_dt_"]
@@ -64,12 +74,12 @@ def verify(
     first: list[Caveat] = []
     third = []
     parse = caveats.parse
-    for c in token.caveats:
+    for i, c in enumerate(token.caveats):
         if c.vid is None:
             first.append(parse(c.cid))
             sig = crypto.first_party(sig, c.cid)
         else:
-            third.append((c, sig))
+            third.append((i, c, sig))
             sig = crypto.third_party(sig, c.vid, c.cid)
         if fps and crypto.fingerprint(sig) in fps:
             revoked_attenuation = True
@@ -84,7 +94,10 @@ def verify(
     for d in discharges:
         by_cid.setdefault(d.identifier, []).append(d)
     used: set[int] = set()
-    for c, sig_before in third:
+    # The authentication caveat is the last one minted; only its discharge names the user.
+    auth_index = rec.caveat_count - 1 if rec.kind == "permission" else -1
+    auth_discharge = None
+    for i, c, sig_before in third:
         if c.location not in trusted:
             raise Denial("third-party caveat is not addressed to a trusted discharger")
         found = by_cid.get(c.cid)
@@ -108,19 +121,26 @@ def verify(
             if crypto.equal(dsig, d.signature):
                 raise Denial("discharge is not bound to this token")
             raise Denial("discharge is bound to another token or its signature does not match")
+        if i == auth_index:
+            auth_discharge = d
 
     # Rule 4: nothing left over, nothing nested.
     if len(used) != len(discharges):
         raise Denial("a discharge matches no third-party caveat of this token")
     user = rec.user
+    if auth_discharge is not None:
+        user = next((c.value for c in map(parse, (dc.cid for dc in auth_discharge.caveats))
+                     if isinstance(c, caveats.User)), None)
     for d in discharges:
         for dc in d.caveats:
             if dc.vid is not None:
                 raise Denial("nested discharge: a discharge may not carry third-party caveats")
             cav = parse(dc.cid)
             first.append(cav)
-            if user is None and isinstance(cav, caveats.User):
-                user = cav.value
+            # A holder may add third-party caveats of their own; their discharges must not
+            # name another user than the authenticated one.
+            if isinstance(cav, caveats.User) and cav.value != user:
+                raise Denial("discharges name more than one user")
 
     # Rule 5: every first-party caveat allows the request.
     for cav in first:

@@ -18,7 +18,7 @@ _ELEMENT = r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}"
 NAME_RE = re.compile(_ELEMENT)
 SET_RE = re.compile(rf"{_ELEMENT}(?:,{_ELEMENT})*")
 ACTIONS_RE = re.compile(r"[rwcdC]+")
-TIME_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
+TIME_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")  # ASCII digits only
 ACTION_LETTERS = "rwcdC"
 
 

@@ -1,7 +1,9 @@
 """Async clients for the authority and the discharger, built on aiohttp.
 
-Every call has a timeout. Every failure raises `SableAPIError`, carrying the server's error
-code (or `unavailable` when the service could not be reached).
+Every call has a timeout. Transient failures (the service unreachable, or a 502/503/504)
+are retried with jittered exponential backoff (tenacity): always when the request never
+left, and otherwise only for requests that are safe to repeat. Every failure raises
+`SableAPIError`, carrying the server's error code, or `unavailable`.
 """
 
 from __future__ import annotations
@@ -10,24 +12,34 @@ import asyncio
 import json
 
 import aiohttp
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential, wait_random
 
 DEFAULT_TIMEOUT = 10.0
+DEFAULT_RETRIES = 2
+_GATEWAY = (502, 503, 504)
 
 
 class SableAPIError(Exception):
-    def __init__(self, status: int, code: str, message: str):
+    def __init__(self, status: int, code: str, message: str, *, sent: bool = True):
         super().__init__(f"{code}: {message}")
         self.status = status
         self.code = code
         self.message = message
+        self.sent = sent  # False when the request never reached the server
+
+    def transient(self, idempotent: bool) -> bool:
+        if self.status in _GATEWAY:
+            return idempotent
+        return self.code == "unavailable" and (idempotent or not self.sent)
 
 
 class _Client:
     def __init__(self, base_url: str, *, admin_token: str | None = None, timeout: float = DEFAULT_TIMEOUT,
-                 session: aiohttp.ClientSession | None = None):
+                 retries: int = DEFAULT_RETRIES, session: aiohttp.ClientSession | None = None):
         self.base_url = base_url.rstrip("/")
         self.admin_token = admin_token
         self.timeout = timeout
+        self.retries = retries
         self._session = session
         self._owns_session = session is None
 
@@ -48,8 +60,22 @@ class _Client:
         return self._session
 
     async def request(self, method: str, path: str, body: dict | None = None, *, bearer: str | None = None,
-                      params: dict | None = None, timeout: float | None = None, ok: tuple[int, ...] = ()) -> dict:
-        """Send one request; return the JSON body of a 2xx (or of a status in `ok`)."""
+                      params: dict | None = None, timeout: float | None = None, ok: tuple[int, ...] = (),
+                      idempotent: bool | None = None) -> dict:
+        """Send a request, retrying transient failures; return the JSON body of a 2xx (or of a
+        status in `ok`). GETs are idempotent unless said otherwise."""
+        safe = method == "GET" if idempotent is None else idempotent
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.retries + 1),
+            wait=wait_exponential(multiplier=0.05, max=2.0) + wait_random(0, 0.05),
+            retry=retry_if_exception(lambda e: isinstance(e, SableAPIError) and e.transient(safe)),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self._send(method, path, body, bearer, params, timeout, ok)
+
+    async def _send(self, method, path, body, bearer, params, timeout, ok) -> dict:
         headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
         try:
             async with self._http().request(
@@ -61,6 +87,8 @@ class _Client:
                 if resp.status < 300 or resp.status in ok:
                     return data
                 raise SableAPIError(resp.status, data.get("error", "error"), data.get("message", resp.reason or ""))
+        except aiohttp.ClientConnectorError as e:
+            raise SableAPIError(0, "unavailable", f"cannot reach {self.base_url}: {type(e).__name__}", sent=False) from None
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
             raise SableAPIError(0, "unavailable", f"cannot reach {self.base_url}: {type(e).__name__}") from None
         except ValueError:
@@ -95,7 +123,8 @@ class AuthorityClient(_Client):
         return (await self.request("GET", "/v1/tokens", params={"org": org}, bearer=self._admin()))["tokens"]
 
     async def revoke_id(self, token_id: str) -> list[str]:
-        return (await self.request("POST", f"/v1/tokens/{token_id}/revoke", {}, bearer=self._admin()))["revoked"]
+        path = f"/v1/tokens/{token_id}/revoke"
+        return (await self.request("POST", path, {}, bearer=self._admin(), idempotent=True))["revoked"]
 
     async def strip(self, token: str, discharge: str, name: str | None = None, expires_in: int | None = None) -> dict:
         body: dict = {"tokens": [token, discharge]}
@@ -107,10 +136,10 @@ class AuthorityClient(_Client):
 
     async def verify(self, tokens: list[str], access: dict) -> dict:
         """The decision as a dict: a denial (403) is an answer, not an error."""
-        return await self.request("POST", "/v1/verify", {"tokens": tokens, "access": access}, ok=(403,))
+        return await self.request("POST", "/v1/verify", {"tokens": tokens, "access": access}, ok=(403,), idempotent=True)
 
     async def revoke(self, token: str) -> list[dict]:
-        return (await self.request("POST", "/v1/revoke", {"tokens": [token]}))["revoked"]
+        return (await self.request("POST", "/v1/revoke", {"tokens": [token]}, idempotent=True))["revoked"]
 
     async def revocations(self, after: int | None = None, wait: float = 0) -> dict:
         params = {"wait": str(wait)}

@@ -63,7 +63,7 @@ def decode_payload(plain: bytes) -> TicketContents:
         data = json.loads(plain)
         key = b64d(data["k"])
         org, ttl = data["org"], data["ttl"]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         raise TicketError("ticket payload is malformed") from None
     if len(key) != 32 or not isinstance(org, str) or type(ttl) is not int or not 0 < ttl <= MAX_TTL:
         raise TicketError("ticket payload is malformed")

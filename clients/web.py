@@ -3,6 +3,7 @@ structured logs and small rate limiters. Nothing here sees a secret's value."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import re
@@ -28,6 +29,7 @@ STATUS = {
 
 log = structlog.get_logger("sable")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 class ServiceError(Exception):
@@ -109,8 +111,11 @@ async def read_json(request: web.Request) -> dict:
         raise ServiceError("bad_request", f"request body is larger than {MAX_BODY} bytes", status=413) from None
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting is bad input too
-        raise ServiceError("bad_request", "body is not valid JSON") from None
+        # A lone UTF-16 surrogate (\ud800) parses but cannot be stored or hashed: refuse it here.
+        if _SURROGATE.search(raw):
+            json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except (ValueError, UnicodeError, RecursionError):  # deep nesting is bad input too
+        raise ServiceError("bad_request", "body is not valid JSON text") from None
     if not isinstance(body, dict):
         raise ServiceError("bad_request", "body must be a JSON object")
     return body
@@ -126,6 +131,19 @@ def bearer(request: web.Request) -> str | None:
 
 def client_address(request: web.Request) -> str:
     return request.remote or "unknown"
+
+
+def throttle_key(address: str) -> str:
+    """The unit a rate limit counts: the address, or its /64 for IPv6 (one host's usual share)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if ip.version == 4:
+        return str(ip)
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.ip_network(f"{ip}/64", strict=False))
 
 
 def json_dumps(data) -> str:

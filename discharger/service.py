@@ -14,7 +14,7 @@ from clients.audit import AuditRecord
 from clients.caveats import NAME_RE, format_time
 from clients.tickets import TicketError, b64d
 from clients.tokens import RawCaveat, Token, TokenFormatError
-from clients.web import ServiceError, SlidingCounter
+from clients.web import ServiceError, SlidingCounter, throttle_key
 
 from discharger.config import DischargerConfig
 from discharger.keys import DischargerKeys
@@ -106,21 +106,26 @@ class Discharger:
         if not isinstance(username, str) or not isinstance(password, str) or len(password) > MAX_PASSWORD \
                 or len(username) > 128:
             raise ServiceError("bad_request", "username and password must be strings")
-        wait = self.user_failures.retry_after(username) or self.address_failures.retry_after(client)
+        # Only an existing username is recorded: people paste passwords into that field.
+        shown = "<unknown>"
+        bucket = throttle_key(client)
+        wait = self.user_failures.retry_after(username) or self.address_failures.retry_after(bucket)
         if wait is not None:
-            AuditRecord("login", outcome="throttled", user=username[:128], client=client, request_id=request_id).emit()
+            AuditRecord("login", outcome="throttled", user=shown, client=client, request_id=request_id).emit()
             raise ServiceError("rate_limited", "too many failed logins; try again later", retry_after=wait)
         # Count the attempt before hashing, so parallel guesses cannot all slip past the limit.
         self.user_failures.add(username)
-        self.address_failures.add(client)
-        user = await self.store.get_user(username)
+        self.address_failures.add(bucket)
+        user = await self.store.get_user(username) if NAME_RE.fullmatch(username) else None
+        if user is not None:
+            shown = username
         try:
             ok = await self.hasher.verify(user.password_hash if user else None, password)
         except Busy:
             raise ServiceError("rate_limited", "too many logins in flight", retry_after=1) from None
         now = int(time.time())
         if not ok or user is None or user.disabled:
-            audit = AuditRecord("login", outcome="failed", user=username, client=client, request_id=request_id)
+            audit = AuditRecord("login", outcome="failed", user=shown, client=client, request_id=request_id)
             await self.store.write_audit([audit])
             audit.emit()
             raise ServiceError("unauthorized", BAD_LOGIN)

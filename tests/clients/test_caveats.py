@@ -56,6 +56,8 @@ def test_caveat_judgements(text, access, allowed):
         "expires 2026-06-01T00:00:00+00:00",
         "expires 2026-06-01T00:00:00.5Z",
         "expires 2026-13-01T00:00:00Z",
+        "expires ２０９９-01-01T00:00:00Z",  # non-ASCII digits
+        "not-before ٢٠٢٦-01-01T00:00:00Z",
         "org a,b",
         "frobnicate yes",
         "org",

@@ -190,3 +190,32 @@ async def test_key_rotation(real_discharger):
     assert status == 400 and "unknown key" in body["message"]
     status, _, _ = await env.discharge(session, b64e(new_ticket))
     assert status == 201
+
+
+async def test_lone_surrogates_in_login_are_400(real_discharger):
+    env = real_discharger
+    for body in (b'{"username": "\\ud800", "password": "x"}', b'{"username": "alice", "password": "\\udfff"}'):
+        resp = await env.client.post("/v1/sessions", data=body)
+        assert resp.status == 400
+
+
+async def test_deeply_nested_ticket_payload_is_400(real_discharger):
+    import nacl.public
+    env = real_discharger
+    await env.user()
+    session = await env.login()
+    keys = DischargerKeys.load_or_create(env.config.keys_path)
+    kid, key = keys.public_keys()[0]["kid"], b64d(keys.public_keys()[0]["key"])
+    ticket = bytes([1]) + bytes.fromhex(kid) + nacl.public.SealedBox(nacl.public.PublicKey(key)).encrypt(b"[" * 5000)
+    status, body, _ = await env.discharge(session, b64e(ticket))
+    assert status == 400
+
+
+async def test_failed_login_never_records_a_pasted_secret(real_discharger):
+    import sqlite3
+    env = real_discharger
+    pasted = tokens.encode(tokens.ADMIN, bytes(32))
+    status, _, _ = await env.post("/v1/sessions", {"username": pasted, "password": "whatever"})
+    assert status == 401
+    rows = sqlite3.connect(env.config.db_path).execute("SELECT user FROM audit WHERE event = 'login'").fetchall()
+    assert rows == [("<unknown>",)]

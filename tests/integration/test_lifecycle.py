@@ -327,3 +327,31 @@ async def test_strip_refuses_a_discharge_for_another_token(authority):
     rebound = offline.bind(pt1, authority.discharger.discharge(pt2, bind=False))
     got, body = await authority.post("/v1/service-tokens", {"tokens": [pt1, rebound]})
     assert got == 403
+
+
+async def test_revoking_an_attenuated_permission_token_revokes_what_was_stripped_from_it(authority):
+    pt = await authority.mint(["apps orders"])
+    narrow = offline.attenuate(pt, ["hosts ci-1"])
+    narrower = offline.attenuate(narrow, ["actions r"])
+    from_narrow = await strip(authority, narrow)
+    from_narrower = await strip(authority, narrower)
+    from_pt = await strip(authority, pt)
+    status, body = await authority.post("/v1/revoke", {"tokens": [narrow]})
+    assert status == 200
+    assert body["revoked"][0] == {"id": from_pt["parent"], "scope": "attenuation"}
+    assert sorted(r["id"] for r in body["revoked"][1:]) == sorted([from_narrow["id"], from_narrower["id"]])
+    assert not await authority.allowed([from_narrow["token"]], app="orders", host="ci-1")
+    assert not await authority.allowed([from_narrower["token"]], app="orders", host="ci-1")
+    assert await authority.allowed([from_pt["token"]], app="orders")  # the parent's other lineage lives
+    got, body = await authority.post("/v1/service-tokens", {"tokens": [narrow, authority.discharger.discharge(narrow)]})
+    assert got == 403 and "revoked" in body["message"]
+
+
+@pytest.mark.parametrize("field", ["name"])
+async def test_lone_surrogates_are_400_not_500(authority, field):
+    pt = await authority.mint()
+    raw = ('{"tokens": ["%s", "%s"], "name": "\\ud800"}' % (pt, authority.discharger.discharge(pt))).encode()
+    resp = await authority.client.post("/v1/service-tokens", data=raw)
+    assert resp.status == 400
+    resp = await authority.client.post("/v1/tokens", data=b'{"org": "acme", "name": "\\uDC00"}', headers=authority.admin)
+    assert resp.status == 400

@@ -325,3 +325,38 @@ async def test_long_unknown_caveat_denies_and_is_not_cached(authority):
     status, body = await authority.verify([long, authority.discharger.discharge(long)], host="h199")
     assert status == 200
     assert cav._parse_cached.cache_info().currsize <= 8192
+
+
+def _holder_third_party(token: str, location: str, cid: bytes, key: bytes) -> str:
+    """A holder appends a third-party caveat with a caveat key of their own choosing."""
+    from clients import crypto
+    t = tokens.parse(token)
+    vid = crypto.seal_caveat_key(t.signature, key)
+    sig = crypto.third_party(t.signature, vid, cid)
+    return replace(t, caveats=t.caveats + (tokens.RawCaveat(cid, vid, location),), signature=sig).encode()
+
+
+def _self_discharge(location: str, cid: bytes, key: bytes, first: list[str]) -> str:
+    from clients import crypto
+    sig = crypto.initial_signature(key, cid)
+    for text in first:
+        sig = crypto.first_party(sig, text.encode())
+    return tokens.Token(tokens.DISCHARGE, location, cid, tuple(tokens.RawCaveat(t.encode()) for t in first), sig).encode()
+
+
+async def test_a_home_made_discharge_cannot_choose_the_user(authority):
+    import nacl.utils
+    d = authority.discharger
+    pt = await authority.mint(["apps orders"])
+    key, cid = nacl.utils.random(32), b"holder ticket"
+    pt2 = _holder_third_party(pt, d.location, cid, key)
+    real = d.discharge(pt2, user="mallory", index=0)
+    fake = offline.bind(pt2, _self_discharge(d.location, cid, key, ["user alice"]))
+    for order in ([pt2, fake, real], [pt2, real, fake]):
+        status, body = await authority.verify(order, app="orders")
+        assert status == 403 and "more than one user" in body["message"], body
+    # A holder-added caveat whose discharge names no other user only narrows, and the
+    # reported user is still the authenticated one.
+    honest = offline.bind(pt2, _self_discharge(d.location, cid, key, ["apps orders"]))
+    status, body = await authority.verify([pt2, honest, real], app="orders")
+    assert status == 200 and body["user"] == "mallory"

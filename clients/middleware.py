@@ -1,0 +1,57 @@
+"""aiohttp middleware for workloads: every request must present a Sable token (SPEC §7).
+
+    app = web.Application(middlewares=[sable_middleware(verifier, access_for)])
+
+`access_for(request)` returns the access dict (org, action, app, host, instance), and may be
+async. Missing or malformed credentials get 401, a denial 403 with the reason; on success the
+decision is at `request[DECISION]`.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from aiohttp import web
+
+from clients import tokens
+from clients.tokens import TokenFormatError
+from clients.verifier import Decision, Verifier
+from clients.web import error_response
+
+DECISION = web.RequestKey("sable_decision", Decision)
+
+
+def sable_middleware(verifier: Verifier, access_for, exempt: tuple[str, ...] = ("/healthz",)):
+    @web.middleware
+    async def middleware(request: web.Request, handler):
+        if request.path in exempt:
+            return await handler(request)
+        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            return _challenge("missing bearer token")
+        try:
+            presented = tokens.split_presentation(value)
+            for text in presented:
+                tokens.parse(text)
+        except TokenFormatError as e:
+            return _challenge(f"malformed token: {e}")
+        if not presented:
+            return _challenge("missing bearer token")
+        access = access_for(request)
+        if inspect.isawaitable(access):
+            access = await access
+        decision = await verifier.check(presented, access)
+        if not decision.allowed:
+            if decision.error in ("malformed_token", "bad_request"):
+                return _challenge(decision.reason or "malformed credentials")
+            return error_response("denied", decision.reason or "denied", 403)
+        request[DECISION] = decision
+        return await handler(request)
+
+    return middleware
+
+
+def _challenge(message: str) -> web.Response:
+    resp = error_response("unauthorized", message, 401)
+    resp.headers["WWW-Authenticate"] = 'Bearer realm="sable"'
+    return resp

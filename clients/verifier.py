@@ -1,0 +1,214 @@
+"""A caching verifier for services that check Sable tokens on every request (SPEC §7).
+
+    async with Verifier("http://127.0.0.1:8700") as v:
+        decision = await v.check(tokens, {"org": "acme", "action": "r", "host": "worker-7"})
+
+- Allowed decisions are cached for `ttl` seconds (LRU, at most `max_entries`); their time
+  caveats are re-checked on every hit. Denials are never cached.
+- A background task long-polls the authority's revocation feed and drops every entry of a
+  revoked token id. A decision for an id revoked moments ago is not cached at all, since
+  another authority worker may not have seen the revocation yet.
+- If the feed has been unreachable for longer than `stale_after`, the cache is emptied and
+  every check goes to the authority until the feed recovers.
+- If the authority cannot be reached on a miss, the decision is a denial: never an allow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from clients import caveats
+from clients.sdk import AuthorityClient, SableAPIError
+
+RECENT_REVOCATION = 5.0  # seconds during which a revoked id's decisions are not cached
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    reason: str | None = None
+    id: str | None = None
+    kind: str | None = None
+    org: str | None = None
+    user: str | None = None
+    caveats: tuple[str, ...] = ()
+    error: str | None = None  # the API error code of a denial: denied, malformed_token, unavailable...
+    cached: bool = False
+
+
+@dataclass(slots=True)
+class Stats:
+    hits: int = 0
+    misses: int = 0
+    evictions: int = 0
+    fail_closed: int = 0
+    revocations: int = 0
+    feed_errors: int = 0
+    last_feed_ok: float = field(default_factory=time.monotonic)
+
+    @property
+    def feed_lag(self) -> float:
+        """Seconds since the feed last answered."""
+        return time.monotonic() - self.last_feed_ok
+
+
+@dataclass(slots=True)
+class _Entry:
+    decision: Decision
+    until: float  # monotonic
+    timed: tuple[caveats.Caveat, ...]  # time caveats, re-checked on every hit
+
+
+class Verifier:
+    def __init__(self, authority_url: str, ttl: float = 60.0, stale_after: float = 30.0,
+                 max_entries: int = 100_000, timeout: float = 5.0, session: aiohttp.ClientSession | None = None):
+        self.ttl = ttl
+        self.stale_after = stale_after
+        self.max_entries = max_entries
+        self.stats = Stats()
+        self._client = AuthorityClient(authority_url, timeout=timeout, retries=0, session=session)
+        self._entries: OrderedDict[tuple, _Entry] = OrderedDict()
+        self._by_id: dict[str, set[tuple]] = {}
+        self._recent: dict[str, float] = {}  # id -> monotonic time of its revocation
+        self._generation = 0
+        self._task: asyncio.Task | None = None
+        self.cursor: int | None = None
+
+    async def __aenter__(self) -> Verifier:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._follow_feed())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._client.close()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, token_id: str) -> bool:
+        """Whether any decision for this token id is cached."""
+        return token_id in self._by_id
+
+    # --- checks ----------------------------------------------------------------------------
+
+    async def check(self, tokens: list[str], access: dict) -> Decision:
+        key = (tuple(tokens), access.get("org"), access.get("action"), access.get("app"), access.get("host"),
+               access.get("instance"), access.get("user"))
+        entry = self._entries.get(key)
+        if entry is not None:
+            mono = time.monotonic()
+            if mono - self.stats.last_feed_ok > self.stale_after:
+                self.clear()  # the feed is down: we may have missed revocations
+            elif mono < entry.until:
+                now = time.time()
+                for cav in entry.timed:
+                    reason = cav.prohibits(None, now)
+                    if reason:
+                        self._drop(key)
+                        return Decision(False, reason, entry.decision.id, error="denied")
+                self._entries.move_to_end(key)
+                self.stats.hits += 1
+                return entry.decision
+            else:
+                self._drop(key)
+        self.stats.misses += 1
+        return await self._ask(key, tokens, access)
+
+    async def _ask(self, key: tuple, tokens: list[str], access: dict) -> Decision:
+        # Cache only if no revocation can slip between the authority's answer and the insert:
+        # the feed must already have a cursor, and nothing may be revoked meanwhile.
+        generation = self._generation if self.cursor is not None else None
+        try:
+            out = await self._client.verify(tokens, access)
+        except SableAPIError as e:
+            if e.status in (400, 401, 403, 404, 413, 429):
+                return Decision(False, e.message, error=e.code)
+            self.stats.fail_closed += 1
+            return Decision(False, f"authority unavailable, failing closed: {e.message}", error="unavailable")
+        if not out.get("allowed"):
+            return Decision(False, out.get("message"), error=out.get("error", "denied"))
+        decision = Decision(True, None, out["id"], out["kind"], out["org"], out.get("user"), tuple(out["caveats"]))
+        fresh = time.monotonic() - self.stats.last_feed_ok <= self.stale_after
+        if generation == self._generation and fresh and decision.id not in self._recent:
+            timed = tuple(c for c in map(caveats.parse, (t.encode() for t in decision.caveats)) if c.time_bound)
+            cached = Decision(True, None, decision.id, decision.kind, decision.org, decision.user, decision.caveats,
+                              cached=True)
+            self._store(key, _Entry(cached, time.monotonic() + self.ttl, timed))
+        return decision
+
+    def _store(self, key: tuple, entry: _Entry) -> None:
+        self._drop(key)
+        self._entries[key] = entry
+        self._by_id.setdefault(entry.decision.id, set()).add(key)
+        while len(self._entries) > self.max_entries:
+            old_key, old = self._entries.popitem(last=False)
+            self._unindex(old_key, old)
+            self.stats.evictions += 1
+
+    def _drop(self, key: tuple) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self._unindex(key, entry)
+
+    def _unindex(self, key: tuple, entry: _Entry) -> None:
+        keys = self._by_id.get(entry.decision.id)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._by_id[entry.decision.id]
+
+    def revoke(self, token_ids: list[str]) -> None:
+        """Drop every cached decision for these token ids."""
+        now = time.monotonic()
+        self._generation += 1
+        for token_id in token_ids:
+            self._recent[token_id] = now
+            for key in self._by_id.pop(token_id, ()):
+                self._entries.pop(key, None)
+        self.stats.revocations += len(token_ids)
+        for token_id, at in list(self._recent.items()):
+            if now - at > RECENT_REVOCATION:
+                del self._recent[token_id]
+
+    def clear(self) -> None:
+        self._generation += 1
+        self._entries.clear()
+        self._by_id.clear()
+
+    # --- the revocation feed ---------------------------------------------------------------
+
+    async def _follow_feed(self) -> None:
+        wait = max(0.0, min(20.0, self.stale_after / 2))  # a healthy long-poll answers well within stale_after
+        backoff = 0.1
+        while True:
+            try:
+                if self.cursor is None:
+                    out = await self._client.revocations()
+                else:
+                    out = await self._client.revocations(self.cursor, wait)
+                    if out["revoked"]:
+                        self.revoke(sorted({r["id"] for r in out["revoked"]}))
+                self.cursor = out["cursor"]
+                self.stats.last_feed_ok = time.monotonic()
+                backoff = 0.1
+            except SableAPIError:
+                self.stats.feed_errors += 1
+                if self.stats.feed_lag > self.stale_after:
+                    self.clear()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
