@@ -101,6 +101,8 @@ def load(config_path: str | None = None, **flags) -> tuple[AuthorityConfig, str 
         host=host,
         port=port,
         ticket_ttl=int(pick("ticket_ttl", 300)),
+        revoke_per_minute=int(pick("revoke_per_minute", 100)),
+        key_cache_size=int(pick("key_cache_size", 100_000)),
         admin_token=os.environ.get("SABLE_ADMIN_TOKEN") or None,
     )
     if not 1 <= config.ticket_ttl <= 300:

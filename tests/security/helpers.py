@@ -1,0 +1,43 @@
+"""Shared bits of the attack catalogue: exact-outcome assertions and byte-level tampering."""
+
+from dataclasses import replace
+
+from clients import tokens
+
+
+def expect(result, status: int, error: str) -> dict:
+    got_status, body = result
+    assert (got_status, body.get("error")) == (status, error), body
+    assert got_status < 500
+    return body
+
+
+def with_payload(prefix: str, raw: bytes) -> str:
+    """A token string around arbitrary bytes, with a valid checksum."""
+    return tokens.encode(prefix, raw)
+
+
+def raw_of(token: str) -> bytes:
+    return tokens.split(token, tokens.MACAROON_PREFIXES)[1]
+
+
+def flip(raw: bytes, index: int, bit: int = 0) -> bytes:
+    return raw[:index] + bytes([raw[index] ^ (1 << bit)]) + raw[index + 1:]
+
+
+def regions(token: str) -> dict[str, int]:
+    """Byte offsets (in the v2 payload) inside each region of a token."""
+    tok = tokens.parse(token)
+    raw = raw_of(token)
+    out = {"identifier": raw.index(tok.identifier) + 5, "signature": len(raw) - 5}
+    first = next(c for c in tok.caveats if not c.third_party)
+    out["caveat"] = raw.index(first.cid) + 1
+    third = next((c for c in tok.caveats if c.third_party), None)
+    if third is not None:
+        out["vid"] = raw.index(third.vid) + 30
+        out["ticket"] = raw.index(third.cid) + 20
+    return out
+
+
+def resign(token: str, **changes) -> str:
+    return replace(tokens.parse(token), **changes).encode()
