@@ -47,7 +47,7 @@ class RevocationFeed:
             rows = await self._store.revocations_after(self.head, MAX_ENTRIES)
             if not rows:
                 return
-            self._cache.invalidate({r[1] for r in rows})
+            self._cache.apply(rows)
             self.head = rows[-1][0]
             async with self._changed:
                 self._changed.notify_all()

@@ -25,7 +25,7 @@ class TokenRecord:
     caveat_count: int
     sig0: bytes | None  # None: the stored key does not open under this master key
     revoked: bool
-    revoked_fps: frozenset[bytes]
+    revoked_fps: set[bytes]
     last_used_at: int
 
 
@@ -58,7 +58,7 @@ class TokenCache:
         rec = TokenRecord(
             id=row.id, kind=row.kind, org=row.org, user=row.user, parent=row.parent,
             caveat_count=row.caveat_count, sig0=self._keys.initial_signature(row.id, row.sealed_key, identifier),
-            revoked=row.revoked_at is not None, revoked_fps=fps, last_used_at=row.last_used_at or 0,
+            revoked=row.revoked_at is not None, revoked_fps=set(fps), last_used_at=row.last_used_at or 0,
         )
         self._entries[token_id] = rec
         if len(self._entries) > self._max:
@@ -69,6 +69,22 @@ class TokenCache:
         self._generation += 1
         for token_id in token_ids:
             self._entries.pop(token_id, None)
+
+    def apply(self, revocations) -> None:
+        """Apply rows of the revocations table: a revoked token is dropped, while a revoked
+        attenuation is added to its token's record in place, so a token with many revoked
+        attenuations is not reloaded (with all of them) after each one."""
+        for _, token_id, scope, _, fingerprint in revocations:
+            if scope == "attenuation" and fingerprint is not None:
+                self.revoke_attenuation(token_id, fingerprint)
+            else:
+                self.invalidate((token_id,))
+
+    def revoke_attenuation(self, token_id: str, fingerprint: bytes) -> None:
+        self._generation += 1  # a load in flight may have read the fingerprints before this one
+        rec = self._entries.get(token_id)
+        if rec is not None:
+            rec.revoked_fps.add(fingerprint)
 
     def used(self, rec: TokenRecord, now: int, interval: float) -> None:
         """Note a successful use; written to the database at most once per interval per token."""

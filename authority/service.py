@@ -275,21 +275,24 @@ class Authority:
                             request_id=caller.request_id)
         if len(tok.caveats) == rec.caveat_count:
             audit.detail = {"by": "value", "scope": "token"}
-            ids = await self.store.revoke_token(rec.id, now, audit) or []
-            revoked = [{"id": i, "scope": "token"} for i in ids]
+            stale = await self.store.revoke_token(rec.id, now, audit) or []
+            revoked = [{"id": i, "scope": "token"} for i in stale]
         else:
             audit.detail = {"by": "value", "scope": "attenuation", "depth": len(tok.caveats)}
-            children = await self.store.revoke_attenuation(rec.id, crypto.fingerprint(sig), now, audit)
-            ids = [] if children is None else [rec.id, *children]
-            revoked = [] if children is None else [
-                {"id": rec.id, "scope": "attenuation"}, *({"id": i, "scope": "token"} for i in children)]
-        if ids:
+            fingerprint = crypto.fingerprint(sig)
+            stale = await self.store.revoke_attenuation(rec.id, fingerprint, now, audit)
+            if stale is None:
+                return {"revoked": []}
+            self.cache.revoke_attenuation(rec.id, fingerprint)  # at once, not at the feed's next poll
+            revoked = [{"id": rec.id, "scope": "attenuation"}, *({"id": i, "scope": "token"} for i in stale)]
+        if revoked:
             audit.emit()
-            self._revoked(ids)
+        self._revoked(stale)
         return {"revoked": revoked}
 
     def _revoked(self, ids: list[str]) -> None:
-        self.cache.invalidate(ids)
+        if ids:
+            self.cache.invalidate(ids)
         self.feed.poke()
 
     async def revocations(self, after: int | None, wait: float) -> dict:

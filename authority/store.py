@@ -43,7 +43,8 @@ CREATE TABLE IF NOT EXISTS revocations (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     token_id TEXT NOT NULL,
     scope TEXT NOT NULL,
-    at INTEGER NOT NULL
+    at INTEGER NOT NULL,
+    fingerprint BLOB  -- for scope 'attenuation': which one, so caches can add it in place
 );
 """
 
@@ -173,7 +174,8 @@ class Store(Database):
             )
             if not cur.rowcount:
                 return None
-            await c.execute("INSERT INTO revocations (token_id, scope, at) VALUES (?, 'attenuation', ?)", (token_id, now))
+            await c.execute("INSERT INTO revocations (token_id, scope, at, fingerprint) VALUES (?, 'attenuation', ?, ?)",
+                            (token_id, now, fingerprint))
             children = await c.execute("SELECT service_id FROM strip_lineage WHERE fingerprint = ?", (fingerprint,))
             ids = await self._cascade(c, [r[0] for r in await children.fetchall()], now)
             if ids:
@@ -182,9 +184,11 @@ class Store(Database):
             return ids
         return await self._tx(run)
 
-    async def revocations_after(self, after: int, limit: int) -> list[tuple[int, str, str, int]]:
+    async def revocations_after(self, after: int, limit: int) -> list[tuple[int, str, str, int, bytes | None]]:
+        """(seq, token id, scope, at, fingerprint of a revoked attenuation) after a cursor."""
         return [tuple(r) for r in await self._all(
-            "SELECT seq, token_id, scope, at FROM revocations WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
+            "SELECT seq, token_id, scope, at, fingerprint FROM revocations WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after, limit)
         )]
 
     async def revocation_head(self) -> int:

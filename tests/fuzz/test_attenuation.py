@@ -54,7 +54,7 @@ def allowed(token, rec, access) -> bool:
 def test_attenuation_never_widens(base, extra, access):
     original, sealed = build(KEYS, tokens.SERVICE, "http://a", "cd" * 16, ["org acme", *base])
     sig0 = KEYS.initial_signature("cd" * 16, sealed, original.identifier)
-    rec = TokenRecord("cd" * 16, "service", "acme", None, None, len(original.caveats), sig0, False, frozenset(), 0)
+    rec = TokenRecord("cd" * 16, "service", "acme", None, None, len(original.caveats), sig0, False, set(), 0)
     sig = original.signature
     added = []
     for text in extra:
