@@ -3,6 +3,7 @@ and shape the reply."""
 
 from __future__ import annotations
 
+import os
 import re
 
 from aiohttp import web
@@ -43,6 +44,7 @@ async def info(request: web.Request) -> web.Response:
     return web.json_response({
         "service": "sable-authority",
         "version": __version__,
+        "worker": os.getpid(),
         "location": a.config.public_url,
         "dischargers": [
             {"location": d.location, "public_keys": [{"kid": k, "key": b64e(v)} for k, v in d.public_keys]}

@@ -74,10 +74,11 @@ def verify(
     first: list[Caveat] = []
     third = []
     parse = caveats.parse
+    mac = crypto.digest  # the bare C HMAC: this loop is the hot path of every verify
     for i, c in enumerate(token.caveats):
         if c.vid is None:
             first.append(parse(c.cid))
-            sig = crypto.first_party(sig, c.cid)
+            sig = mac(sig, c.cid, "sha256")
         else:
             third.append((i, c, sig))
             sig = crypto.third_party(sig, c.vid, c.cid)

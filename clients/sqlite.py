@@ -34,6 +34,11 @@ CREATE TABLE IF NOT EXISTS audit (
 """
 
 
+def _settle(future: asyncio.Future, result) -> None:
+    if not future.done():  # its caller may have been cancelled; the write stands regardless
+        future.set_result(result)
+
+
 class StoreError(RuntimeError):
     """The database is unusable (unreadable file, wrong schema, wrong master key)."""
 
@@ -45,7 +50,8 @@ class Database:
     def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection):
         self._w = writer
         self._r = reader
-        self._lock = asyncio.Lock()
+        self._queue: list[tuple] = []
+        self._writer_task: asyncio.Task | None = None
 
     @classmethod
     async def open(cls, path: str):
@@ -75,20 +81,50 @@ class Database:
         return db
 
     async def close(self) -> None:
+        if self._writer_task is not None:
+            await asyncio.shield(self._writer_task)
         await self._r.close()
         await self._w.close()
 
     async def _tx(self, fn):
-        """Run `await fn(conn)` in one write transaction; the commit is durable on return."""
-        async with self._lock:
-            await self._w.execute("BEGIN IMMEDIATE")
+        """Run `await fn(conn)` in a write transaction; its commit is durable when this returns.
+
+        Group commit: writes that arrive while a transaction is committing are queued, and the
+        next transaction runs them all, so one fsync serves many writers. If one of them raises,
+        the batch is rolled back and each is run again on its own, so only that one fails.
+        """
+        future = asyncio.get_running_loop().create_future()
+        self._queue.append((fn, future))
+        if self._writer_task is None or self._writer_task.done():
+            self._writer_task = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue, []
             try:
-                result = await fn(self._w)
-            except BaseException:
-                await self._w.execute("ROLLBACK")
-                raise
-            await self._w.execute("COMMIT")
-            return result
+                results = await self._run_batch(batch)
+            except Exception:
+                for fn, future in batch:  # isolate the failure: one transaction each
+                    try:
+                        (result,) = await self._run_batch([(fn, future)])
+                        _settle(future, result)
+                    except Exception as e:
+                        if not future.done():
+                            future.set_exception(e)
+                continue
+            for (_, future), result in zip(batch, results):
+                _settle(future, result)
+
+    async def _run_batch(self, batch: list[tuple]) -> list:
+        await self._w.execute("BEGIN IMMEDIATE")
+        try:
+            results = [await fn(self._w) for fn, _ in batch]
+        except BaseException:
+            await self._w.execute("ROLLBACK")
+            raise
+        await self._w.execute("COMMIT")
+        return results
 
     async def _one(self, sql: str, args=()):
         async with self._r.execute(sql, args) as cur:

@@ -30,7 +30,8 @@ KIND_NAMES = {PERMISSION: "permission", SERVICE: "service", DISCHARGE: "discharg
 
 CHECK_CHARS = 6
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-_PAYLOAD = re.compile(r"[A-Za-z0-9_-]+")
+_PAD = ("", "", "==", "=")
+_B64_VALUE = {c: i for i, c in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")}
 
 # libmacaroons v2 field types.
 _V2 = 2
@@ -81,11 +82,13 @@ class Token:
 
 def checksum(text: str) -> str:
     n = zlib.crc32(text.encode("ascii"))
-    out = []
-    for _ in range(CHECK_CHARS):
-        n, r = divmod(n, 62)
-        out.append(_BASE62[r])
-    return "".join(reversed(out))
+    n, d5 = divmod(n, 62)  # unrolled: this runs on every token parsed
+    n, d4 = divmod(n, 62)
+    n, d3 = divmod(n, 62)
+    n, d2 = divmod(n, 62)
+    d0, d1 = divmod(n, 62)
+    b = _BASE62
+    return b[d0] + b[d1] + b[d2] + b[d3] + b[d4] + b[d5]
 
 
 def encode(prefix: str, payload: bytes) -> str:
@@ -111,14 +114,17 @@ def split(text: str, prefixes: tuple[str, ...]) -> tuple[str, bytes]:
     if checksum(body) != check:
         raise TokenFormatError("bad checksum: the token was mistyped or truncated")
     payload = body[len(prefix):]
-    if not _PAYLOAD.fullmatch(payload) or len(payload) % 4 == 1:
+    # binascii's strict mode rejects anything outside the (standard) alphabet once `-_` are
+    # mapped to `+/`; so the original must not hold `+`, `/` or `=` itself.
+    rem = len(payload) % 4
+    if rem == 1 or "+" in payload or "/" in payload or "=" in payload:
         raise TokenFormatError("payload is not valid base64url")
     try:
-        raw = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+        raw = binascii.a2b_base64(payload.replace("-", "+").replace("_", "/") + _PAD[rem], strict_mode=True)
     except (binascii.Error, ValueError):
         raise TokenFormatError("payload is not valid base64url") from None
-    # Reject non-canonical encodings (stray low bits) so each token has one spelling.
-    if base64.urlsafe_b64encode(raw).rstrip(b"=") != payload.encode("ascii"):
+    # Reject non-canonical encodings (stray low bits in the last character): one spelling per token.
+    if rem and _B64_VALUE[payload[-1]] & (0x0F if rem == 2 else 0x03):
         raise TokenFormatError("payload is not canonical base64url")
     return prefix, raw
 
@@ -154,10 +160,7 @@ def from_bytes(prefix: str, raw: bytes) -> Token:
         raise TokenFormatError("payload is not a libmacaroons v2 macaroon") from None
 
 
-def _varint(raw: bytes, i: int) -> tuple[int, int]:
-    b = raw[i]
-    if b < 0x80:  # the common case: one byte
-        return b, i + 1
+def _long_varint(raw: bytes, i: int) -> tuple[int, int]:
     n = shift = 0
     start = i
     while True:
@@ -174,60 +177,80 @@ def _varint(raw: bytes, i: int) -> tuple[int, int]:
     return n, i
 
 
-def _section(raw: bytes, i: int) -> tuple[list[tuple[int, bytes]], int]:
-    fields: list[tuple[int, bytes]] = []
-    last = -1
-    while True:
-        ft, i = _varint(raw, i)
-        if ft == _EOS:
-            return fields, i
-        if ft not in (_LOCATION, _IDENTIFIER, _VID) or ft <= last:
-            raise TokenFormatError("unexpected field in macaroon")
-        n, i = _varint(raw, i)
-        end = i + n
-        if end > len(raw):
-            raise TokenFormatError("field extends past the end")
-        fields.append((ft, raw[i:end]))
-        last = ft
-        i = end
+def _data(raw: bytes, i: int) -> tuple[bytes, int]:
+    """A field's length (a varint, almost always one byte) and bytes, starting at i."""
+    n = raw[i]
+    i += 1
+    if n >= 0x80:
+        n, i = _long_varint(raw, i - 1)
+    end = i + n
+    if end > len(raw):
+        raise TokenFormatError("field extends past the end")
+    return raw[i:end], end
 
 
 def _decode_v2(prefix: str, raw: bytes) -> Token:
+    """One pass over the packets. Field types are varints, but every valid one fits in a
+    byte, so a byte outside the expected set (including a multi-byte type) is rejected."""
     if not raw or raw[0] != _V2:
         raise TokenFormatError("not a libmacaroons v2 macaroon")
-    header, i = _section(raw, 1)
     location = None
-    if header and header[0][0] == _LOCATION:
-        location = header.pop(0)[1].decode("utf-8")
-    if len(header) != 1 or header[0][0] != _IDENTIFIER:
+    ft = raw[1]
+    i = 2
+    if ft == _LOCATION:
+        loc, i = _data(raw, i)
+        location = loc.decode("utf-8")
+        ft = raw[i]
+        i += 1
+    if ft != _IDENTIFIER:
         raise TokenFormatError("macaroon header has no identifier")
-    identifier = header[0][1]
+    identifier, i = _data(raw, i)
+    if raw[i] != _EOS:
+        raise TokenFormatError("unexpected field in macaroon header")
+    i += 1
     if prefix != DISCHARGE and (len(identifier) != 1 + TOKEN_ID_BYTES or identifier[0] != 1):
         raise TokenFormatError("token identifier has the wrong shape")
     caveats = []
+    size = len(raw)
     while True:
-        fields, i = _section(raw, i)
-        if not fields:
+        ft = raw[i]
+        i += 1
+        if ft == _EOS:
             break
         if len(caveats) == MAX_CAVEATS:
             raise TokenFormatError(f"more than {MAX_CAVEATS} caveats")
         cl = None
-        if fields[0][0] == _LOCATION:
-            cl = fields.pop(0)[1].decode("utf-8")
-        if not fields or fields[0][0] != _IDENTIFIER:
+        if ft == _LOCATION:
+            cl, i = _data(raw, i)
+            ft = raw[i]
+            i += 1
+        if ft != _IDENTIFIER:
             raise TokenFormatError("caveat has no identifier")
-        cid = fields[0][1]
-        if len(fields) == 1:
+        n = raw[i]
+        if n < 0x80:  # inline the common case of _data: a short caveat
+            cid = raw[i + 1:i + 1 + n]
+            i += 1 + n
+            if i > size:
+                raise TokenFormatError("field extends past the end")
+        else:
+            cid, i = _data(raw, i)
+        ft = raw[i]
+        i += 1
+        if ft == _EOS:
             if cl is not None:
                 raise TokenFormatError("first-party caveat with a location")
             caveats.append(RawCaveat(cid))
-        else:
-            caveats.append(RawCaveat(cid, fields[1][1], cl))
-    ft, i = _varint(raw, i)
-    n, i = _varint(raw, i)
-    if ft != _SIGNATURE or n != 32 or i + 32 != len(raw):
+            continue
+        if ft != _VID:
+            raise TokenFormatError("unexpected field in caveat")
+        vid, i = _data(raw, i)
+        if raw[i] != _EOS:
+            raise TokenFormatError("unexpected field in caveat")
+        i += 1
+        caveats.append(RawCaveat(cid, vid, None if cl is None else cl.decode("utf-8")))
+    if raw[i] != _SIGNATURE or raw[i + 1] != 32 or i + 34 != len(raw):
         raise TokenFormatError("bad signature field or trailing bytes")
-    return Token(prefix, location, identifier, tuple(caveats), raw[i:])
+    return Token(prefix, location, identifier, tuple(caveats), raw[i + 2:])
 
 
 def _put(out: bytearray, n: int) -> None:

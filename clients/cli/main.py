@@ -21,3 +21,7 @@ def main():
 for command in [*serve.COMMANDS, *admin.COMMANDS, holder.login, holder.logout, holder.discharge, holder.strip,
                 holder.attenuate, holder.inspect, holder.verify, holder.revoke]:
     main.add_command(command)
+
+
+if __name__ == "__main__":
+    main()

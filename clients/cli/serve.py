@@ -36,7 +36,8 @@ def _tls(cert: str | None, key: str | None) -> ssl.SSLContext | None:
     return ctx
 
 
-async def serve(sites: list[tuple[web.Application, str, int, ssl.SSLContext | None]], ready=None) -> None:
+async def serve(sites: list[tuple[web.Application, str, int, ssl.SSLContext | None]], ready=None,
+                reuse_port: bool = False) -> None:
     """Start every app, call `ready()`, then run until SIGINT or SIGTERM and stop cleanly."""
     os.umask(0o077)  # databases, WAL files and keys are for the service's user alone
     stop = asyncio.Event()
@@ -50,7 +51,7 @@ async def serve(sites: list[tuple[web.Application, str, int, ssl.SSLContext | No
             await runner.setup()
             runners.append(runner)
             try:
-                await web.TCPSite(runner, host, port, ssl_context=tls).start()
+                await web.TCPSite(runner, host, port, ssl_context=tls, reuse_port=reuse_port or None).start()
             except OSError as e:
                 raise CommandError(f"cannot listen on {host}:{port}: {e.strerror}") from None
         if ready is not None:
@@ -102,8 +103,10 @@ def authority():
 @_service_options(8700)
 @click.option("--discharger", help="URL of the discharger to trust; its keys come from its /v1/info.")
 @click.option("--master-key-file", type=click.Path(dir_okay=False), help="Else SABLE_MASTER_KEY is used.")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Worker processes sharing the port (SO_REUSEPORT) and the database.")
 @handle_errors
-def authority_serve(config_path, tls_cert, tls_key, log_level, **flags):
+def authority_serve(config_path, tls_cert, tls_key, log_level, workers, **flags):
     """Run the authority."""
     from authority.app import create_app
     from authority.config import load
@@ -111,6 +114,9 @@ def authority_serve(config_path, tls_cert, tls_key, log_level, **flags):
     configure_logging(log_level)
     config, discharger_url = load(config_path, tls_cert=tls_cert, **flags)
     tls = _tls(tls_cert, tls_key)
+    is_worker = WORKER_ENV in os.environ
+    if workers > 1 and not is_worker:
+        sys.exit(_supervise(workers))
 
     async def main():
         if discharger_url:
@@ -118,9 +124,43 @@ def authority_serve(config_path, tls_cert, tls_key, log_level, **flags):
         if not config.dischargers:
             click.echo("sable: warning: no discharger configured; minting is disabled", err=True)
         await serve([(create_app(config), config.host, config.port, tls)],
-                    lambda: _announce("authority", config.public_url))
+                    lambda: _announce("authority", config.public_url), reuse_port=is_worker)
 
     asyncio.run(main())
+
+
+WORKER_ENV = "SABLE_WORKER"
+
+
+def _supervise(workers: int) -> int:
+    """Run `workers` copies of this command on one port; stop them all on SIGINT/SIGTERM, or
+    when one exits (so a supervisor such as systemd restarts the whole service)."""
+    import subprocess
+    import time
+
+    args = [sys.executable, "-m", "clients.cli.main", *sys.argv[1:]]
+    env = {**os.environ, WORKER_ENV: "1"}
+    children = []
+    for n in range(workers):
+        children.append(subprocess.Popen(args, env={**env, WORKER_ENV: str(n)}))
+        time.sleep(0.2)  # the first creates the database schema; let the others find it
+    stopping = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopping.append(True))
+    code = 0
+    while not stopping:
+        exited = [c for c in children if c.poll() is not None]
+        if exited:
+            code = exited[0].returncode or 1
+            click.echo(f"sable: worker {exited[0].pid} exited ({exited[0].returncode}); stopping", err=True)
+            break
+        time.sleep(0.2)
+    for c in children:
+        if c.poll() is None:
+            c.terminate()
+    for c in children:
+        c.wait()
+    return code
 
 
 @click.group()

@@ -153,3 +153,53 @@ def test_attenuate_needs_a_caveat_and_reads_stdin(tmp_path):
     assert runner.invoke(main, ["attenuate", "-"], input="sable_st_x\n").exit_code == 2
     r = runner.invoke(main, ["inspect", "@" + str(tmp_path / "missing")])
     assert r.exit_code == 2 and "cannot read" in r.output
+
+
+def test_two_workers_enforce_each_others_revocations(tmp_path):
+    import http.client
+
+    from tests.helpers import FakeDischarger
+
+    d = FakeDischarger()
+    kid, key = d.trust.public_keys[0]
+    (tmp_path / "sable.toml").write_text(
+        f'[authority]\npublic_url = "http://authority.test"\n[[authority.dischargers]]\nlocation = "{d.location}"\n'
+        f'public_keys = [{{ kid = "{kid}", key = "{base64.urlsafe_b64encode(key).decode().rstrip("=")}" }}]\n')
+    admin = tokens.encode(tokens.ADMIN, nacl.utils.random(32))
+    env = {**os.environ, "SABLE_ADMIN_TOKEN": admin, "SABLE_MASTER_KEY": "44" * 32}
+    port = free_port()
+    log = tmp_path / "a.log"
+    proc = subprocess.Popen([SABLE, "authority", "serve", "--workers", "2", "--port", str(port), "--data-dir",
+                             str(tmp_path), "--config", str(tmp_path / "sable.toml")],
+                            env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", proc, log)
+
+        def request(conn, method, path, body=None, auth=False):
+            headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {admin}"} if auth else {})}
+            conn.request(method, path, None if body is None else json.dumps(body), headers)
+            r = conn.getresponse()
+            return r.status, json.loads(r.read())
+
+        # Keep-alive connections pinned to each of the two worker processes.
+        by_pid = {}
+        deadline = time.monotonic() + 20
+        while len(by_pid) < 2:
+            assert time.monotonic() < deadline, "never reached both workers"
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            by_pid.setdefault(request(conn, "GET", "/v1/info")[1]["worker"], conn)
+        a, b = by_pid.values()
+        request(a, "POST", "/v1/orgs", {"name": "acme"}, auth=True)
+        pt = request(a, "POST", "/v1/tokens", {"org": "acme"}, auth=True)[1]["token"]
+        st = request(b, "POST", "/v1/service-tokens", {"tokens": [pt, d.discharge(pt)]})[1]["token"]
+        check = {"tokens": [st], "access": {"org": "acme", "action": "r"}}
+        assert request(a, "POST", "/v1/verify", check)[0] == 200  # both workers now hold it in memory
+        assert request(b, "POST", "/v1/verify", check)[0] == 200
+        assert request(a, "POST", "/v1/revoke", {"tokens": [st]})[0] == 200
+        revoked_at = time.monotonic()
+        while request(b, "POST", "/v1/verify", check)[0] != 403:
+            assert time.monotonic() - revoked_at < 1.0, "the other worker still allowed a revoked token"
+            time.sleep(0.02)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
