@@ -1,0 +1,37 @@
+"""`make bench`: every benchmark, a table each, and one JSON file with all the figures."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from benchmarks import core, serving, verifier
+from clients.web import configure_logging
+
+
+def main() -> None:
+    configure_logging("WARNING")
+    out: dict = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    print("== core verify (µs per verify; ratios against the same run's baselines)")
+    out["core"] = core.main()
+    print(core.table(out["core"]), flush=True)
+    print("\n== caching verifier")
+    out["verifier"] = asyncio.run(verifier.main())
+    print(json.dumps(out["verifier"], indent=2), flush=True)
+    print("\n== HTTP (wrk -t1 -c32)")
+    if shutil.which("wrk"):
+        out["http"] = serving.main(10)
+        print(serving.table(out["http"]))
+    else:
+        print("skipped: wrk is not installed (apt-get install wrk)")
+    path = Path(sys.argv[1] if len(sys.argv) > 1 else "benchmarks/results.json")
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()
