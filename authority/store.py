@@ -73,10 +73,10 @@ class Store(Database):
     # --- orgs ----------------------------------------------------------------------------
 
     async def create_org(self, name: str, now: int, audit: AuditRecord) -> bool:
-        async def run(c):
-            cur = await c.execute("INSERT OR IGNORE INTO orgs (name, created_at) VALUES (?, ?)", (name, now))
+        def run(c):
+            cur = c.execute("INSERT OR IGNORE INTO orgs (name, created_at) VALUES (?, ?)", (name, now))
             if cur.rowcount:
-                await self._audit(c, [audit])
+                self._audit(c, [audit])
             return cur.rowcount == 1
         return await self._tx(run)
 
@@ -92,22 +92,22 @@ class Store(Database):
         """Insert a token. A child (service token) is inserted only while its parent is
         unrevoked and none of the attenuations it was stripped from (`lineage`, signature
         fingerprints) is revoked; revoking one of those later revokes the child too."""
-        async def run(c):
+        def run(c):
             if row.parent is not None:
-                parent = await (await c.execute("SELECT revoked_at FROM tokens WHERE id = ?", (row.parent,))).fetchone()
+                parent = (c.execute("SELECT revoked_at FROM tokens WHERE id = ?", (row.parent,))).fetchone()
                 if parent is None or parent[0] is not None:
                     return False
             for fp in lineage:
-                if await (await c.execute("SELECT 1 FROM revoked_attenuations WHERE fingerprint = ?", (fp,))).fetchone():
+                if (c.execute("SELECT 1 FROM revoked_attenuations WHERE fingerprint = ?", (fp,))).fetchone():
                     return False
-            await c.execute(
+            c.execute(
                 f"INSERT INTO tokens ({_TOKEN_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (row.id, row.kind, row.name, row.org, row.parent, row.user, row.caveat_count,
                  row.sealed_key, row.created_at, row.revoked_at, row.last_used_at),
             )
-            await c.executemany("INSERT INTO strip_lineage (fingerprint, service_id) VALUES (?, ?)",
+            c.executemany("INSERT INTO strip_lineage (fingerprint, service_id) VALUES (?, ?)",
                                 [(fp, row.id) for fp in lineage])
-            await self._audit(c, [audit])
+            self._audit(c, [audit])
             return True
         return await self._tx(run)
 
@@ -126,39 +126,39 @@ class Store(Database):
     async def touch(self, used: dict[str, int]) -> None:
         if not used:
             return
-        async def run(c):
-            await c.executemany("UPDATE tokens SET last_used_at = ? WHERE id = ?", [(t, i) for i, t in used.items()])
+        def run(c):
+            c.executemany("UPDATE tokens SET last_used_at = ? WHERE id = ?", [(t, i) for i, t in used.items()])
         await self._tx(run)
 
     # --- revocation ------------------------------------------------------------------------
 
     @staticmethod
-    async def _cascade(c, roots: list[str], now: int) -> list[str]:
+    def _cascade(c, roots: list[str], now: int) -> list[str]:
         """Revoke these tokens and all their descendants not yet revoked; return their ids."""
         if not roots:
             return []
         marks = ",".join("?" * len(roots))
-        cur = await c.execute(
+        cur = c.execute(
             f"WITH RECURSIVE sub(id) AS (SELECT id FROM tokens WHERE id IN ({marks})"
             " UNION SELECT t.id FROM tokens t JOIN sub ON t.parent = sub.id)"
             " SELECT tokens.id FROM tokens JOIN sub USING (id) WHERE tokens.revoked_at IS NULL",
             roots,
         )
-        ids = [r[0] for r in await cur.fetchall()]
-        await c.executemany("UPDATE tokens SET revoked_at = ? WHERE id = ?", [(now, i) for i in ids])
-        await c.executemany("INSERT INTO revocations (token_id, scope, at) VALUES (?, 'token', ?)",
+        ids = [r[0] for r in cur.fetchall()]
+        c.executemany("UPDATE tokens SET revoked_at = ? WHERE id = ?", [(now, i) for i in ids])
+        c.executemany("INSERT INTO revocations (token_id, scope, at) VALUES (?, 'token', ?)",
                             [(i, now) for i in ids])
         return ids
 
     async def revoke_token(self, token_id: str, now: int, audit: AuditRecord) -> list[str] | None:
         """Revoke a token and every descendant not yet revoked. None if the id is unknown."""
-        async def run(c):
-            if await (await c.execute("SELECT 1 FROM tokens WHERE id = ?", (token_id,))).fetchone() is None:
+        def run(c):
+            if (c.execute("SELECT 1 FROM tokens WHERE id = ?", (token_id,))).fetchone() is None:
                 return None
-            ids = await self._cascade(c, [token_id], now)
+            ids = self._cascade(c, [token_id], now)
             if ids:
                 audit.detail = {**(audit.detail or {}), "revoked": ids}
-                await self._audit(c, [audit])
+                self._audit(c, [audit])
             return ids
         return await self._tx(run)
 
@@ -167,20 +167,20 @@ class Store(Database):
         """Revoke one attenuation by its signature's fingerprint, and every service token
         stripped from it or from a further attenuation of it. None if already revoked;
         otherwise the ids of the service tokens revoked with it."""
-        async def run(c):
-            cur = await c.execute(
+        def run(c):
+            cur = c.execute(
                 "INSERT OR IGNORE INTO revoked_attenuations (fingerprint, token_id, revoked_at) VALUES (?, ?, ?)",
                 (fingerprint, token_id, now),
             )
             if not cur.rowcount:
                 return None
-            await c.execute("INSERT INTO revocations (token_id, scope, at, fingerprint) VALUES (?, 'attenuation', ?, ?)",
+            c.execute("INSERT INTO revocations (token_id, scope, at, fingerprint) VALUES (?, 'attenuation', ?, ?)",
                             (token_id, now, fingerprint))
-            children = await c.execute("SELECT service_id FROM strip_lineage WHERE fingerprint = ?", (fingerprint,))
-            ids = await self._cascade(c, [r[0] for r in await children.fetchall()], now)
+            children = c.execute("SELECT service_id FROM strip_lineage WHERE fingerprint = ?", (fingerprint,))
+            ids = self._cascade(c, [r[0] for r in children.fetchall()], now)
             if ids:
                 audit.detail = {**(audit.detail or {}), "revoked": ids}
-            await self._audit(c, [audit])
+            self._audit(c, [audit])
             return ids
         return await self._tx(run)
 

@@ -1,15 +1,18 @@
 """SQLite plumbing both services share: connections, durable transactions, meta, admins
 and the audit table. Each service's store subclasses `Database` and adds its own SQL.
 
-Writes go through one connection under a lock, in WAL mode with synchronous=FULL, so a
-commit is on disk before the method returns. Reads use a second connection and see only
-committed data.
+Writes go through one plain sqlite3 connection on its own thread, in WAL mode with
+synchronous=FULL: a whole batch of queued writes runs there in one call and one commit, and
+each caller resumes only after that commit is on disk. Reads use an aiosqlite connection and
+see only committed data. Write functions take the sqlite3 connection and are synchronous.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 
 import aiosqlite
 
@@ -47,31 +50,48 @@ class Database:
     SCHEMA = ""
     SCHEMA_VERSION = 1
 
-    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection):
+    def __init__(self, writer: sqlite3.Connection, pool: ThreadPoolExecutor, reader: aiosqlite.Connection):
         self._w = writer
+        self._pool = pool  # one thread: the writer connection is only ever used from it
         self._r = reader
         self._queue: list[tuple] = []
         self._writer_task: asyncio.Task | None = None
 
     @classmethod
     async def open(cls, path: str):
-        writer = reader = None
+        loop = asyncio.get_running_loop()
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
+
+        def connect() -> sqlite3.Connection:
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=FULL")
+                conn.execute("PRAGMA foreign_keys=ON")
+                conn.execute("PRAGMA busy_timeout=5000")
+                conn.executescript(COMMON_SCHEMA + cls.SCHEMA)
+            except BaseException:
+                conn.close()
+                raise
+            return conn
+
+        reader = None
         try:
-            writer = await aiosqlite.connect(path, isolation_level=None)
-            await writer.execute("PRAGMA journal_mode=WAL")
-            await writer.execute("PRAGMA synchronous=FULL")
-            await writer.execute("PRAGMA foreign_keys=ON")
-            await writer.execute("PRAGMA busy_timeout=5000")
-            await writer.executescript(COMMON_SCHEMA + cls.SCHEMA)
+            writer = await loop.run_in_executor(pool, connect)
+        except Exception as e:  # sqlite3.Error and OSError alike: say which file
+            pool.shutdown()
+            raise StoreError(f"cannot open database {path}: {e}") from None
+        try:
             reader = await aiosqlite.connect(path, isolation_level=None)
             await reader.execute("PRAGMA busy_timeout=5000")
             await reader.execute("PRAGMA query_only=ON")
-        except Exception as e:  # sqlite3.Error and OSError alike: say which file
-            for conn in (reader, writer):
-                if conn is not None:
-                    await conn.close()
+        except Exception as e:
+            if reader is not None:
+                await reader.close()
+            await loop.run_in_executor(pool, writer.close)
+            pool.shutdown()
             raise StoreError(f"cannot open database {path}: {e}") from None
-        db = cls(writer, reader)
+        db = cls(writer, pool, reader)
         version = await db.get_meta("schema_version")
         if version is None:
             await db.set_meta("schema_version", str(cls.SCHEMA_VERSION).encode())
@@ -84,10 +104,11 @@ class Database:
         if self._writer_task is not None:
             await asyncio.shield(self._writer_task)
         await self._r.close()
-        await self._w.close()
+        await asyncio.get_running_loop().run_in_executor(self._pool, self._w.close)
+        self._pool.shutdown()
 
     async def _tx(self, fn):
-        """Run `await fn(conn)` in a write transaction; its commit is durable when this returns.
+        """Run `fn(conn)` (synchronous, on the writer thread) in a write transaction; its commit is durable when this returns.
 
         Group commit: writes that arrive while a transaction is committing are queued, and the
         next transaction runs them all, so one fsync serves many writers. If one of them raises,
@@ -117,13 +138,18 @@ class Database:
                 _settle(future, result)
 
     async def _run_batch(self, batch: list[tuple]) -> list:
-        await self._w.execute("BEGIN IMMEDIATE")
+        fns = [fn for fn, _ in batch]
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._batch_sync, fns)
+
+    def _batch_sync(self, fns: list) -> list:
+        """On the writer thread: the whole batch in one transaction, one fsync at its COMMIT."""
+        self._w.execute("BEGIN IMMEDIATE")
         try:
-            results = [await fn(self._w) for fn, _ in batch]
+            results = [fn(self._w) for fn in fns]
         except BaseException:
-            await self._w.execute("ROLLBACK")
+            self._w.execute("ROLLBACK")
             raise
-        await self._w.execute("COMMIT")
+        self._w.execute("COMMIT")
         return results
 
     async def _one(self, sql: str, args=()):
@@ -135,8 +161,8 @@ class Database:
             return await cur.fetchall()
 
     @staticmethod
-    async def _audit(conn: aiosqlite.Connection, records: list[AuditRecord]) -> None:
-        await conn.executemany(
+    def _audit(conn: sqlite3.Connection, records: list[AuditRecord]) -> None:
+        conn.executemany(
             "INSERT INTO audit (at, event, outcome, request_id, client, token_id, parent, org, user, detail)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
@@ -155,13 +181,13 @@ class Database:
         return row[0] if row else None
 
     async def set_meta(self, key: str, value: bytes) -> None:
-        async def run(c):
-            await c.execute("INSERT OR REPLACE INTO meta (k, v) VALUES (?, ?)", (key, value))
+        def run(c):
+            c.execute("INSERT OR REPLACE INTO meta (k, v) VALUES (?, ?)", (key, value))
         await self._tx(run)
 
     async def add_admin(self, digest: bytes, now: int) -> None:
-        async def run(c):
-            await c.execute("INSERT OR IGNORE INTO admins (hash, created_at) VALUES (?, ?)", (digest, now))
+        def run(c):
+            c.execute("INSERT OR IGNORE INTO admins (hash, created_at) VALUES (?, ?)", (digest, now))
         await self._tx(run)
 
     async def is_admin(self, digest: bytes) -> bool:

@@ -41,15 +41,15 @@ class Store(Database):
 
     async def create_user(self, username: str, password_hash: bytes, orgs: list[str], now: int,
                           audit: AuditRecord) -> bool:
-        async def run(c):
-            cur = await c.execute(
+        def run(c):
+            cur = c.execute(
                 "INSERT OR IGNORE INTO users (username, password_hash, created_at) VALUES (?, ?, ?)",
                 (username, password_hash, now),
             )
             if not cur.rowcount:
                 return False
-            await c.executemany("INSERT INTO memberships (username, org) VALUES (?, ?)", [(username, o) for o in orgs])
-            await self._audit(c, [audit])
+            c.executemany("INSERT INTO memberships (username, org) VALUES (?, ?)", [(username, o) for o in orgs])
+            self._audit(c, [audit])
             return True
         return await self._tx(run)
 
@@ -61,31 +61,31 @@ class Store(Database):
         return UserRow(row[0], row[1], bool(row[2]), frozenset(o[0] for o in orgs))
 
     async def set_orgs(self, username: str, orgs: list[str], audit: AuditRecord) -> bool:
-        async def run(c):
-            if await (await c.execute("SELECT 1 FROM users WHERE username = ?", (username,))).fetchone() is None:
+        def run(c):
+            if (c.execute("SELECT 1 FROM users WHERE username = ?", (username,))).fetchone() is None:
                 return False
-            await c.execute("DELETE FROM memberships WHERE username = ?", (username,))
-            await c.executemany("INSERT INTO memberships (username, org) VALUES (?, ?)", [(username, o) for o in orgs])
-            await self._audit(c, [audit])
+            c.execute("DELETE FROM memberships WHERE username = ?", (username,))
+            c.executemany("INSERT INTO memberships (username, org) VALUES (?, ?)", [(username, o) for o in orgs])
+            self._audit(c, [audit])
             return True
         return await self._tx(run)
 
     async def disable_user(self, username: str, audit: AuditRecord) -> bool:
-        async def run(c):
-            cur = await c.execute("UPDATE users SET disabled = 1 WHERE username = ?", (username,))
+        def run(c):
+            cur = c.execute("UPDATE users SET disabled = 1 WHERE username = ?", (username,))
             if not cur.rowcount:
                 return False
-            await self._audit(c, [audit])
+            self._audit(c, [audit])
             return True
         return await self._tx(run)
 
     async def create_session(self, digest: bytes, username: str, expires_at: int, now: int,
                              audit: AuditRecord) -> None:
-        async def run(c):
-            await c.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))
-            await c.execute("INSERT INTO sessions (hash, username, expires_at) VALUES (?, ?, ?)",
+        def run(c):
+            c.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))
+            c.execute("INSERT INTO sessions (hash, username, expires_at) VALUES (?, ?, ?)",
                             (digest, username, expires_at))
-            await self._audit(c, [audit])
+            self._audit(c, [audit])
         await self._tx(run)
 
     async def session_user(self, digest: bytes, now: int) -> str | None:
@@ -93,6 +93,6 @@ class Store(Database):
         return row[0] if row else None
 
     async def delete_session(self, digest: bytes) -> bool:
-        async def run(c):
-            return (await c.execute("DELETE FROM sessions WHERE hash = ?", (digest,))).rowcount == 1
+        def run(c):
+            return (c.execute("DELETE FROM sessions WHERE hash = ?", (digest,))).rowcount == 1
         return await self._tx(run)
