@@ -25,7 +25,7 @@ from authority.feed import RevocationFeed
 from authority.keystore import KeyStore
 from authority.records import TokenCache
 from authority.store import Store, StoreError, TokenRow
-from authority.verification import Denial, Verified, chain, split_presentation, verify
+from authority.verification import ChainCache, Denial, Verified, chain, split_presentation, verify
 
 log = structlog.get_logger("sable.authority")
 MAX_EXPIRES_IN = 31_536_000
@@ -43,13 +43,34 @@ def iso(epoch: int | None) -> str | None:
     return None if epoch is None else caveats.format_time(epoch)
 
 
-def parse_presentation(raw: object) -> list[tokens.Token]:
+class ParseCache:
+    """Parsed tokens by their exact string: workloads present the same tokens over and over,
+    and parsing is deterministic, so each string is parsed once. Bounded: emptied when full."""
+
+    def __init__(self, max_entries: int = 50_000):
+        self.max_entries = max_entries
+        self._entries: dict[str, tokens.Token] = {}
+
+    def parse(self, text: str) -> tokens.Token:
+        tok = self._entries.get(text)
+        if tok is None:
+            tok = tokens.parse(text)
+            if len(self._entries) >= self.max_entries:
+                self._entries.clear()
+            self._entries[text] = tok
+        return tok
+
+
+_PARSED = ParseCache()
+
+
+def parse_presentation(raw: object, cache: ParseCache = _PARSED) -> list[tokens.Token]:
     if not isinstance(raw, list) or not raw or not all(isinstance(t, str) for t in raw):
         raise ServiceError("bad_request", "tokens must be a non-empty list of strings")
     if len(raw) > tokens.MAX_PRESENTATION:
         raise ServiceError("bad_request", f"at most {tokens.MAX_PRESENTATION} tokens per presentation")
     try:
-        return [tokens.parse(t) for t in raw]
+        return [cache.parse(t) for t in raw]
     except TokenFormatError as e:
         raise ServiceError("malformed_token", str(e)) from None
 
@@ -63,6 +84,7 @@ class Authority:
         self.feed = RevocationFeed(store, self.cache, config.feed_poll_interval)
         self.denials = DenialLog()
         self.trusted = frozenset(d.location for d in config.dischargers)
+        self.chains = ChainCache()
         self._tasks: list[asyncio.Task] = []
 
     @classmethod
@@ -178,7 +200,7 @@ class Authority:
         rec = await self.cache.get(main.token_id)
         now = time.time()
         try:
-            verified = verify(main, discharges, rec, access, now, self.config.public_url, self.trusted)
+            verified = verify(main, discharges, rec, access, now, self.config.public_url, self.trusted, self.chains)
         except Denial as e:
             self.denials.add(AuditRecord(
                 "verify_denied", outcome="denied", token_id=main.token_id, org=rec.org if rec else None,

@@ -29,6 +29,27 @@ class Verified:
     caveats: list[Caveat]  # first-party caveats of the token, then of its discharges
 
 
+class ChainCache:
+    """Tokens whose signature chain verified, with the parsed caveats it produced.
+
+    Keyed by the whole token (every byte), so a token differing anywhere misses. Only tokens
+    whose record has no revoked attenuations are kept, since those need every intermediate
+    signature re-checked. Bounded: emptied when full.
+    """
+
+    def __init__(self, max_entries: int = 50_000):
+        self.max_entries = max_entries
+        self._entries: dict[Token, tuple] = {}
+
+    def get(self, token: Token) -> tuple | None:
+        return self._entries.get(token)
+
+    def put(self, token: Token, value: tuple) -> None:
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        self._entries[token] = value
+
+
 def chain(token: Token, sig0: bytes) -> list[bytes]:
     """The signature after each caveat of the token, from its initial signature."""
     sigs = []
@@ -55,6 +76,7 @@ def verify(
     now: float,
     location: str,
     trusted: frozenset[str],
+    chains: ChainCache | None = None,
 ) -> Verified:
     """Judge a presentation. With `access=None` (strip) only time caveats are judged."""
     # Rule 1: a known, unrevoked token whose signature chain is valid.
@@ -68,27 +90,35 @@ def verify(
         raise Denial("token is revoked")
     if rec.sig0 is None:
         raise Denial("token key cannot be opened with this authority's master key")
-    sig = rec.sig0
     fps = rec.revoked_fps
-    revoked_attenuation = False
-    first: list[Caveat] = []
-    third = []
     parse = caveats.parse
-    mac = crypto.digest  # the bare C HMAC: this loop is the hot path of every verify
-    for i, c in enumerate(token.caveats):
-        if c.vid is None:
-            first.append(parse(c.cid))
-            sig = mac(sig, c.cid, "sha256")
-        else:
-            third.append((i, c, sig))
-            sig = crypto.third_party(sig, c.vid, c.cid)
-        if fps and crypto.fingerprint(sig) in fps:
-            revoked_attenuation = True
-    if not crypto.equal(sig, token.signature):
-        raise Denial("signature does not match")
-    # Rule 2: no signature along the chain is a revoked attenuation.
-    if revoked_attenuation:
-        raise Denial("this attenuation of the token is revoked")
+    known = chains.get(token) if chains is not None and not fps else None
+    if known is not None:
+        # This exact token (all its bytes) already passed rules 1-2 against this id's key,
+        # which never changes; revocation was checked above, from the record.
+        first, third = list(known[0]), known[1]
+    else:
+        sig = rec.sig0
+        revoked_attenuation = False
+        first: list[Caveat] = []
+        third = []
+        mac = crypto.digest  # the bare C HMAC: this loop is the hot path of every verify
+        for i, c in enumerate(token.caveats):
+            if c.vid is None:
+                first.append(parse(c.cid))
+                sig = mac(sig, c.cid, "sha256")
+            else:
+                third.append((i, c, sig))
+                sig = crypto.third_party(sig, c.vid, c.cid)
+            if fps and crypto.fingerprint(sig) in fps:
+                revoked_attenuation = True
+        if not crypto.equal(sig, token.signature):
+            raise Denial("signature does not match")
+        # Rule 2: no signature along the chain is a revoked attenuation.
+        if revoked_attenuation:
+            raise Denial("this attenuation of the token is revoked")
+        if chains is not None and not fps:
+            chains.put(token, (tuple(first), third))
 
     # Rule 3: each third-party caveat has exactly one bound, valid discharge.
     by_cid: dict[bytes, list[Token]] = {}

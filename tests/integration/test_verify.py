@@ -360,3 +360,25 @@ async def test_a_home_made_discharge_cannot_choose_the_user(authority):
     honest = offline.bind(pt2, _self_discharge(d.location, cid, key, ["apps orders"]))
     status, body = await authority.verify([pt2, honest, real], app="orders")
     assert status == 200 and body["user"] == "mallory"
+
+
+async def test_repeated_presentations_use_the_caches_and_agree(authority):
+    """The second and later verifies of the same strings skip parsing and the chain; they
+    must answer exactly as the first, and a one-byte change must still be caught."""
+    pt = await authority.mint(["apps orders"])
+    dt = authority.discharger.discharge(pt)
+    answers = [await authority.verify([pt, dt], app="orders") for _ in range(3)]
+    assert all(a == answers[0] for a in answers) and answers[0][0] == 200
+    for _ in range(2):
+        status, body = await authority.post("/v1/service-tokens", {"tokens": [pt, dt]})
+        assert status == 201
+    sig = tokens.parse(pt).signature
+    tampered = resign(pt, signature=sig[:-1] + bytes([sig[-1] ^ 1]))
+    status, body = await authority.verify([tampered, dt], app="orders")
+    assert status == 403 and "signature" in body["message"]
+    narrower = offline.attenuate(pt, ["hosts h"])
+    await authority.post("/v1/revoke", {"tokens": [narrower]})  # the token now has a revoked attenuation
+    assert (await authority.verify([pt, dt], app="orders"))[0] == 200
+    further = offline.attenuate(narrower, ["actions r"])
+    status, body = await authority.verify([further, authority.discharger.discharge(further)], app="orders", host="h")
+    assert status == 403 and "attenuation" in body["message"]
