@@ -47,7 +47,7 @@ class ParseCache:
     """Parsed tokens by their exact string: workloads present the same tokens over and over,
     and parsing is deterministic, so each string is parsed once. Bounded: emptied when full."""
 
-    def __init__(self, max_entries: int = 50_000):
+    def __init__(self, max_entries: int = 10_000):
         self.max_entries = max_entries
         self._entries: dict[str, tokens.Token] = {}
 
@@ -61,16 +61,13 @@ class ParseCache:
         return tok
 
 
-_PARSED = ParseCache()
-
-
-def parse_presentation(raw: object, cache: ParseCache = _PARSED) -> list[tokens.Token]:
+def parse_presentation(raw: object, cache: ParseCache | None = None) -> list[tokens.Token]:
     if not isinstance(raw, list) or not raw or not all(isinstance(t, str) for t in raw):
         raise ServiceError("bad_request", "tokens must be a non-empty list of strings")
     if len(raw) > tokens.MAX_PRESENTATION:
         raise ServiceError("bad_request", f"at most {tokens.MAX_PRESENTATION} tokens per presentation")
     try:
-        return [cache.parse(t) for t in raw]
+        return [cache.parse(t) for t in raw] if cache is not None else [tokens.parse(t) for t in raw]
     except TokenFormatError as e:
         raise ServiceError("malformed_token", str(e)) from None
 
@@ -85,6 +82,7 @@ class Authority:
         self.denials = DenialLog()
         self.trusted = frozenset(d.location for d in config.dischargers)
         self.chains = ChainCache()
+        self.parsed = ParseCache()  # for verify only: strip and revoke present new strings
         self._tasks: list[asyncio.Task] = []
 
     @classmethod
@@ -211,7 +209,7 @@ class Authority:
         return verified
 
     async def verify(self, body: dict, caller: Caller) -> dict:
-        presented = parse_presentation(body.get("tokens"))
+        presented = parse_presentation(body.get("tokens"), self.parsed)
         try:
             access = Access.from_dict(body.get("access"))
         except CaveatError as e:

@@ -37,7 +37,7 @@ class ChainCache:
     signature re-checked. Bounded: emptied when full.
     """
 
-    def __init__(self, max_entries: int = 50_000):
+    def __init__(self, max_entries: int = 10_000):
         self.max_entries = max_entries
         self._entries: dict[Token, tuple] = {}
 
