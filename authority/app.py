@@ -10,8 +10,8 @@ from aiohttp import web
 
 from clients.tickets import b64e
 from clients.web import (
-    MAX_BODY, healthz, REQUEST_ID, ServiceError, SlidingCounter, bearer, client_address, read_json, request_middleware,
-    throttle_key,
+    MAX_BODY, healthz, REQUEST_ID, ServiceError, SlidingCounter, client_address, read_json, request_middleware,
+    require_admin, throttle_key,
 )
 
 from authority import __version__
@@ -34,8 +34,7 @@ def _caller(request: web.Request) -> Caller:
 
 
 async def _admin(request: web.Request) -> None:
-    if not await _authority(request).is_admin(bearer(request)):
-        raise ServiceError("unauthorized", "an admin credential (Bearer sable_adm_...) is required")
+    await require_admin(request, _authority(request).store.is_admin)
 
 
 @routes.get("/v1/info")

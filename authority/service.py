@@ -130,11 +130,6 @@ class Authority:
 
     # --- admin -----------------------------------------------------------------------------
 
-    async def is_admin(self, credential: str | None) -> bool:
-        if not credential or not credential.startswith(tokens.ADMIN):
-            return False
-        return await self.store.is_admin(tokens.secret_digest(credential))
-
     async def create_org(self, name: object, caller: Caller) -> dict:
         if not isinstance(name, str) or not caveats.NAME_RE.fullmatch(name):
             raise ServiceError("bad_request", "name must match [A-Za-z0-9][A-Za-z0-9._:-]{0,127}")

@@ -118,7 +118,6 @@ async def run(seconds: float, concurrency: int, warmup: float) -> dict:
             rss = {"start": {n: rss_mib(p.pid) for n, p in procs.items()}}
             start = time.monotonic()
             deadline = start + seconds
-            warm_at = start + warmup
 
             async def client(n: int) -> None:
                 rng = random.Random(n)

@@ -31,7 +31,7 @@ import nacl.utils
 
 from benchmarks.stack import free_port
 from clients import crypto, offline, tokens
-from clients.tickets import b64e, key_id
+from clients.tickets import key_id
 from clients.tokens import RawCaveat, Token
 from discharger.tickets import open_ticket
 

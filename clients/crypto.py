@@ -16,14 +16,13 @@ try:  # the C function behind hmac.digest, without its Python wrapper (a third o
     from _hashlib import hmac_digest as digest
 except ImportError:  # pragma: no cover - CPython without OpenSSL
     digest = hmac.digest
-_digest = digest
 
 _KEYGEN = b"macaroons-key-generator"
 _ZERO = bytes(32)
 
 
 def _mac(key: bytes, msg: bytes) -> bytes:
-    return _digest(key, msg, "sha256")
+    return digest(key, msg, "sha256")
 
 
 def derive_key(key: bytes) -> bytes:
@@ -35,7 +34,7 @@ def initial_signature(root_key: bytes, identifier: bytes) -> bytes:
 
 
 def first_party(sig: bytes, predicate: bytes) -> bytes:
-    return _digest(sig, predicate, "sha256")
+    return digest(sig, predicate, "sha256")
 
 
 def third_party(sig: bytes, vid: bytes, cid: bytes) -> bytes:

@@ -16,7 +16,7 @@ from aiohttp import web
 from clients import tokens
 from clients.tokens import TokenFormatError
 from clients.verifier import Decision, Verifier
-from clients.web import error_response
+from clients.web import bearer, error_response
 
 DECISION = web.RequestKey("sable_decision", Decision)
 
@@ -26,8 +26,8 @@ def sable_middleware(verifier: Verifier, access_for, exempt: tuple[str, ...] = (
     async def middleware(request: web.Request, handler):
         if request.path in exempt:
             return await handler(request)
-        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not value.strip():
+        value = bearer(request)
+        if value is None:
             return _challenge("missing bearer token")
         try:
             presented = tokens.split_presentation(value)

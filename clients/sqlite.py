@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import aiosqlite
 
 from clients.audit import AuditRecord
+from clients.tokens import ADMIN, secret_digest
 
 COMMON_SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v BLOB NOT NULL);
@@ -190,5 +191,9 @@ class Database:
             c.execute("INSERT OR IGNORE INTO admins (hash, created_at) VALUES (?, ?)", (digest, now))
         await self._tx(run)
 
-    async def is_admin(self, digest: bytes) -> bool:
+    async def is_admin(self, credential: str | None) -> bool:
+        """Whether this is a registered admin credential (`sable_adm_...`), compared by digest."""
+        if not credential or not credential.startswith(ADMIN):
+            return False
+        digest = secret_digest(credential)
         return await self._one("SELECT 1 FROM admins WHERE hash = ?", (digest,)) is not None

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import re
 import zlib
 from dataclasses import dataclass
 from typing import NamedTuple

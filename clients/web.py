@@ -129,6 +129,12 @@ def bearer(request: web.Request) -> str | None:
     return rest.strip()
 
 
+async def require_admin(request: web.Request, is_admin) -> None:
+    """401 unless the request bears a credential that `is_admin` (async) accepts."""
+    if not await is_admin(bearer(request)):
+        raise ServiceError("unauthorized", "an admin credential (Bearer sable_adm_...) is required")
+
+
 def client_address(request: web.Request) -> str:
     return request.remote or "unknown"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from clients.web import MAX_BODY, REQUEST_ID, healthz, ServiceError, bearer, client_address, read_json, request_middleware
+from clients.web import MAX_BODY, REQUEST_ID, healthz, bearer, client_address, read_json, request_middleware, require_admin
 
 from discharger import __version__
 from discharger.config import DischargerConfig
@@ -24,8 +24,7 @@ def _who(request: web.Request) -> tuple[str, str]:
 
 
 async def _admin(request: web.Request) -> None:
-    if not await _d(request).is_admin(bearer(request)):
-        raise ServiceError("unauthorized", "an admin credential (Bearer sable_adm_...) is required")
+    await require_admin(request, _d(request).store.is_admin)
 
 
 @routes.get("/v1/info")

@@ -60,11 +60,6 @@ class Discharger:
         self.hasher.close()
         await self.store.close()
 
-    async def is_admin(self, credential: str | None) -> bool:
-        if not credential or not credential.startswith(tokens.ADMIN):
-            return False
-        return await self.store.is_admin(tokens.secret_digest(credential))
-
     # --- users -----------------------------------------------------------------------------
 
     async def create_user(self, body: dict, client: str, request_id: str) -> dict:

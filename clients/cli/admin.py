@@ -11,7 +11,7 @@ import nacl.utils
 
 from clients import tokens
 from clients.cli.common import EXIT_USAGE, authority, discharger, emit, fail, handle_errors, run
-from clients.cli.holder import _caveat_options, caveats_from
+from clients.cli.holder import caveat_options, caveats_from
 
 
 @click.group()
@@ -97,7 +97,7 @@ def token():
 @token.command("create")
 @click.option("--org", required=True)
 @click.option("--name", help="A label for the token.")
-@_caveat_options
+@caveat_options
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
 def token_create(org, name, as_json, expires_in, **options):

@@ -99,7 +99,7 @@ def strip(token, name, expires_in, as_json):
     emit(out, as_json, out["token"])
 
 
-def _caveat_options(fn):
+def caveat_options(fn):
     for opt in reversed([
         click.option("--apps", help="Comma-separated apps."),
         click.option("--actions", help="Letters from rwcdC."),
@@ -127,7 +127,7 @@ def caveats_from(apps, actions, hosts, instances, expires_in, extra) -> list[str
 
 @click.command()
 @click.argument("token")
-@_caveat_options
+@caveat_options
 @handle_errors
 def attenuate(token, **options):
     """Print a narrower TOKEN (offline)."""

@@ -4,7 +4,6 @@ import base64
 
 from pymacaroons import MACAROON_V2, Macaroon, Verifier
 
-from authority.config import TrustedDischarger
 from authority.keystore import KeyStore
 from authority.minting import build
 from clients import crypto, offline, tokens

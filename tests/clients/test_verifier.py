@@ -4,8 +4,6 @@ import asyncio
 import os
 import time
 
-import pytest
-
 from clients import caveats, offline
 from clients.verifier import Verifier
 from tests.e2e.test_flow import SABLE

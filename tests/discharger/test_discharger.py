@@ -8,7 +8,7 @@ import pytest
 from authority.config import TrustedDischarger
 from authority.keystore import KeyStore
 from authority.minting import build
-from clients import caveats, offline, tokens
+from clients import caveats, tokens
 from clients.tickets import b64d, b64e
 from discharger.keys import DischargerKeys
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from authority.app import create_app as create_authority_app
-from authority.config import AuthorityConfig, TrustedDischarger
+from authority.config import TrustedDischarger
 from clients import offline, tokens
 from clients.sdk import AuthorityClient, DischargerClient, SableAPIError
 from clients.tickets import b64d, b64e

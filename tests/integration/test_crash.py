@@ -9,7 +9,6 @@ import random
 import signal
 import sqlite3
 import subprocess
-import time
 import urllib.request
 
 import aiohttp

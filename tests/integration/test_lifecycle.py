@@ -2,7 +2,6 @@
 
 import asyncio
 import json
-import shutil
 import sqlite3
 import time
 

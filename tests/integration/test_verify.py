@@ -1,6 +1,5 @@
 """Mint and verify against the real authority on loopback, from the attacker's side too."""
 
-import base64
 import time
 from dataclasses import replace
 
