@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import structlog
 
-from clients.audit import AuditRecord
+from server.audit import AuditRecord
 
 log = structlog.get_logger("sable.audit")
 

@@ -7,8 +7,9 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clients.settings import ConfigError, picker, read_toml
+from clients.errors import ConfigError
 from clients.tickets import b64d, key_id
+from server.settings import picker, read_toml
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class AuthorityConfig:
     revoke_per_minute: int = 100
     feed_poll_interval: float = 0.2
     last_used_interval: float = 60.0
+    flush_interval: float = 1.0  # how often last-used times and denial audits are written
     admin_token: str | None = None
 
 

@@ -13,14 +13,14 @@ import contextlib
 import structlog
 
 from authority.records import TokenCache
-from authority.store import Store
+from authority.store import AuthorityStore
 
 log = structlog.get_logger("sable.feed")
 MAX_ENTRIES = 1000
 
 
 class RevocationFeed:
-    def __init__(self, store: Store, cache: TokenCache, interval: float = 0.2):
+    def __init__(self, store: AuthorityStore, cache: TokenCache, interval: float = 0.2):
         self._store = store
         self._cache = cache
         self._interval = interval
@@ -48,7 +48,7 @@ class RevocationFeed:
             if not rows:
                 return
             self._cache.apply(rows)
-            self.head = rows[-1][0]
+            self.head = rows[-1].seq
             async with self._changed:
                 self._changed.notify_all()
 

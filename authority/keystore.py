@@ -11,7 +11,7 @@ import nacl.exceptions
 import nacl.secret
 import nacl.utils
 
-from clients import crypto
+from clients import macaroon
 
 _CHECK = b"sable-master-key-check-v1"
 
@@ -26,7 +26,7 @@ class KeyStore:
         """Make a root key for a new token: returns (sealed key for storage, initial signature)."""
         root_key = nacl.utils.random(32)
         sealed = bytes(self._box.encrypt(bytes.fromhex(token_id) + root_key))
-        return sealed, crypto.initial_signature(root_key, identifier)
+        return sealed, macaroon.initial_signature(root_key, identifier)
 
     def initial_signature(self, token_id: str, sealed: bytes, identifier: bytes) -> bytes | None:
         """The token's first signature, or None if the sealed key is not ours or not this token's."""
@@ -37,7 +37,7 @@ class KeyStore:
         tid = bytes.fromhex(token_id)
         if len(plain) != len(tid) + 32 or plain[: len(tid)] != tid:
             return None
-        return crypto.initial_signature(plain[len(tid):], identifier)
+        return macaroon.initial_signature(plain[len(tid):], identifier)
 
     def check_value(self) -> bytes:
         """Stored once per database, so a wrong master key is caught at start-up."""

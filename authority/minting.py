@@ -1,48 +1,116 @@
-"""Building signed tokens: permission tokens with their authentication caveat, and the
-service tokens that strip produces. Root keys stay inside the key store."""
+"""Making tokens: permission tokens with their authentication caveat (mint), and service
+tokens traded for a permission token and its discharge (strip). Root keys stay inside the
+key store; signatures are computed by `clients.macaroon`."""
 
 from __future__ import annotations
 
+import time
+
 import nacl.utils
 
-from clients import crypto, tickets
-from clients.tokens import RawCaveat, Token
-
-from authority.config import TrustedDischarger
+from authority.config import AuthorityConfig, TrustedDischarger
 from authority.keystore import KeyStore
+from authority.model import Minted, MintRequest, Stripped, StripRequest
+from authority.store import AuthorityStore, TokenRow
+from authority.verification import Checker, parse_presentation
+from clients import caveats, macaroon, tickets, tokens
+from clients.errors import BadRequest, CaveatError, Conflict, Denied, NotFound
+from clients.tokens import Token
+from server.audit import Caller
+
+MAX_EXPIRES_IN = 31_536_000  # one year
+_TIME_CAVEATS = (caveats.Expires, caveats.NotBefore)
 
 
 def new_token_id() -> str:
     return nacl.utils.random(16).hex()
 
 
-def build(
-    keys: KeyStore,
-    prefix: str,
-    location: str,
-    token_id: str,
-    first_party: list[str],
-    discharger: TrustedDischarger | None = None,
-    org: str = "",
-    ticket_ttl: int = tickets.MAX_TTL,
-) -> tuple[Token, bytes]:
+def build(keys: KeyStore, prefix: str, location: str, token_id: str, first_party: list[str],
+          discharger: TrustedDischarger | None = None, org: str = "",
+          ticket_ttl: int = tickets.MAX_TTL) -> tuple[Token, bytes]:
     """Sign a new token; returns it with its sealed root key for storage.
 
     With a discharger, an authentication caveat for `org` is appended last: its ticket is
     sealed to the discharger's current key and holds a fresh caveat key.
     """
     identifier = b"\x01" + bytes.fromhex(token_id)
-    sealed, sig = keys.new_token_key(token_id, identifier)
-    caveats = []
-    for text in first_party:
-        predicate = text.encode("utf-8")
-        sig = crypto.first_party(sig, predicate)
-        caveats.append(RawCaveat(predicate))
+    sealed, sig0 = keys.new_token_key(token_id, identifier)
+    token = macaroon.mint(prefix, location, identifier, sig0, first_party)
     if discharger is not None:
         _, public_key = discharger.public_keys[0]
         caveat_key = nacl.utils.random(32)
         ticket = tickets.seal(public_key, caveat_key, org, ticket_ttl)
-        vid = crypto.seal_caveat_key(sig, caveat_key)
-        sig = crypto.third_party(sig, vid, ticket)
-        caveats.append(RawCaveat(ticket, vid, discharger.location))
-    return Token(prefix, location, identifier, tuple(caveats), sig), sealed
+        token = macaroon.add_third_party(token, caveat_key, ticket, discharger.location)
+    return token, sealed
+
+
+def _expiry(now: int, seconds: int) -> str:
+    return f"expires {caveats.format_time(now + seconds)}"
+
+
+class Minting:
+    def __init__(self, config: AuthorityConfig, store: AuthorityStore, keys: KeyStore, checker: Checker):
+        self.config = config
+        self.store = store
+        self.keys = keys
+        self.checker = checker
+
+    async def mint(self, req: MintRequest, caller: Caller) -> Minted:
+        """A permission token: `org O`, the given caveats, `expires`, the authentication caveat."""
+        if len(req.caveats) > tokens.MAX_CAVEATS - 3:
+            raise BadRequest(f"at most {tokens.MAX_CAVEATS - 3} caveats")
+        for text in req.caveats:
+            try:
+                cav = caveats.parse_strict(text)
+            except CaveatError as e:
+                raise CaveatError(f"caveat {text[:80]!r}: {e}") from None
+            if isinstance(cav, caveats.User):
+                raise BadRequest("the user caveat is added by the discharger, not at mint")
+        if not self.config.dischargers:
+            raise Conflict("this authority trusts no discharger, so it cannot mint")
+        if not await self.store.org_exists(req.org):
+            raise NotFound(f"org {req.org!r} does not exist")
+        now = int(time.time())
+        expires_in = self.config.default_expires_in if req.expires_in is None else req.expires_in
+        first = [f"org {req.org}", *req.caveats, _expiry(now, expires_in)]
+        token_id = new_token_id()
+        token, sealed = build(self.keys, tokens.PERMISSION, self.config.public_url, token_id, first,
+                              self.config.dischargers[0], req.org, self.config.ticket_ttl)
+        row = TokenRow(token_id, "permission", req.name, req.org, None, None, len(token.caveats), sealed, now)
+        audit = caller.record("mint", token_id=token_id, org=req.org)
+        await self.store.insert_token(row, audit)
+        audit.emit()
+        return Minted(token.encode(), token_id, first)
+
+    async def strip(self, req: StripRequest, caller: Caller) -> Stripped:
+        """Trade (permission token, bound discharge) for a service token (SPEC §4, strip)."""
+        presented = parse_presentation(req.tokens)
+        if sorted(t.prefix for t in presented) != [tokens.DISCHARGE, tokens.PERMISSION]:
+            raise BadRequest("strip takes exactly [permission token, discharge]")
+        pt = next(t for t in presented if t.prefix == tokens.PERMISSION)
+        if sum(c.third_party for c in pt.caveats) != 1:
+            raise BadRequest("the permission token must carry only its authentication caveat")
+        for t in presented:
+            for c in t.caveats:
+                cav = caveats.parse(c.cid) if not c.third_party else None
+                if isinstance(cav, caveats.Unparseable):
+                    raise BadRequest(cav.prohibits(None, 0))  # type: ignore[arg-type]
+        verified = await self.checker.check(presented, None, caller)  # Denial: 403
+        rec = verified.record
+        kept = [c.text for c in verified.caveats[: len(pt.caveats) - 1] if not isinstance(c, _TIME_CAVEATS)]
+        now = int(time.time())
+        if req.expires_in is not None:
+            kept.append(_expiry(now, req.expires_in))
+        token_id = new_token_id()
+        token, sealed = build(self.keys, tokens.SERVICE, self.config.public_url, token_id, kept)
+        row = TokenRow(token_id, "service", req.name, rec.org, rec.id, verified.user, len(kept), sealed, now)
+        audit = caller.record("strip", token_id=token_id, parent=rec.id, org=rec.org, user=verified.user)
+        # Remember which attenuations of the permission token this came from, so revoking
+        # one of them later revokes this service token too.
+        sigs = macaroon.chain(rec.sig0, pt.caveats)  # type: ignore[arg-type]  # verified: key opened
+        lineage = [macaroon.fingerprint(s) for s in sigs[rec.caveat_count:]]
+        if not await self.store.insert_token(row, audit, lineage):
+            raise Denied("token or this attenuation of it is revoked")
+        audit.emit()
+        return Stripped(token.encode(), token_id, rec.id, verified.user, kept)

@@ -9,10 +9,11 @@ raced a revocation is redone rather than cached stale.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from authority.keystore import KeyStore
-from authority.store import Store
+from authority.store import AuthorityStore, RevocationRow
 
 
 @dataclass(slots=True)
@@ -30,13 +31,12 @@ class TokenRecord:
 
 
 class TokenCache:
-    def __init__(self, store: Store, keys: KeyStore, max_entries: int = 100_000):
+    def __init__(self, store: AuthorityStore, keys: KeyStore, max_entries: int = 100_000):
         self._store = store
         self._keys = keys
         self._max = max_entries
         self._entries: OrderedDict[str, TokenRecord] = OrderedDict()
         self._generation = 0
-        self.pending_last_used: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -65,33 +65,23 @@ class TokenCache:
             self._entries.popitem(last=False)
         return rec
 
-    def invalidate(self, token_ids) -> None:
+    def invalidate(self, token_ids: Iterable[str]) -> None:
         self._generation += 1
         for token_id in token_ids:
             self._entries.pop(token_id, None)
 
-    def apply(self, revocations) -> None:
-        """Apply rows of the revocations table: a revoked token is dropped, while a revoked
-        attenuation is added to its token's record in place, so a token with many revoked
-        attenuations is not reloaded (with all of them) after each one."""
-        for _, token_id, scope, _, fingerprint in revocations:
-            if scope == "attenuation" and fingerprint is not None:
-                self.revoke_attenuation(token_id, fingerprint)
+    def apply(self, revocations: Iterable[RevocationRow]) -> None:
+        """Apply feed entries: a revoked token is dropped, while a revoked attenuation is added
+        to its token's record in place, so a token with many revoked attenuations is not
+        reloaded (with all of them) after each one."""
+        for r in revocations:
+            if r.scope == "attenuation" and r.fingerprint is not None:
+                self.revoke_attenuation(r.token_id, r.fingerprint)
             else:
-                self.invalidate((token_id,))
+                self.invalidate((r.token_id,))
 
     def revoke_attenuation(self, token_id: str, fingerprint: bytes) -> None:
         self._generation += 1  # a load in flight may have read the fingerprints before this one
         rec = self._entries.get(token_id)
         if rec is not None:
             rec.revoked_fps.add(fingerprint)
-
-    def used(self, rec: TokenRecord, now: int, interval: float) -> None:
-        """Note a successful use; written to the database at most once per interval per token."""
-        if now - rec.last_used_at >= interval:
-            rec.last_used_at = now
-            self.pending_last_used[rec.id] = now
-
-    def take_last_used(self) -> dict[str, int]:
-        out, self.pending_last_used = self.pending_last_used, {}
-        return out

@@ -1,24 +1,25 @@
-"""The verify algorithm of SPEC §3, as one pure function.
+"""Verification (SPEC §3): the pure `verify` algorithm, the one signature check that revoke
+by value reuses, and the `Checker` that runs them for requests with its caches.
 
-It is given parsed tokens, the token's record (initial signature, lineage, revocation) and
-the request, and either returns a `Verified` or raises `Denial` naming the first rule or
+`verify` is given parsed tokens, the token's record (initial signature, lineage, revocation)
+and the request, and either returns a `Verified` or raises `Denial` naming the first rule or
 caveat that failed. It never recurses: a discharge with third-party caveats of its own is
 refused as nested, so self-referencing discharges cost one loop, not a stack overflow.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
-from clients import caveats, crypto
+from authority.audit import DenialLog
+from authority.records import TokenCache, TokenRecord
+from authority.usage import Usage
+from clients import caveats, macaroon, tokens
 from clients.caveats import Access, Caveat
-from clients.tokens import Token
-
-from authority.records import TokenRecord
-
-
-class Denial(Exception):
-    """Verification failed; the message says which rule or caveat, never a secret."""
+from clients.errors import BadRequest, Denial
+from clients.tokens import DISCHARGE, Token
+from server.audit import Caller
 
 
 @dataclass(slots=True)
@@ -41,6 +42,9 @@ class ChainCache:
         self.max_entries = max_entries
         self._entries: dict[Token, tuple] = {}
 
+    def __len__(self) -> int:
+        return len(self._entries)
+
     def get(self, token: Token) -> tuple | None:
         return self._entries.get(token)
 
@@ -50,22 +54,59 @@ class ChainCache:
         self._entries[token] = value
 
 
-def chain(token: Token, sig0: bytes) -> list[bytes]:
-    """The signature after each caveat of the token, from its initial signature."""
-    sigs = []
-    sig = sig0
-    for c in token.caveats:
-        sig = crypto.first_party(sig, c.cid) if c.vid is None else crypto.third_party(sig, c.vid, c.cid)
-        sigs.append(sig)
-    return sigs
+class ParseCache:
+    """Parsed tokens by their exact string: workloads present the same tokens over and over,
+    and parsing is deterministic, so each string is parsed once. Bounded: emptied when full."""
+
+    def __init__(self, max_entries: int = 10_000):
+        self.max_entries = max_entries
+        self._entries: dict[str, Token] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def parse(self, text: str) -> Token:
+        tok = self._entries.get(text)
+        if tok is None:
+            tok = tokens.parse(text)
+            if len(self._entries) >= self.max_entries:
+                self._entries.clear()
+            self._entries[text] = tok
+        return tok
 
 
-def split_presentation(tokens: list[Token]) -> tuple[Token, list[Token]]:
-    """(the one permission or service token, its discharges); ValueError if not exactly one."""
-    main = [t for t in tokens if t.prefix != "sable_dt_"]
+def split_presentation(presented: list[Token]) -> tuple[Token, list[Token]]:
+    """(the one permission or service token, its discharges); BadRequest if not exactly one."""
+    main = [t for t in presented if t.prefix != DISCHARGE]
     if len(main) != 1:
-        raise ValueError("a presentation holds exactly one permission or service token")
-    return main[0], [t for t in tokens if t.prefix == "sable_dt_"]
+        raise BadRequest("a presentation holds exactly one permission or service token")
+    return main[0], [t for t in presented if t.prefix == DISCHARGE]
+
+
+def _identify(token: Token, rec: TokenRecord | None, location: str, revoked_ok: bool) -> bytes:
+    """Rule 1 up to the signature: the token is this authority's, known, of its recorded kind,
+    not revoked (unless `revoked_ok`) and its key opens. Returns its initial signature."""
+    if token.location != location:
+        raise Denial("token location is not this authority")
+    if rec is None:
+        raise Denial("unknown token")
+    if rec.kind != token.kind:
+        raise Denial("token prefix does not match its kind")
+    if rec.revoked and not revoked_ok:
+        raise Denial("token is revoked")
+    if rec.sig0 is None:
+        raise Denial("token key cannot be opened with this authority's master key")
+    return rec.sig0
+
+
+def authenticate(token: Token, rec: TokenRecord | None, location: str, revoked_ok: bool = False) -> list[bytes]:
+    """Rule 1 whole: the token's signature chain is valid for its recorded key (compared in
+    constant time). Returns the signature after each caveat."""
+    sig0 = _identify(token, rec, location, revoked_ok)
+    sigs = macaroon.chain(sig0, token.caveats)
+    if not macaroon.equal(sigs[-1] if sigs else sig0, token.signature):
+        raise Denial("signature does not match")
+    return sigs
 
 
 def verify(
@@ -79,46 +120,27 @@ def verify(
     chains: ChainCache | None = None,
 ) -> Verified:
     """Judge a presentation. With `access=None` (strip) only time caveats are judged."""
-    # Rule 1: a known, unrevoked token whose signature chain is valid.
-    if token.location != location:
-        raise Denial("token location is not this authority")
-    if rec is None:
-        raise Denial("unknown token")
-    if rec.kind != token.kind:
-        raise Denial("token prefix does not match its kind")
-    if rec.revoked:
-        raise Denial("token is revoked")
-    if rec.sig0 is None:
-        raise Denial("token key cannot be opened with this authority's master key")
-    fps = rec.revoked_fps
     parse = caveats.parse
+    fps = rec.revoked_fps if rec is not None else None
     known = chains.get(token) if chains is not None and not fps else None
     if known is not None:
         # This exact token (all its bytes) already passed rules 1-2 against this id's key,
-        # which never changes; revocation was checked above, from the record.
+        # which never changes; location, kind and revocation are re-checked from the record.
+        _identify(token, rec, location, revoked_ok=False)
         first, third = list(known[0]), known[1]
     else:
-        sig = rec.sig0
-        revoked_attenuation = False
-        first: list[Caveat] = []
-        third = []
-        mac = crypto.digest  # the bare C HMAC: this loop is the hot path of every verify
-        for i, c in enumerate(token.caveats):
-            if c.vid is None:
-                first.append(parse(c.cid))
-                sig = mac(sig, c.cid, "sha256")
-            else:
-                third.append((i, c, sig))
-                sig = crypto.third_party(sig, c.vid, c.cid)
-            if fps and crypto.fingerprint(sig) in fps:
-                revoked_attenuation = True
-        if not crypto.equal(sig, token.signature):
-            raise Denial("signature does not match")
+        # Rule 1: a known, unrevoked token whose signature chain is valid.
+        sigs = authenticate(token, rec, location)
         # Rule 2: no signature along the chain is a revoked attenuation.
-        if revoked_attenuation:
+        if fps and any(macaroon.fingerprint(s) in fps for s in sigs):
             raise Denial("this attenuation of the token is revoked")
+        first = [parse(c.cid) for c in token.caveats if c.vid is None]
+        # Third-party caveats with the signature before each: the key their vid is boxed under.
+        third = [(i, c, sigs[i - 1] if i else rec.sig0) for i, c in enumerate(token.caveats)  # type: ignore[union-attr]
+                 if c.vid is not None]
         if chains is not None and not fps:
             chains.put(token, (tuple(first), third))
+    assert rec is not None
 
     # Rule 3: each third-party caveat has exactly one bound, valid discharge.
     by_cid: dict[bytes, list[Token]] = {}
@@ -142,14 +164,12 @@ def verify(
         used.add(id(d))
         if d.location != c.location:
             raise Denial("discharge location does not match its caveat")
-        key = crypto.open_caveat_key(sig_before, c.vid)
+        key = macaroon.open_caveat_key(sig_before, c.vid)  # type: ignore[arg-type]  # third-party: vid set
         if key is None:
             raise Denial("third-party caveat cannot be opened")
-        dsig = crypto.first_party(key, d.identifier)
-        for dc in d.caveats:
-            dsig = crypto.first_party(dsig, dc.cid) if dc.vid is None else crypto.third_party(dsig, dc.vid, dc.cid)
-        if not crypto.equal(crypto.bind(token.signature, dsig), d.signature):
-            if crypto.equal(dsig, d.signature):
+        dsig = macaroon.discharge_signature(key, d)
+        if not macaroon.equal(macaroon.bind(token.signature, dsig), d.signature):
+            if macaroon.equal(dsig, d.signature):
                 raise Denial("discharge is not bound to this token")
             raise Denial("discharge is bound to another token or its signature does not match")
         if i == auth_index:
@@ -176,7 +196,7 @@ def verify(
     # Rule 5: every first-party caveat allows the request.
     for cav in first:
         if access is None:  # strip: request-dependent caveats are copied, not judged
-            reason = cav.prohibits(None, now) if cav.time_bound else None
+            reason = cav.prohibits(None, now) if cav.time_bound else None  # type: ignore[arg-type]
         else:
             reason = cav.prohibits(access, now)
         if reason:
@@ -184,4 +204,47 @@ def verify(
     if access is not None and access.user is not None and rec.user is not None and access.user != rec.user:
         raise Denial(f"token belongs to user {rec.user!r}, not {access.user!r}")
     return Verified(token, rec, user, first)
+
+
+def parse_presentation(texts: list[str], parse=tokens.parse) -> list[Token]:
+    if not texts:
+        raise BadRequest("tokens must be a non-empty list of strings")
+    if len(texts) > tokens.MAX_PRESENTATION:
+        raise BadRequest(f"at most {tokens.MAX_PRESENTATION} tokens per presentation")
+    return [parse(t) for t in texts]
+
+
+class Checker:
+    """Verifies presentations for requests: records from the cache, denials to the audit
+    trail, successful uses to the usage recorder."""
+
+    def __init__(self, location: str, trusted: frozenset[str], records: TokenCache, usage: Usage,
+                 denials: DenialLog):
+        self.location = location
+        self.trusted = trusted
+        self.records = records
+        self.usage = usage
+        self.denials = denials
+        self.chains = ChainCache()
+        self.parsed = ParseCache()  # for verify only: strip and revoke present new strings
+
+    def parse(self, texts: list[str]) -> list[Token]:
+        """Parse a verify presentation through the cache (repeated strings parse once)."""
+        return parse_presentation(texts, self.parsed.parse)
+
+    async def check(self, presented: list[Token], access: Access | None, caller: Caller) -> Verified:
+        """Verify a parsed presentation; raises Denial (audited) or BadRequest."""
+        main, discharges = split_presentation(presented)
+        rec = await self.records.get(main.token_id)  # type: ignore[arg-type]  # not a discharge
+        now = time.time()
+        try:
+            verified = verify(main, discharges, rec, access, now, self.location, self.trusted, self.chains)
+        except Denial as e:
+            self.denials.add(caller.record(
+                "verify_denied", outcome="denied", token_id=main.token_id, org=rec.org if rec else None,
+                detail={"reason": str(e)},
+            ))
+            raise
+        self.usage.used(verified.record, int(now))
+        return verified
 

@@ -15,8 +15,8 @@ import base64
 import hmac
 import time
 
-import nacl.secret
-from pymacaroons import Macaroon, Verifier as PMVerifier
+from pymacaroons import Macaroon
+from pymacaroons import Verifier as PMVerifier
 
 from authority.keystore import KeyStore
 from authority.minting import build
@@ -92,8 +92,8 @@ def permission_case():
     import nacl.public
     from pymacaroons import MACAROON_V2
 
-    from clients.tickets import key_id
     from authority.config import TrustedDischarger
+    from clients.tickets import key_id
     from discharger.tickets import open_ticket
 
     private = nacl.public.PrivateKey.generate()

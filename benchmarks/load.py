@@ -108,7 +108,7 @@ async def run(seconds: float, concurrency: int, warmup: float) -> dict:
                 t = time.perf_counter()
                 try:
                     status, _ = await post(*args)
-                except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+                except (TimeoutError, aiohttp.ClientError) as e:
                     status = type(e).__name__
                 lat[op].append(time.perf_counter() - t)
                 if status != expected[op]:

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from benchmarks import core, serving, verifier
-from clients.web import configure_logging
+from server.logs import configure_logging
 
 
 def main() -> None:

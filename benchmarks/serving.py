@@ -13,12 +13,12 @@ started the same way in the same run:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import json
 import os
 import re
 import shutil
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -30,7 +30,7 @@ import nacl.public
 import nacl.utils
 
 from benchmarks.stack import free_port
-from clients import crypto, offline, tokens
+from clients import macaroon, offline, tokens
 from clients.tickets import key_id
 from clients.tokens import RawCaveat, Token
 from discharger.tickets import open_ticket
@@ -46,7 +46,7 @@ def wait_up(url: str, proc: subprocess.Popen) -> None:
                 return
         except OSError:
             if proc.poll() is not None:
-                raise RuntimeError(f"{url} exited with {proc.returncode}")
+                raise RuntimeError(f"{url} exited with {proc.returncode}") from None
             time.sleep(0.1)
     raise RuntimeError(f"{url} did not come up")
 
@@ -109,9 +109,9 @@ class Authority:
         ticket = [c for c in tokens.parse(pt).caveats if c.third_party][0].cid
         contents = open_ticket({self.kid: self.private}, ticket)
         texts = [b"user bench", f"expires {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(time.time() + 300))}".encode()]
-        sig = crypto.initial_signature(contents.caveat_key, ticket)
+        sig = macaroon.initial_signature(contents.caveat_key, ticket)
         for t in texts:
-            sig = crypto.first_party(sig, t)
+            sig = macaroon.first_party(sig, t)
         dt = Token(tokens.DISCHARGE, "http://discharger.test", ticket, tuple(RawCaveat(t) for t in texts), sig)
         return offline.bind(pt, dt.encode())
 
@@ -142,24 +142,24 @@ def bare(workers: int) -> tuple[subprocess.Popen, str]:
 
 
 def build_scale_db(path: Path, tokens_n: int = 1_000_000, revoked_n: int = 100_000) -> None:
-    """Fill a database in bulk: tokens_n tokens (org acme), revoked_n of them revoked."""
-    db = sqlite3.connect(path)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=OFF")  # building a fixture, not serving
-    now = int(time.time())
-    sealed = nacl.utils.random(72)
-    db.execute("BEGIN")
-    db.execute("INSERT OR IGNORE INTO orgs (name, created_at) VALUES ('acme', ?)", (now,))
-    batch = 50_000
-    for start in range(0, tokens_n, batch):
-        db.executemany(
-            "INSERT INTO tokens (id, kind, name, org, parent, user, caveat_count, sealed_key, created_at, revoked_at)"
-            " VALUES (?, 'service', NULL, 'acme', NULL, 'bench', 3, ?, ?, ?)",
-            [(f"{i:032x}", sealed, now, now if i < revoked_n else None) for i in range(start, min(tokens_n, start + batch))])
-    db.executemany("INSERT INTO revocations (token_id, scope, at) VALUES (?, 'token', ?)",
-                   [(f"{i:032x}", now) for i in range(revoked_n)])
-    db.execute("COMMIT")
-    db.close()
+    """Fill a database through the store API: tokens_n tokens (org acme), revoked_n revoked."""
+    from authority.store import TokenRow, open_store
+
+    async def fill() -> None:
+        store = await open_store(str(path))
+        now = int(time.time())
+        sealed = nacl.utils.random(72)
+        try:
+            batch = 50_000
+            for start in range(0, tokens_n, batch):
+                await store.insert_tokens(
+                    TokenRow(f"{i:032x}", "service", None, "acme", None, "bench", 3, sealed, now,
+                             now if i < revoked_n else None)
+                    for i in range(start, min(tokens_n, start + batch)))
+        finally:
+            await store.close()
+
+    asyncio.run(fill())
 
 
 def main(seconds: float) -> dict:
@@ -188,9 +188,6 @@ def main(seconds: float) -> dict:
             a.stop()
 
     scale_db = tmp / "scale.db"
-    sqlite3.connect(scale_db).close()
-    a = Authority(tmp, 1, db=scale_db)  # creates the schema, then is stopped for the bulk load
-    a.stop()
     started = time.monotonic()
     build_scale_db(scale_db)
     result["scale_fixture_seconds"] = round(time.monotonic() - started, 1)

@@ -18,7 +18,7 @@ from collections import OrderedDict
 from benchmarks.stack import running
 from clients import offline
 from clients.verifier import Verifier
-from clients.web import configure_logging
+from server.logs import configure_logging
 
 ACCESS = {"org": "acme", "action": "r", "app": "orders", "host": "worker-7"}
 

@@ -13,16 +13,14 @@ import time
 from dataclasses import dataclass
 from typing import ClassVar
 
+from clients.errors import CaveatError
+
 _ELEMENT = r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}"
 NAME_RE = re.compile(_ELEMENT)
 SET_RE = re.compile(rf"{_ELEMENT}(?:,{_ELEMENT})*")
 ACTIONS_RE = re.compile(r"[rwcdC]+")
 TIME_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")  # ASCII digits only
 ACTION_LETTERS = "rwcdC"
-
-
-class CaveatError(ValueError):
-    """A caveat or an access does not follow the grammar."""
 
 
 @dataclass(frozen=True, slots=True)

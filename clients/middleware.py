@@ -14,9 +14,8 @@ import inspect
 from aiohttp import web
 
 from clients import tokens
-from clients.tokens import TokenFormatError
+from clients.errors import TokenFormatError
 from clients.verifier import Decision, Verifier
-from clients.web import bearer, error_response
 
 DECISION = web.RequestKey("sable_decision", Decision)
 
@@ -26,7 +25,7 @@ def sable_middleware(verifier: Verifier, access_for, exempt: tuple[str, ...] = (
     async def middleware(request: web.Request, handler):
         if request.path in exempt:
             return await handler(request)
-        value = bearer(request)
+        value = tokens.bearer_value(request.headers.get("Authorization", ""))
         if value is None:
             return _challenge("missing bearer token")
         try:
@@ -44,14 +43,18 @@ def sable_middleware(verifier: Verifier, access_for, exempt: tuple[str, ...] = (
         if not decision.allowed:
             if decision.error in ("malformed_token", "bad_request"):
                 return _challenge(decision.reason or "malformed credentials")
-            return error_response("denied", decision.reason or "denied", 403)
+            return _error("denied", decision.reason or "denied", 403)
         request[DECISION] = decision
         return await handler(request)
 
     return middleware
 
 
+def _error(code: str, message: str, status: int) -> web.Response:
+    return web.json_response({"error": code, "message": message}, status=status)
+
+
 def _challenge(message: str) -> web.Response:
-    resp = error_response("unauthorized", message, 401)
+    resp = _error("unauthorized", message, 401)
     resp.headers["WWW-Authenticate"] = 'Bearer realm="sable"'
     return resp

@@ -8,24 +8,30 @@ left, and otherwise only for requests that are safe to repeat. Every failure rai
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import aiohttp
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential, wait_random
+
+from clients.errors import SableError
 
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_RETRIES = 2
 _GATEWAY = (502, 503, 504)
 
 
-class SableAPIError(Exception):
+class SableAPIError(SableError):
+    """A service's answer was an error (its `code` and `message`), or it could not be reached
+    (code `unavailable`)."""
+
     def __init__(self, status: int, code: str, message: str, *, sent: bool = True):
-        super().__init__(f"{code}: {message}")
+        super().__init__(message)
         self.status = status
         self.code = code
-        self.message = message
         self.sent = sent  # False when the request never reached the server
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
 
     def transient(self, idempotent: bool) -> bool:
         if self.status in _GATEWAY:
@@ -89,7 +95,7 @@ class _Client:
                 raise SableAPIError(resp.status, data.get("error", "error"), data.get("message", resp.reason or ""))
         except aiohttp.ClientConnectorError as e:
             raise SableAPIError(0, "unavailable", f"cannot reach {self.base_url}: {type(e).__name__}", sent=False) from None
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+        except (TimeoutError, aiohttp.ClientError, OSError) as e:
             raise SableAPIError(0, "unavailable", f"cannot reach {self.base_url}: {type(e).__name__}") from None
         except ValueError:
             raise SableAPIError(0, "unavailable", f"{self.base_url} did not answer with JSON") from None

@@ -14,13 +14,11 @@ from dataclasses import dataclass
 
 import nacl.public
 
+from clients.errors import TicketError
+
 VERSION = 1
 KID_BYTES = 8
 MAX_TTL = 300
-
-
-class TicketError(ValueError):
-    """A ticket that cannot be decoded or opened."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,8 @@ import zlib
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from clients.errors import TokenFormatError
+
 MAX_TOKEN_CHARS = 16 * 1024
 MAX_CAVEATS = 64
 MAX_PRESENTATION = 32
@@ -36,10 +38,6 @@ _B64_VALUE = {c: i for i, c in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijkl
 _V2 = 2
 _EOS, _LOCATION, _IDENTIFIER, _VID, _SIGNATURE = 0, 1, 2, 4, 6
 TOKEN_ID_BYTES = 16
-
-
-class TokenFormatError(ValueError):
-    """A token string or its binary payload is malformed. The message never holds the token."""
 
 
 class RawCaveat(NamedTuple):
@@ -282,6 +280,14 @@ def to_bytes(token: Token) -> bytes:
     out.append(_EOS)
     _field(out, _SIGNATURE, token.signature)
     return bytes(out)
+
+
+def bearer_value(header: str) -> str | None:
+    """The credentials of an `Authorization: Bearer ...` header value, or None."""
+    scheme, _, rest = header.partition(" ")
+    if scheme.lower() != "bearer" or not rest.strip():
+        return None
+    return rest.strip()
 
 
 def split_presentation(value: str) -> list[str]:

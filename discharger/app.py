@@ -1,15 +1,15 @@
-"""The discharger's HTTP API (SPEC §5). Handlers parse input, call one `Discharger`
-method and shape the reply."""
+"""The discharger's HTTP API (SPEC §5). Handlers read the body, call one domain method and
+shape the reply; `discharger.schemas` does the mapping and `server.http` the errors."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from clients.web import MAX_BODY, REQUEST_ID, healthz, bearer, client_address, read_json, request_middleware, require_admin
-
-from discharger import __version__
+from discharger import __version__, schemas
 from discharger.config import DischargerConfig
 from discharger.service import Discharger
+from server.audit import Caller
+from server.http import REQUEST_ID, bearer, client_address, new_app, read_json, require_admin
 
 DISCHARGER = web.AppKey("discharger", Discharger)
 routes = web.RouteTableDef()
@@ -19,12 +19,14 @@ def _d(request: web.Request) -> Discharger:
     return request.app[DISCHARGER]
 
 
-def _who(request: web.Request) -> tuple[str, str]:
-    return client_address(request), request[REQUEST_ID]
+def _caller(request: web.Request) -> Caller:
+    return Caller(client_address(request), request[REQUEST_ID])
 
 
-async def _admin(request: web.Request) -> None:
-    await require_admin(request, _d(request).store.is_admin)
+async def _admin(request: web.Request) -> Discharger:
+    d = _d(request)
+    await require_admin(request, d.store.is_admin)
+    return d
 
 
 @routes.get("/v1/info")
@@ -39,45 +41,49 @@ async def info(request: web.Request) -> web.Response:
 
 @routes.post("/v1/users")
 async def create_user(request: web.Request) -> web.Response:
-    await _admin(request)
-    body = await read_json(request)
-    return web.json_response(await _d(request).create_user(body, *_who(request)), status=201)
+    d = await _admin(request)
+    new = schemas.new_user(await read_json(request))
+    return web.json_response(schemas.user(await d.users.create(new, _caller(request))), status=201)
 
 
 @routes.post("/v1/users/{username}/orgs")
 async def set_orgs(request: web.Request) -> web.Response:
-    await _admin(request)
-    body = await read_json(request)
-    return web.json_response(await _d(request).set_orgs(request.match_info["username"], body, *_who(request)))
+    d = await _admin(request)
+    membership = schemas.membership(request.match_info["username"], await read_json(request))
+    return web.json_response(schemas.user(await d.users.set_orgs(membership, _caller(request))))
 
 
 @routes.post("/v1/users/{username}/disable")
 async def disable(request: web.Request) -> web.Response:
-    await _admin(request)
-    return web.json_response(await _d(request).disable(request.match_info["username"], *_who(request)))
+    d = await _admin(request)
+    username = request.match_info["username"]
+    await d.users.disable(username, _caller(request))
+    return web.json_response({"username": username, "disabled": True})
 
 
 @routes.post("/v1/sessions")
 async def login(request: web.Request) -> web.Response:
-    body = await read_json(request)
-    return web.json_response(await _d(request).login(body, *_who(request)), status=201)
+    creds = schemas.credentials(await read_json(request))
+    return web.json_response(schemas.session(await _d(request).sessions.login(creds, _caller(request))), status=201)
 
 
 @routes.delete("/v1/sessions/current")
 async def logout(request: web.Request) -> web.Response:
-    await _d(request).logout(bearer(request))
+    await _d(request).sessions.logout(bearer(request))
     return web.Response(status=204)
 
 
 @routes.post("/v1/discharges")
 async def discharge(request: web.Request) -> web.Response:
-    username = await _d(request).session_user(bearer(request))  # 401 before the body is read
-    body = await read_json(request)
-    return web.json_response(await _d(request).discharge(username, body, *_who(request)), status=201)
+    d = _d(request)
+    username = await d.sessions.user(bearer(request))  # 401 before the body is read
+    ticket = schemas.ticket(await read_json(request))
+    return web.json_response(schemas.discharge(await d.discharges.issue(username, ticket, _caller(request))),
+                             status=201)
 
 
 def create_app(config: DischargerConfig) -> web.Application:
-    app = web.Application(middlewares=[request_middleware], client_max_size=MAX_BODY)
+    app = new_app()
 
     async def lifecycle(app: web.Application):
         discharger = await Discharger.open(config)
@@ -86,6 +92,5 @@ def create_app(config: DischargerConfig) -> web.Application:
         await discharger.close()
 
     app.cleanup_ctx.append(lifecycle)
-    app.router.add_get("/healthz", healthz)
     app.add_routes(routes)
     return app

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from clients.settings import picker, read_toml
+from server.settings import picker, read_toml
 
 
 @dataclass

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import nacl.public
 
+from clients.errors import ConfigError
 from clients.tickets import TicketContents, b64d, b64e, key_id
 from discharger.tickets import open_ticket
 
 
-class KeyFileError(ValueError):
+class KeyFileError(ConfigError):
     """The key file is missing, unreadable, too open, or malformed."""
 
 

@@ -9,14 +9,19 @@ from concurrent.futures import ThreadPoolExecutor
 import nacl.exceptions
 import nacl.pwhash
 
+from clients.errors import RateLimited
+
 _LIMITS = {
     "interactive": (nacl.pwhash.argon2id.OPSLIMIT_INTERACTIVE, nacl.pwhash.argon2id.MEMLIMIT_INTERACTIVE),
     "moderate": (nacl.pwhash.argon2id.OPSLIMIT_MODERATE, nacl.pwhash.argon2id.MEMLIMIT_MODERATE),
 }
 
 
-class Busy(Exception):
+class Busy(RateLimited):
     """Too many logins are already waiting for a hashing thread."""
+
+    def __init__(self) -> None:
+        super().__init__("too many password operations in flight", retry_after=1)
 
 
 class Hasher:

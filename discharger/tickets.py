@@ -5,7 +5,8 @@ from __future__ import annotations
 import nacl.exceptions
 import nacl.public
 
-from clients.tickets import TicketContents, TicketError, decode_payload, ticket_kid
+from clients.errors import TicketError
+from clients.tickets import TicketContents, decode_payload, ticket_kid
 
 
 def open_ticket(private_keys: dict[str, nacl.public.PrivateKey], ticket: bytes) -> TicketContents:

@@ -28,6 +28,7 @@ def authority_config(tmp_path, discharger, admin_token) -> AuthorityConfig:
         dischargers=[discharger.trust],
         admin_token=admin_token,
         feed_poll_interval=0.05,
+        flush_interval=0.05,
     )
 
 
@@ -39,6 +40,12 @@ class AuthorityEnv:
         self.config = config
         self.discharger = discharger
         self.admin = {"Authorization": f"Bearer {admin_token}"}
+
+    @property
+    def service(self):
+        """The running `Authority`, for reading its store and caches."""
+        from authority.app import AUTHORITY
+        return self.client.app[AUTHORITY]
 
     async def post(self, path, body, headers=None):
         resp = await self.client.post(path, json=body, headers=headers or {})

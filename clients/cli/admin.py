@@ -1,16 +1,12 @@
-"""Admin commands: orgs, users, permission tokens, admin credentials."""
+"""Admin commands over the services' APIs: orgs, users, permission tokens."""
 
 from __future__ import annotations
 
 import sys
-import time
-from pathlib import Path
 
 import click
-import nacl.utils
 
-from clients import tokens
-from clients.cli.common import EXIT_USAGE, authority, discharger, emit, fail, handle_errors, run
+from clients.cli.common import authority, discharger, emit, handle_errors, run
 from clients.cli.holder import caveat_options, caveats_from
 
 
@@ -142,44 +138,4 @@ def token_revoke(token_id, as_json):
     emit({"revoked": out}, as_json, "\n".join(f"revoked {i}" for i in out) or "already revoked")
 
 
-@click.group()
-def admin():
-    """Admin credentials."""
-
-
-@admin.command("create")
-@click.option("--data-dir", type=click.Path(file_okay=False), help="Register in the databases found here.")
-@click.option("--authority-db", type=click.Path(dir_okay=False))
-@click.option("--discharger-db", type=click.Path(dir_okay=False))
-@handle_errors
-def admin_create(data_dir, authority_db, discharger_db):
-    """Print a new admin credential, registered (hashed) in the given service databases."""
-    from authority.store import Store as AuthorityStore
-    from discharger.store import Store as DischargerStore
-
-    targets = []
-    if data_dir:
-        for cls, name in ((AuthorityStore, "authority.db"), (DischargerStore, "discharger.db")):
-            if (Path(data_dir) / name).exists():
-                targets.append((cls, str(Path(data_dir) / name)))
-    if authority_db:
-        targets.append((AuthorityStore, authority_db))
-    if discharger_db:
-        targets.append((DischargerStore, discharger_db))
-    if not targets:
-        fail("name a database: --data-dir, --authority-db or --discharger-db", EXIT_USAGE)
-    credential = tokens.encode(tokens.ADMIN, nacl.utils.random(32))
-
-    async def go():
-        for cls, path in targets:
-            store = await cls.open(path)
-            try:
-                await store.add_admin(tokens.secret_digest(credential), int(time.time()))
-            finally:
-                await store.close()
-    run(go())
-    click.echo(credential)
-    click.echo(f"registered in {', '.join(p for _, p in targets)}", err=True)
-
-
-COMMANDS = [org, user, token, admin]
+COMMANDS = [org, user, token]

@@ -14,21 +14,20 @@ from pathlib import Path
 
 import click
 
-from clients.caveats import CaveatError
+from clients.errors import BadRequest, ConfigError, MalformedToken, SableError
 from clients.sdk import AuthorityClient, DischargerClient, SableAPIError
-from clients.settings import ConfigError
-from clients.sqlite import StoreError
-from clients.tokens import TokenFormatError
 
 EXIT_OK, EXIT_DENIED, EXIT_USAGE = 0, 1, 2
 _DURATION = re.compile(r"(\d+)([smhd]?)")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-class CommandError(Exception):
+class CommandError(SableError):
+    """A command's own failure, with the exit code to leave with."""
+
     def __init__(self, message: str, code: int = EXIT_DENIED):
         super().__init__(message)
-        self.code = code
+        self.exit_code = code
 
 
 def fail(message: str, code: int = EXIT_DENIED):
@@ -43,16 +42,16 @@ def handle_errors(fn):
             return fn(*args, **kwargs)
         except CommandError as e:
             click.echo(f"sable: {e}", err=True)
-            sys.exit(e.code)
-        except (TokenFormatError, CaveatError, ConfigError) as e:
-            click.echo(f"sable: {e}", err=True)
-            sys.exit(EXIT_USAGE)
-        except StoreError as e:
-            click.echo(f"sable: {e}", err=True)
-            sys.exit(EXIT_DENIED)
+            sys.exit(e.exit_code)
         except SableAPIError as e:
             click.echo(f"sable: {e.message} ({e.code})", err=True)
             sys.exit(EXIT_USAGE if e.status in (400, 413) else EXIT_DENIED)
+        except (MalformedToken, BadRequest, ConfigError) as e:  # bad input: tokens, caveats, settings
+            click.echo(f"sable: {e}", err=True)
+            sys.exit(EXIT_USAGE)
+        except SableError as e:
+            click.echo(f"sable: {e}", err=True)
+            sys.exit(EXIT_DENIED)
     return wrapper
 
 

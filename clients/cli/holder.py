@@ -10,8 +10,19 @@ import click
 
 from clients import caveats, offline, tokens
 from clients.cli.common import (
-    DURATION, EXIT_DENIED, EXIT_USAGE, authority, discharger, emit, fail, handle_errors, load_session,
-    read_token, run, session_path, write_private,
+    DURATION,
+    EXIT_DENIED,
+    EXIT_USAGE,
+    authority,
+    discharger,
+    emit,
+    fail,
+    handle_errors,
+    load_session,
+    read_token,
+    run,
+    session_path,
+    write_private,
 )
 from clients.tickets import b64e
 

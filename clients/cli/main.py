@@ -1,13 +1,38 @@
-"""The `sable` command line (SPEC §6)."""
+"""The `sable` command line (SPEC §6).
+
+Holder and admin commands live in this package. The commands that run services
+(`authority`, `discharger`, `dev`, `dev-env`, `admin`) live in `server.cli` and are imported
+only when one of them is invoked, so the client side never loads server code.
+"""
 
 from __future__ import annotations
 
+import importlib
+
 import click
 
-from clients.cli import admin, holder, serve
+from clients.cli import admin, holder
+
+SERVER_COMMANDS = {  # name -> attribute of server.cli
+    "admin": "admin",
+    "authority": "authority",
+    "dev": "dev",
+    "dev-env": "dev_env",
+    "discharger": "discharger",
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class Sable(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *SERVER_COMMANDS})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in SERVER_COMMANDS:
+            return getattr(importlib.import_module("server.cli"), SERVER_COMMANDS[name])
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=Sable, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option("0.1.0", prog_name="sable")
 def main():
     """Sable: a macaroon token authority.
@@ -18,7 +43,7 @@ def main():
     """
 
 
-for command in [*serve.COMMANDS, *admin.COMMANDS, holder.login, holder.logout, holder.discharge, holder.strip,
+for command in [*admin.COMMANDS, holder.login, holder.logout, holder.discharge, holder.strip,
                 holder.attenuate, holder.inspect, holder.verify, holder.revoke]:
     main.add_command(command)
 

@@ -6,7 +6,7 @@ from pymacaroons import MACAROON_V2, Macaroon, Verifier
 
 from authority.keystore import KeyStore
 from authority.minting import build
-from clients import crypto, offline, tokens
+from clients import macaroon, offline, tokens
 from tests.helpers import FakeDischarger, pm_to_string, string_to_pm
 
 
@@ -16,7 +16,7 @@ class RecordingKeyStore(KeyStore):
     def new_token_key(self, token_id, identifier):
         import nacl.utils
         self.root_key = nacl.utils.random(32)
-        return b"", crypto.initial_signature(self.root_key, identifier)
+        return b"", macaroon.initial_signature(self.root_key, identifier)
 
 
 def test_sable_token_verifies_in_pymacaroons_with_its_discharge():

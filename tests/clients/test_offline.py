@@ -5,7 +5,6 @@ from authority.minting import build
 from clients import caveats, offline, tokens
 from tests.helpers import FakeDischarger
 
-
 D = FakeDischarger()
 
 

@@ -212,10 +212,10 @@ async def test_deeply_nested_ticket_payload_is_400(real_discharger):
 
 
 async def test_failed_login_never_records_a_pasted_secret(real_discharger):
-    import sqlite3
     env = real_discharger
     pasted = tokens.encode(tokens.ADMIN, bytes(32))
     status, _, _ = await env.post("/v1/sessions", {"username": pasted, "password": "whatever"})
     assert status == 401
-    rows = sqlite3.connect(env.config.db_path).execute("SELECT user FROM audit WHERE event = 'login'").fetchall()
+    from discharger.app import DISCHARGER
+    rows = [(r.user,) for r in await env.client.app[DISCHARGER].store.audit_rows("login")]
     assert rows == [("<unknown>",)]

@@ -11,7 +11,7 @@ from authority.keystore import KeyStore
 from authority.minting import build
 from authority.records import TokenRecord
 from authority.verification import Denial, verify
-from clients import caveats, crypto, tokens
+from clients import caveats, macaroon, tokens
 from clients.caveats import Access
 from clients.tokens import RawCaveat
 
@@ -58,7 +58,7 @@ def test_attenuation_never_widens(base, extra, access):
     sig = original.signature
     added = []
     for text in extra:
-        sig = crypto.first_party(sig, text.encode())
+        sig = macaroon.first_party(sig, text.encode())
         added.append(RawCaveat(text.encode()))
     attenuated = replace(original, caveats=original.caveats + tuple(added), signature=sig)
     if allowed(attenuated, rec, access):

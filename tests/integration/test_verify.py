@@ -328,18 +328,18 @@ async def test_long_unknown_caveat_denies_and_is_not_cached(authority):
 
 def _holder_third_party(token: str, location: str, cid: bytes, key: bytes) -> str:
     """A holder appends a third-party caveat with a caveat key of their own choosing."""
-    from clients import crypto
+    from clients import macaroon
     t = tokens.parse(token)
-    vid = crypto.seal_caveat_key(t.signature, key)
-    sig = crypto.third_party(t.signature, vid, cid)
+    vid = macaroon.seal_caveat_key(t.signature, key)
+    sig = macaroon.third_party(t.signature, vid, cid)
     return replace(t, caveats=t.caveats + (tokens.RawCaveat(cid, vid, location),), signature=sig).encode()
 
 
 def _self_discharge(location: str, cid: bytes, key: bytes, first: list[str]) -> str:
-    from clients import crypto
-    sig = crypto.initial_signature(key, cid)
+    from clients import macaroon
+    sig = macaroon.initial_signature(key, cid)
     for text in first:
-        sig = crypto.first_party(sig, text.encode())
+        sig = macaroon.first_party(sig, text.encode())
     return tokens.Token(tokens.DISCHARGE, location, cid, tuple(tokens.RawCaveat(t.encode()) for t in first), sig).encode()
 
 

@@ -3,7 +3,7 @@
 import pytest
 from pymacaroons import MACAROON_V2, Macaroon
 
-from clients import crypto, tokens
+from clients import macaroon, tokens
 from tests.helpers import pm_to_string
 from tests.security.helpers import expect, flip, raw_of, regions, resign, with_payload
 
@@ -63,7 +63,7 @@ async def test_service_token_minted_from_a_permission_tokens_signature(authority
     tok = tokens.parse(pt)
     first_only = tok.caveats[:1]
     sig = tok.signature
-    fake = tokens.Token(tokens.SERVICE, tok.location, tok.identifier, first_only, crypto.first_party(sig, b"org acme"))
+    fake = tokens.Token(tokens.SERVICE, tok.location, tok.identifier, first_only, macaroon.first_party(sig, b"org acme"))
     expect(await authority.verify([fake.encode()]), 403, "denied")
 
 

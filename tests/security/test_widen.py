@@ -2,7 +2,7 @@
 
 import pytest
 
-from clients import crypto, offline, tokens
+from clients import macaroon, offline, tokens
 from tests.security.helpers import expect, resign
 
 
@@ -10,7 +10,7 @@ def append_raw(token: str, predicate: bytes) -> str:
     """Append a caveat with the right chained signature, bypassing the grammar check."""
     tok = tokens.parse(token)
     return resign(token, caveats=tok.caveats + (tokens.RawCaveat(predicate),),
-                  signature=crypto.first_party(tok.signature, predicate))
+                  signature=macaroon.first_party(tok.signature, predicate))
 
 
 async def service(authority, caveats=("apps orders", "actions r")) -> str:

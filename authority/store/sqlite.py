@@ -1,17 +1,15 @@
-"""The authority's storage: SQLite through aiosqlite. All of its SQL lives here.
-
-Handlers and domain code call these methods and nothing else, so another backend
-(PostgreSQL) can stand in without touching them. Durability comes from `clients.sqlite`.
-"""
+"""The authority's store on SQLite: all of the authority's SQL lives here."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import sqlite3
+from collections.abc import Iterable
 
-from clients.audit import AuditRecord
-from clients.sqlite import Database, StoreError  # noqa: F401  (StoreError is part of this API)
+from authority.store import OrgRow, RevocationRow, TokenRow
+from server.audit import AuditRecord
+from server.sqlite import COMMON_V1, Database
 
-SCHEMA = """
+V1 = """
 CREATE TABLE IF NOT EXISTS orgs (name TEXT PRIMARY KEY, created_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS tokens (
     id TEXT PRIMARY KEY,
@@ -44,75 +42,70 @@ CREATE TABLE IF NOT EXISTS revocations (
     token_id TEXT NOT NULL,
     scope TEXT NOT NULL,
     at INTEGER NOT NULL,
-    fingerprint BLOB  -- for scope 'attenuation': which one, so caches can add it in place
+    fingerprint BLOB
 );
 """
 
-
-@dataclass(slots=True)
-class TokenRow:
-    id: str
-    kind: str
-    name: str | None
-    org: str
-    parent: str | None
-    user: str | None
-    caveat_count: int
-    sealed_key: bytes
-    created_at: int
-    revoked_at: int | None = None
-    last_used_at: int | None = None
-
-
 _TOKEN_COLS = "id, kind, name, org, parent, user, caveat_count, sealed_key, created_at, revoked_at, last_used_at"
+_INSERT_TOKEN = f"INSERT INTO tokens ({_TOKEN_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
 
-class Store(Database):
-    SCHEMA = SCHEMA
+def _token_args(r: TokenRow) -> tuple:
+    return (r.id, r.kind, r.name, r.org, r.parent, r.user, r.caveat_count, r.sealed_key, r.created_at,
+            r.revoked_at, r.last_used_at)
+
+
+class SqliteStore(Database):
+    MIGRATIONS = (COMMON_V1 + V1,)
 
     # --- orgs ----------------------------------------------------------------------------
 
     async def create_org(self, name: str, now: int, audit: AuditRecord) -> bool:
-        def run(c):
+        def run(c: sqlite3.Connection) -> bool:
             cur = c.execute("INSERT OR IGNORE INTO orgs (name, created_at) VALUES (?, ?)", (name, now))
             if cur.rowcount:
                 self._audit(c, [audit])
             return cur.rowcount == 1
         return await self._tx(run)
 
-    async def list_orgs(self) -> list[tuple[str, int]]:
-        return [tuple(r) for r in await self._all("SELECT name, created_at FROM orgs ORDER BY name")]
+    async def list_orgs(self) -> list[OrgRow]:
+        return [OrgRow(*r) for r in await self._all("SELECT name, created_at FROM orgs ORDER BY name")]
 
     async def org_exists(self, name: str) -> bool:
         return await self._one("SELECT 1 FROM orgs WHERE name = ?", (name,)) is not None
 
     # --- tokens ----------------------------------------------------------------------------
 
-    async def insert_token(self, row: TokenRow, audit: AuditRecord, lineage: list[bytes] = ()) -> bool:
-        """Insert a token. A child (service token) is inserted only while its parent is
-        unrevoked and none of the attenuations it was stripped from (`lineage`, signature
-        fingerprints) is revoked; revoking one of those later revokes the child too."""
-        def run(c):
+    async def insert_token(self, row: TokenRow, audit: AuditRecord, lineage: Iterable[bytes] = ()) -> bool:
+        lineage = list(lineage)
+
+        def run(c: sqlite3.Connection) -> bool:
             if row.parent is not None:
-                parent = (c.execute("SELECT revoked_at FROM tokens WHERE id = ?", (row.parent,))).fetchone()
+                parent = c.execute("SELECT revoked_at FROM tokens WHERE id = ?", (row.parent,)).fetchone()
                 if parent is None or parent[0] is not None:
                     return False
             for fp in lineage:
-                if (c.execute("SELECT 1 FROM revoked_attenuations WHERE fingerprint = ?", (fp,))).fetchone():
+                if c.execute("SELECT 1 FROM revoked_attenuations WHERE fingerprint = ?", (fp,)).fetchone():
                     return False
-            c.execute(
-                f"INSERT INTO tokens ({_TOKEN_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (row.id, row.kind, row.name, row.org, row.parent, row.user, row.caveat_count,
-                 row.sealed_key, row.created_at, row.revoked_at, row.last_used_at),
-            )
+            c.execute(_INSERT_TOKEN, _token_args(row))
             c.executemany("INSERT INTO strip_lineage (fingerprint, service_id) VALUES (?, ?)",
-                                [(fp, row.id) for fp in lineage])
+                          [(fp, row.id) for fp in lineage])
             self._audit(c, [audit])
             return True
         return await self._tx(run)
 
+    async def insert_tokens(self, rows: Iterable[TokenRow]) -> None:
+        rows = list(rows)
+
+        def run(c: sqlite3.Connection) -> None:
+            c.executemany("INSERT OR IGNORE INTO orgs (name, created_at) VALUES (?, ?)",
+                          {(r.org, r.created_at) for r in rows})
+            c.executemany(_INSERT_TOKEN, [_token_args(r) for r in rows])
+            c.executemany("INSERT INTO revocations (token_id, scope, at) VALUES (?, 'token', ?)",
+                          [(r.id, r.revoked_at) for r in rows if r.revoked_at is not None])
+        await self._tx(run)
+
     async def load_token(self, token_id: str) -> tuple[TokenRow, frozenset[bytes]] | None:
-        """A token row and the fingerprints of its revoked attenuations."""
         row = await self._one(f"SELECT {_TOKEN_COLS} FROM tokens WHERE id = ?", (token_id,))
         if row is None:
             return None
@@ -126,14 +119,15 @@ class Store(Database):
     async def touch(self, used: dict[str, int]) -> None:
         if not used:
             return
-        def run(c):
+
+        def run(c: sqlite3.Connection) -> None:
             c.executemany("UPDATE tokens SET last_used_at = ? WHERE id = ?", [(t, i) for i, t in used.items()])
         await self._tx(run)
 
     # --- revocation ------------------------------------------------------------------------
 
     @staticmethod
-    def _cascade(c, roots: list[str], now: int) -> list[str]:
+    def _cascade(c: sqlite3.Connection, roots: list[str], now: int) -> list[str]:
         """Revoke these tokens and all their descendants not yet revoked; return their ids."""
         if not roots:
             return []
@@ -146,14 +140,12 @@ class Store(Database):
         )
         ids = [r[0] for r in cur.fetchall()]
         c.executemany("UPDATE tokens SET revoked_at = ? WHERE id = ?", [(now, i) for i in ids])
-        c.executemany("INSERT INTO revocations (token_id, scope, at) VALUES (?, 'token', ?)",
-                            [(i, now) for i in ids])
+        c.executemany("INSERT INTO revocations (token_id, scope, at) VALUES (?, 'token', ?)", [(i, now) for i in ids])
         return ids
 
     async def revoke_token(self, token_id: str, now: int, audit: AuditRecord) -> list[str] | None:
-        """Revoke a token and every descendant not yet revoked. None if the id is unknown."""
-        def run(c):
-            if (c.execute("SELECT 1 FROM tokens WHERE id = ?", (token_id,))).fetchone() is None:
+        def run(c: sqlite3.Connection) -> list[str] | None:
+            if c.execute("SELECT 1 FROM tokens WHERE id = ?", (token_id,)).fetchone() is None:
                 return None
             ids = self._cascade(c, [token_id], now)
             if ids:
@@ -164,10 +156,7 @@ class Store(Database):
 
     async def revoke_attenuation(self, token_id: str, fingerprint: bytes, now: int,
                                  audit: AuditRecord) -> list[str] | None:
-        """Revoke one attenuation by its signature's fingerprint, and every service token
-        stripped from it or from a further attenuation of it. None if already revoked;
-        otherwise the ids of the service tokens revoked with it."""
-        def run(c):
+        def run(c: sqlite3.Connection) -> list[str] | None:
             cur = c.execute(
                 "INSERT OR IGNORE INTO revoked_attenuations (fingerprint, token_id, revoked_at) VALUES (?, ?, ?)",
                 (fingerprint, token_id, now),
@@ -175,7 +164,7 @@ class Store(Database):
             if not cur.rowcount:
                 return None
             c.execute("INSERT INTO revocations (token_id, scope, at, fingerprint) VALUES (?, 'attenuation', ?, ?)",
-                            (token_id, now, fingerprint))
+                      (token_id, now, fingerprint))
             children = c.execute("SELECT service_id FROM strip_lineage WHERE fingerprint = ?", (fingerprint,))
             ids = self._cascade(c, [r[0] for r in children.fetchall()], now)
             if ids:
@@ -184,13 +173,13 @@ class Store(Database):
             return ids
         return await self._tx(run)
 
-    async def revocations_after(self, after: int, limit: int) -> list[tuple[int, str, str, int, bytes | None]]:
-        """(seq, token id, scope, at, fingerprint of a revoked attenuation) after a cursor."""
-        return [tuple(r) for r in await self._all(
+    async def revocations_after(self, after: int, limit: int) -> list[RevocationRow]:
+        rows = await self._all(
             "SELECT seq, token_id, scope, at, fingerprint FROM revocations WHERE seq > ? ORDER BY seq LIMIT ?",
-            (after, limit)
-        )]
+            (after, limit),
+        )
+        return [RevocationRow(*r) for r in rows]
 
     async def revocation_head(self) -> int:
         row = await self._one("SELECT COALESCE(MAX(seq), 0) FROM revocations")
-        return row[0]
+        return int(row[0])

@@ -1,13 +1,14 @@
-"""The discharger's storage: users, org memberships and sessions. All of its SQL lives here."""
+"""The discharger's store on SQLite: all of the discharger's SQL lives here."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import sqlite3
 
-from clients.audit import AuditRecord
-from clients.sqlite import Database
+from discharger.store import UserRow
+from server.audit import AuditRecord
+from server.sqlite import COMMON_V1, Database
 
-SCHEMA = """
+V1 = """
 CREATE TABLE IF NOT EXISTS users (
     username TEXT PRIMARY KEY,
     password_hash BLOB NOT NULL,
@@ -28,20 +29,12 @@ CREATE INDEX IF NOT EXISTS sessions_expiry ON sessions(expires_at);
 """
 
 
-@dataclass(slots=True)
-class UserRow:
-    username: str
-    password_hash: bytes
-    disabled: bool
-    orgs: frozenset[str]
-
-
-class Store(Database):
-    SCHEMA = SCHEMA
+class SqliteStore(Database):
+    MIGRATIONS = (COMMON_V1 + V1,)
 
     async def create_user(self, username: str, password_hash: bytes, orgs: list[str], now: int,
                           audit: AuditRecord) -> bool:
-        def run(c):
+        def run(c: sqlite3.Connection) -> bool:
             cur = c.execute(
                 "INSERT OR IGNORE INTO users (username, password_hash, created_at) VALUES (?, ?, ?)",
                 (username, password_hash, now),
@@ -61,8 +54,8 @@ class Store(Database):
         return UserRow(row[0], row[1], bool(row[2]), frozenset(o[0] for o in orgs))
 
     async def set_orgs(self, username: str, orgs: list[str], audit: AuditRecord) -> bool:
-        def run(c):
-            if (c.execute("SELECT 1 FROM users WHERE username = ?", (username,))).fetchone() is None:
+        def run(c: sqlite3.Connection) -> bool:
+            if c.execute("SELECT 1 FROM users WHERE username = ?", (username,)).fetchone() is None:
                 return False
             c.execute("DELETE FROM memberships WHERE username = ?", (username,))
             c.executemany("INSERT INTO memberships (username, org) VALUES (?, ?)", [(username, o) for o in orgs])
@@ -71,9 +64,8 @@ class Store(Database):
         return await self._tx(run)
 
     async def disable_user(self, username: str, audit: AuditRecord) -> bool:
-        def run(c):
-            cur = c.execute("UPDATE users SET disabled = 1 WHERE username = ?", (username,))
-            if not cur.rowcount:
+        def run(c: sqlite3.Connection) -> bool:
+            if not c.execute("UPDATE users SET disabled = 1 WHERE username = ?", (username,)).rowcount:
                 return False
             self._audit(c, [audit])
             return True
@@ -81,10 +73,10 @@ class Store(Database):
 
     async def create_session(self, digest: bytes, username: str, expires_at: int, now: int,
                              audit: AuditRecord) -> None:
-        def run(c):
+        def run(c: sqlite3.Connection) -> None:
             c.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))
             c.execute("INSERT INTO sessions (hash, username, expires_at) VALUES (?, ?, ?)",
-                            (digest, username, expires_at))
+                      (digest, username, expires_at))
             self._audit(c, [audit])
         await self._tx(run)
 
@@ -93,6 +85,6 @@ class Store(Database):
         return row[0] if row else None
 
     async def delete_session(self, digest: bytes) -> bool:
-        def run(c):
-            return (c.execute("DELETE FROM sessions WHERE hash = ?", (digest,))).rowcount == 1
+        def run(c: sqlite3.Connection) -> bool:
+            return c.execute("DELETE FROM sessions WHERE hash = ?", (digest,)).rowcount == 1
         return await self._tx(run)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Callable
+from typing import Any
 
-
-class ConfigError(ValueError):
-    """A setting is missing or wrong; the message says which."""
+from clients.errors import ConfigError
 
 
 def read_toml(path: str | None, section: str) -> dict:
@@ -23,8 +23,8 @@ def read_toml(path: str | None, section: str) -> dict:
     return data.get(section, data)
 
 
-def picker(flags: dict, section: dict):
-    def pick(name, default=None):
+def picker(flags: dict, section: dict) -> Callable[..., Any]:
+    def pick(name: str, default: Any = None) -> Any:
         value = flags.get(name)
         return value if value is not None else section.get(name, default)
     return pick

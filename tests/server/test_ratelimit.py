@@ -1,4 +1,4 @@
-from clients.web import SlidingCounter, throttle_key
+from server.ratelimit import SlidingCounter, throttle_key
 
 
 def test_throttle_key_groups_ipv6_by_64():

@@ -29,3 +29,14 @@ class AuditRecord:
     def emit(self) -> None:
         fields = {k: getattr(self, k) for k in ("outcome", "client", "token_id", "parent", "org", "user")}
         log.info(self.event, **{k: v for k, v in fields.items() if v is not None}, **(self.detail or {}))
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is asking: the client address and request id every audit record carries."""
+
+    client: str | None = None
+    request_id: str | None = None
+
+    def record(self, event: str, **fields) -> AuditRecord:
+        return AuditRecord(event, client=self.client, request_id=self.request_id, **fields)

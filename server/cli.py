@@ -1,4 +1,6 @@
-"""Running the services: `sable authority serve`, `sable discharger serve` and `sable dev`."""
+"""The server-side `sable` commands: `authority serve`, `discharger serve` (and its keys),
+`dev`, `dev-env` and `admin create`. `clients.cli.main` registers them lazily, so the
+client CLI imports no server code until one of these runs."""
 
 from __future__ import annotations
 
@@ -6,60 +8,20 @@ import asyncio
 import json
 import os
 import secrets
-import signal
-import ssl
 import sys
+import time
 from pathlib import Path
 
 import click
 import nacl.utils
-from aiohttp import web
 
 from clients import tokens
-from clients.cli.common import EXIT_USAGE, CommandError, fail, handle_errors, write_private
+from clients.cli.common import EXIT_USAGE, fail, handle_errors, write_private
+from clients.errors import ConfigError
 from clients.sdk import AuthorityClient, DischargerClient, SableAPIError
-from clients.settings import ConfigError
 from clients.tickets import b64d, b64e
-from clients.web import configure_logging
-
-
-def _tls(cert: str | None, key: str | None) -> ssl.SSLContext | None:
-    if not cert and not key:
-        return None
-    if not (cert and key):
-        fail("--tls-cert and --tls-key go together", EXIT_USAGE)
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    try:
-        ctx.load_cert_chain(cert, key)
-    except (OSError, ssl.SSLError) as e:
-        fail(f"cannot load TLS certificate or key: {e}", EXIT_USAGE)
-    return ctx
-
-
-async def serve(sites: list[tuple[web.Application, str, int, ssl.SSLContext | None]], ready=None,
-                reuse_port: bool = False) -> None:
-    """Start every app, call `ready()`, then run until SIGINT or SIGTERM and stop cleanly."""
-    os.umask(0o077)  # databases, WAL files and keys are for the service's user alone
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    runners = []
-    try:
-        for app, host, port, tls in sites:
-            runner = web.AppRunner(app, access_log=None, handle_signals=False)
-            await runner.setup()
-            runners.append(runner)
-            try:
-                await web.TCPSite(runner, host, port, ssl_context=tls, reuse_port=reuse_port or None).start()
-            except OSError as e:
-                raise CommandError(f"cannot listen on {host}:{port}: {e.strerror}") from None
-        if ready is not None:
-            await ready()
-        await stop.wait()
-    finally:
-        for runner in reversed(runners):
-            await runner.cleanup()
+from server.launcher import announce, is_worker, serve, supervise, tls_context
+from server.logs import configure_logging
 
 
 def _service_options(port: int):
@@ -113,10 +75,10 @@ def authority_serve(config_path, tls_cert, tls_key, log_level, workers, **flags)
 
     configure_logging(log_level)
     config, discharger_url = load(config_path, tls_cert=tls_cert, **flags)
-    tls = _tls(tls_cert, tls_key)
-    is_worker = WORKER_ENV in os.environ
-    if workers > 1 and not is_worker:
-        sys.exit(_supervise(workers))
+    tls = tls_context(tls_cert, tls_key)
+    worker = is_worker()
+    if workers > 1 and not worker:
+        sys.exit(supervise(workers))
 
     async def main():
         if discharger_url:
@@ -124,43 +86,9 @@ def authority_serve(config_path, tls_cert, tls_key, log_level, workers, **flags)
         if not config.dischargers:
             click.echo("sable: warning: no discharger configured; minting is disabled", err=True)
         await serve([(create_app(config), config.host, config.port, tls)],
-                    lambda: _announce("authority", config.public_url), reuse_port=is_worker)
+                    lambda: announce("authority", config.public_url), reuse_port=worker)
 
     asyncio.run(main())
-
-
-WORKER_ENV = "SABLE_WORKER"
-
-
-def _supervise(workers: int) -> int:
-    """Run `workers` copies of this command on one port; stop them all on SIGINT/SIGTERM, or
-    when one exits (so a supervisor such as systemd restarts the whole service)."""
-    import subprocess
-    import time
-
-    args = [sys.executable, "-m", "clients.cli.main", *sys.argv[1:]]
-    env = {**os.environ, WORKER_ENV: "1"}
-    children = []
-    for n in range(workers):
-        children.append(subprocess.Popen(args, env={**env, WORKER_ENV: str(n)}))
-        time.sleep(0.2)  # the first creates the database schema; let the others find it
-    stopping = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stopping.append(True))
-    code = 0
-    while not stopping:
-        exited = [c for c in children if c.poll() is not None]
-        if exited:
-            code = exited[0].returncode or 1
-            click.echo(f"sable: worker {exited[0].pid} exited ({exited[0].returncode}); stopping", err=True)
-            break
-        time.sleep(0.2)
-    for c in children:
-        if c.poll() is None:
-            c.terminate()
-    for c in children:
-        c.wait()
-    return code
 
 
 @click.group()
@@ -179,9 +107,9 @@ def discharger_serve(config_path, tls_cert, tls_key, log_level, **flags):
 
     configure_logging(log_level)
     config = load(config_path, tls_cert=tls_cert, **flags)
-    tls = _tls(tls_cert, tls_key)
+    tls = tls_context(tls_cert, tls_key)
     asyncio.run(serve([(create_app(config), config.host, config.port, tls)],
-                      lambda: _announce("discharger", config.public_url)))
+                      lambda: announce("discharger", config.public_url)))
 
 
 @discharger.group("keys")
@@ -237,10 +165,6 @@ def keys_retire(kid, data_dir, keys):
     except KeyFileError as e:
         fail(str(e))
     click.echo(f"retired {kid}", err=True)
-
-
-async def _announce(name: str, url: str) -> None:
-    click.echo(f"sable {name} listening on {url}", err=True)
 
 
 # --- sable dev --------------------------------------------------------------------------------
@@ -353,4 +277,41 @@ def dev_env(data_dir):
     click.echo(f'export PATH="{bin_dir}:$PATH"')
 
 
-COMMANDS = [authority, discharger, dev, dev_env]
+@click.group()
+def admin():
+    """Admin credentials."""
+
+
+@admin.command("create")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Register in the databases found here.")
+@click.option("--authority-db", type=click.Path(dir_okay=False))
+@click.option("--discharger-db", type=click.Path(dir_okay=False))
+@handle_errors
+def admin_create(data_dir, authority_db, discharger_db):
+    """Print a new admin credential, registered (hashed) in the given service databases."""
+    from authority.store import open_store as authority_store
+    from discharger.store import open_store as discharger_store
+
+    targets = []
+    if data_dir:
+        for opener, name in ((authority_store, "authority.db"), (discharger_store, "discharger.db")):
+            if (Path(data_dir) / name).exists():
+                targets.append((opener, str(Path(data_dir) / name)))
+    if authority_db:
+        targets.append((authority_store, authority_db))
+    if discharger_db:
+        targets.append((discharger_store, discharger_db))
+    if not targets:
+        fail("name a database: --data-dir, --authority-db or --discharger-db", EXIT_USAGE)
+    credential = tokens.encode(tokens.ADMIN, nacl.utils.random(32))
+
+    async def go():
+        for opener, path in targets:
+            store = await opener(path)
+            try:
+                await store.add_admin(tokens.secret_digest(credential), int(time.time()))
+            finally:
+                await store.close()
+    asyncio.run(go())
+    click.echo(credential)
+    click.echo(f"registered in {', '.join(p for _, p in targets)}", err=True)

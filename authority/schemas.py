@@ -1,0 +1,142 @@
+"""JSON bodies <-> the authority's typed requests and results (SPEC §4). Shape checks live
+here (types, ranges, required fields: 400 `bad_request`); rules about content live in the
+domain modules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from authority.config import AuthorityConfig
+from authority.minting import MAX_EXPIRES_IN
+from authority.model import FeedPage, Minted, MintRequest, Revoked, Stripped, StripRequest, VerifyRequest
+from authority.store import OrgRow, TokenRow
+from authority.verification import Verified
+from clients import caveats, tokens
+from clients.caveats import Access, format_time
+from clients.errors import BadRequest
+from clients.tickets import b64e
+
+MAX_NAME = 200
+
+
+def iso(epoch: int | None) -> str | None:
+    return None if epoch is None else format_time(epoch)
+
+
+def _name(body: dict) -> str | None:
+    name = body.get("name")
+    if name is not None and (not isinstance(name, str) or len(name) > MAX_NAME):
+        raise BadRequest(f"name must be a string of at most {MAX_NAME} characters")
+    return name
+
+
+def _expires_in(body: dict) -> int | None:
+    value = body.get("expires_in")
+    if value is not None and (type(value) is not int or not 1 <= value <= MAX_EXPIRES_IN):
+        raise BadRequest(f"expires_in must be an integer from 1 to {MAX_EXPIRES_IN}")
+    return value
+
+
+def _org(value: Any, field: str = "org") -> str:
+    if not isinstance(value, str) or not caveats.NAME_RE.fullmatch(value):
+        raise BadRequest(f"{field} is required and must match [A-Za-z0-9][A-Za-z0-9._:-]{{0,127}}")
+    return value
+
+
+def token_list(value: Any) -> list[str]:
+    if not isinstance(value, list) or not value or not all(isinstance(t, str) for t in value):
+        raise BadRequest("tokens must be a non-empty list of strings")
+    if len(value) > tokens.MAX_PRESENTATION:
+        raise BadRequest(f"at most {tokens.MAX_PRESENTATION} tokens per presentation")
+    return value
+
+
+# --- requests ------------------------------------------------------------------------------
+
+
+def org_name(body: dict) -> str:
+    return _org(body.get("name"), "name")
+
+
+def mint_request(body: dict) -> MintRequest:
+    org = _org(body.get("org"))
+    name = _name(body)
+    given = body.get("caveats", [])
+    if not isinstance(given, list) or not all(isinstance(c, str) for c in given):
+        raise BadRequest("caveats must be a list of strings")
+    return MintRequest(org, tuple(given), name, _expires_in(body))
+
+
+def strip_request(body: dict) -> StripRequest:
+    presented = token_list(body.get("tokens"))
+    return StripRequest(presented, _name(body), _expires_in(body))
+
+
+def verify_request(body: dict) -> VerifyRequest:
+    presented = token_list(body.get("tokens"))
+    return VerifyRequest(presented, Access.from_dict(body.get("access")))  # CaveatError is a 400
+
+
+def feed_query(query: dict) -> tuple[int | None, float]:
+    after, wait = query.get("after"), query.get("wait", "0")
+    try:
+        after_n = None if after is None else int(after)
+        wait_s = float(wait)
+    except ValueError:
+        raise BadRequest("after must be an integer and wait a number of seconds") from None
+    if (after_n is not None and not 0 <= after_n < 2**63) or not 0 <= wait_s <= 60:
+        raise BadRequest("after must be a cursor (>= 0) and wait from 0 to 60")
+    return after_n, wait_s
+
+
+# --- results -------------------------------------------------------------------------------
+
+
+def info(config: AuthorityConfig, version: str, worker: int) -> dict:
+    return {
+        "service": "sable-authority",
+        "version": version,
+        "worker": worker,
+        "location": config.public_url,
+        "dischargers": [
+            {"location": d.location, "public_keys": [{"kid": k, "key": b64e(v)} for k, v in d.public_keys]}
+            for d in config.dischargers
+        ],
+    }
+
+
+def org(row: OrgRow) -> dict:
+    return {"name": row.name, "created_at": iso(row.created_at)}
+
+
+def minted(m: Minted) -> dict:
+    return {"token": m.token, "id": m.id, "caveats": m.caveats}
+
+
+def stripped(s: Stripped) -> dict:
+    return {"token": s.token, "id": s.id, "parent": s.parent, "user": s.user, "caveats": s.caveats}
+
+
+def verified(v: Verified) -> dict:
+    rec = v.record
+    return {"allowed": True, "id": rec.id, "kind": rec.kind, "org": rec.org, "user": v.user,
+            "caveats": [c.text for c in v.caveats]}
+
+
+def denied(reason: str) -> dict:
+    return {"allowed": False, "error": "denied", "message": reason}
+
+
+def revoked(entries: list[Revoked]) -> dict:
+    return {"revoked": [{"id": r.id, "scope": r.scope} for r in entries]}
+
+
+def feed_page(page: FeedPage) -> dict:
+    return {"cursor": page.cursor, "revoked": [{"id": e.id, "at": iso(e.at)} for e in page.revoked]}
+
+
+def token(r: TokenRow) -> dict:
+    return {
+        "id": r.id, "kind": r.kind, "name": r.name, "org": r.org, "parent": r.parent, "user": r.user,
+        "created_at": iso(r.created_at), "revoked_at": iso(r.revoked_at), "last_used_at": iso(r.last_used_at),
+    }

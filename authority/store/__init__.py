@@ -1,0 +1,105 @@
+"""The authority's storage seam: what it keeps, as typed rows, behind one Protocol.
+
+Domain code depends on `AuthorityStore` only. `open_store` picks the implementation from a
+database location; SQLite (`authority.store.sqlite`) is the embedded default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from server.audit import AuditRecord
+from server.sqlite import AuditRow, StoreError
+
+__all__ = ["AuditRow", "AuthorityStore", "OrgRow", "RevocationRow", "StoreError", "TokenRow", "open_store"]
+
+
+@dataclass(frozen=True, slots=True)
+class OrgRow:
+    name: str
+    created_at: int
+
+
+@dataclass(slots=True)
+class TokenRow:
+    id: str
+    kind: str  # "permission" or "service"
+    name: str | None
+    org: str
+    parent: str | None
+    user: str | None
+    caveat_count: int
+    sealed_key: bytes
+    created_at: int
+    revoked_at: int | None = None
+    last_used_at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationRow:
+    """One feed entry. For scope "attenuation", `fingerprint` names the revoked attenuation."""
+
+    seq: int
+    token_id: str
+    scope: str  # "token" or "attenuation"
+    at: int
+    fingerprint: bytes | None = None
+
+
+class AuthorityStore(Protocol):
+    path: str
+
+    async def close(self) -> None: ...
+
+    # meta, admins, audit
+    async def ensure_meta(self, key: str, value: bytes) -> bytes: ...
+    async def add_admin(self, digest: bytes, now: int) -> None: ...
+    async def is_admin(self, credential: str | None) -> bool: ...
+    async def write_audit(self, records: list[AuditRecord]) -> None: ...
+    async def audit_rows(self, event: str | None = None) -> list[AuditRow]: ...
+
+    # orgs
+    async def create_org(self, name: str, now: int, audit: AuditRecord) -> bool: ...
+    async def list_orgs(self) -> list[OrgRow]: ...
+    async def org_exists(self, name: str) -> bool: ...
+
+    # tokens
+    async def insert_token(self, row: TokenRow, audit: AuditRecord, lineage: Iterable[bytes] = ()) -> bool:
+        """Insert a token. A child (service token) goes in only while its parent is unrevoked
+        and no attenuation it was stripped from (`lineage`, signature fingerprints) is revoked;
+        revoking one of those later revokes the child too. False if refused."""
+        ...
+
+    async def insert_tokens(self, rows: Iterable[TokenRow]) -> None:
+        """Bulk load (fixtures, imports): rows as given; revoked ones enter the feed too."""
+        ...
+
+    async def load_token(self, token_id: str) -> tuple[TokenRow, frozenset[bytes]] | None:
+        """A token row and the fingerprints of its revoked attenuations."""
+        ...
+
+    async def list_tokens(self, org: str) -> list[TokenRow]: ...
+    async def touch(self, used: dict[str, int]) -> None: ...
+
+    # revocation and the feed
+    async def revoke_token(self, token_id: str, now: int, audit: AuditRecord) -> list[str] | None:
+        """Revoke a token and every descendant not yet revoked: their ids. None if unknown."""
+        ...
+
+    async def revoke_attenuation(self, token_id: str, fingerprint: bytes, now: int,
+                                 audit: AuditRecord) -> list[str] | None:
+        """Revoke one attenuation and every service token stripped from it or a further
+        attenuation of it. None if it was revoked already; else the service tokens' ids."""
+        ...
+
+    async def revocations_after(self, after: int, limit: int) -> list[RevocationRow]: ...
+    async def revocation_head(self) -> int: ...
+
+
+async def open_store(location: str) -> AuthorityStore:
+    """The store at `location`: for now a SQLite file path."""
+    from authority.store.sqlite import SqliteStore
+
+    return await SqliteStore.open(location)

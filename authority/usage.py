@@ -1,0 +1,60 @@
+"""Usage bookkeeping written off the hot path: `last_used_at` (at most once per interval per
+token) and the buffered denied-verify audit records, flushed together every `flush_interval`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import structlog
+
+from authority.audit import DenialLog
+from authority.records import TokenRecord
+from authority.store import AuthorityStore
+
+log = structlog.get_logger("sable.authority")
+
+
+class Usage:
+    def __init__(self, store: AuthorityStore, denials: DenialLog, last_used_interval: float = 60.0,
+                 flush_interval: float = 1.0):
+        self._store = store
+        self.denials = denials
+        self.last_used_interval = last_used_interval
+        self.flush_interval = flush_interval
+        self.pending: dict[str, int] = {}  # token id -> last use not yet written
+        self._task: asyncio.Task | None = None
+
+    def used(self, rec: TokenRecord, now: int) -> None:
+        """Note a successful use; written at most once per interval per token."""
+        if now - rec.last_used_at >= self.last_used_interval:
+            rec.last_used_at = now
+            self.pending[rec.id] = now
+
+    def last_used(self, token_id: str, stored: int | None) -> int | None:
+        """The freshest known last use: a pending one, else what the database holds."""
+        return self.pending.get(token_id, stored)
+
+    async def flush(self) -> None:
+        """Write buffered denial audits and last-used times."""
+        await self._store.write_audit(self.denials.take())
+        pending, self.pending = self.pending, {}
+        await self._store.touch(pending)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.flush()
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_interval)
+            try:
+                await self.flush()
+            except Exception:
+                log.exception("flush_failed")

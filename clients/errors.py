@@ -1,0 +1,78 @@
+"""Sable's one error family (SPEC §4's error codes).
+
+Every failure Sable raises on purpose is a `SableError`. Its class says what kind of failure
+it is, `code` is the API error code, and the message is for people: it names the rule, field
+or caveat at fault, never a token or secret. The HTTP layer maps `code` to a status
+(`server.http`); the CLI maps it to an exit code. Specific failures subclass the kind they
+are, so callers catch the kind and users read the reason.
+"""
+
+from __future__ import annotations
+
+
+class SableError(Exception):
+    code = "bad_request"
+
+    def __init__(self, message: str, *, retry_after: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
+class MalformedToken(SableError):
+    code = "malformed_token"
+
+
+class BadRequest(SableError):
+    code = "bad_request"
+
+
+class Unauthorized(SableError):
+    code = "unauthorized"
+
+
+class Denied(SableError):
+    code = "denied"
+
+
+class NotFound(SableError):
+    code = "not_found"
+
+
+class Conflict(SableError):
+    code = "conflict"
+
+
+class RateLimited(SableError):
+    code = "rate_limited"
+
+
+class Unavailable(SableError):
+    """A database or another service the work needs cannot be reached or used."""
+
+    code = "unavailable"
+
+
+class ConfigError(SableError):
+    """A setting is missing or wrong; the message says which."""
+
+    code = "bad_request"
+
+
+# The specific failures of the pure modules, named where they are raised.
+
+
+class TokenFormatError(MalformedToken):
+    """A token string or its binary payload is malformed. The message never holds the token."""
+
+
+class CaveatError(BadRequest):
+    """A caveat or an access does not follow the grammar."""
+
+
+class TicketError(BadRequest):
+    """A ticket that cannot be decoded or opened."""
+
+
+class Denial(Denied):
+    """Verification failed; the message names the rule or caveat, never a secret."""

@@ -1,0 +1,43 @@
+"""Discharges: proof, for one ticket, that an authenticated user belongs to its org."""
+
+from __future__ import annotations
+
+import time
+
+from clients import macaroon
+from clients.caveats import format_time
+from clients.errors import Denied
+from discharger.config import DischargerConfig
+from discharger.keys import DischargerKeys
+from discharger.model import Discharge
+from discharger.store import DischargerStore
+from server.audit import Caller
+
+
+class Discharges:
+    def __init__(self, config: DischargerConfig, store: DischargerStore, keys: DischargerKeys):
+        self.config = config
+        self.store = store
+        self.keys = keys
+
+    async def issue(self, username: str, ticket: bytes, caller: Caller) -> Discharge:
+        """A discharge for `username` (already authenticated by session); TicketError (400) if
+        the ticket can't be opened, Denied (403) if the user may not have one."""
+        contents = self.keys.open(ticket)
+        user = await self.store.get_user(username)
+        audit = caller.record("discharge", user=username, org=contents.org)
+        refusal = None
+        if user is None or user.disabled:
+            refusal = "user is disabled"
+        elif contents.org not in user.orgs:
+            refusal = f"user is not a member of org {contents.org!r}"
+        if refusal is not None:
+            audit.outcome = "denied"
+        await self.store.write_audit([audit])
+        audit.emit()
+        if refusal is not None:
+            raise Denied(refusal)
+        expires_at = int(time.time()) + min(self.config.discharge_ttl, contents.ttl)
+        token = macaroon.discharge(contents.caveat_key, ticket, self.config.public_url,
+                                   [f"user {username}", f"expires {format_time(expires_at)}"])
+        return Discharge(token.encode(), expires_at)

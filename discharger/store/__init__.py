@@ -1,0 +1,48 @@
+"""The discharger's storage seam: users, memberships and sessions as typed rows behind one
+Protocol. SQLite (`discharger.store.sqlite`) is the embedded default."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from server.audit import AuditRecord
+from server.sqlite import AuditRow, StoreError
+
+__all__ = ["AuditRow", "DischargerStore", "StoreError", "UserRow", "open_store"]
+
+
+@dataclass(frozen=True, slots=True)
+class UserRow:
+    username: str
+    password_hash: bytes
+    disabled: bool
+    orgs: frozenset[str]
+
+
+class DischargerStore(Protocol):
+    path: str
+
+    async def close(self) -> None: ...
+    async def add_admin(self, digest: bytes, now: int) -> None: ...
+    async def is_admin(self, credential: str | None) -> bool: ...
+    async def write_audit(self, records: list[AuditRecord]) -> None: ...
+    async def audit_rows(self, event: str | None = None) -> list[AuditRow]: ...
+
+    async def create_user(self, username: str, password_hash: bytes, orgs: list[str], now: int,
+                          audit: AuditRecord) -> bool: ...
+    async def get_user(self, username: str) -> UserRow | None: ...
+    async def set_orgs(self, username: str, orgs: list[str], audit: AuditRecord) -> bool: ...
+    async def disable_user(self, username: str, audit: AuditRecord) -> bool: ...
+
+    async def create_session(self, digest: bytes, username: str, expires_at: int, now: int,
+                             audit: AuditRecord) -> None: ...
+    async def session_user(self, digest: bytes, now: int) -> str | None: ...
+    async def delete_session(self, digest: bytes) -> bool: ...
+
+
+async def open_store(location: str) -> DischargerStore:
+    """The store at `location`: for now a SQLite file path."""
+    from discharger.store.sqlite import SqliteStore
+
+    return await SqliteStore.open(location)

@@ -1,0 +1,38 @@
+"""Users and their org memberships (admin operations)."""
+
+from __future__ import annotations
+
+import time
+
+from clients.errors import Conflict, NotFound
+from discharger.model import Membership, NewUser
+from discharger.passwords import Hasher
+from discharger.store import DischargerStore
+from server.audit import Caller
+
+
+class Users:
+    def __init__(self, store: DischargerStore, hasher: Hasher):
+        self.store = store
+        self.hasher = hasher
+
+    async def create(self, new: NewUser, caller: Caller) -> Membership:
+        digest = await self.hasher.hash(new.password)  # Busy: 429
+        audit = caller.record("user_create", user=new.username, detail={"orgs": new.orgs})
+        if not await self.store.create_user(new.username, digest, new.orgs, int(time.time()), audit):
+            raise Conflict(f"user {new.username!r} already exists")
+        audit.emit()
+        return Membership(new.username, new.orgs)
+
+    async def set_orgs(self, membership: Membership, caller: Caller) -> Membership:
+        audit = caller.record("user_orgs", user=membership.username, detail={"orgs": membership.orgs})
+        if not await self.store.set_orgs(membership.username, membership.orgs, audit):
+            raise NotFound("no such user")
+        audit.emit()
+        return membership
+
+    async def disable(self, username: str, caller: Caller) -> None:
+        audit = caller.record("user_disable", user=username)
+        if not await self.store.disable_user(username, audit):
+            raise NotFound("no such user")
+        audit.emit()

@@ -1,0 +1,126 @@
+"""The HTTP kit both services build on: errors as JSON, request ids, JSON bodies, the admin
+check. Domain code raises `SableError`s; this module alone turns them into responses.
+Nothing here sees a secret's value."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+
+import structlog
+from aiohttp import web
+
+from clients.errors import BadRequest, SableError, Unauthorized
+from clients.tokens import bearer_value
+
+MAX_BODY = 64 * 1024
+
+STATUS = {
+    "malformed_token": 400,
+    "bad_request": 400,
+    "unauthorized": 401,
+    "denied": 403,
+    "not_found": 404,
+    "conflict": 409,
+    "rate_limited": 429,
+    "unavailable": 503,
+}
+
+log = structlog.get_logger("sable")
+REQUEST_ID = web.RequestKey("request_id", str)
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+class BodyTooLarge(BadRequest):
+    def __init__(self) -> None:
+        super().__init__(f"request body is larger than {MAX_BODY} bytes")
+
+
+def error_response(code: str, message: str, status: int, retry_after: int | None = None) -> web.Response:
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return web.json_response({"error": code, "message": message}, status=status, headers=headers)
+
+
+def error_for(e: SableError) -> web.Response:
+    status = 413 if isinstance(e, BodyTooLarge) else STATUS[e.code]
+    retry_after = e.retry_after
+    if retry_after is None and e.code in ("rate_limited", "unavailable"):
+        retry_after = 1  # every 429 and 503 says when to come back (SPEC §4)
+    return error_response(e.code, e.message, status, retry_after)
+
+
+@web.middleware
+async def request_middleware(request: web.Request, handler):
+    """Give each request an id, and turn every failure into a JSON error, never a traceback."""
+    rid = request.headers.get("X-Request-Id", "")
+    if not _REQUEST_ID.fullmatch(rid):
+        rid = uuid.uuid4().hex
+    request[REQUEST_ID] = rid
+    structlog.contextvars.bind_contextvars(request_id=rid)
+    try:
+        try:
+            resp = await handler(request)
+        except SableError as e:
+            resp = error_for(e)
+        except web.HTTPRequestEntityTooLarge:
+            resp = error_for(BodyTooLarge())
+        except web.HTTPException as e:
+            if e.status < 400:
+                raise
+            code = {404: "not_found", 405: "bad_request"}.get(e.status, "bad_request")
+            resp = error_response(code, e.reason or "bad request", e.status)
+        except Exception:
+            log.exception("internal_error", path=request.path)
+            resp = error_response("internal", "internal error", 500)
+        resp.headers["X-Request-Id"] = rid
+        return resp
+    finally:
+        structlog.contextvars.unbind_contextvars("request_id")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+def new_app() -> web.Application:
+    """An application with the error middleware, the body limit and /healthz."""
+    app = web.Application(middlewares=[request_middleware], client_max_size=MAX_BODY)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
+async def read_json(request: web.Request) -> dict:
+    """The request body as a JSON object; else BadRequest (413 when too large)."""
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise BodyTooLarge()
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise BodyTooLarge() from None
+    try:
+        body = json.loads(raw)
+        # A lone UTF-16 surrogate (\ud800) parses but cannot be stored or hashed: refuse it here.
+        if _SURROGATE.search(raw):
+            json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except (ValueError, UnicodeError, RecursionError):  # deep nesting is bad input too
+        raise BadRequest("body is not valid JSON text") from None
+    if not isinstance(body, dict):
+        raise BadRequest("body must be a JSON object")
+    return body
+
+
+def bearer(request: web.Request) -> str | None:
+    return bearer_value(request.headers.get("Authorization", ""))
+
+
+async def require_admin(request: web.Request, is_admin: Callable[[str | None], Awaitable[bool]]) -> None:
+    """Unauthorized unless the request bears a credential that `is_admin` accepts."""
+    if not await is_admin(bearer(request)):
+        raise Unauthorized("an admin credential (Bearer sable_adm_...) is required")
+
+
+def client_address(request: web.Request) -> str:
+    return request.remote or "unknown"

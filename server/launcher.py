@@ -1,0 +1,91 @@
+"""Running services: listening (with TLS), signals, and a supervisor for `--workers N`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+
+import click
+from aiohttp import web
+
+from clients.errors import ConfigError, Unavailable
+
+WORKER_ENV = "SABLE_WORKER"
+
+
+def tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
+    if not cert and not key:
+        return None
+    if not (cert and key):
+        raise ConfigError("--tls-cert and --tls-key go together")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        ctx.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as e:
+        raise ConfigError(f"cannot load TLS certificate or key: {e}") from None
+    return ctx
+
+
+async def serve(sites: list[tuple[web.Application, str, int, ssl.SSLContext | None]],
+                ready: Callable[[], Awaitable[None]] | None = None, reuse_port: bool = False) -> None:
+    """Start every app, call `ready()`, then run until SIGINT or SIGTERM and stop cleanly."""
+    os.umask(0o077)  # databases, WAL files and keys are for the service's user alone
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    runners = []
+    try:
+        for app, host, port, tls in sites:
+            runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            await runner.setup()
+            runners.append(runner)
+            try:
+                await web.TCPSite(runner, host, port, ssl_context=tls, reuse_port=reuse_port or None).start()
+            except OSError as e:
+                raise Unavailable(f"cannot listen on {host}:{port}: {e.strerror}") from None
+        if ready is not None:
+            await ready()
+        await stop.wait()
+    finally:
+        for runner in reversed(runners):
+            await runner.cleanup()
+
+
+def is_worker() -> bool:
+    return WORKER_ENV in os.environ
+
+
+def supervise(workers: int) -> int:
+    """Run `workers` copies of this command on one port; stop them all on SIGINT/SIGTERM, or
+    when one exits (so a supervisor such as systemd restarts the whole service). Workers may
+    start together: schema migrations take the database's lock."""
+    args = [sys.executable, "-m", "clients.cli.main", *sys.argv[1:]]
+    children = [subprocess.Popen(args, env={**os.environ, WORKER_ENV: str(n)}) for n in range(workers)]
+    stopping: list[bool] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopping.append(True))
+    code = 0
+    while not stopping:
+        exited = [c for c in children if c.poll() is not None]
+        if exited:
+            code = exited[0].returncode or 1
+            click.echo(f"sable: worker {exited[0].pid} exited ({exited[0].returncode}); stopping", err=True)
+            break
+        time.sleep(0.2)
+    for c in children:
+        if c.poll() is None:
+            c.terminate()
+    for c in children:
+        c.wait()
+    return code
+
+
+async def announce(name: str, url: str) -> None:
+    click.echo(f"sable {name} listening on {url}", err=True)

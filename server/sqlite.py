@@ -1,0 +1,287 @@
+"""The SQLite base both services' stores build on: connections, durable group commit,
+versioned migrations, and the tables every service has (meta, admins, audit).
+
+Writes go through one plain sqlite3 connection on its own thread, in WAL mode with
+synchronous=FULL: a whole batch of queued writes runs there in one call and one commit, and
+each caller resumes only after that commit is on disk. Reads use an aiosqlite connection and
+see only committed data. Write functions take the sqlite3 connection and are synchronous.
+
+This is the only module, with the services' `store/sqlite.py`, that speaks SQLite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+import aiosqlite
+
+from clients.errors import Unavailable
+from clients.tokens import ADMIN, secret_digest
+from server.audit import AuditRecord
+
+T = TypeVar("T")
+
+# Version 1 is the schema Sable 0.1.0 created, so its databases need no change.
+COMMON_V1 = """
+CREATE TABLE IF NOT EXISTS admins (hash BLOB PRIMARY KEY, created_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    event TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    request_id TEXT,
+    client TEXT,
+    token_id TEXT,
+    parent TEXT,
+    org TEXT,
+    user TEXT,
+    detail TEXT
+);
+"""
+
+
+class StoreError(Unavailable):
+    """The database is unusable (unreadable file, wrong schema version, wrong master key)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRow:
+    seq: int
+    at: float
+    event: str
+    outcome: str
+    request_id: str | None
+    client: str | None
+    token_id: str | None
+    parent: str | None
+    org: str | None
+    user: str | None
+    detail: dict | None
+
+
+def _settle(future: asyncio.Future, result: Any) -> None:
+    if not future.done():  # its caller may have been cancelled; the write stands regardless
+        future.set_result(result)
+
+
+def _statements(script: str) -> list[str]:
+    """A migration script as single statements (executescript would commit on its own)."""
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+class Database:
+    """Subclasses list their schema as `MIGRATIONS`: entry N-1 takes the database to version N."""
+
+    MIGRATIONS: ClassVar[Sequence[str]] = ()
+
+    def __init__(self, writer: sqlite3.Connection, pool: ThreadPoolExecutor, reader: aiosqlite.Connection,
+                 path: str):
+        self.path = path
+        self._w = writer
+        self._pool = pool  # one thread: the writer connection is only ever used from it
+        self._r = reader
+        self._queue: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future]] = []
+        self._writer_task: asyncio.Task | None = None
+
+    @classmethod
+    def schema_version(cls) -> int:
+        return len(cls.MIGRATIONS)
+
+    @classmethod
+    async def open(cls: type[T], path: str) -> T:
+        loop = asyncio.get_running_loop()
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
+        db_cls: Any = cls
+
+        def connect() -> sqlite3.Connection:
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            try:
+                conn.execute("PRAGMA busy_timeout=10000")
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=FULL")
+                conn.execute("PRAGMA foreign_keys=ON")
+                db_cls._migrate(conn, path)
+            except BaseException:
+                conn.close()
+                raise
+            return conn
+
+        reader = None
+        try:
+            writer = await loop.run_in_executor(pool, connect)
+        except StoreError:
+            pool.shutdown()
+            raise
+        except Exception as e:  # sqlite3.Error and OSError alike: say which file
+            pool.shutdown()
+            raise StoreError(f"cannot open database {path}: {e}") from None
+        try:
+            reader = await aiosqlite.connect(path, isolation_level=None)
+            await reader.execute("PRAGMA busy_timeout=5000")
+            await reader.execute("PRAGMA query_only=ON")
+        except Exception as e:
+            if reader is not None:
+                await reader.close()
+            await loop.run_in_executor(pool, writer.close)
+            pool.shutdown()
+            raise StoreError(f"cannot open database {path}: {e}") from None
+        return db_cls(writer, pool, reader, path)
+
+    @classmethod
+    def _migrate(cls, conn: sqlite3.Connection, path: str) -> None:
+        """Bring the schema to this build's version in one transaction. BEGIN IMMEDIATE takes
+        SQLite's write lock, so processes starting together upgrade it exactly once."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v BLOB NOT NULL)")
+            row = conn.execute("SELECT v FROM meta WHERE k = 'schema_version'").fetchone()
+            current, wanted = (int(row[0]) if row else 0), cls.schema_version()
+            if current > wanted:
+                raise StoreError(f"database {path} has schema version {current}, newer than this build's "
+                                 f"{wanted}: upgrade Sable")
+            for script in cls.MIGRATIONS[current:]:
+                for statement in _statements(script):
+                    conn.execute(statement)
+            if current != wanted:
+                conn.execute("INSERT OR REPLACE INTO meta (k, v) VALUES ('schema_version', ?)", (str(wanted).encode(),))
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    async def close(self) -> None:
+        if self._writer_task is not None:
+            await asyncio.shield(self._writer_task)
+        await self._r.close()
+        await asyncio.get_running_loop().run_in_executor(self._pool, self._w.close)
+        self._pool.shutdown()
+
+    # --- writes: group commit ----------------------------------------------------------------
+
+    async def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn(conn)` (synchronous, on the writer thread) in a write transaction; its commit
+        is durable when this returns.
+
+        Group commit: writes that arrive while a transaction is committing are queued, and the
+        next transaction runs them all, so one fsync serves many writers. If one of them raises,
+        the batch is rolled back and each is run again on its own, so only that one fails.
+        """
+        future = asyncio.get_running_loop().create_future()
+        self._queue.append((fn, future))
+        if self._writer_task is None or self._writer_task.done():
+            self._writer_task = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue, []
+            try:
+                results = await self._run_batch([fn for fn, _ in batch])
+            except Exception:
+                for fn, future in batch:  # isolate the failure: one transaction each
+                    try:
+                        (result,) = await self._run_batch([fn])
+                        _settle(future, result)
+                    except Exception as e:
+                        if not future.done():
+                            future.set_exception(e)
+                continue
+            for (_, future), result in zip(batch, results):
+                _settle(future, result)
+
+    async def _run_batch(self, fns: list[Callable[[sqlite3.Connection], Any]]) -> list:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._batch_sync, fns)
+
+    def _batch_sync(self, fns: list[Callable[[sqlite3.Connection], Any]]) -> list:
+        """On the writer thread: the whole batch in one transaction, one fsync at its COMMIT."""
+        self._w.execute("BEGIN IMMEDIATE")
+        try:
+            results = [fn(self._w) for fn in fns]
+        except BaseException:
+            self._w.execute("ROLLBACK")
+            raise
+        self._w.execute("COMMIT")
+        return results
+
+    # --- reads -------------------------------------------------------------------------------
+
+    async def _one(self, sql: str, args: Iterable[Any] = ()) -> Any:
+        async with self._r.execute(sql, tuple(args)) as cur:
+            return await cur.fetchone()
+
+    async def _all(self, sql: str, args: Iterable[Any] = ()) -> list:
+        async with self._r.execute(sql, tuple(args)) as cur:
+            return list(await cur.fetchall())
+
+    # --- what every service stores -------------------------------------------------------------
+
+    @staticmethod
+    def _audit(conn: sqlite3.Connection, records: list[AuditRecord]) -> None:
+        conn.executemany(
+            "INSERT INTO audit (at, event, outcome, request_id, client, token_id, parent, org, user, detail)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (r.at, r.event, r.outcome, r.request_id, r.client, r.token_id, r.parent, r.org, r.user,
+                 json.dumps(r.detail) if r.detail else None)
+                for r in records
+            ],
+        )
+
+    async def write_audit(self, records: list[AuditRecord]) -> None:
+        if records:
+            await self._tx(lambda c: self._audit(c, records))
+
+    async def audit_rows(self, event: str | None = None) -> list[AuditRow]:
+        """The audit trail, oldest first; only `event` rows if given."""
+        cols = "seq, at, event, outcome, request_id, client, token_id, parent, org, user, detail"
+        if event is None:
+            rows = await self._all(f"SELECT {cols} FROM audit ORDER BY seq")
+        else:
+            rows = await self._all(f"SELECT {cols} FROM audit WHERE event = ? ORDER BY seq", (event,))
+        return [AuditRow(*r[:10], json.loads(r[10]) if r[10] else None) for r in rows]
+
+    async def get_meta(self, key: str) -> bytes | None:
+        row = await self._one("SELECT v FROM meta WHERE k = ?", (key,))
+        return row[0] if row else None
+
+    async def ensure_meta(self, key: str, value: bytes) -> bytes:
+        """Store `value` under `key` unless one is there already; return the stored value.
+        Atomic, so two processes starting together agree on one value."""
+        def run(c: sqlite3.Connection) -> bytes:
+            c.execute("INSERT OR IGNORE INTO meta (k, v) VALUES (?, ?)", (key, value))
+            return c.execute("SELECT v FROM meta WHERE k = ?", (key,)).fetchone()[0]
+        return await self._tx(run)
+
+    async def add_admin(self, digest: bytes, now: int) -> None:
+        def run(c: sqlite3.Connection) -> None:
+            c.execute("INSERT OR IGNORE INTO admins (hash, created_at) VALUES (?, ?)", (digest, now))
+        await self._tx(run)
+
+    async def is_admin(self, credential: str | None) -> bool:
+        """Whether this is a registered admin credential (`sable_adm_...`), compared by digest."""
+        if not credential or not credential.startswith(ADMIN):
+            return False
+        digest = secret_digest(credential)
+        return await self._one("SELECT 1 FROM admins WHERE hash = ?", (digest,)) is not None
+
+    # --- operations ------------------------------------------------------------------------------
+
+    async def integrity_ok(self) -> bool:
+        row = await self._one("PRAGMA integrity_check")
+        return row is not None and row[0] == "ok"
+
+    async def backup(self, path: str) -> None:
+        """An online, consistent copy of the database file at `path`."""
+        def run() -> None:
+            dst = sqlite3.connect(path)
+            try:
+                self._w.backup(dst)
+            finally:
+                dst.close()
+        await asyncio.get_running_loop().run_in_executor(self._pool, run)
