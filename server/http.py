@@ -101,7 +101,7 @@ async def read_json(request: web.Request) -> dict:
     except web.HTTPRequestEntityTooLarge:
         raise BodyTooLarge() from None
     try:
-        body = json.loads(raw)
+        body = json.loads(raw.decode("utf-8"))  # strict: UTF-8-encoded surrogates are refused
         # A lone UTF-16 surrogate (\ud800) parses but cannot be stored or hashed: refuse it here.
         if _SURROGATE.search(raw):
             json.dumps(body, ensure_ascii=False).encode("utf-8")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -71,8 +72,33 @@ def _settle(future: asyncio.Future, result: Any) -> None:
 
 
 def _statements(script: str) -> list[str]:
-    """A migration script as single statements (executescript would commit on its own)."""
-    return [s.strip() for s in script.split(";") if s.strip()]
+    """A migration script as single statements (executescript would commit on its own).
+    A `;` ends a statement only where SQLite agrees it is complete (not inside a string or
+    a trigger body)."""
+    out, current = [], ""
+    for piece in script.split(";"):
+        current += piece + ";"
+        if sqlite3.complete_statement(current):
+            if current.strip(" \n\t;"):
+                out.append(current.strip())
+            current = ""
+    if current.strip(" \n\t;"):
+        out.append(current.strip())
+    return out
+
+
+def _wal(conn: sqlite3.Connection, timeout: float = 10.0) -> None:
+    """Switch to WAL. SQLite applies no busy timeout to this switch, so wait here while a
+    process starting beside us holds the new file's lock."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 class Database:
@@ -103,7 +129,7 @@ class Database:
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             try:
                 conn.execute("PRAGMA busy_timeout=10000")
-                conn.execute("PRAGMA journal_mode=WAL")
+                _wal(conn)
                 conn.execute("PRAGMA synchronous=FULL")
                 conn.execute("PRAGMA foreign_keys=ON")
                 db_cls._migrate(conn, path)

@@ -43,6 +43,10 @@ class FakeDischarger:
     def ticket(self, token: str, index: int = 0) -> tokens.RawCaveat:
         return [c for c in tokens.parse(token).caveats if c.third_party][index]
 
+    def discharge_key(self, token: str, index: int = 0) -> bytes:
+        """The caveat key sealed in the token's ticket, as the real discharger would open it."""
+        return open_ticket({self.kid: self.private}, self.ticket(token, index).cid).caveat_key
+
     def discharge(self, token: str, user: str = "alice", ttl: int = 300, bind: bool = True,
                   extra: list[str] = (), index: int = 0, now: float | None = None) -> str:
         cav = self.ticket(token, index)

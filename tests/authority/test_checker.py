@@ -1,0 +1,110 @@
+"""The `Checker`: verify for requests, with records from a real store, denials audited and
+uses recorded; and the parse cache in front of it."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from authority.audit import DenialLog
+from authority.keystore import KeyStore
+from authority.minting import build
+from authority.records import TokenCache
+from authority.store import TokenRow, open_store
+from authority.usage import Usage
+from authority.verification import Checker, ParseCache, parse_presentation
+from clients import tokens
+from clients.caveats import Access
+from clients.errors import BadRequest, Denial, TokenFormatError
+from server.audit import AuditRecord, Caller
+
+HERE = "http://authority.test"
+KEYS = KeyStore(bytes(32))
+CALLER = Caller("127.0.0.1", "rid-1")
+
+
+@pytest.fixture
+async def env(tmp_path):
+    store = await open_store(str(tmp_path / "a.db"))
+    await store.create_org("acme", 0, AuditRecord("org_create"))
+    usage = Usage(store, DenialLog(), last_used_interval=60)
+    checker = Checker(HERE, frozenset(), TokenCache(store, KEYS), usage, usage.denials)
+    yield store, checker
+    await store.close()
+
+
+async def service(store, caveats=("org acme",)) -> tuple[str, str]:
+    token_id = os.urandom(16).hex()
+    tok, sealed = build(KEYS, tokens.SERVICE, HERE, token_id, list(caveats))
+    row = TokenRow(token_id, "service", None, "acme", None, "alice", len(caveats), sealed, int(time.time()))
+    assert await store.insert_token(row, AuditRecord("strip"))
+    return tok.encode(), token_id
+
+
+async def test_allowed_check_records_the_use(env):
+    store, checker = env
+    text, token_id = await service(store)
+    v = await checker.check(checker.parse([text]), Access("acme", "r"), CALLER)
+    assert (v.record.id, v.user) == (token_id, "alice")
+    assert checker.usage.pending == {token_id: v.record.last_used_at}
+    assert checker.denials.buffer == []
+
+
+async def test_denied_check_is_audited_with_its_reason(env):
+    store, checker = env
+    text, token_id = await service(store)
+    with pytest.raises(Denial):
+        await checker.check(checker.parse([text]), Access("other", "r"), CALLER)
+    (record,) = checker.denials.buffer
+    assert (record.event, record.outcome, record.token_id, record.org) == ("verify_denied", "denied", token_id, "acme")
+    assert (record.client, record.request_id) == ("127.0.0.1", "rid-1")
+    assert "does not allow org 'other'" in record.detail["reason"]
+    assert checker.usage.pending == {}
+
+
+async def test_unknown_token_is_audited_without_an_org(env):
+    store, checker = env
+    tok, _ = build(KEYS, tokens.SERVICE, HERE, os.urandom(16).hex(), ["org acme"])
+    with pytest.raises(Denial, match="^unknown token$"):
+        await checker.check([tok], Access("acme", "r"), CALLER)
+    assert checker.denials.buffer[0].org is None
+
+
+async def test_presentation_shape(env):
+    _, checker = env
+    with pytest.raises(BadRequest, match="exactly one permission or service token"):
+        await checker.check([], Access("acme", "r"), CALLER)
+
+
+def test_parse_cache_parses_each_string_once_and_is_bounded():
+    tok, _ = build(KEYS, tokens.SERVICE, HERE, "ab" * 16, ["org acme"])
+    cache = ParseCache(max_entries=2)
+    text = tok.encode()
+    assert cache.parse(text) is cache.parse(text) and cache.parse(text) == tok
+    for n in range(3):
+        cache.parse(build(KEYS, tokens.SERVICE, HERE, f"{n:032x}", ["org acme"])[0].encode())
+    assert len(cache) <= 2
+    with pytest.raises(TokenFormatError):
+        cache.parse("sable_st_nope")
+    assert len(cache) <= 2
+
+
+def test_parse_presentation_limits():
+    tok, _ = build(KEYS, tokens.SERVICE, HERE, "ab" * 16, ["org acme"])
+    assert parse_presentation([tok.encode()]) == [tok]
+    with pytest.raises(BadRequest, match="^tokens must be a non-empty list of strings$"):
+        parse_presentation([])
+    assert len(parse_presentation([tok.encode()] * tokens.MAX_PRESENTATION)) == tokens.MAX_PRESENTATION
+    with pytest.raises(BadRequest, match=f"^at most {tokens.MAX_PRESENTATION} tokens per presentation$"):
+        parse_presentation([tok.encode()] * (tokens.MAX_PRESENTATION + 1))
+    with pytest.raises(TokenFormatError):
+        parse_presentation(["garbage"])
+
+
+def test_checker_parse_uses_its_cache():
+    tok, _ = build(KEYS, tokens.SERVICE, HERE, "cd" * 16, ["org acme"])
+    checker = Checker(HERE, frozenset(), None, None, None)  # type: ignore[arg-type]  # parse only
+    first = checker.parse([tok.encode()])[0]
+    assert checker.parse([tok.encode()])[0] is first and len(checker.parsed) == 1

@@ -1,0 +1,191 @@
+"""Unit tests for the authority's SQLite store (`authority.store.sqlite`), through
+`authority.store.open_store` on a real file: orgs, tokens, revocation cascades and the feed."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from authority.store import RevocationRow, TokenRow, open_store
+from server.audit import AuditRecord
+
+
+def new_id() -> str:
+    return os.urandom(16).hex()
+
+
+def token(org: str = "acme", parent: str | None = None, created_at: int = 100, **fields) -> TokenRow:
+    kind = "service" if parent else "permission"
+    return TokenRow(new_id(), kind, fields.pop("name", None), org, parent, fields.pop("user", None),
+                    fields.pop("caveat_count", 0), os.urandom(72), created_at, **fields)
+
+
+def mint() -> AuditRecord:
+    return AuditRecord("mint")
+
+
+@pytest.fixture
+async def store(tmp_path):
+    s = await open_store(str(tmp_path / "authority.db"))
+    await s.create_org("acme", 1, AuditRecord("org_create", org="acme"))
+    yield s
+    await s.close()
+
+
+async def insert(store, *rows: TokenRow, lineage=()) -> None:
+    for row in rows:
+        assert await store.insert_token(row, mint(), lineage)
+
+
+async def revoked_at(store, token_id: str) -> int | None:
+    row, _ = await store.load_token(token_id)
+    return row.revoked_at
+
+
+# --- orgs --------------------------------------------------------------------------------------
+
+
+async def test_orgs_create_duplicate_list_exists(store):
+    assert await store.create_org("beta", 20, AuditRecord("org_create", org="beta"))
+    assert not await store.create_org("beta", 30, AuditRecord("org_create", org="beta"))
+    assert [(o.name, o.created_at) for o in await store.list_orgs()] == [("acme", 1), ("beta", 20)]
+    assert await store.org_exists("beta")
+    assert not await store.org_exists("gamma")
+    assert [r.org for r in await store.audit_rows("org_create")] == ["acme", "beta"]  # no row for the duplicate
+
+
+# --- tokens ------------------------------------------------------------------------------------
+
+
+async def test_insert_and_load_round_trip(store):
+    row = token(name="ci", user="alice", caveat_count=3, created_at=1234)
+    await insert(store, row)
+    loaded, fps = await store.load_token(row.id)
+    assert loaded == row
+    assert fps == frozenset()
+    assert await store.load_token(new_id()) is None
+    (audit,) = await store.audit_rows("mint")
+    assert audit.event == "mint"
+
+
+async def test_child_of_a_revoked_parent_is_refused(store):
+    parent = token()
+    await insert(store, parent)
+    await store.revoke_token(parent.id, 200, AuditRecord("revoke"))
+    child = token(parent=parent.id)
+    assert not await store.insert_token(child, mint())
+    assert await store.load_token(child.id) is None
+    assert len(await store.audit_rows("mint")) == 1  # the refused insert wrote no audit row
+
+
+async def test_child_of_an_unknown_parent_is_refused(store):
+    assert not await store.insert_token(token(parent=new_id()), mint())
+
+
+async def test_child_with_a_revoked_lineage_fingerprint_is_refused(store):
+    parent = token()
+    await insert(store, parent)
+    fp = os.urandom(32)
+    assert await store.revoke_attenuation(parent.id, fp, 200, AuditRecord("revoke")) == []
+    assert not await store.insert_token(token(parent=parent.id), mint(), [os.urandom(32), fp])
+    assert await store.insert_token(token(parent=parent.id), mint(), [os.urandom(32)])
+
+
+async def test_touch_sets_last_used(store):
+    a, b = token(), token()
+    await insert(store, a, b)
+    await store.touch({a.id: 500})
+    await store.touch({})
+    assert (await store.load_token(a.id))[0].last_used_at == 500
+    assert (await store.load_token(b.id))[0].last_used_at is None
+
+
+async def test_list_tokens_filters_by_org(store):
+    await store.create_org("beta", 1, AuditRecord("org_create"))
+    first, second, other = token(created_at=10), token(created_at=20), token(org="beta")
+    await insert(store, second, other, first)
+    assert [r.id for r in await store.list_tokens("acme")] == [first.id, second.id]
+    assert [r.id for r in await store.list_tokens("beta")] == [other.id]
+    assert await store.list_tokens("nobody") == []
+
+
+async def test_insert_tokens_bulk_loads_and_feeds_revoked_ones(store):
+    live, gone = token(org="imported"), token(org="imported", revoked_at=77)
+    await store.insert_tokens([live, gone])
+    assert await store.org_exists("imported")
+    assert (await store.load_token(live.id))[0] == live
+    assert (await store.load_token(gone.id))[0].revoked_at == 77
+    assert [(r.token_id, r.scope, r.at) for r in await store.revocations_after(0, 10)] == [(gone.id, "token", 77)]
+
+
+# --- revocation --------------------------------------------------------------------------------
+
+
+async def test_revoke_token_cascades_to_descendants(store):
+    root, other = token(), token()
+    child = token(parent=root.id)
+    grandchild = token(parent=child.id)
+    await insert(store, root, other, child, grandchild)
+
+    audit = AuditRecord("revoke", detail={"why": "test"})
+    assert sorted(await store.revoke_token(root.id, 300, audit)) == sorted([root.id, child.id, grandchild.id])
+    for t in (root, child, grandchild):
+        assert await revoked_at(store, t.id) == 300
+    assert await revoked_at(store, other.id) is None
+    (row,) = await store.audit_rows("revoke")
+    assert row.detail["why"] == "test" and sorted(row.detail["revoked"]) == sorted([root.id, child.id, grandchild.id])
+
+
+async def test_revoke_token_returns_only_newly_revoked(store):
+    root = token()
+    child = token(parent=root.id)
+    grandchild = token(parent=child.id)
+    await insert(store, root, child, grandchild)
+
+    assert sorted(await store.revoke_token(child.id, 300, AuditRecord("revoke"))) == sorted([child.id, grandchild.id])
+    assert await store.revoke_token(root.id, 400, AuditRecord("revoke")) == [root.id]
+    assert await revoked_at(store, child.id) == 300  # the first revocation time stands
+    assert await store.revoke_token(root.id, 500, AuditRecord("revoke")) == []
+    assert await store.revoke_token(new_id(), 500, AuditRecord("revoke")) is None
+    assert len(await store.audit_rows("revoke")) == 2  # no audit row when nothing changed
+
+
+async def test_revoke_attenuation_revokes_tokens_stripped_from_it(store):
+    parent = token()
+    fp, other_fp = os.urandom(32), os.urandom(32)
+    stripped, unrelated = token(parent=parent.id), token(parent=parent.id)
+    grandchild = token(parent=stripped.id)
+    await insert(store, parent)
+    await insert(store, stripped, lineage=[other_fp, fp])
+    await insert(store, unrelated, lineage=[other_fp])
+    await insert(store, grandchild)
+
+    revoked = await store.revoke_attenuation(parent.id, fp, 300, AuditRecord("revoke_attenuation"))
+    assert sorted(revoked) == sorted([stripped.id, grandchild.id])
+    assert await revoked_at(store, parent.id) is None
+    assert await revoked_at(store, unrelated.id) is None
+    assert await revoked_at(store, grandchild.id) == 300
+    assert (await store.load_token(parent.id))[1] == frozenset({fp})
+    assert await store.revoke_attenuation(parent.id, fp, 400, AuditRecord("revoke_attenuation")) is None
+
+
+async def test_revocation_feed_is_ordered_exclusive_and_limited(store):
+    a, b = token(), token()
+    await insert(store, a, b)
+    assert await store.revocation_head() == 0
+    fp = os.urandom(32)
+    await store.revoke_token(a.id, 10, AuditRecord("revoke"))
+    await store.revoke_attenuation(b.id, fp, 20, AuditRecord("revoke_attenuation"))
+    await store.revoke_token(b.id, 30, AuditRecord("revoke"))
+
+    feed = await store.revocations_after(0, 100)
+    assert [r.seq for r in feed] == sorted(r.seq for r in feed)
+    assert [(r.token_id, r.scope, r.at, r.fingerprint) for r in feed] == [
+        (a.id, "token", 10, None), (b.id, "attenuation", 20, fp), (b.id, "token", 30, None),
+    ]
+    assert all(isinstance(r, RevocationRow) for r in feed)
+    assert await store.revocation_head() == feed[-1].seq
+    assert await store.revocations_after(feed[0].seq, 100) == feed[1:]
+    assert await store.revocations_after(0, 2) == feed[:2]
+    assert await store.revocations_after(feed[-1].seq, 100) == []

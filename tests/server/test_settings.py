@@ -1,0 +1,76 @@
+"""Unit tests for `server.settings`: reading a TOML section and picking flag > file > default."""
+
+from __future__ import annotations
+
+import pytest
+
+from clients.errors import ConfigError
+from server.settings import picker, read_toml
+
+
+def write(tmp_path, text: str | bytes) -> str:
+    path = tmp_path / "sable.toml"
+    if isinstance(text, str):
+        path.write_text(text)
+    else:
+        path.write_bytes(text)
+    return str(path)
+
+
+def test_reads_the_named_section(tmp_path):
+    path = write(tmp_path, 'top = 1\n[authority]\nport = 8700\nurl = "http://a"\n[discharger]\nport = 8701\n')
+    assert read_toml(path, "authority") == {"port": 8700, "url": "http://a"}
+    assert read_toml(path, "discharger") == {"port": 8701}
+
+
+def test_without_the_section_reads_the_top_level(tmp_path):
+    path = write(tmp_path, 'port = 9000\ndb = "/var/lib/sable.db"\n')
+    assert read_toml(path, "authority") == {"port": 9000, "db": "/var/lib/sable.db"}
+
+
+@pytest.mark.parametrize("path", [None, ""])
+def test_no_path_is_no_settings(path):
+    assert read_toml(path, "authority") == {}
+
+
+def test_missing_file_is_a_config_error_naming_it(tmp_path):
+    path = str(tmp_path / "missing.toml")
+    with pytest.raises(ConfigError) as info:
+        read_toml(path, "authority")
+    assert path in info.value.message
+    assert "No such file" in info.value.message
+
+
+def test_invalid_toml_is_a_config_error_naming_it(tmp_path):
+    path = write(tmp_path, "[authority\nport = \n")
+    with pytest.raises(ConfigError) as info:
+        read_toml(path, "authority")
+    assert path in info.value.message and "not valid TOML" in info.value.message
+
+
+def test_non_utf8_file_is_a_config_error(tmp_path):
+    path = write(tmp_path, b'port = "\xff"\n')
+    with pytest.raises(ConfigError) as info:
+        read_toml(path, "authority")
+    assert path in info.value.message
+
+
+FLAGS = {"port": 9000, "debug": False, "host": None, "workers": 0}
+FILE = {"port": 8000, "debug": True, "host": "0.0.0.0", "workers": 4, "url": "http://file"}
+
+
+@pytest.mark.parametrize(("name", "default", "expected"), [
+    ("port", 1, 9000),  # flag beats file
+    ("debug", None, False),  # a false flag still beats the file
+    ("workers", None, 0),
+    ("host", "127.0.0.1", "0.0.0.0"),  # a None flag falls through to the file
+    ("url", "http://default", "http://file"),  # no flag: the file
+    ("missing", "fallback", "fallback"),  # neither: the default
+    ("missing", None, None),
+])
+def test_picker_precedence(name, default, expected):
+    assert picker(FLAGS, FILE)(name, default) == expected
+
+
+def test_picker_default_default_is_none():
+    assert picker({}, {})("anything") is None
