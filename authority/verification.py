@@ -164,7 +164,7 @@ def verify(
         used.add(id(d))
         if d.location != c.location:
             raise Denial("discharge location does not match its caveat")
-        key = macaroon.open_caveat_key(sig_before, c.vid)  # type: ignore[arg-type]  # third-party: vid set
+        key = macaroon.open_caveat_key(sig_before, c.vid)
         if key is None:
             raise Denial("third-party caveat cannot be opened")
         dsig = macaroon.discharge_signature(key, d)
@@ -196,7 +196,7 @@ def verify(
     # Rule 5: every first-party caveat allows the request.
     for cav in first:
         if access is None:  # strip: request-dependent caveats are copied, not judged
-            reason = cav.prohibits(None, now) if cav.time_bound else None  # type: ignore[arg-type]
+            reason = cav.prohibits(None, now) if cav.time_bound else None
         else:
             reason = cav.prohibits(access, now)
         if reason:

@@ -22,7 +22,7 @@ from clients.tokens import DISCHARGE, RawCaveat, Token
 try:  # the C function behind hmac.digest, without its Python wrapper (a third of a short HMAC)
     from _hashlib import hmac_digest as digest
 except ImportError:  # pragma: no cover - CPython without OpenSSL
-    digest = hmac.digest
+    digest = hmac.digest  # type: ignore[assignment]
 
 _KEYGEN = b"macaroons-key-generator"
 _ZERO = bytes(32)

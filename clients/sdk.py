@@ -9,6 +9,7 @@ left, and otherwise only for requests that are safe to repeat. Every failure rai
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 import aiohttp
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential, wait_random
@@ -80,6 +81,7 @@ class _Client:
         async for attempt in retrying:
             with attempt:
                 return await self._send(method, path, body, bearer, params, timeout, ok)
+        raise AssertionError("unreachable: tenacity re-raises the last failure")
 
     async def _send(self, method, path, body, bearer, params, timeout, ok) -> dict:
         headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
@@ -116,9 +118,9 @@ class AuthorityClient(_Client):
     async def list_orgs(self) -> list[dict]:
         return (await self.request("GET", "/v1/orgs", bearer=self._admin()))["orgs"]
 
-    async def mint(self, org: str, caveats: list[str] = (), name: str | None = None,
+    async def mint(self, org: str, caveats: Sequence[str] = (), name: str | None = None,
                    expires_in: int | None = None) -> dict:
-        body = {"org": org, "caveats": list(caveats)}
+        body: dict[str, object] = {"org": org, "caveats": list(caveats)}
         if name is not None:
             body["name"] = name
         if expires_in is not None:

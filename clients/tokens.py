@@ -207,7 +207,7 @@ def _decode_v2(prefix: str, raw: bytes) -> Token:
     i += 1
     if prefix != DISCHARGE and (len(identifier) != 1 + TOKEN_ID_BYTES or identifier[0] != 1):
         raise TokenFormatError("token identifier has the wrong shape")
-    caveats = []
+    caveats: list[RawCaveat] = []
     size = len(raw)
     while True:
         ft = raw[i]

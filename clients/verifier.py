@@ -117,7 +117,7 @@ class Verifier:
             elif mono < entry.until:
                 now = time.time()
                 for cav in entry.timed:
-                    reason = cav.prohibits(None, now)
+                    reason = cav.prohibits(None, now)  # type: ignore[arg-type]  # time caveats ignore access
                     if reason:
                         self._drop(key)
                         return Decision(False, reason, entry.decision.id, error="denied")
@@ -154,6 +154,7 @@ class Verifier:
     def _store(self, key: tuple, entry: _Entry) -> None:
         self._drop(key)
         self._entries[key] = entry
+        assert entry.decision.id is not None  # only allowed decisions are stored
         self._by_id.setdefault(entry.decision.id, set()).add(key)
         while len(self._entries) > self.max_entries:
             old_key, old = self._entries.popitem(last=False)
@@ -166,11 +167,12 @@ class Verifier:
             self._unindex(key, entry)
 
     def _unindex(self, key: tuple, entry: _Entry) -> None:
-        keys = self._by_id.get(entry.decision.id)
+        token_id = entry.decision.id or ""
+        keys = self._by_id.get(token_id)
         if keys is not None:
             keys.discard(key)
             if not keys:
-                del self._by_id[entry.decision.id]
+                del self._by_id[token_id]
 
     def revoke(self, token_ids: list[str]) -> None:
         """Drop every cached decision for these token ids."""

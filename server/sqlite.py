@@ -270,7 +270,8 @@ class Database:
             rows = await self._all(f"SELECT {cols} FROM audit ORDER BY seq")
         else:
             rows = await self._all(f"SELECT {cols} FROM audit WHERE event = ? ORDER BY seq", (event,))
-        return [AuditRow(*r[:10], json.loads(r[10]) if r[10] else None) for r in rows]
+        return [AuditRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], json.loads(r[10]) if r[10] else None)
+                for r in rows]
 
     async def get_meta(self, key: str) -> bytes | None:
         row = await self._one("SELECT v FROM meta WHERE k = ?", (key,))

@@ -45,8 +45,10 @@ async def service(store, caveats=("org acme",)) -> tuple[str, str]:
 
 async def test_allowed_check_records_the_use(env):
     store, checker = env
-    text, token_id = await service(store)
+    from clients.caveats import format_time
+    text, token_id = await service(store, ("org acme", f"expires {format_time(int(time.time()) + 60)}"))
     v = await checker.check(checker.parse([text]), Access("acme", "r"), CALLER)
+    assert len(checker.chains) == 1  # the verified chain is cached for the next check
     assert (v.record.id, v.user) == (token_id, "alice")
     assert checker.usage.pending == {token_id: v.record.last_used_at}
     assert checker.denials.buffer == []
@@ -76,6 +78,34 @@ async def test_presentation_shape(env):
     _, checker = env
     with pytest.raises(BadRequest, match="exactly one permission or service token"):
         await checker.check([], Access("acme", "r"), CALLER)
+
+
+def test_parse_cache_empties_when_full():
+    cache = ParseCache(max_entries=2)
+    for n in range(3):
+        cache.parse(build(KEYS, tokens.SERVICE, HERE, f"{n + 7:032x}", ["org acme"])[0].encode())
+    assert len(cache) == 1
+
+
+async def test_permission_token_needs_a_trusted_discharger(tmp_path):
+    from tests.helpers import FakeDischarger
+    d = FakeDischarger()
+    store = await open_store(str(tmp_path / "b.db"))
+    try:
+        await store.create_org("acme", 0, AuditRecord("org_create"))
+        token_id = os.urandom(16).hex()
+        tok, sealed = build(KEYS, tokens.PERMISSION, HERE, token_id, ["org acme"], d.trust, "acme")
+        row = TokenRow(token_id, "permission", None, "acme", None, None, len(tok.caveats), sealed, 0)
+        assert await store.insert_token(row, AuditRecord("mint"))
+        usage = Usage(store, DenialLog())
+        presented = [tok, tokens.parse(d.discharge(tok.encode()))]
+        trusting = Checker(HERE, frozenset([d.location]), TokenCache(store, KEYS), usage, usage.denials)
+        assert (await trusting.check(presented, Access("acme", "r"), CALLER)).user == "alice"
+        wary = Checker(HERE, frozenset(), TokenCache(store, KEYS), usage, usage.denials)
+        with pytest.raises(Denial, match="not addressed to a trusted discharger"):
+            await wary.check(presented, Access("acme", "r"), CALLER)
+    finally:
+        await store.close()
 
 
 def test_parse_cache_parses_each_string_once_and_is_bounded():

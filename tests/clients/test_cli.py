@@ -16,21 +16,9 @@ from click.testing import CliRunner
 from clients import tokens
 from clients.cli.common import DURATION
 from clients.cli.main import main
-from tests.e2e.test_flow import SABLE, free_port, sable
+from tests.support import SABLE, free_port, sable, wait_healthy
 
-
-def wait_healthy(url: str, proc: subprocess.Popen, log_path) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(url + "/healthz", timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        assert proc.poll() is None, open(log_path).read()
-        assert time.monotonic() < deadline, open(log_path).read()
-        time.sleep(0.1)
+pytestmark = pytest.mark.slow  # real `sable` subprocesses
 
 
 def get_json(url: str) -> dict:

@@ -7,7 +7,7 @@ import pytest
 from aiohttp import web
 
 from clients.sdk import AuthorityClient, SableAPIError
-from tests.e2e.test_flow import free_port
+from tests.support import free_port
 
 
 async def test_errors_carry_the_server_code(authority):

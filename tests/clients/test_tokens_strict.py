@@ -55,8 +55,10 @@ def test_good_payload_parses():
     (with_check("sable_st_AgE="), "payload is not valid base64url"),
     (with_check("sable_st_AgE*"), "payload is not valid base64url"),
     (with_check("sable_st_Ag.E"), "payload is not valid base64url"),
+    (with_check("sable_st_AgEA**"), "payload is not valid base64url"),  # a lax decoder would drop the **
     (with_check("sable_st_AgF"), "payload is not canonical base64url"),
     (with_check("sable_st_Ah"), "payload is not canonical base64url"),
+    (with_check("sable_st_AE"), "payload is not canonical base64url"),
 ])
 def test_string_level_refusals(text, reason):
     assert refused(text) == reason
@@ -87,6 +89,7 @@ def test_size_limit_is_inclusive():
     (payload(b"\x02\x11" + IDENT) + b"\x00", "bad signature field or trailing bytes"),
     (payload(b"\x02\x11" + IDENT)[:-1], "bad signature field or trailing bytes"),
     (b"\x02\x02\xff", "payload is not a libmacaroons v2 macaroon"),
+    (b"\x02\x02\x11" + IDENT + b"\x00\x02\x02ab", "payload is not a libmacaroons v2 macaroon"),
     (b"\x02\x01\x02\xff\xfe", "payload is not a libmacaroons v2 macaroon"),
     (payload(b"\x02\x11" + IDENT, caveats=b"\x02\x80\x00x\x00"), "non-minimal varint"),
     (payload(b"\x02\x11" + IDENT, caveats=b"\x02\x81\x80\x00x\x00"), "non-minimal varint"),
@@ -120,6 +123,11 @@ def test_locations_decode_as_utf8():
     back = tokens.parse(tok.encode())
     assert (back.location, back.caveats[0].location) == ("http://é", "http://ü")
     assert tokens.parse(text_of(GOOD)).location is None
+
+
+def test_third_party_caveat_without_a_location():
+    tok = Token(tokens.PERMISSION, None, IDENT, (RawCaveat(b"t", b"v"),), bytes(32))
+    assert tokens.parse(tok.encode()).caveats == (RawCaveat(b"t", b"v", None),)
 
 
 def test_discharge_identifier_is_free_form():

@@ -6,8 +6,7 @@ import time
 
 from clients import caveats, offline
 from clients.verifier import Verifier
-from tests.e2e.test_flow import SABLE
-from tests.integration.test_lifecycle import strip
+from tests.support import SABLE, strip
 
 
 def url(authority) -> str:

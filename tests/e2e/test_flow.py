@@ -3,11 +3,8 @@ user would type it, in subprocesses with real ports."""
 
 import json
 import os
-import socket
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -16,8 +13,9 @@ from authority.config import TrustedDischarger
 from clients import offline, tokens
 from clients.sdk import AuthorityClient, DischargerClient, SableAPIError
 from clients.tickets import b64d, b64e
+from tests.support import SABLE, free_port, sable
 
-SABLE = str(Path(sys.executable).parent / "sable")
+pytestmark = pytest.mark.slow  # real `sable` subprocesses
 
 
 async def test_walkthrough_through_the_sdk(aiohttp_server, real_discharger, authority_config, admin_token):
@@ -56,12 +54,6 @@ async def test_walkthrough_through_the_sdk(aiohttp_server, real_discharger, auth
         assert denied["allowed"] is False and "revoked" in denied["message"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def dev_stack(tmp_path):
     a_port, d_port = free_port(), free_port()
@@ -80,10 +72,6 @@ def dev_stack(tmp_path):
     yield proc, json.loads(dev_json.read_text()), tmp_path
     proc.terminate()
     proc.wait(timeout=10)
-
-
-def sable(env, *args, stdin=None):
-    return subprocess.run([SABLE, *args], env=env, input=stdin, capture_output=True, text=True, timeout=30)
 
 
 def test_walkthrough_through_the_cli(dev_stack):

@@ -6,9 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.test_flow import dev_stack  # noqa: F401  (fixture)
 
 README = Path(__file__).parents[2] / "README.md"
+
+
+pytestmark = pytest.mark.slow  # real `sable` subprocesses
 
 
 def walkthrough() -> str:

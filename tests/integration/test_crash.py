@@ -12,14 +12,17 @@ import urllib.request
 
 import aiohttp
 import nacl.utils
+import pytest
 
 from authority.store import open_store
 from clients import tokens
-from tests.clients.test_cli import wait_healthy
-from tests.e2e.test_flow import SABLE, free_port
 from tests.helpers import FakeDischarger
+from tests.support import SABLE, free_port, wait_healthy
 
 CYCLES = int(os.environ.get("SABLE_CRASH_CYCLES", "20"))
+
+
+pytestmark = pytest.mark.slow  # real `sable` subprocesses
 
 
 async def integrity_ok(path) -> bool:

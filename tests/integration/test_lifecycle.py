@@ -14,14 +14,7 @@ from authority.records import TokenCache
 from authority.service import Authority
 from authority.store import StoreError, open_store
 from clients import offline, tokens
-
-
-async def strip(authority, pt, **extra):
-    dt = authority.discharger.discharge(pt)
-    status, body = await authority.post("/v1/service-tokens", {"tokens": [pt, dt], **extra})
-    assert status == 201, body
-    return body
-
+from tests.support import strip
 
 # --- admin -----------------------------------------------------------------------------------
 

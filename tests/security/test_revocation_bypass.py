@@ -1,8 +1,8 @@
 """Attacker goal: keep using a token after it, or an ancestor, was revoked."""
 
 from clients import offline, tokens
-from tests.integration.test_lifecycle import strip
 from tests.security.helpers import expect
+from tests.support import strip
 
 
 async def test_revoked_service_token_attenuated_further(authority):

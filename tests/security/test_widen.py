@@ -14,7 +14,7 @@ def append_raw(token: str, predicate: bytes) -> str:
 
 
 async def service(authority, caveats=("apps orders", "actions r")) -> str:
-    from tests.integration.test_lifecycle import strip
+    from tests.support import strip
     pt = await authority.mint(list(caveats))
     return (await strip(authority, pt))["token"]
 
