@@ -40,7 +40,7 @@ class Revocation:
             raise BadRequest("revoke takes exactly one permission or service token")
         tok = parsed[0]
         rec = await self.records.get(tok.token_id)  # type: ignore[arg-type]  # not a discharge
-        sigs = authenticate(tok, rec, self.location, revoked_ok=True)  # Denial (403) if forged
+        sigs = authenticate(tok, rec, self.location, revoked_ok=True)[0]  # Denial (403) if forged
         assert rec is not None
         now = int(time.time())
         audit = caller.record("revoke", token_id=rec.id, parent=rec.parent, org=rec.org)

@@ -10,7 +10,9 @@ refused as nested, so self-referencing discharges cost one loop, not a stack ove
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from authority.audit import DenialLog
 from authority.records import TokenCache, TokenRecord
@@ -28,6 +30,9 @@ class Verified:
     record: TokenRecord
     user: str | None
     caveats: list[Caveat]  # first-party caveats of the token, then of its discharges
+
+
+Walk = tuple[list[bytes], list[Any], list[tuple[int, tokens.RawCaveat, bytes]]]
 
 
 class ChainCache:
@@ -99,14 +104,17 @@ def _identify(token: Token, rec: TokenRecord | None, location: str, revoked_ok: 
     return rec.sig0
 
 
-def authenticate(token: Token, rec: TokenRecord | None, location: str, revoked_ok: bool = False) -> list[bytes]:
+def authenticate(token: Token, rec: TokenRecord | None, location: str, revoked_ok: bool = False,
+                 parse: Callable[[bytes], Any] = bytes) -> Walk:
     """Rule 1 whole: the token's signature chain is valid for its recorded key (compared in
-    constant time). Returns the signature after each caveat."""
+    constant time). Returns `macaroon.walk`'s (signatures, first-party caveats, third-party
+    caveats with the signature before each)."""
     sig0 = _identify(token, rec, location, revoked_ok)
-    sigs = macaroon.chain(sig0, token.caveats)
+    walked = macaroon.walk(sig0, token.caveats, parse)
+    sigs = walked[0]
     if not macaroon.equal(sigs[-1] if sigs else sig0, token.signature):
         raise Denial("signature does not match")
-    return sigs
+    return walked
 
 
 def verify(
@@ -130,14 +138,10 @@ def verify(
         first, third = list(known[0]), known[1]
     else:
         # Rule 1: a known, unrevoked token whose signature chain is valid.
-        sigs = authenticate(token, rec, location)
+        sigs, first, third = authenticate(token, rec, location, parse=parse)
         # Rule 2: no signature along the chain is a revoked attenuation.
-        if fps and any(macaroon.fingerprint(s) in fps for s in sigs):
+        if fps and not fps.isdisjoint(map(macaroon.fingerprint, sigs)):
             raise Denial("this attenuation of the token is revoked")
-        first = [parse(c.cid) for c in token.caveats if c.vid is None]
-        # Third-party caveats with the signature before each: the key their vid is boxed under.
-        third = [(i, c, sigs[i - 1] if i else rec.sig0) for i, c in enumerate(token.caveats)  # type: ignore[union-attr]
-                 if c.vid is not None]
         if chains is not None and not fps:
             chains.put(token, (tuple(first), third))
     assert rec is not None

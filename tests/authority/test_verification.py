@@ -157,13 +157,14 @@ def test_a_changed_caveat_breaks_the_signature():
 
 def test_authenticate_returns_every_intermediate_signature():
     tok, rec = service(caveats=("org acme", "apps orders", "hosts a"))
-    sigs = authenticate(tok, rec, HERE)
+    sigs, first, third = authenticate(tok, rec, HERE)
     assert len(sigs) == 3 and sigs[-1] == tok.signature
+    assert first == [b"org acme", b"apps orders", b"hosts a"] and third == []
     assert sigs[0] == macaroon.first_party(rec.sig0, b"org acme")
     rec.revoked = True
     with pytest.raises(Denial, match="revoked"):
         authenticate(tok, rec, HERE)
-    assert authenticate(tok, rec, HERE, revoked_ok=True) == sigs
+    assert authenticate(tok, rec, HERE, revoked_ok=True)[0] == sigs
 
 
 # --- rule 2 -------------------------------------------------------------------------------

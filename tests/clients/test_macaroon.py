@@ -107,3 +107,14 @@ def test_mint_with_n_caveats_verifies_in_pymacaroons(n):
     v = Verifier()
     v.satisfy_general(lambda p: True)
     assert v.verify(m, ROOT) and sig_of(m) == tok.signature
+
+
+def test_walk_is_chain_split_by_party():
+    sig0 = macaroon.initial_signature(ROOT, IDENT)
+    tok = macaroon.mint("sable_pt_", "here", IDENT, sig0, ["org acme"])
+    tok = macaroon.add_third_party(tok, bytes(range(32)), b"ticket", "there")
+    tok = macaroon.attenuate(tok, ["hosts a"])
+    sigs, first, third = macaroon.walk(sig0, tok.caveats, bytes.decode)
+    assert sigs == macaroon.chain(sig0, tok.caveats) and sigs[-1] == tok.signature
+    assert first == ["org acme", "hosts a"]
+    assert third == [(1, tok.caveats[1], sigs[0])]
