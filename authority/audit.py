@@ -48,3 +48,17 @@ class DenialLog:
             out.append(AuditRecord("verify_denials_aggregated", outcome="denied", detail={"count": self.dropped}))
             self.dropped = 0
         return out
+
+    def restore(self, records: list[AuditRecord]) -> None:
+        """Put back records whose write failed, ahead of newer ones. As in `add`, records
+        beyond `max_buffer` are kept only as a count."""
+        lost = 0
+        merged = []
+        for r in records + self.buffer:
+            if r.event == "verify_denials_aggregated":  # folded back into the count
+                lost += (r.detail or {}).get("count", 0)
+            else:
+                merged.append(r)
+        lost += max(0, len(merged) - self.max_buffer)
+        self.buffer = merged[:self.max_buffer]
+        self.dropped += lost

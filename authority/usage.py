@@ -24,6 +24,7 @@ class Usage:
         self.flush_interval = flush_interval
         self.pending: dict[str, int] = {}  # token id -> last use not yet written
         self._task: asyncio.Task | None = None
+        self._flushing = asyncio.Lock()  # an explicit flush waits for the background one
 
     def used(self, rec: TokenRecord, now: int) -> None:
         """Note a successful use; written at most once per interval per token."""
@@ -36,10 +37,21 @@ class Usage:
         return self.pending.get(token_id, stored)
 
     async def flush(self) -> None:
-        """Write buffered denial audits and last-used times."""
-        await self._store.write_audit(self.denials.take())
-        pending, self.pending = self.pending, {}
-        await self._store.touch(pending)
+        """Write buffered denial audits and last-used times. What a failed write held is kept
+        for the next flush, so a database outage loses no denial record or last use."""
+        async with self._flushing:
+            records = self.denials.take()
+            try:
+                await self._store.write_audit(records)
+            except BaseException:
+                self.denials.restore(records)
+                raise
+            pending, self.pending = self.pending, {}
+            try:
+                await self._store.touch(pending)
+            except BaseException:
+                self.pending = {**pending, **self.pending}  # newer uses win
+                raise
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run())

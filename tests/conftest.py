@@ -4,7 +4,7 @@ import pytest
 from authority.app import create_app
 from authority.config import AuthorityConfig
 from clients import tokens
-from tests.helpers import FakeDischarger
+from tests.support.fakes import FakeDischarger
 
 AUTHORITY_URL = "http://authority.test"
 

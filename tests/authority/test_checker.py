@@ -88,7 +88,7 @@ def test_parse_cache_empties_when_full():
 
 
 async def test_permission_token_needs_a_trusted_discharger(tmp_path):
-    from tests.helpers import FakeDischarger
+    from tests.support.fakes import FakeDischarger
     d = FakeDischarger()
     store = await open_store(str(tmp_path / "b.db"))
     try:

@@ -13,18 +13,10 @@ import pytest
 from authority.feed import RevocationFeed
 from authority.keystore import KeyStore
 from authority.records import TokenCache
-from authority.store import TokenRow, open_store
+from authority.store import TokenRow
 from server.audit import AuditRecord
 
 LONG = 10.0
-
-
-@pytest.fixture
-async def store(tmp_path):
-    s = await open_store(str(tmp_path / "authority.db"))
-    await s.create_org("acme", 1, AuditRecord("org_create"))
-    yield s
-    await s.close()
 
 
 @pytest.fixture

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import os
 
-import pytest
-
-from authority.store import RevocationRow, TokenRow, open_store
+from authority.store import RevocationRow, TokenRow
 from server.audit import AuditRecord
 
 
@@ -23,14 +21,6 @@ def token(org: str = "acme", parent: str | None = None, created_at: int = 100, *
 
 def mint() -> AuditRecord:
     return AuditRecord("mint")
-
-
-@pytest.fixture
-async def store(tmp_path):
-    s = await open_store(str(tmp_path / "authority.db"))
-    await s.create_org("acme", 1, AuditRecord("org_create", org="acme"))
-    yield s
-    await s.close()
 
 
 async def insert(store, *rows: TokenRow, lineage=()) -> None:

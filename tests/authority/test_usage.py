@@ -3,23 +3,17 @@ and `authority.audit.DenialLog` (log-line cap and buffer bound for denied verifi
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import pytest
 
 from authority.audit import DenialLog
 from authority.records import TokenRecord
-from authority.store import TokenRow, open_store
+from authority.store import TokenRow
 from authority.usage import Usage
 from server.audit import AuditRecord
-
-
-@pytest.fixture
-async def store(tmp_path):
-    s = await open_store(str(tmp_path / "authority.db"))
-    await s.create_org("acme", 1, AuditRecord("org_create"))
-    yield s
-    await s.close()
+from server.sqlite import StoreError
 
 
 async def new_record(store) -> TokenRecord:
@@ -79,6 +73,70 @@ async def test_stop_flushes(store):
     assert (await store.load_token(rec.id))[0].last_used_at == 1000
 
 
+class Outage:
+    """The real store, except that its next `fail` writes find the database gone."""
+
+    def __init__(self, store, fail: int = 1):
+        self._store, self.fail = store, fail
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    async def _maybe_fail(self):
+        if self.fail:
+            self.fail -= 1
+            raise StoreError("database unavailable")
+
+    async def write_audit(self, records):
+        await self._maybe_fail()
+        await self._store.write_audit(records)
+
+    async def touch(self, pending):
+        await self._maybe_fail()
+        await self._store.touch(pending)
+
+
+async def test_a_failed_flush_keeps_denials_for_the_next(store):
+    usage = Usage(Outage(store), DenialLog(), last_used_interval=60)
+    rec = await new_record(store)
+    usage.used(rec, 1000)
+    usage.denials.add(denial(1000.1, rec.id))
+    with pytest.raises(StoreError):
+        await usage.flush()
+    usage.denials.add(denial(1000.2))
+    await usage.flush()
+    rows = await store.audit_rows("verify_denied")
+    assert [r.token_id for r in rows] == [rec.id, None]  # the older one first, none lost
+    assert (await store.load_token(rec.id))[0].last_used_at == 1000
+
+
+async def test_a_failed_last_used_write_is_retried_newest_first(store):
+    outage = Outage(store, fail=0)
+    usage = Usage(outage, DenialLog(), last_used_interval=60)
+    rec = await new_record(store)
+    usage.used(rec, 1000)
+    outage.fail = 1
+    usage.denials.take()  # nothing to audit: the first write to fail is `touch`
+    outage.write_audit = store.write_audit  # type: ignore[method-assign]
+    with pytest.raises(StoreError):
+        await usage.flush()
+    assert usage.pending == {rec.id: 1000}
+    usage.used(rec, 1100)  # a newer use while the database was away wins
+    await usage.flush()
+    assert (await store.load_token(rec.id))[0].last_used_at == 1100 and usage.pending == {}
+
+
+async def test_an_explicit_flush_waits_for_the_background_one(store):
+    usage = Usage(store, DenialLog(), flush_interval=0.001)
+    for i in range(200):
+        usage.denials.add(denial(1000 + i / 1000))
+    await usage.start()
+    await asyncio.sleep(0.002)  # the loop is most likely mid-write now
+    await usage.flush()
+    assert len(await store.audit_rows("verify_denied")) == 200
+    await usage.stop()
+
+
 # --- DenialLog ---------------------------------------------------------------------------------
 
 
@@ -118,3 +176,15 @@ async def test_buffer_overflow_is_counted_in_one_aggregated_record(store):
     assert aggregated.outcome == "denied" and aggregated.detail == {"count": 4}
 
     assert log.take() == []  # the count was reset with the flush
+
+
+def test_restored_records_go_first_and_stay_bounded():
+    log = DenialLog(max_buffer=3)
+    old = [denial(1), denial(2)]
+    log.add(denial(3))
+    log.add(denial(4))
+    log.restore(old)
+    assert [r.at for r in log.buffer] == [1, 2, 3] and log.dropped == 1
+    log.restore([AuditRecord("verify_denials_aggregated", detail={"count": 5})])
+    assert len(log.buffer) == 3 and log.dropped == 6
+    assert log.take()[-1].detail == {"count": 6}

@@ -18,7 +18,7 @@ from clients import macaroon, offline, tokens
 from clients.caveats import Access, format_time
 from clients.errors import BadRequest
 from clients.tokens import RawCaveat, Token
-from tests.helpers import FakeDischarger
+from tests.support.fakes import FakeDischarger
 
 HERE = "http://authority.test"
 KEYS = KeyStore(bytes(32))

@@ -146,7 +146,7 @@ def test_attenuate_needs_a_caveat_and_reads_stdin(tmp_path):
 def test_two_workers_enforce_each_others_revocations(tmp_path):
     import http.client
 
-    from tests.helpers import FakeDischarger
+    from tests.support.fakes import FakeDischarger
 
     d = FakeDischarger()
     kid, key = d.trust.public_keys[0]

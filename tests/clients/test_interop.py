@@ -7,7 +7,7 @@ from pymacaroons import MACAROON_V2, Macaroon, Verifier
 from authority.keystore import KeyStore
 from authority.minting import build
 from clients import macaroon, offline, tokens
-from tests.helpers import FakeDischarger, pm_to_string, string_to_pm
+from tests.support.fakes import FakeDischarger, pm_to_string, string_to_pm
 
 
 class RecordingKeyStore(KeyStore):

@@ -10,7 +10,7 @@ from pymacaroons import MACAROON_V2, Macaroon
 
 from clients import macaroon, tokens
 from clients.tokens import RawCaveat
-from tests.helpers import pm_to_string
+from tests.support.fakes import pm_to_string
 
 ROOT = b"root-key-0123456789abcdef0123456"
 IDENT = b"\x01" + bytes(range(16))

@@ -4,13 +4,13 @@ import pytest
 
 from clients.verifier import Verifier
 from examples.workload.app import create_app
-from tests.clients.test_verifier import service_token, url
+from tests.support import authority_url, service_token
 
 
 @pytest.fixture
 async def workload(aiohttp_client, authority, monkeypatch):
     monkeypatch.setenv("SABLE_HOST", "worker-7")
-    verifier = Verifier(url(authority))
+    verifier = Verifier(authority_url(authority))
     await verifier.start()
     client = await aiohttp_client(create_app(verifier))
     yield client

@@ -3,7 +3,7 @@ import pytest
 from authority.keystore import KeyStore
 from authority.minting import build
 from clients import caveats, offline, tokens
-from tests.helpers import FakeDischarger
+from tests.support.fakes import FakeDischarger
 
 D = FakeDischarger()
 

@@ -4,20 +4,9 @@ import asyncio
 import os
 import time
 
-from clients import caveats, offline
+from clients import caveats
 from clients.verifier import Verifier
-from tests.support import SABLE, strip
-
-
-def url(authority) -> str:
-    return str(authority.client.make_url("")).rstrip("/")
-
-
-async def service_token(authority, *extra) -> str:
-    pt = await authority.mint(["apps orders"])
-    st = (await strip(authority, pt))["token"]
-    return offline.attenuate(st, ["hosts worker-7", *extra])
-
+from tests.support import SABLE, authority_url, service_token, strip
 
 ACCESS = {"org": "acme", "action": "r", "app": "orders", "host": "worker-7"}
 
@@ -32,7 +21,7 @@ async def wait_for_cursor(v: Verifier) -> None:
 
 async def test_miss_then_hit_give_the_same_decision(authority):
     ht = await service_token(authority)
-    async with Verifier(url(authority)) as v:
+    async with Verifier(authority_url(authority)) as v:
         await wait_for_cursor(v)
         first = await v.check([ht], ACCESS)
         second = await v.check([ht], ACCESS)
@@ -44,7 +33,7 @@ async def test_miss_then_hit_give_the_same_decision(authority):
 
 async def test_denials_are_not_cached(authority):
     ht = await service_token(authority)
-    async with Verifier(url(authority)) as v:
+    async with Verifier(authority_url(authority)) as v:
         await wait_for_cursor(v)
         for _ in range(2):
             d = await v.check([ht], {**ACCESS, "host": "worker-8"})
@@ -54,13 +43,13 @@ async def test_denials_are_not_cached(authority):
 
 async def test_revocation_drops_the_cached_allow_within_a_second(authority):
     ht = await service_token(authority)
-    async with Verifier(url(authority)) as v:
+    async with Verifier(authority_url(authority)) as v:
         await wait_for_cursor(v)
         assert (await v.check([ht], ACCESS)).allowed
         assert len(v) == 1
         # `sable revoke` as an operator would run it, against this authority.
         proc = await asyncio.create_subprocess_exec(
-            SABLE, "revoke", ht, env={**os.environ, "SABLE_AUTHORITY_URL": url(authority)},
+            SABLE, "revoke", ht, env={**os.environ, "SABLE_AUTHORITY_URL": authority_url(authority)},
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         out, err = await proc.communicate()
         assert proc.returncode == 0 and b"revoked attenuation" in out, err
@@ -75,7 +64,7 @@ async def test_revocation_drops_the_cached_allow_within_a_second(authority):
 async def test_expiry_is_rechecked_on_every_hit(authority):
     soon = caveats.format_time(int(time.time()) + 2)
     ht = await service_token(authority, f"expires {soon}")
-    async with Verifier(url(authority)) as v:
+    async with Verifier(authority_url(authority)) as v:
         await wait_for_cursor(v)
         assert (await v.check([ht], ACCESS)).allowed
         assert (await v.check([ht], ACCESS)).cached
@@ -87,7 +76,7 @@ async def test_expiry_is_rechecked_on_every_hit(authority):
 async def test_authority_down_cached_allows_last_until_stale_after(authority):
     ht = await service_token(authority)
     other = await service_token(authority)
-    async with Verifier(url(authority), stale_after=1.0) as v:
+    async with Verifier(authority_url(authority), stale_after=1.0) as v:
         await wait_for_cursor(v)
         assert (await v.check([ht], ACCESS)).allowed
         await authority.client.close()  # the authority goes away
@@ -103,7 +92,7 @@ async def test_authority_down_cached_allows_last_until_stale_after(authority):
 async def test_lru_is_bounded(authority):
     pt = await authority.mint(["apps orders"])
     st = (await strip(authority, pt))["token"]
-    async with Verifier(url(authority), max_entries=3) as v:
+    async with Verifier(authority_url(authority), max_entries=3) as v:
         await wait_for_cursor(v)
         for i in range(5):
             assert (await v.check([st], {**ACCESS, "host": f"h{i}"})).allowed
@@ -122,6 +111,6 @@ def tokens_id(token: str) -> str:
 
 
 async def test_malformed_tokens_are_denied_not_cached(authority):
-    async with Verifier(url(authority)) as v:
+    async with Verifier(authority_url(authority)) as v:
         d = await v.check(["sable_st_garbage"], ACCESS)
         assert not d.allowed and d.error == "malformed_token"

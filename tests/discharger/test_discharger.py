@@ -5,21 +5,10 @@ import time
 
 import pytest
 
-from authority.config import TrustedDischarger
-from authority.keystore import KeyStore
-from authority.minting import build
 from clients import caveats, tokens
 from clients.tickets import b64d, b64e
 from discharger.keys import DischargerKeys
-
-
-def ticket_for(env, org="acme", ttl=300, keys=None) -> tuple[str, bytes]:
-    """A permission token whose authentication caveat is sealed to this discharger."""
-    keys = keys or DischargerKeys.load_or_create(env.config.keys_path)
-    trust = TrustedDischarger(env.config.public_url, tuple((k["kid"], b64d(k["key"])) for k in keys.public_keys()))
-    tok, _ = build(KeyStore(bytes(32)), tokens.PERMISSION, "http://auth", "ab" * 16, [f"org {org}"], trust, org, ttl)
-    ticket = [c for c in tok.caveats if c.third_party][0].cid
-    return tok.encode(), ticket
+from tests.support import ticket_for
 
 
 async def test_info_publishes_keys(real_discharger):

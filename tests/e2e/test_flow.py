@@ -13,7 +13,7 @@ from authority.config import TrustedDischarger
 from clients import offline, tokens
 from clients.sdk import AuthorityClient, DischargerClient, SableAPIError
 from clients.tickets import b64d, b64e
-from tests.support import SABLE, free_port, sable
+from tests.support import SABLE, sable
 
 pytestmark = pytest.mark.slow  # real `sable` subprocesses
 
@@ -52,26 +52,6 @@ async def test_walkthrough_through_the_sdk(aiohttp_server, real_discharger, auth
         await a.revoke_id(st["parent"])
         denied = await a.verify([ht], {**access, "host": "worker-7"})
         assert denied["allowed"] is False and "revoked" in denied["message"]
-
-
-@pytest.fixture
-def dev_stack(tmp_path):
-    a_port, d_port = free_port(), free_port()
-    data = tmp_path / "var"
-    log = open(tmp_path / "dev.log", "w")
-    proc = subprocess.Popen(
-        [SABLE, "dev", "--data-dir", str(data), "--authority-port", str(a_port), "--discharger-port", str(d_port)],
-        stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
-    )
-    dev_json = data / "dev.json"
-    deadline = time.monotonic() + 30
-    while not dev_json.exists():
-        assert proc.poll() is None, (tmp_path / "dev.log").read_text()
-        assert time.monotonic() < deadline, "sable dev did not come up"
-        time.sleep(0.1)
-    yield proc, json.loads(dev_json.read_text()), tmp_path
-    proc.terminate()
-    proc.wait(timeout=10)
 
 
 def test_walkthrough_through_the_cli(dev_stack):

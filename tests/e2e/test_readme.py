@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_flow import dev_stack  # noqa: F401  (fixture)
-
 README = Path(__file__).parents[2] / "README.md"
 
 
@@ -23,7 +21,7 @@ def walkthrough() -> str:
     return m.group(1)
 
 
-def test_readme_walkthrough(dev_stack):  # noqa: F811
+def test_readme_walkthrough(dev_stack):
     proc, dev, tmp = dev_stack
     (tmp / ".venv").mkdir()
     os.symlink(Path(sys.executable).parent, tmp / ".venv" / "bin")

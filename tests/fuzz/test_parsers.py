@@ -7,7 +7,7 @@ from authority.keystore import KeyStore
 from authority.minting import build
 from clients import caveats, tokens
 from clients.tokens import TokenFormatError
-from tests.helpers import FakeDischarger
+from tests.support.fakes import FakeDischarger
 
 _D = FakeDischarger()
 _VALID, _ = build(KeyStore(bytes(32)), tokens.PERMISSION, "http://a", "ab" * 16, ["org acme", "apps x"], _D.trust, "acme")

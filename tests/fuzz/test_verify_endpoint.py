@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from authority.app import create_app
 from authority.config import AuthorityConfig
 from clients import tokens
-from tests.helpers import FakeDischarger
 from tests.support import free_port
+from tests.support.fakes import FakeDischarger
 
 
 class Server:

@@ -16,8 +16,8 @@ import pytest
 
 from authority.store import open_store
 from clients import tokens
-from tests.helpers import FakeDischarger
 from tests.support import SABLE, free_port, wait_healthy
+from tests.support.fakes import FakeDischarger
 
 CYCLES = int(os.environ.get("SABLE_CRASH_CYCLES", "20"))
 

@@ -7,7 +7,8 @@ import pytest
 from pymacaroons import MACAROON_V2, Macaroon
 
 from clients import caveats, offline, tokens
-from tests.helpers import pm_to_string, string_to_pm
+from tests.support.attacks import holder_third_party, self_discharge
+from tests.support.fakes import pm_to_string, string_to_pm
 
 
 async def test_mint_then_verify_allows(authority):
@@ -326,37 +327,20 @@ async def test_long_unknown_caveat_denies_and_is_not_cached(authority):
     assert len(cav._cache) <= cav.CACHE_ENTRIES and not any(len(k) > cav.CACHEABLE for k in cav._cache)
 
 
-def _holder_third_party(token: str, location: str, cid: bytes, key: bytes) -> str:
-    """A holder appends a third-party caveat with a caveat key of their own choosing."""
-    from clients import macaroon
-    t = tokens.parse(token)
-    vid = macaroon.seal_caveat_key(t.signature, key)
-    sig = macaroon.third_party(t.signature, vid, cid)
-    return replace(t, caveats=t.caveats + (tokens.RawCaveat(cid, vid, location),), signature=sig).encode()
-
-
-def _self_discharge(location: str, cid: bytes, key: bytes, first: list[str]) -> str:
-    from clients import macaroon
-    sig = macaroon.initial_signature(key, cid)
-    for text in first:
-        sig = macaroon.first_party(sig, text.encode())
-    return tokens.Token(tokens.DISCHARGE, location, cid, tuple(tokens.RawCaveat(t.encode()) for t in first), sig).encode()
-
-
 async def test_a_home_made_discharge_cannot_choose_the_user(authority):
     import nacl.utils
     d = authority.discharger
     pt = await authority.mint(["apps orders"])
     key, cid = nacl.utils.random(32), b"holder ticket"
-    pt2 = _holder_third_party(pt, d.location, cid, key)
+    pt2 = holder_third_party(pt, d.location, cid, key)
     real = d.discharge(pt2, user="mallory", index=0)
-    fake = offline.bind(pt2, _self_discharge(d.location, cid, key, ["user alice"]))
+    fake = offline.bind(pt2, self_discharge(d.location, cid, key, ["user alice"]))
     for order in ([pt2, fake, real], [pt2, real, fake]):
         status, body = await authority.verify(order, app="orders")
         assert status == 403 and "more than one user" in body["message"], body
     # A holder-added caveat whose discharge names no other user only narrows, and the
     # reported user is still the authenticated one.
-    honest = offline.bind(pt2, _self_discharge(d.location, cid, key, ["apps orders"]))
+    honest = offline.bind(pt2, self_discharge(d.location, cid, key, ["apps orders"]))
     status, body = await authority.verify([pt2, honest, real], app="orders")
     assert status == 200 and body["user"] == "mallory"
 

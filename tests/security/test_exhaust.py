@@ -3,7 +3,7 @@
 import asyncio
 
 from clients import tokens
-from tests.security.helpers import expect
+from tests.support.attacks import expect
 
 
 async def test_revoke_flood_is_rate_limited(authority):
@@ -31,7 +31,7 @@ async def test_many_unknown_ids_do_not_grow_the_cache(authority, aiohttp_client)
 
     from pymacaroons import MACAROON_V2, Macaroon
 
-    from tests.helpers import pm_to_string
+    from tests.support.fakes import pm_to_string
     for _ in range(50):
         m = Macaroon(location=authority.config.public_url, identifier=b"\x01" + os.urandom(16), key=b"k", version=MACAROON_V2)
         expect(await authority.verify([pm_to_string(tokens.SERVICE, m)]), 403, "denied")

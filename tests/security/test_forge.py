@@ -4,8 +4,8 @@ import pytest
 from pymacaroons import MACAROON_V2, Macaroon
 
 from clients import macaroon, tokens
-from tests.helpers import pm_to_string
-from tests.security.helpers import expect, flip, raw_of, regions, resign, with_payload
+from tests.support.attacks import expect, flip, raw_of, regions, resign, with_payload
+from tests.support.fakes import pm_to_string
 
 
 @pytest.mark.parametrize("region", ["identifier", "caveat", "vid", "ticket", "signature"])

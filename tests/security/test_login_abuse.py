@@ -3,7 +3,7 @@
 import asyncio
 
 from clients.tickets import b64e
-from tests.discharger.test_discharger import ticket_for
+from tests.support import ticket_for
 
 
 async def test_100_parallel_guesses(real_discharger):

@@ -3,7 +3,7 @@
 import pytest
 
 from clients import offline, tokens
-from tests.security.helpers import expect, raw_of, with_payload
+from tests.support.attacks import append_raw, expect, raw_of, with_payload
 
 
 @pytest.mark.parametrize("bad", [
@@ -44,7 +44,6 @@ async def test_65_caveats(authority):
     tok = tokens.parse(pt)
     many = offline.attenuate(tok, [f"hosts h{i}" for i in range(tokens.MAX_CAVEATS - len(tok.caveats))])
     assert len(tokens.parse(many).caveats) == 64
-    from tests.security.test_widen import append_raw
     expect(await authority.verify([append_raw(many, b"hosts x")]), 400, "malformed_token")
 
 

@@ -3,8 +3,8 @@
 import time
 
 from clients import offline, tokens
-from tests.helpers import pm_to_string, string_to_pm
-from tests.security.helpers import expect
+from tests.support.attacks import expect
+from tests.support.fakes import pm_to_string, string_to_pm
 
 
 async def test_discharge_reused_across_tokens(authority):

@@ -1,8 +1,8 @@
 """Attacker goal: keep using a token after it, or an ancestor, was revoked."""
 
 from clients import offline, tokens
-from tests.security.helpers import expect
 from tests.support import strip
+from tests.support.attacks import expect
 
 
 async def test_revoked_service_token_attenuated_further(authority):
@@ -40,5 +40,5 @@ async def test_grandchild_attenuation_after_parent_revocation(authority):
 async def test_revoked_token_relabelled_as_another_kind(authority):
     pt = await authority.mint()
     await authority.post("/v1/revoke", {"tokens": [pt]})
-    from tests.security.helpers import resign
+    from tests.support.attacks import resign
     expect(await authority.verify([resign(pt, prefix=tokens.SERVICE)]), 403, "denied")

@@ -2,19 +2,12 @@
 
 import pytest
 
-from clients import macaroon, offline, tokens
-from tests.security.helpers import expect, resign
-
-
-def append_raw(token: str, predicate: bytes) -> str:
-    """Append a caveat with the right chained signature, bypassing the grammar check."""
-    tok = tokens.parse(token)
-    return resign(token, caveats=tok.caveats + (tokens.RawCaveat(predicate),),
-                  signature=macaroon.first_party(tok.signature, predicate))
+from clients import offline, tokens
+from tests.support import strip
+from tests.support.attacks import append_raw, expect, holder_third_party, resign
 
 
 async def service(authority, caveats=("apps orders", "actions r")) -> str:
-    from tests.support import strip
     pt = await authority.mint(list(caveats))
     return (await strip(authority, pt))["token"]
 
@@ -61,9 +54,8 @@ async def test_strip_of_a_service_token(authority):
 
 
 async def test_strip_with_an_extra_third_party_caveat(authority):
-    from tests.integration.test_verify import _holder_third_party
     pt = await authority.mint()
-    pt2 = _holder_third_party(pt, authority.discharger.location, b"extra", b"k" * 32)
+    pt2 = holder_third_party(pt, authority.discharger.location, b"extra", b"k" * 32)
     expect(await authority.post("/v1/service-tokens", {"tokens": [pt2, authority.discharger.discharge(pt2)]}),
            400, "bad_request")
 

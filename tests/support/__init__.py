@@ -10,6 +10,13 @@ import time
 import urllib.request
 from pathlib import Path
 
+from authority.config import TrustedDischarger
+from authority.keystore import KeyStore
+from authority.minting import build
+from clients import offline, tokens
+from clients.tickets import b64d
+from discharger.keys import DischargerKeys
+
 SABLE = str(Path(sys.executable).parent / "sable")
 
 
@@ -43,3 +50,22 @@ async def strip(authority, pt, **extra) -> dict:
     status, body = await authority.post("/v1/service-tokens", {"tokens": [pt, dt], **extra})
     assert status == 201, body
     return body
+
+
+def authority_url(authority) -> str:
+    return str(authority.client.make_url("")).rstrip("/")
+
+
+async def service_token(authority, *extra) -> str:
+    pt = await authority.mint(["apps orders"])
+    st = (await strip(authority, pt))["token"]
+    return offline.attenuate(st, ["hosts worker-7", *extra])
+
+
+def ticket_for(env, org="acme", ttl=300, keys=None) -> tuple[str, bytes]:
+    """A permission token whose authentication caveat is sealed to this discharger."""
+    keys = keys or DischargerKeys.load_or_create(env.config.keys_path)
+    trust = TrustedDischarger(env.config.public_url, tuple((k["kid"], b64d(k["key"])) for k in keys.public_keys()))
+    tok, _ = build(KeyStore(bytes(32)), tokens.PERMISSION, "http://auth", "ab" * 16, [f"org {org}"], trust, org, ttl)
+    ticket = [c for c in tok.caveats if c.third_party][0].cid
+    return tok.encode(), ticket

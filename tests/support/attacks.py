@@ -2,7 +2,7 @@
 
 from dataclasses import replace
 
-from clients import tokens
+from clients import macaroon, tokens
 
 
 def expect(result, status: int, error: str) -> dict:
@@ -41,3 +41,25 @@ def regions(token: str) -> dict[str, int]:
 
 def resign(token: str, **changes) -> str:
     return replace(tokens.parse(token), **changes).encode()
+
+
+def append_raw(token: str, predicate: bytes) -> str:
+    """Append a caveat with the right chained signature, bypassing the grammar check."""
+    tok = tokens.parse(token)
+    return resign(token, caveats=tok.caveats + (tokens.RawCaveat(predicate),),
+                  signature=macaroon.first_party(tok.signature, predicate))
+
+
+def holder_third_party(token: str, location: str, cid: bytes, key: bytes) -> str:
+    """A holder appends a third-party caveat with a caveat key of their own choosing."""
+    t = tokens.parse(token)
+    vid = macaroon.seal_caveat_key(t.signature, key)
+    sig = macaroon.third_party(t.signature, vid, cid)
+    return replace(t, caveats=t.caveats + (tokens.RawCaveat(cid, vid, location),), signature=sig).encode()
+
+
+def self_discharge(location: str, cid: bytes, key: bytes, first: list[str]) -> str:
+    sig = macaroon.initial_signature(key, cid)
+    for text in first:
+        sig = macaroon.first_party(sig, text.encode())
+    return tokens.Token(tokens.DISCHARGE, location, cid, tuple(tokens.RawCaveat(t.encode()) for t in first), sig).encode()

@@ -1,0 +1,16 @@
+"""Fixtures for the authority's unit tests: a real store with one org, "acme"."""
+
+from __future__ import annotations
+
+import pytest
+
+from authority.store import open_store
+from server.audit import AuditRecord
+
+
+@pytest.fixture
+async def store(tmp_path):
+    s = await open_store(str(tmp_path / "authority.db"))
+    await s.create_org("acme", 1, AuditRecord("org_create", org="acme"))
+    yield s
+    await s.close()
