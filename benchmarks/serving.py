@@ -15,10 +15,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -132,10 +134,17 @@ class Authority:
         self.proc.wait(timeout=30)
 
 
+def stop_group(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=30)
+
+
 def bare(workers: int) -> tuple[subprocess.Popen, str]:
     port = free_port()
+    # Its own process group: the forked extra processes must stop with it (see stop_group).
     proc = subprocess.Popen([sys.executable, str(BARE), str(port), str(workers)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     wait_up(url, proc)
     return proc, url
@@ -174,8 +183,7 @@ def main(seconds: float) -> dict:
         try:
             result[f"bare_{workers}"] = wrk(url + "/v1/verify", {"tokens": ["x"], "access": access}, seconds, tmp)
         finally:
-            proc.terminate()
-            proc.wait()
+            stop_group(proc)
         a = Authority(tmp, workers)
         try:
             pt, dt, ht = a.setup()

@@ -7,7 +7,7 @@ import pytest
 from pymacaroons import MACAROON_V2, Macaroon
 
 from clients import caveats, offline, tokens
-from tests.support.attacks import holder_third_party, self_discharge
+from tests.support.attacks import holder_third_party, last_char_changed, self_discharge
 from tests.support.fakes import pm_to_string, string_to_pm
 
 
@@ -307,7 +307,7 @@ async def test_not_json_and_oversized_bodies(authority):
 async def test_errors_never_echo_the_token(authority):
     pt = await authority.mint()
     payload = pt[len(tokens.PERMISSION):-6]
-    for presented in ([pt], [pt[:-1] + "x"], [pt + "AAAA"]):
+    for presented in ([pt], [last_char_changed(pt)], [pt + "AAAA"]):
         resp = await authority.client.post("/v1/verify", json={"tokens": presented, "access": {"org": "acme", "action": "r"}})
         text = await resp.text()
         assert payload[:40] not in text

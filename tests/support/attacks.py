@@ -63,3 +63,12 @@ def self_discharge(location: str, cid: bytes, key: bytes, first: list[str]) -> s
     for text in first:
         sig = macaroon.first_party(sig, text.encode())
     return tokens.Token(tokens.DISCHARGE, location, cid, tuple(tokens.RawCaveat(t.encode()) for t in first), sig).encode()
+
+
+_B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def last_char_changed(token: str) -> str:
+    """The token with its last base64url character's top bit flipped: always a different
+    string, and always different bytes (the top bit is never padding)."""
+    return token[:-1] + _B64[(_B64.index(token[-1]) + 32) % 64]
