@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench fuzz mutation clean
+.PHONY: run test lint bench fuzz mutation clean system-packages
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,8 +15,13 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/sable dev
 
-test: $(STAMP)
-	$(BIN)/python -m pytest -q
+# One pytest worker per core (at most 4), each with its own throwaway PostgreSQL cluster.
+test: $(STAMP) system-packages
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 4
+
+# PostgreSQL for the tests that run on both backends: installed when root with apt-get.
+system-packages:
+	@sh .ci/system-packages.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -116,8 +116,13 @@ async def revocations(request: web.Request) -> web.Response:
     return web.json_response(schemas.feed_page(await _authority(request).revocation.page(after, wait)))
 
 
+async def _ready(app: web.Application) -> bool:
+    a = app[AUTHORITY]
+    return a.feed.fresh() and await a.store.ping()
+
+
 def create_app(config: AuthorityConfig) -> web.Application:
-    app = new_app()
+    app = new_app(_ready)
     app[REVOKE_LIMIT] = SlidingCounter(config.revoke_per_minute, 60.0)
 
     async def lifecycle(app: web.Application):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from clients.errors import ConfigError
 from clients.tickets import b64d, key_id
-from server.settings import picker, read_toml
+from server.settings import database, picker, read_toml
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def load(config_path: str | None = None, **flags) -> tuple[AuthorityConfig, str 
     scheme = "https" if pick("tls_cert") else "http"
     dischargers = [discharger_from_info(d) for d in section.get("dischargers", [])]
     config = AuthorityConfig(
-        db_path=pick("db") or str(Path(data_dir) / "authority.db"),
+        db_path=database(flags, section, data_dir, "authority"),
         master_key=flags.get("master_key") or load_master_key(pick("master_key_file")),
         public_url=pick("public_url") or f"{scheme}://{host}:{port}",
         dischargers=dischargers,

@@ -11,7 +11,7 @@ from authority.records import TokenCache
 from authority.store import AuthorityStore
 from authority.verification import authenticate, parse_presentation
 from clients import macaroon, tokens
-from clients.errors import BadRequest, NotFound
+from clients.errors import BadRequest, Conflict, NotFound
 from server.audit import Caller
 
 
@@ -68,12 +68,18 @@ class Revocation:
         self.feed.poke()
 
     async def page(self, after: int | None, wait: float) -> FeedPage:
-        """Entries after `after` (long-polling up to `wait` s for one), or just the head."""
+        """Entries after `after` (long-polling up to `wait` s for one), or just the head.
+        Read from the database, so every replica serves the same entries under the same cursors."""
         if after is None:
             return FeedPage(await self.store.revocation_head(), [])
         rows = await self.store.revocations_after(after, MAX_ENTRIES)
-        if not rows and wait > 0:
-            await self.feed.wait_past(after, wait)
-            rows = await self.store.revocations_after(after, MAX_ENTRIES)
-        cursor = rows[-1].seq if rows else max(after, await self.store.revocation_head())
+        if not rows:
+            head = await self.store.revocation_head()
+            if after > head:
+                raise Conflict(f"feed cursor {after} is past the head {head}: the database was restored or "
+                               "failed over; empty your cache and start again at the head")
+            if wait > 0:
+                await self.feed.wait_past(after, wait)
+                rows = await self.store.revocations_after(after, MAX_ENTRIES)
+        cursor = rows[-1].seq if rows else after
         return FeedPage(cursor, [FeedEntry(r.token_id, r.at) for r in rows])

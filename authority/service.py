@@ -32,7 +32,8 @@ class Authority:
         self.feed = RevocationFeed(store, self.records, config.feed_poll_interval)
         self.usage = Usage(store, DenialLog(), config.last_used_interval, config.flush_interval)
         trusted = frozenset(d.location for d in config.dischargers)
-        self.checker = Checker(config.public_url, trusted, self.records, self.usage, self.usage.denials)
+        self.checker = Checker(config.public_url, trusted, self.records, self.usage, self.usage.denials,
+                               self.feed.fresh)
         self.orgs = Orgs(store)
         self.minting = Minting(config, store, keys, self.checker)
         self.revocation = Revocation(store, self.records, self.feed, config.public_url)

@@ -19,7 +19,7 @@ from authority.records import TokenCache, TokenRecord
 from authority.usage import Usage
 from clients import caveats, macaroon, tokens
 from clients.caveats import Access, Caveat
-from clients.errors import BadRequest, Denial
+from clients.errors import BadRequest, Denial, Unavailable
 from clients.tokens import DISCHARGE, Token
 from server.audit import Caller
 
@@ -223,8 +223,9 @@ class Checker:
     trail, successful uses to the usage recorder."""
 
     def __init__(self, location: str, trusted: frozenset[str], records: TokenCache, usage: Usage,
-                 denials: DenialLog):
+                 denials: DenialLog, fresh: Callable[[], bool] = lambda: True):
         self.location = location
+        self.fresh = fresh  # whether the revocation view is recent enough to trust
         self.trusted = trusted
         self.records = records
         self.usage = usage
@@ -239,6 +240,8 @@ class Checker:
     async def check(self, presented: list[Token], access: Access | None, caller: Caller) -> Verified:
         """Verify a parsed presentation; raises Denial (audited) or BadRequest."""
         main, discharges = split_presentation(presented)
+        if not self.fresh():
+            raise Unavailable("the revocation feed has not been read for 5 s (database unreachable?)", retry_after=1)
         rec = await self.records.get(main.token_id)  # type: ignore[arg-type]  # not a discharge
         now = time.time()
         try:

@@ -208,8 +208,12 @@ class Verifier:
                 self.cursor = out["cursor"]
                 self.stats.last_feed_ok = time.monotonic()
                 backoff = 0.1
-            except SableAPIError:
+            except SableAPIError as e:
                 self.stats.feed_errors += 1
+                if e.status == 409:  # past the head: the authority's database was restored
+                    self.clear()
+                    self.cursor = None  # restart at the head
+                    continue
                 if self.stats.feed_lag > self.stale_after:
                     self.clear()
                 await asyncio.sleep(backoff)

@@ -82,8 +82,12 @@ async def discharge(request: web.Request) -> web.Response:
                              status=201)
 
 
+async def _ready(app: web.Application) -> bool:
+    return await app[DISCHARGER].store.ping()
+
+
 def create_app(config: DischargerConfig) -> web.Application:
-    app = new_app()
+    app = new_app(_ready)
 
     async def lifecycle(app: web.Application):
         discharger = await Discharger.open(config)

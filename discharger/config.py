@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from server.settings import picker, read_toml
+from server.settings import database, picker, read_toml
 
 
 @dataclass
@@ -29,13 +29,14 @@ class DischargerConfig:
 
 def load(config_path: str | None = None, **flags) -> DischargerConfig:
     """Settings from flags, then the TOML file (a [discharger] table or top level), then defaults."""
-    pick = picker(flags, read_toml(config_path, "discharger"))
+    section = read_toml(config_path, "discharger")
+    pick = picker(flags, section)
 
     data_dir = pick("data_dir", "./var")
     host, port = pick("host", "127.0.0.1"), int(pick("port", 8701))
     scheme = "https" if pick("tls_cert") else "http"
     return DischargerConfig(
-        db_path=pick("db") or str(Path(data_dir) / "discharger.db"),
+        db_path=database(flags, section, data_dir, "discharger"),
         keys_path=pick("keys") or str(Path(data_dir) / "discharger.keys"),
         public_url=pick("public_url") or f"{scheme}://{host}:{port}",
         host=host,

@@ -31,7 +31,9 @@ def _service_options(port: int):
             click.option("--port", type=int, help=f"Listen port (default {port})."),
             click.option("--public-url", help="The URL clients use (default: the listen address)."),
             click.option("--data-dir", type=click.Path(file_okay=False), help="Where the database lives (default ./var)."),
-            click.option("--db", type=click.Path(dir_okay=False), help="The SQLite file (overrides --data-dir)."),
+            click.option("--db", metavar="PATH|URL",
+                         help="A SQLite file or a postgresql:// URL (else SABLE_DATABASE_URL, the TOML key "
+                              "`database`, or <data-dir>/<service>.db)."),
             click.option("--config", "config_path", type=click.Path(dir_okay=False), help="A TOML settings file."),
             click.option("--tls-cert", type=click.Path(dir_okay=False)),
             click.option("--tls-key", type=click.Path(dir_okay=False)),
@@ -186,10 +188,14 @@ def _dev_master_key(data_dir: Path) -> bytes:
 @click.option("--data-dir", default="./var", show_default=True, type=click.Path(file_okay=False))
 @click.option("--authority-port", default=8700, show_default=True, type=int)
 @click.option("--discharger-port", default=8701, show_default=True, type=int)
+@click.option("--db", "database", metavar="URL", envvar="SABLE_DATABASE_URL",
+              help="A postgresql:// URL both services use (each in its own schema); default: SQLite "
+                   "files under the data dir.")
 @click.option("--log-level", default="WARNING", show_default=True)
 @handle_errors
-def dev(data_dir, authority_port, discharger_port, log_level):
-    """Run both services locally on SQLite under the data dir, with org acme and user alice."""
+def dev(data_dir, authority_port, discharger_port, database, log_level):
+    """Run both services locally (SQLite under the data dir, or `--db postgresql://...`),
+    with org acme and user alice."""
     from authority.app import create_app as authority_app
     from authority.config import AuthorityConfig, TrustedDischarger
     from discharger.app import create_app as discharger_app
@@ -206,11 +212,14 @@ def dev(data_dir, authority_port, discharger_port, log_level):
     host = "127.0.0.1"
     d_url, a_url = f"http://{host}:{discharger_port}", f"http://{host}:{authority_port}"
 
-    d_config = DischargerConfig(db_path=str(root / "discharger.db"), keys_path=str(root / "discharger.keys"),
+    from server.postgres import is_url
+    if database and not is_url(database):
+        fail("--db takes a postgresql:// URL (for SQLite, use --data-dir)", EXIT_USAGE)
+    d_config = DischargerConfig(db_path=database or str(root / "discharger.db"), keys_path=str(root / "discharger.keys"),
                                 public_url=d_url, host=host, port=discharger_port, admin_token=admin)
     keys = DischargerKeys.load_or_create(d_config.keys_path)
     trust = TrustedDischarger(d_url, tuple((k["kid"], b64d(k["key"])) for k in keys.public_keys()))
-    a_config = AuthorityConfig(db_path=str(root / "authority.db"), master_key=_dev_master_key(root), public_url=a_url,
+    a_config = AuthorityConfig(db_path=database or str(root / "authority.db"), master_key=_dev_master_key(root), public_url=a_url,
                                dischargers=[trust], host=host, port=authority_port, admin_token=admin)
 
     async def ready():
@@ -315,3 +324,97 @@ def admin_create(data_dir, authority_db, discharger_db):
     asyncio.run(go())
     click.echo(credential)
     click.echo(f"registered in {', '.join(p for _, p in targets)}", err=True)
+
+
+@click.group()
+def db():
+    """A service's database: schema status and upgrades."""
+
+
+_SERVICES = ("authority", "discharger")
+
+
+def _openers():
+    from authority.store import open_store as authority_store
+    from discharger.store import open_store as discharger_store
+    return {"authority": authority_store, "discharger": discharger_store}
+
+
+def _db_services(location: str, service: str | None) -> list[str]:
+    """Which services' data `location` holds (or should hold): `--service`, else all of a
+    PostgreSQL database's, else the one a SQLite file's name or tables say."""
+    from server.postgres import is_url
+
+    if service:
+        return [service]
+    if is_url(location):
+        return list(_SERVICES)
+    path = Path(location)
+    if not path.exists():
+        fail(f"no database file at {location}", EXIT_USAGE)
+    for name in _SERVICES:
+        if path.name.startswith(name):
+            return [name]
+    import sqlite3
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    finally:
+        conn.close()
+    if "tokens" in tables:
+        return ["authority"]
+    if "users" in tables:
+        return ["discharger"]
+    fail(f"{location} holds no Sable data; name the service with --service", EXIT_USAGE)
+    raise AssertionError  # unreachable: fail exits
+
+
+def _db_option(fn):
+    fn = click.option("--service", type=click.Choice(_SERVICES),
+                      help="Whose data (default: what the database holds).")(fn)
+    return click.option("--db", "location", required=True, metavar="PATH|URL", envvar="SABLE_DATABASE_URL",
+                        help="A SQLite file or a postgresql:// URL (else SABLE_DATABASE_URL).")(fn)
+
+
+@db.command("status")
+@_db_option
+@handle_errors
+def db_status(location, service):
+    """Print the schema version each service's data has, and this build's."""
+    from server.postgres import redact
+
+    async def go() -> list[str]:
+        lines = []
+        for name in _db_services(location, service):
+            store = await _openers()[name](location, migrate=False)
+            try:
+                have, want = await store.stored_version(), store.schema_version()
+            finally:
+                await store.close()
+            state = ("empty" if have == 0 else "up to date" if have == want
+                     else "needs `sable db upgrade`" if have < want else "newer than this build")
+            lines.append(f"{name}: schema version {have}, this build {want}: {state}")
+        return lines
+    click.echo(f"database {redact(location)}")
+    for line in asyncio.run(go()):
+        click.echo(line)
+
+
+@db.command("upgrade")
+@_db_option
+@handle_errors
+def db_upgrade(location, service):
+    """Upgrade each service's schema to this build's (services also do this at start)."""
+    async def go() -> list[str]:
+        lines = []
+        for name in _db_services(location, service):
+            store = await _openers()[name](location, migrate=False)
+            try:
+                before, after = await store.migrate()
+            finally:
+                await store.close()
+            lines.append(f"{name}: schema version {before} -> {after}" if before != after
+                         else f"{name}: schema version {after}, nothing to do")
+        return lines
+    for line in asyncio.run(go()):
+        click.echo(line)

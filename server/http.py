@@ -85,10 +85,22 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def new_app() -> web.Application:
-    """An application with the error middleware, the body limit and /healthz."""
+def new_app(ready: Callable[[web.Application], Awaitable[bool]] | None = None) -> web.Application:
+    """An application with the error middleware, the body limit, /healthz (alive) and
+    /readyz (`ready(app)`: the database answers and its schema is served)."""
     app = web.Application(middlewares=[request_middleware], client_max_size=MAX_BODY)
     app.router.add_get("/healthz", healthz)
+    if ready is not None:
+        async def readyz(request: web.Request) -> web.Response:
+            try:
+                ok = await ready(request.app)
+            except (SableError, KeyError):  # KeyError: still starting
+                ok = False
+            if ok:
+                return web.json_response({"status": "ready"})
+            return error_response("unavailable", "not ready: the database is unreachable or its schema is not "
+                                  "the one this version serves", 503, 1)
+        app.router.add_get("/readyz", readyz)
     return app
 
 

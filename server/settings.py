@@ -25,6 +25,17 @@ def read_toml(path: str | None, section: str) -> dict:
     return data.get(section, data)
 
 
+def database(flags: dict, section: dict, data_dir: str, name: str) -> str:
+    """Where a service keeps its data: `--db`, else SABLE_DATABASE_URL, else the TOML
+    `database` key (`db` as in 0.1.0), else `<data-dir>/<name>.db`. A SQLite file path or a
+    `postgresql://` URL."""
+    import os
+    from pathlib import Path
+
+    return (flags.get("db") or os.environ.get("SABLE_DATABASE_URL") or section.get("database")
+            or section.get("db") or str(Path(data_dir) / f"{name}.db"))
+
+
 def picker(flags: dict, section: dict) -> Callable[..., Any]:
     def pick(name: str, default: Any = None) -> Any:
         value = flags.get(name)

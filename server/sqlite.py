@@ -120,7 +120,7 @@ class Database:
         return len(cls.MIGRATIONS)
 
     @classmethod
-    async def open(cls: type[T], path: str) -> T:
+    async def open(cls: type[T], path: str, migrate: bool = True) -> T:
         loop = asyncio.get_running_loop()
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
         db_cls: Any = cls
@@ -132,7 +132,7 @@ class Database:
                 _wal(conn)
                 conn.execute("PRAGMA synchronous=FULL")
                 conn.execute("PRAGMA foreign_keys=ON")
-                db_cls._migrate(conn, path)
+                db_cls._migrate(conn, path, apply=migrate)
             except BaseException:
                 conn.close()
                 raise
@@ -160,9 +160,10 @@ class Database:
         return db_cls(writer, pool, reader, path)
 
     @classmethod
-    def _migrate(cls, conn: sqlite3.Connection, path: str) -> None:
-        """Bring the schema to this build's version in one transaction. BEGIN IMMEDIATE takes
-        SQLite's write lock, so processes starting together upgrade it exactly once."""
+    def _migrate(cls, conn: sqlite3.Connection, path: str, apply: bool = True) -> tuple[int, int]:
+        """Bring the schema to this build's version in one transaction (only check it unless
+        `apply`). BEGIN IMMEDIATE takes SQLite's write lock, so processes starting together
+        upgrade it exactly once. Returns (version found, version now)."""
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.execute("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v BLOB NOT NULL)")
@@ -171,7 +172,9 @@ class Database:
             if current > wanted:
                 raise StoreError(f"database {path} has schema version {current}, newer than this build's "
                                  f"{wanted}: upgrade Sable")
-            for script in cls.MIGRATIONS[current:]:
+            if not apply:
+                wanted = current
+            for script in cls.MIGRATIONS[current:wanted]:
                 for statement in _statements(script):
                     conn.execute(statement)
             if current != wanted:
@@ -180,6 +183,32 @@ class Database:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+        return current, wanted
+
+    async def migrate(self) -> tuple[int, int]:
+        """Upgrade the open database to this build's schema. Returns (from, to)."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._migrate, self._w, self.path)
+
+    async def stored_version(self) -> int:
+        """The schema version the file records (0 when it holds nothing of ours)."""
+        try:
+            row = await self._one("SELECT v FROM meta WHERE k = 'schema_version'")
+        except sqlite3.OperationalError:  # no meta table yet
+            return 0
+        return int(row[0]) if row else 0
+
+    async def ping(self) -> bool:
+        """Whether the database answers and holds the schema this build serves."""
+        try:
+            return await self.stored_version() == self.schema_version()
+        except (sqlite3.Error, OSError):
+            return False
+
+    async def watch(self, channel: str, wake: Callable[[], None]) -> None:
+        """No notifications on SQLite: every process on the file polls (see the feed)."""
+
+    def listening(self) -> bool:
+        return False
 
     async def close(self) -> None:
         if self._writer_task is not None:

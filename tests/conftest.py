@@ -1,12 +1,68 @@
+import os
+
 import nacl.utils
 import pytest
 
 from authority.app import create_app
 from authority.config import AuthorityConfig
 from clients import tokens
+from tests.support import postgres
 from tests.support.fakes import FakeDischarger
 
 AUTHORITY_URL = "http://authority.test"
+BACKENDS = ("sqlite", "postgresql")
+
+
+# --- PostgreSQL: one throwaway cluster per run, an empty database per test ----------------------
+
+_pg_missing: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    cluster = postgres.start_cluster()
+    if cluster is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL is required in CI and is not installed: {postgres.HOW_TO_GET_IT}")
+        pytest.skip("PostgreSQL is not installed")
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture
+def pg_url(pg_cluster) -> str:
+    return pg_cluster.new_database()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def db_location(request, backend, tmp_path):
+    """A fresh database location for one service: `name` is its SQLite file's stem."""
+    def make(name: str) -> str:
+        if backend == "postgresql":
+            return request.getfixturevalue("pg_url")
+        return str(tmp_path / f"{name}.db")
+    return make
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped and "PostgreSQL is not installed" in str(report.longrepr):
+        _pg_missing.append(report.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _pg_missing:
+        terminalreporter.section("PostgreSQL tests not run")
+        terminalreporter.write_line(f"{len(_pg_missing)} tests need PostgreSQL, which is not installed here:")
+        for nodeid in _pg_missing[:20]:
+            terminalreporter.write_line(f"  {nodeid}")
+        if len(_pg_missing) > 20:
+            terminalreporter.write_line(f"  ... and {len(_pg_missing) - 20} more")
+        terminalreporter.write_line(f"to run them: {postgres.HOW_TO_GET_IT}")
 
 
 @pytest.fixture
@@ -20,9 +76,9 @@ def admin_token() -> str:
 
 
 @pytest.fixture
-def authority_config(tmp_path, discharger, admin_token) -> AuthorityConfig:
+def authority_config(db_location, discharger, admin_token) -> AuthorityConfig:
     return AuthorityConfig(
-        db_path=str(tmp_path / "authority.db"),
+        db_path=db_location("authority"),
         master_key=nacl.utils.random(32),
         public_url=AUTHORITY_URL,
         dischargers=[discharger.trust],
@@ -84,9 +140,9 @@ from discharger.config import DischargerConfig  # noqa: E402
 
 
 @pytest.fixture
-def discharger_config(tmp_path, admin_token) -> DischargerConfig:
+def discharger_config(tmp_path, db_location, admin_token) -> DischargerConfig:
     return DischargerConfig(
-        db_path=str(tmp_path / "discharger.db"),
+        db_path=db_location("discharger"),
         keys_path=str(tmp_path / "discharger.keys"),
         public_url="http://discharger.test",
         admin_token=admin_token,

@@ -6,7 +6,7 @@ database location; SQLite (`authority.store.sqlite`) is the embedded default.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -53,6 +53,13 @@ class AuthorityStore(Protocol):
 
     async def close(self) -> None: ...
 
+    # schema and health
+    @classmethod
+    def schema_version(cls) -> int: ...
+    async def stored_version(self) -> int: ...
+    async def migrate(self) -> tuple[int, int]: ...
+    async def ping(self) -> bool: ...
+
     # meta, admins, audit
     async def ensure_meta(self, key: str, value: bytes) -> bytes: ...
     async def add_admin(self, digest: bytes, now: int) -> None: ...
@@ -97,9 +104,21 @@ class AuthorityStore(Protocol):
     async def revocations_after(self, after: int, limit: int) -> list[RevocationRow]: ...
     async def revocation_head(self) -> int: ...
 
+    async def watch_feed(self, wake: Callable[[], None]) -> None:
+        """Call `wake()` when another process may have added feed entries (and after every
+        reconnect). A no-op where every process polls instead (SQLite)."""
+        ...
 
-async def open_store(location: str) -> AuthorityStore:
-    """The store at `location`: for now a SQLite file path."""
+
+async def open_store(location: str, migrate: bool = True) -> AuthorityStore:
+    """The store at `location`: a `postgresql://` URL, else a SQLite file path. The schema is
+    brought to this build's version unless `migrate` is False (then only checked)."""
+    from server.postgres import is_url
+
+    if is_url(location):
+        from authority.store.postgres import PostgresStore
+
+        return await PostgresStore.open(location, migrate=migrate)
     from authority.store.sqlite import SqliteStore
 
-    return await SqliteStore.open(location)
+    return await SqliteStore.open(location, migrate=migrate)

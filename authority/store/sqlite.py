@@ -183,3 +183,6 @@ class SqliteStore(Database):
     async def revocation_head(self) -> int:
         row = await self._one("SELECT COALESCE(MAX(seq), 0) FROM revocations")
         return int(row[0])
+
+    async def watch_feed(self, wake) -> None:
+        """Nothing to watch: every process on the file polls the feed table."""

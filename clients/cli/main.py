@@ -1,7 +1,7 @@
 """The `sable` command line (SPEC §6).
 
 Holder and admin commands live in this package. The commands that run services
-(`authority`, `discharger`, `dev`, `dev-env`, `admin`) live in `server.cli` and are imported
+(`authority`, `discharger`, `dev`, `dev-env`, `admin`, `db`) live in `server.cli` and are imported
 only when one of them is invoked, so the client side never loads server code.
 """
 
@@ -15,6 +15,7 @@ from clients.cli import admin, holder
 
 SERVER_COMMANDS = {  # name -> attribute of server.cli
     "admin": "admin",
+    "db": "db",
     "authority": "authority",
     "dev": "dev",
     "dev-env": "dev_env",

@@ -24,6 +24,13 @@ class DischargerStore(Protocol):
     path: str
 
     async def close(self) -> None: ...
+
+    # schema and health
+    @classmethod
+    def schema_version(cls) -> int: ...
+    async def stored_version(self) -> int: ...
+    async def migrate(self) -> tuple[int, int]: ...
+    async def ping(self) -> bool: ...
     async def add_admin(self, digest: bytes, now: int) -> None: ...
     async def is_admin(self, credential: str | None) -> bool: ...
     async def write_audit(self, records: list[AuditRecord]) -> None: ...
@@ -41,8 +48,15 @@ class DischargerStore(Protocol):
     async def delete_session(self, digest: bytes) -> bool: ...
 
 
-async def open_store(location: str) -> DischargerStore:
-    """The store at `location`: for now a SQLite file path."""
+async def open_store(location: str, migrate: bool = True) -> DischargerStore:
+    """The store at `location`: a `postgresql://` URL, else a SQLite file path. The schema is
+    brought to this build's version unless `migrate` is False (then only checked)."""
+    from server.postgres import is_url
+
+    if is_url(location):
+        from discharger.store.postgres import PostgresStore
+
+        return await PostgresStore.open(location, migrate=migrate)
     from discharger.store.sqlite import SqliteStore
 
-    return await SqliteStore.open(location)
+    return await SqliteStore.open(location, migrate=migrate)

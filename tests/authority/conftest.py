@@ -1,4 +1,4 @@
-"""Fixtures for the authority's unit tests: a real store with one org, "acme"."""
+"""Fixtures for the authority's unit tests: a real store with one org, "acme", on each backend."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from server.audit import AuditRecord
 
 
 @pytest.fixture
-async def store(tmp_path):
-    s = await open_store(str(tmp_path / "authority.db"))
+async def store(db_location):
+    s = await open_store(db_location("authority"))
     await s.create_org("acme", 1, AuditRecord("org_create", org="acme"))
     yield s
     await s.close()

@@ -26,13 +26,10 @@ CALLER = Caller("127.0.0.1", "rid-1")
 
 
 @pytest.fixture
-async def env(tmp_path):
-    store = await open_store(str(tmp_path / "a.db"))
-    await store.create_org("acme", 0, AuditRecord("org_create"))
+async def env(store):
     usage = Usage(store, DenialLog(), last_used_interval=60)
     checker = Checker(HERE, frozenset(), TokenCache(store, KEYS), usage, usage.denials)
-    yield store, checker
-    await store.close()
+    return store, checker
 
 
 async def service(store, caveats=("org acme",)) -> tuple[str, str]:

@@ -8,22 +8,12 @@ from __future__ import annotations
 
 import os
 
-import pytest
-
 from authority.keystore import KeyStore
 from authority.records import TokenCache
-from authority.store import RevocationRow, TokenRow, open_store
+from authority.store import RevocationRow, TokenRow
 from server.audit import AuditRecord
 
 MASTER = os.urandom(32)
-
-
-@pytest.fixture
-async def store(tmp_path):
-    s = await open_store(str(tmp_path / "authority.db"))
-    await s.create_org("acme", 1, AuditRecord("org_create"))
-    yield s
-    await s.close()
 
 
 async def stored_token(store, keys: KeyStore = KeyStore(MASTER)) -> tuple[str, bytes]:

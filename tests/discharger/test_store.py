@@ -1,5 +1,5 @@
-"""Unit tests for the discharger's SQLite store (`discharger.store.sqlite`), through
-`discharger.store.open_store` on a real file: users, memberships and sessions."""
+"""Unit tests for the discharger's stores, through `discharger.store.open_store` on each
+backend (a real SQLite file, a real PostgreSQL database): users, memberships and sessions."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ HASH = b"argon2id-hash"
 
 
 @pytest.fixture
-async def store(tmp_path):
-    s = await open_store(str(tmp_path / "discharger.db"))
+async def store(db_location):
+    s = await open_store(db_location("discharger"))
     yield s
     await s.close()
 

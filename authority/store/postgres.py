@@ -1,0 +1,211 @@
+"""The authority's store on PostgreSQL (schema `authority`): all of its PostgreSQL SQL.
+
+Concurrency, since replicas write at once (the SQLite store has one writer and needs none
+of this):
+- A strip locks its parent's row (FOR SHARE) and a revocation locks its token's row
+  (FOR UPDATE) before reading lineage, so a strip racing a revocation either sees it and is
+  refused, or commits first and is found by the revocation's cascade.
+- Feed entries are numbered under one advisory lock held to commit, so their `seq` order is
+  commit order and a reader following `seq > cursor` never passes an entry that commits
+  later. The same transaction NOTIFYs `sable_feed`, a wake-up delivered at commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import asyncpg
+
+from authority.store import OrgRow, RevocationRow, TokenRow
+from server.audit import AuditRecord
+from server.postgres import COMMON_V1, PgDatabase
+
+FEED_CHANNEL = "sable_feed"
+_FEED_LOCK = 0x5AB1EFEED
+
+V1 = """
+CREATE TABLE IF NOT EXISTS orgs (name TEXT PRIMARY KEY, created_at BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS tokens (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    name TEXT,
+    org TEXT NOT NULL REFERENCES orgs(name),
+    parent TEXT REFERENCES tokens(id),
+    "user" TEXT,
+    caveat_count INTEGER NOT NULL,
+    sealed_key BYTEA NOT NULL,
+    created_at BIGINT NOT NULL,
+    revoked_at BIGINT,
+    last_used_at BIGINT
+);
+CREATE INDEX IF NOT EXISTS tokens_org ON tokens(org);
+CREATE INDEX IF NOT EXISTS tokens_parent ON tokens(parent);
+CREATE TABLE IF NOT EXISTS revoked_attenuations (
+    fingerprint BYTEA PRIMARY KEY,
+    token_id TEXT NOT NULL REFERENCES tokens(id),
+    revoked_at BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS revoked_attenuations_token ON revoked_attenuations(token_id);
+CREATE TABLE IF NOT EXISTS strip_lineage (
+    fingerprint BYTEA NOT NULL,
+    service_id TEXT NOT NULL REFERENCES tokens(id)
+);
+CREATE INDEX IF NOT EXISTS strip_lineage_fingerprint ON strip_lineage(fingerprint);
+CREATE TABLE IF NOT EXISTS revocations (
+    seq BIGSERIAL PRIMARY KEY,
+    token_id TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    at BIGINT NOT NULL,
+    fingerprint BYTEA
+);
+"""
+
+_TOKEN_COLS = 'id, kind, name, org, parent, "user", caveat_count, sealed_key, created_at, revoked_at, last_used_at'
+_INSERT_TOKEN = f"INSERT INTO tokens ({_TOKEN_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+
+
+def _token_args(r: TokenRow) -> tuple:
+    return (r.id, r.kind, r.name, r.org, r.parent, r.user, r.caveat_count, r.sealed_key, r.created_at,
+            r.revoked_at, r.last_used_at)
+
+
+def _token(r: asyncpg.Record) -> TokenRow:
+    return TokenRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bytes(r[7]), r[8], r[9], r[10])
+
+
+async def _feed(c: asyncpg.Connection, entries: list[tuple]) -> None:
+    """Append (token_id, scope, at, fingerprint) entries to the feed in commit order."""
+    if not entries:
+        return
+    await c.execute("SELECT pg_advisory_xact_lock($1)", _FEED_LOCK)
+    await c.executemany("INSERT INTO revocations (token_id, scope, at, fingerprint) VALUES ($1, $2, $3, $4)", entries)
+    await c.execute("SELECT pg_notify($1, '')", FEED_CHANNEL)
+
+
+class PostgresStore(PgDatabase):
+    SCHEMA = "authority"
+    MIGRATIONS = (COMMON_V1 + V1,)
+
+    # --- orgs ----------------------------------------------------------------------------
+
+    async def create_org(self, name: str, now: int, audit: AuditRecord) -> bool:
+        async with self._tx() as c:
+            done = await c.fetchval("INSERT INTO orgs (name, created_at) VALUES ($1, $2)"
+                                    " ON CONFLICT DO NOTHING RETURNING 1", name, now)
+            if done:
+                await self._audit(c, [audit])
+            return bool(done)
+
+    async def list_orgs(self) -> list[OrgRow]:
+        return [OrgRow(r[0], r[1]) for r in await self._all("SELECT name, created_at FROM orgs ORDER BY name")]
+
+    async def org_exists(self, name: str) -> bool:
+        return await self._one("SELECT 1 FROM orgs WHERE name = $1", name) is not None
+
+    # --- tokens ----------------------------------------------------------------------------
+
+    async def insert_token(self, row: TokenRow, audit: AuditRecord, lineage: Iterable[bytes] = ()) -> bool:
+        lineage = list(lineage)
+        async with self._tx() as c:
+            if row.parent is not None:
+                parent = await c.fetchrow("SELECT revoked_at FROM tokens WHERE id = $1 FOR SHARE", row.parent)
+                if parent is None or parent[0] is not None:
+                    return False
+            if lineage and await c.fetchval(
+                    "SELECT 1 FROM revoked_attenuations WHERE fingerprint = ANY($1::bytea[]) LIMIT 1", lineage):
+                return False
+            await c.execute(_INSERT_TOKEN, *_token_args(row))
+            if lineage:
+                await c.executemany("INSERT INTO strip_lineage (fingerprint, service_id) VALUES ($1, $2)",
+                                    [(fp, row.id) for fp in lineage])
+            await self._audit(c, [audit])
+            return True
+
+    async def insert_tokens(self, rows: Iterable[TokenRow]) -> None:
+        rows = list(rows)
+        async with self._tx() as c:
+            await c.executemany("INSERT INTO orgs (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                                sorted({(r.org, r.created_at) for r in rows}))
+            await c.copy_records_to_table("tokens", records=[_token_args(r) for r in rows],
+                                          columns=[x.strip().strip('"') for x in _TOKEN_COLS.split(",")])
+            await _feed(c, [(r.id, "token", r.revoked_at, None) for r in rows if r.revoked_at is not None])
+
+    async def load_token(self, token_id: str) -> tuple[TokenRow, frozenset[bytes]] | None:
+        async with self._conn() as c:
+            row = await c.fetchrow(f"SELECT {_TOKEN_COLS} FROM tokens WHERE id = $1", token_id)
+            if row is None:
+                return None
+            fps = await c.fetch("SELECT fingerprint FROM revoked_attenuations WHERE token_id = $1", token_id)
+        return _token(row), frozenset(bytes(r[0]) for r in fps)
+
+    async def list_tokens(self, org: str) -> list[TokenRow]:
+        rows = await self._all(f"SELECT {_TOKEN_COLS} FROM tokens WHERE org = $1 ORDER BY created_at, id", org)
+        return [_token(r) for r in rows]
+
+    async def touch(self, used: dict[str, int]) -> None:
+        if used:
+            async with self._tx() as c:
+                # Sorted: two replicas touching the same tokens take their row locks in one order.
+                await c.executemany("UPDATE tokens SET last_used_at = GREATEST(COALESCE(last_used_at, 0), $1)"
+                                    " WHERE id = $2", sorted(((t, i) for i, t in used.items()), key=lambda x: x[1]))
+
+    # --- revocation ------------------------------------------------------------------------
+
+    @staticmethod
+    async def _cascade(c: asyncpg.Connection, roots: list[str], now: int) -> list[str]:
+        """Revoke these tokens and all their descendants not yet revoked; return their ids
+        (the caller adds them to the feed)."""
+        if not roots:
+            return []
+        rows = await c.fetch(
+            "WITH RECURSIVE sub(id) AS (SELECT id FROM tokens WHERE id = ANY($1::text[])"
+            " UNION SELECT t.id FROM tokens t JOIN sub ON t.parent = sub.id)"
+            " UPDATE tokens SET revoked_at = $2 FROM sub"
+            " WHERE tokens.id = sub.id AND tokens.revoked_at IS NULL RETURNING tokens.id",
+            roots, now,
+        )
+        return sorted(r[0] for r in rows)
+
+    async def revoke_token(self, token_id: str, now: int, audit: AuditRecord) -> list[str] | None:
+        async with self._tx() as c:
+            if await c.fetchval("SELECT 1 FROM tokens WHERE id = $1 FOR UPDATE", token_id) is None:
+                return None
+            ids = await self._cascade(c, [token_id], now)
+            await _feed(c, [(i, "token", now, None) for i in ids])
+            if ids:
+                audit.detail = {**(audit.detail or {}), "revoked": ids}
+                await self._audit(c, [audit])
+            return ids
+
+    async def revoke_attenuation(self, token_id: str, fingerprint: bytes, now: int,
+                                 audit: AuditRecord) -> list[str] | None:
+        async with self._tx() as c:
+            await c.execute("SELECT 1 FROM tokens WHERE id = $1 FOR UPDATE", token_id)  # see the module doc
+            done = await c.fetchval(
+                "INSERT INTO revoked_attenuations (fingerprint, token_id, revoked_at) VALUES ($1, $2, $3)"
+                " ON CONFLICT DO NOTHING RETURNING 1", fingerprint, token_id, now)
+            if not done:
+                return None
+            children = await c.fetch("SELECT service_id FROM strip_lineage WHERE fingerprint = $1", fingerprint)
+            ids = await self._cascade(c, sorted(r[0] for r in children), now)
+            # The attenuation's entry first, then its cascade, as on SQLite. The feed lock is
+            # taken last, after every row lock, so it never waits inside a lock cycle.
+            await _feed(c, [(token_id, "attenuation", now, fingerprint)] + [(i, "token", now, None) for i in ids])
+            if ids:
+                audit.detail = {**(audit.detail or {}), "revoked": ids}
+            await self._audit(c, [audit])
+            return ids
+
+    async def revocations_after(self, after: int, limit: int) -> list[RevocationRow]:
+        rows = await self._all(
+            "SELECT seq, token_id, scope, at, fingerprint FROM revocations WHERE seq > $1 ORDER BY seq LIMIT $2",
+            after, limit,
+        )
+        return [RevocationRow(r[0], r[1], r[2], r[3], bytes(r[4]) if r[4] is not None else None) for r in rows]
+
+    async def revocation_head(self) -> int:
+        row = await self._one("SELECT COALESCE(MAX(seq), 0) FROM revocations")
+        return int(row[0])
+
+    async def watch_feed(self, wake) -> None:
+        await self.watch(FEED_CHANNEL, wake)

@@ -1,0 +1,343 @@
+"""The PostgreSQL base both services' stores build on: an asyncpg pool, durable commits,
+versioned migrations under an advisory lock, each service in its own schema, the tables
+every service has (meta, admins, audit), and a LISTEN connection of its own.
+
+Every failure to reach the database becomes `StoreError` (503 `unavailable`), with the URL's
+password shown as `***`, and every query has a deadline, so a lost database is a prompt 503,
+never a hang. This is the only module, with the services' `store/postgres.py`, that speaks
+PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import structlog
+
+from clients.tokens import ADMIN, secret_digest
+from server.audit import AuditRecord
+from server.sqlite import AuditRow, StoreError
+
+T = TypeVar("T")
+log = structlog.get_logger("sable.postgres")
+
+QUERY_TIMEOUT = 3.0  # seconds: with the pool wait below, a request learns of an outage in < 5 s
+CONNECT_TIMEOUT = 2.0
+WEAKER_THAN_ON = {"off", "local", "remote_write"}
+
+COMMON_V1 = """
+CREATE TABLE IF NOT EXISTS admins (hash BYTEA PRIMARY KEY, created_at BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS audit (
+    seq BIGSERIAL PRIMARY KEY,
+    at DOUBLE PRECISION NOT NULL,
+    event TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    request_id TEXT,
+    client TEXT,
+    token_id TEXT,
+    parent TEXT,
+    org TEXT,
+    "user" TEXT,
+    detail TEXT
+);
+"""
+
+
+def is_url(location: str) -> bool:
+    return location.startswith(("postgresql://", "postgres://"))
+
+
+def redact(url: str) -> str:
+    """The URL with its password, if any, as `***`: the only form messages and logs show."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable database URL>"
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def _describe(e: BaseException) -> str:
+    """What went wrong, in words that never carry the password (asyncpg's messages don't)."""
+    if isinstance(e, asyncio.TimeoutError):
+        return "timed out"
+    if isinstance(e, asyncpg.InvalidPasswordError):
+        return "password authentication failed"
+    if isinstance(e, asyncpg.InvalidAuthorizationSpecificationError):
+        return "the server refused this role"
+    if isinstance(e, asyncpg.InvalidCatalogNameError):
+        return "no such database"
+    if isinstance(e, OSError):
+        return e.strerror or type(e).__name__
+    if isinstance(e, asyncpg.PostgresError):
+        return f"{type(e).__name__}: {e.args[0] if e.args else ''}".rstrip(": ")
+    return type(e).__name__
+
+
+# What "the database is not there right now" looks like from asyncpg.
+UNREACHABLE = (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+               asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError, asyncpg.CrashShutdownError,
+               asyncpg.QueryCanceledError, asyncpg.TooManyConnectionsError, ConnectionError)
+
+
+async def _no_reset(conn: asyncpg.Connection) -> None:
+    """Sable sets no session state, so the pool's reset round trip (and its UNLISTEN) is skipped."""
+
+
+@dataclass
+class _Listener:
+    channel: str
+    wake: Callable[[], None]
+    conn: asyncpg.Connection | None = None
+    task: asyncio.Task | None = None
+
+
+class PgDatabase:
+    """Subclasses name their `SCHEMA` and list `MIGRATIONS`: entry N-1 takes it to version N."""
+
+    SCHEMA: ClassVar[str]
+    MIGRATIONS: ClassVar[Sequence[str]] = ()
+
+    def __init__(self, pool: asyncpg.Pool, url: str, connect_args: dict):
+        self.path = redact(url)  # what messages name
+        self._url = url
+        self._pool = pool
+        self._connect_args = connect_args
+        self._listeners: list[_Listener] = []
+
+    @classmethod
+    def schema_version(cls) -> int:
+        return len(cls.MIGRATIONS)
+
+    @classmethod
+    async def _settings(cls, url: str) -> dict:
+        """Connection settings: this service's schema, and commits durable at least to `on`
+        whatever the role's or server's default."""
+        conn = await asyncpg.connect(url, timeout=CONNECT_TIMEOUT)
+        try:
+            current = await conn.fetchval("SHOW synchronous_commit", timeout=QUERY_TIMEOUT)
+        finally:
+            await conn.close()
+        settings = {"search_path": cls.SCHEMA, "application_name": f"sable-{cls.SCHEMA}"}
+        if current in WEAKER_THAN_ON:
+            settings["synchronous_commit"] = "on"
+        return settings
+
+    @classmethod
+    async def open(cls: type[T], url: str, migrate: bool = True, min_size: int = 1, max_size: int = 10) -> T:
+        db_cls: Any = cls
+        try:
+            settings = await db_cls._settings(url)
+            args = {"timeout": CONNECT_TIMEOUT, "command_timeout": QUERY_TIMEOUT, "server_settings": settings}
+            pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, reset=_no_reset, **args)
+        except UNREACHABLE + (asyncpg.PostgresError, ValueError) as e:
+            raise StoreError(f"cannot open database {redact(url)}: {_describe(e)}") from None
+        db = db_cls(pool, url, args)
+        try:
+            if migrate:
+                await db.migrate()
+            else:
+                await db.check_version()
+        except BaseException:
+            await pool.close()
+            raise
+        return db
+
+    async def close(self) -> None:
+        for listener in self._listeners:
+            if listener.task is not None:
+                listener.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await listener.task
+            if listener.conn is not None and not listener.conn.is_closed():
+                listener.conn.terminate()
+        self._listeners.clear()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._pool.close(), 5)
+
+    # --- schema versions -----------------------------------------------------------------------
+
+    @classmethod
+    def _lock_key(cls) -> int:
+        return zlib.crc32(f"sable-migrate-{cls.SCHEMA}".encode())
+
+    async def stored_version(self) -> int:
+        """The schema version the database records (0 when it holds nothing of ours)."""
+        async with self._conn() as c:
+            exists = await c.fetchval("SELECT to_regclass($1)", f"{self.SCHEMA}.meta")
+            if exists is None:
+                return 0
+            row = await c.fetchval("SELECT v FROM meta WHERE k = 'schema_version'")
+            return int(row) if row else 0
+
+    async def check_version(self) -> int:
+        current, wanted = await self.stored_version(), self.schema_version()
+        if current > wanted:
+            raise StoreError(f"database {self.path} has schema version {current}, newer than this build's "
+                             f"{wanted}: upgrade Sable")
+        return current
+
+    async def migrate(self) -> tuple[int, int]:
+        """Bring the schema to this build's version in one transaction, under an advisory lock
+        so replicas starting together upgrade it once. Returns (from, to)."""
+        async with self._tx() as c:
+            await c.execute("SELECT pg_advisory_xact_lock($1)", self._lock_key())
+            await c.execute(f"CREATE SCHEMA IF NOT EXISTS {self.SCHEMA}")
+            await c.execute("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v BYTEA NOT NULL)")
+            row = await c.fetchval("SELECT v FROM meta WHERE k = 'schema_version'")
+            current, wanted = (int(row) if row else 0), self.schema_version()
+            if current > wanted:
+                raise StoreError(f"database {self.path} has schema version {current}, newer than this build's "
+                                 f"{wanted}: upgrade Sable")
+            for script in self.MIGRATIONS[current:]:
+                await c.execute(script)
+            if current != wanted:
+                await c.execute("INSERT INTO meta (k, v) VALUES ('schema_version', $1)"
+                                " ON CONFLICT (k) DO UPDATE SET v = excluded.v", str(wanted).encode())
+        return current, wanted
+
+    # --- connections and transactions ------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _conn(self) -> AsyncIterator[asyncpg.Connection]:
+        try:
+            async with self._pool.acquire(timeout=QUERY_TIMEOUT) as c:
+                yield c
+        except UNREACHABLE as e:
+            raise StoreError(f"database {self.path} is unavailable: {_describe(e)}", retry_after=1) from None
+
+    @contextlib.asynccontextmanager
+    async def _tx(self) -> AsyncIterator[asyncpg.Connection]:
+        """A transaction; its commit is durable (synchronous_commit at least on) on exit."""
+        async with self._conn() as c:
+            try:
+                async with c.transaction():
+                    yield c
+            except UNREACHABLE as e:
+                raise StoreError(f"database {self.path} is unavailable: {_describe(e)}", retry_after=1) from None
+
+    async def _one(self, sql: str, *args: Any) -> Any:
+        async with self._conn() as c:
+            try:
+                return await c.fetchrow(sql, *args)
+            except UNREACHABLE as e:
+                raise StoreError(f"database {self.path} is unavailable: {_describe(e)}", retry_after=1) from None
+
+    async def _all(self, sql: str, *args: Any) -> list:
+        async with self._conn() as c:
+            try:
+                return list(await c.fetch(sql, *args))
+            except UNREACHABLE as e:
+                raise StoreError(f"database {self.path} is unavailable: {_describe(e)}", retry_after=1) from None
+
+    async def ping(self) -> bool:
+        """Whether the database answers now and holds the schema this build serves."""
+        try:
+            return await asyncio.wait_for(self.stored_version(), QUERY_TIMEOUT) == self.schema_version()
+        except (TimeoutError, StoreError):
+            return False
+
+    # --- LISTEN ----------------------------------------------------------------------------------
+
+    async def watch(self, channel: str, wake: Callable[[], None]) -> None:
+        """Call `wake()` on every NOTIFY on `channel`, and after every (re)connect, since
+        notifications sent while disconnected are lost. A dedicated connection outside the
+        pool (the pool's reset would UNLISTEN it); reconnects by itself."""
+        listener = _Listener(channel, wake)
+        self._listeners.append(listener)
+        listener.task = asyncio.create_task(self._listen(listener))
+
+    async def _listen(self, listener: _Listener) -> None:
+        delay = 0.1
+        while True:
+            try:
+                conn = await asyncpg.connect(self._url, **self._connect_args)
+                listener.conn = conn
+                await conn.add_listener(listener.channel, lambda *_: listener.wake())
+                listener.wake()  # catch up on what was missed while disconnected
+                delay = 0.1
+                while not conn.is_closed():  # a heartbeat: a dead connection is found within 1 s
+                    await asyncio.sleep(0.5)
+                    await conn.fetchval("SELECT 1", timeout=1.0)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.warning("listen_lost", channel=listener.channel, error=_describe(e))
+            finally:
+                if listener.conn is not None and not listener.conn.is_closed():
+                    listener.conn.terminate()
+                listener.conn = None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    def listening(self) -> bool:
+        return bool(self._listeners) and all(x.conn is not None and not x.conn.is_closed() for x in self._listeners)
+
+    # --- what every service stores -----------------------------------------------------------------
+
+    @staticmethod
+    async def _audit(c: asyncpg.Connection, records: list[AuditRecord]) -> None:
+        await c.executemany(
+            'INSERT INTO audit (at, event, outcome, request_id, client, token_id, parent, org, "user", detail)'
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            [(r.at, r.event, r.outcome, r.request_id, r.client, r.token_id, r.parent, r.org, r.user,
+              json.dumps(r.detail) if r.detail else None) for r in records],
+        )
+
+    async def write_audit(self, records: list[AuditRecord]) -> None:
+        if records:
+            async with self._tx() as c:
+                await self._audit(c, records)
+
+    async def audit_rows(self, event: str | None = None) -> list[AuditRow]:
+        cols = 'seq, at, event, outcome, request_id, client, token_id, parent, org, "user", detail'
+        if event is None:
+            rows = await self._all(f"SELECT {cols} FROM audit ORDER BY seq")
+        else:
+            rows = await self._all(f"SELECT {cols} FROM audit WHERE event = $1 ORDER BY seq", event)
+        return [AuditRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], json.loads(r[10]) if r[10] else None)
+                for r in rows]
+
+    async def get_meta(self, key: str) -> bytes | None:
+        row = await self._one("SELECT v FROM meta WHERE k = $1", key)
+        return bytes(row[0]) if row else None
+
+    async def ensure_meta(self, key: str, value: bytes) -> bytes:
+        async with self._tx() as c:
+            await c.execute("INSERT INTO meta (k, v) VALUES ($1, $2) ON CONFLICT (k) DO NOTHING", key, value)
+            return bytes(await c.fetchval("SELECT v FROM meta WHERE k = $1", key))
+
+    async def add_admin(self, digest: bytes, now: int) -> None:
+        async with self._tx() as c:
+            await c.execute("INSERT INTO admins (hash, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING", digest, now)
+
+    async def is_admin(self, credential: str | None) -> bool:
+        if not credential or not credential.startswith(ADMIN):
+            return False
+        return await self._one("SELECT 1 FROM admins WHERE hash = $1", secret_digest(credential)) is not None
+
+    async def integrity_ok(self) -> bool:
+        return await self.ping()
+
+
+async def retrying(fn: Callable[[], Awaitable[T]], until: float) -> T:
+    """`fn()` again while the database is unavailable, until the monotonic deadline."""
+    while True:
+        try:
+            return await fn()
+        except StoreError:
+            if time.monotonic() >= until:
+                raise
+            await asyncio.sleep(0.2)
