@@ -69,3 +69,47 @@ def ticket_for(env, org="acme", ttl=300, keys=None) -> tuple[str, bytes]:
     tok, _ = build(KeyStore(bytes(32)), tokens.PERMISSION, "http://auth", "ab" * 16, [f"org {org}"], trust, org, ttl)
     ticket = [c for c in tok.caveats if c.third_party][0].cid
     return tok.encode(), ticket
+
+
+class AuthorityProcess:
+    """`sable authority serve` as a real process, trusting `discharger` (a FakeDischarger),
+    on a free port. Several may share one database (replicas)."""
+
+    def __init__(self, tmp_path: Path, db: str, discharger, admin: str, master_key: str = "44" * 32,
+                 workers: int = 1, name: str = "authority", extra_env: dict | None = None):
+        import base64
+        import os
+
+        kid, key = discharger.trust.public_keys[0]
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tmp_path / f"{name}-{self.port}.log"
+        config = tmp_path / f"{name}-{self.port}.toml"
+        config.write_text(
+            f'[authority]\npublic_url = "http://authority.test"\nrevoke_per_minute = 100000\n'
+            f'[[authority.dischargers]]\nlocation = "{discharger.location}"\n'
+            f'public_keys = [{{ kid = "{kid}", key = "{base64.urlsafe_b64encode(key).decode().rstrip("=")}" }}]\n')
+        env = {**os.environ, "SABLE_ADMIN_TOKEN": admin, "SABLE_MASTER_KEY": master_key, **(extra_env or {})}
+        self.args = [SABLE, "authority", "serve", "--port", str(self.port), "--db", db, "--config", str(config),
+                     "--workers", str(workers)]
+        self.env = env
+        self.proc = self._spawn()
+
+    def _spawn(self) -> subprocess.Popen:
+        proc = subprocess.Popen(self.args, env=self.env, stdout=open(self.log, "a"), stderr=subprocess.STDOUT)
+        wait_healthy(self.url, proc, self.log)
+        return proc
+
+    def restart(self) -> None:
+        self.stop()
+        self.proc = self._spawn()
+
+    def kill(self) -> None:
+        import signal
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=15)
