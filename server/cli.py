@@ -418,3 +418,32 @@ def db_upgrade(location, service):
         return lines
     for line in asyncio.run(go()):
         click.echo(line)
+
+
+@db.command("copy")
+@click.option("--from", "src", required=True, metavar="PATH|URL", help="The database to read (not changed).")
+@click.option("--to", "dst", required=True, metavar="PATH|URL", help="An empty database to fill.")
+@click.option("--service", type=click.Choice(_SERVICES), help="Whose data (default: what the source holds).")
+@click.option("--force", is_flag=True, help="Copy even though a service seems to have the source open.")
+@handle_errors
+def db_copy(src, dst, service, force):
+    """Copy one service's data into an empty database, SQLite <-> PostgreSQL: ids, lineage,
+    revocations and feed positions, audit, last-used times and sealed keys (no master key
+    needed). Prints the last feed cursor copied."""
+    from authority.store import TABLES as AUTHORITY_TABLES
+    from discharger.store import TABLES as DISCHARGER_TABLES
+    from server.dbcopy import copy_database
+    from server.postgres import is_url, redact
+
+    names = _db_services(src, service)
+    if len(names) != 1:
+        fail("a PostgreSQL database holds both services' data: name one with --service", EXIT_USAGE)
+    name = names[0]
+    tables = {"authority": AUTHORITY_TABLES, "discharger": DISCHARGER_TABLES}[name]
+    if not is_url(dst) and Path(dst).exists() and Path(dst).stat().st_size:
+        fail(f"{dst} exists; copy only into a new file or an empty database", EXIT_USAGE)
+    copied = asyncio.run(copy_database(_openers()[name], tables, src, dst, force))
+    click.echo(f"copied {name} from {redact(src)} to {redact(dst)}: "
+               + ", ".join(f"{n} {table}" for table, n in copied.rows.items()))
+    if name == "authority":
+        click.echo(f"last feed cursor copied: {copied.last_cursor}")

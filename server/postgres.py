@@ -122,7 +122,7 @@ class PgDatabase:
         return len(cls.MIGRATIONS)
 
     @classmethod
-    async def _settings(cls, url: str) -> dict:
+    async def _settings(cls, url: str, role: str) -> dict:
         """Connection settings: this service's schema, and commits durable at least to `on`
         whatever the role's or server's default."""
         conn = await asyncpg.connect(url, timeout=CONNECT_TIMEOUT)
@@ -130,16 +130,18 @@ class PgDatabase:
             current = await conn.fetchval("SHOW synchronous_commit", timeout=QUERY_TIMEOUT)
         finally:
             await conn.close()
-        settings = {"search_path": cls.SCHEMA, "application_name": f"sable-{cls.SCHEMA}"}
+        # The application name tells a running service ("service") from `sable db` ("tool").
+        settings = {"search_path": cls.SCHEMA, "application_name": f"sable-{cls.SCHEMA}-{role}"}
         if current in WEAKER_THAN_ON:
             settings["synchronous_commit"] = "on"
         return settings
 
     @classmethod
-    async def open(cls: type[T], url: str, migrate: bool = True, min_size: int = 1, max_size: int = 10) -> T:
+    async def open(cls: type[T], url: str, migrate: bool = True, role: str = "service",
+                   min_size: int = 1, max_size: int = 10) -> T:
         db_cls: Any = cls
         try:
-            settings = await db_cls._settings(url)
+            settings = await db_cls._settings(url, role)
             args = {"timeout": CONNECT_TIMEOUT, "command_timeout": QUERY_TIMEOUT, "server_settings": settings}
             pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, reset=_no_reset, **args)
         except UNREACHABLE + (asyncpg.PostgresError, ValueError) as e:
@@ -327,6 +329,43 @@ class PgDatabase:
         if not credential or not credential.startswith(ADMIN):
             return False
         return await self._one("SELECT 1 FROM admins WHERE hash = $1", secret_digest(credential)) is not None
+
+    async def in_use(self) -> bool:
+        """Whether a service process is connected to this schema now (other than us)."""
+        async with self._conn() as c:
+            return bool(await c.fetchval(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND application_name = $1 AND pid <> pg_backend_pid()", f"sable-{self.SCHEMA}-service"))
+
+    async def snapshot(self, tables: Sequence[tuple[str, Sequence[str]]]) -> dict[str, list[tuple]]:
+        """Every row of `tables`, read in one REPEATABLE READ transaction: one snapshot."""
+        out: dict[str, list[tuple]] = {}
+        async with self._conn() as c:
+            async with c.transaction(isolation="repeatable_read", readonly=True):
+                for name, cols in tables:
+                    quoted = ", ".join(f'"{x}"' for x in cols)
+                    rows = await c.fetch(f"SELECT {quoted} FROM {name}")
+                    out[name] = [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in rows]
+        return out
+
+    async def load(self, tables: Sequence[tuple[str, Sequence[str]]], data: dict[str, list[tuple]]) -> None:
+        """Insert rows as given (ids, sequence numbers and all) in one transaction, then move
+        each sequence past the highest number copied."""
+        async with self._tx() as c:
+            await c.execute("DELETE FROM meta WHERE k = 'schema_version'")  # the source's comes with the data
+            for name, cols in tables:
+                if data[name]:
+                    await c.copy_records_to_table(name, records=data[name], columns=list(cols), timeout=600)
+                if "seq" in cols:
+                    await c.execute(f"SELECT setval(pg_get_serial_sequence('{name}', 'seq'),"
+                                    f" COALESCE((SELECT MAX(seq) FROM {name}), 0) + 1, false)")
+
+    async def row_count(self, tables: Sequence[tuple[str, Sequence[str]]]) -> int:
+        total = 0
+        for name, _ in tables:
+            where = " WHERE k <> 'schema_version'" if name == "meta" else ""
+            total += (await self._one(f"SELECT COUNT(*) FROM {name}{where}"))[0]
+        return total
 
     async def integrity_ok(self) -> bool:
         return await self.ping()

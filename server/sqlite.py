@@ -328,6 +328,36 @@ class Database:
 
     # --- operations ------------------------------------------------------------------------------
 
+    async def snapshot(self, tables: Sequence[tuple[str, Sequence[str]]]) -> dict[str, list[tuple]]:
+        """Every row of `tables`, read in one transaction: one consistent snapshot (WAL)."""
+        out: dict[str, list[tuple]] = {}
+        await self._r.execute("BEGIN")
+        try:
+            for name, cols in tables:
+                quoted = ", ".join(f'"{c}"' for c in cols)
+                out[name] = [tuple(r) for r in await self._all(f"SELECT {quoted} FROM {name}")]
+        finally:
+            await self._r.execute("COMMIT")
+        return out
+
+    async def load(self, tables: Sequence[tuple[str, Sequence[str]]], data: dict[str, list[tuple]]) -> None:
+        """Insert rows as given (ids, sequence numbers and all) in one transaction."""
+        def run(c: sqlite3.Connection) -> None:
+            c.execute("DELETE FROM meta WHERE k = 'schema_version'")  # the source's comes with the data
+            for name, cols in tables:
+                quoted = ", ".join(f'"{c}"' for c in cols)
+                marks = ", ".join("?" * len(cols))
+                c.executemany(f"INSERT INTO {name} ({quoted}) VALUES ({marks})", data[name])
+        await self._tx(run)
+
+    async def row_count(self, tables: Sequence[tuple[str, Sequence[str]]]) -> int:
+        """Rows in `tables`, not counting the schema version."""
+        total = 0
+        for name, _ in tables:
+            where = " WHERE k <> 'schema_version'" if name == "meta" else ""
+            total += (await self._one(f"SELECT COUNT(*) FROM {name}{where}"))[0]
+        return total
+
     async def integrity_ok(self) -> bool:
         row = await self._one("PRAGMA integrity_check")
         return row is not None and row[0] == "ok"

@@ -48,6 +48,20 @@ class RevocationRow:
     fingerprint: bytes | None = None
 
 
+# Every table and column, parents before children: what `sable db copy` moves.
+TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("meta", ("k", "v")),
+    ("admins", ("hash", "created_at")),
+    ("audit", ("seq", "at", "event", "outcome", "request_id", "client", "token_id", "parent", "org", "user", "detail")),
+    ("orgs", ("name", "created_at")),
+    ("tokens", ("id", "kind", "name", "org", "parent", "user", "caveat_count", "sealed_key", "created_at",
+                "revoked_at", "last_used_at")),
+    ("revoked_attenuations", ("fingerprint", "token_id", "revoked_at")),
+    ("strip_lineage", ("fingerprint", "service_id")),
+    ("revocations", ("seq", "token_id", "scope", "at", "fingerprint")),
+)
+
+
 class AuthorityStore(Protocol):
     path: str
 
@@ -110,15 +124,16 @@ class AuthorityStore(Protocol):
         ...
 
 
-async def open_store(location: str, migrate: bool = True) -> AuthorityStore:
+async def open_store(location: str, migrate: bool = True, role: str = "service") -> AuthorityStore:
     """The store at `location`: a `postgresql://` URL, else a SQLite file path. The schema is
-    brought to this build's version unless `migrate` is False (then only checked)."""
+    brought to this build's version unless `migrate` is False (then only checked). `role` is
+    "tool" for `sable db` commands, so they can tell themselves from running services."""
     from server.postgres import is_url
 
     if is_url(location):
         from authority.store.postgres import PostgresStore
 
-        return await PostgresStore.open(location, migrate=migrate)
+        return await PostgresStore.open(location, migrate=migrate, role=role)
     from authority.store.sqlite import SqliteStore
 
     return await SqliteStore.open(location, migrate=migrate)

@@ -20,6 +20,17 @@ class UserRow:
     orgs: frozenset[str]
 
 
+# Every table and column, parents before children: what `sable db copy` moves.
+TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("meta", ("k", "v")),
+    ("admins", ("hash", "created_at")),
+    ("audit", ("seq", "at", "event", "outcome", "request_id", "client", "token_id", "parent", "org", "user", "detail")),
+    ("users", ("username", "password_hash", "disabled", "created_at")),
+    ("memberships", ("username", "org")),
+    ("sessions", ("hash", "username", "expires_at")),
+)
+
+
 class DischargerStore(Protocol):
     path: str
 
@@ -48,15 +59,16 @@ class DischargerStore(Protocol):
     async def delete_session(self, digest: bytes) -> bool: ...
 
 
-async def open_store(location: str, migrate: bool = True) -> DischargerStore:
+async def open_store(location: str, migrate: bool = True, role: str = "service") -> DischargerStore:
     """The store at `location`: a `postgresql://` URL, else a SQLite file path. The schema is
-    brought to this build's version unless `migrate` is False (then only checked)."""
+    brought to this build's version unless `migrate` is False (then only checked). `role` is
+    "tool" for `sable db` commands, so they can tell themselves from running services."""
     from server.postgres import is_url
 
     if is_url(location):
         from discharger.store.postgres import PostgresStore
 
-        return await PostgresStore.open(location, migrate=migrate)
+        return await PostgresStore.open(location, migrate=migrate, role=role)
     from discharger.store.sqlite import SqliteStore
 
     return await SqliteStore.open(location, migrate=migrate)

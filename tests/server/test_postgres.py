@@ -125,7 +125,7 @@ async def test_notify_wakes_a_watcher_and_a_reconnect_wakes_it_too(pg_cluster, p
 
         woken.clear()
         pg_cluster.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                        " WHERE application_name = 'sable-authority' AND pid <> pg_backend_pid()")
+                        " WHERE application_name = 'sable-authority-service' AND pid <> pg_backend_pid()")
         await asyncio.wait_for(woken.wait(), 10)  # reconnected, and woke to catch up
     finally:
         await store.close()
