@@ -17,7 +17,7 @@ from authority.usage import Usage
 from authority.verification import Checker, ParseCache, parse_presentation
 from clients import tokens
 from clients.caveats import Access
-from clients.errors import BadRequest, Denial, TokenFormatError
+from clients.errors import BadRequest, Denial, TokenFormatError, Unavailable
 from server.audit import AuditRecord, Caller
 
 HERE = "http://authority.test"
@@ -135,3 +135,14 @@ def test_checker_parse_uses_its_cache():
     checker = Checker(HERE, frozenset(), None, None, None)  # type: ignore[arg-type]  # parse only
     first = checker.parse([tok.encode()])[0]
     assert checker.parse([tok.encode()])[0] is first and len(checker.parsed) == 1
+
+
+async def test_a_stale_revocation_view_is_unavailable_not_a_decision(env):
+    store, checker = env
+    text, _ = await service(store)
+    stale = Checker(HERE, frozenset(), checker.records, checker.usage, checker.denials, fresh=lambda: False)
+    with pytest.raises(Unavailable) as e:
+        await stale.check(stale.parse([text]), Access("acme", "r"), CALLER)
+    assert e.value.message == "the revocation feed has not been read for 5 s (database unreachable?)"
+    assert e.value.retry_after == 1 and e.value.code == "unavailable"
+    assert (await checker.check(checker.parse([text]), Access("acme", "r"), CALLER)).record.org == "acme"
