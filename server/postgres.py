@@ -13,9 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -370,13 +369,3 @@ class PgDatabase:
     async def integrity_ok(self) -> bool:
         return await self.ping()
 
-
-async def retrying(fn: Callable[[], Awaitable[T]], until: float) -> T:
-    """`fn()` again while the database is unavailable, until the monotonic deadline."""
-    while True:
-        try:
-            return await fn()
-        except StoreError:
-            if time.monotonic() >= until:
-                raise
-            await asyncio.sleep(0.2)

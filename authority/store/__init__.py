@@ -12,6 +12,7 @@ from typing import Protocol
 
 from server.audit import AuditRecord
 from server.sqlite import AuditRow, StoreError
+from server.store import COMMON_TABLES, ServiceStore
 
 __all__ = ["AuditRow", "AuthorityStore", "OrgRow", "RevocationRow", "StoreError", "TokenRow", "open_store"]
 
@@ -50,9 +51,7 @@ class RevocationRow:
 
 # Every table and column, parents before children: what `sable db copy` moves.
 TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("meta", ("k", "v")),
-    ("admins", ("hash", "created_at")),
-    ("audit", ("seq", "at", "event", "outcome", "request_id", "client", "token_id", "parent", "org", "user", "detail")),
+    *COMMON_TABLES,
     ("orgs", ("name", "created_at")),
     ("tokens", ("id", "kind", "name", "org", "parent", "user", "caveat_count", "sealed_key", "created_at",
                 "revoked_at", "last_used_at")),
@@ -62,24 +61,8 @@ TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
-class AuthorityStore(Protocol):
-    path: str
-
-    async def close(self) -> None: ...
-
-    # schema and health
-    @classmethod
-    def schema_version(cls) -> int: ...
-    async def stored_version(self) -> int: ...
-    async def migrate(self) -> tuple[int, int]: ...
-    async def ping(self) -> bool: ...
-
-    # meta, admins, audit
+class AuthorityStore(ServiceStore, Protocol):
     async def ensure_meta(self, key: str, value: bytes) -> bytes: ...
-    async def add_admin(self, digest: bytes, now: int) -> None: ...
-    async def is_admin(self, credential: str | None) -> bool: ...
-    async def write_audit(self, records: list[AuditRecord]) -> None: ...
-    async def audit_rows(self, event: str | None = None) -> list[AuditRow]: ...
 
     # orgs
     async def create_org(self, name: str, now: int, audit: AuditRecord) -> bool: ...

@@ -8,6 +8,7 @@ from typing import Protocol
 
 from server.audit import AuditRecord
 from server.sqlite import AuditRow, StoreError
+from server.store import COMMON_TABLES, ServiceStore
 
 __all__ = ["AuditRow", "DischargerStore", "StoreError", "UserRow", "open_store"]
 
@@ -22,30 +23,14 @@ class UserRow:
 
 # Every table and column, parents before children: what `sable db copy` moves.
 TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("meta", ("k", "v")),
-    ("admins", ("hash", "created_at")),
-    ("audit", ("seq", "at", "event", "outcome", "request_id", "client", "token_id", "parent", "org", "user", "detail")),
+    *COMMON_TABLES,
     ("users", ("username", "password_hash", "disabled", "created_at")),
     ("memberships", ("username", "org")),
     ("sessions", ("hash", "username", "expires_at")),
 )
 
 
-class DischargerStore(Protocol):
-    path: str
-
-    async def close(self) -> None: ...
-
-    # schema and health
-    @classmethod
-    def schema_version(cls) -> int: ...
-    async def stored_version(self) -> int: ...
-    async def migrate(self) -> tuple[int, int]: ...
-    async def ping(self) -> bool: ...
-    async def add_admin(self, digest: bytes, now: int) -> None: ...
-    async def is_admin(self, credential: str | None) -> bool: ...
-    async def write_audit(self, records: list[AuditRecord]) -> None: ...
-    async def audit_rows(self, event: str | None = None) -> list[AuditRow]: ...
+class DischargerStore(ServiceStore, Protocol):
 
     async def create_user(self, username: str, password_hash: bytes, orgs: list[str], now: int,
                           audit: AuditRecord) -> bool: ...
