@@ -306,7 +306,8 @@ def test_holder_discharge_cannot_name_another_user():
     (f"expires {format_time(int(NOW))}", ACCESS, "has expired"),
     (f"not-before {format_time(int(NOW) + 10)}", ACCESS, "not valid yet"),
     ("bogus x", ACCESS, "is not understood"),
-])
+], ids=["apps", "hosts", "instances", "actions", "org", "user", "expires", "not-before", "unknown"])  # no clock in ids:
+# every pytest-xdist worker must collect the same names
 def test_each_first_party_caveat_is_judged(caveat, access, reason):
     tok, rec = service(caveats=("org acme", caveat))
     assert reason in denied(tok, rec, access=access)
