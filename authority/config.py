@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import stat
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from clients.errors import ConfigError
 from clients.tickets import b64d, key_id
+from server.masterkey import load_master_key
 from server.settings import database, picker, read_toml
 
 
@@ -24,6 +23,7 @@ class AuthorityConfig:
     master_key: bytes
     public_url: str
     dischargers: list[TrustedDischarger] = field(default_factory=list)
+    discharger_url: str | None = None  # when set, the keys are fetched from it and refreshed
     host: str = "127.0.0.1"
     port: int = 8700
     ticket_ttl: int = 300
@@ -34,37 +34,6 @@ class AuthorityConfig:
     last_used_interval: float = 60.0
     flush_interval: float = 1.0  # how often last-used times and denial audits are written
     admin_token: str | None = None
-
-
-def parse_key(text: str, what: str) -> bytes:
-    """A 32-byte key written as base64url (43 chars) or hex (64 chars)."""
-    text = text.strip()
-    try:
-        key = bytes.fromhex(text) if len(text) == 64 else b64d(text)
-    except ValueError:
-        raise ConfigError(f"{what} is not base64url or hex") from None
-    if len(key) != 32:
-        raise ConfigError(f"{what} must be 32 bytes")
-    return key
-
-
-def load_master_key(key_file: str | None = None) -> bytes:
-    """From SABLE_MASTER_KEY, else from a key file that only its owner can read."""
-    env = os.environ.get("SABLE_MASTER_KEY")
-    if env:
-        return parse_key(env, "SABLE_MASTER_KEY")
-    key_file = key_file or os.environ.get("SABLE_MASTER_KEY_FILE")
-    if not key_file:
-        raise ConfigError("no master key: set SABLE_MASTER_KEY or pass --master-key-file")
-    path = Path(key_file)
-    try:
-        mode = path.stat().st_mode
-        text = path.read_text()
-    except OSError as e:
-        raise ConfigError(f"cannot read master key file {path}: {e.strerror}") from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(f"master key file {path} is readable by others; chmod 600 it")
-    return parse_key(text, f"master key file {path}")
 
 
 def discharger_from_info(info: dict) -> TrustedDischarger:
@@ -82,12 +51,9 @@ def discharger_from_info(info: dict) -> TrustedDischarger:
     return TrustedDischarger(location, keys)
 
 
-def load(config_path: str | None = None, **flags) -> tuple[AuthorityConfig, str | None]:
-    """Settings from flags, then the TOML file, then defaults.
-
-    Returns the config and, when the discharger's keys are not configured, its URL so the
-    caller can fetch them from its /v1/info.
-    """
+def load(config_path: str | None = None, **flags) -> AuthorityConfig:
+    """Settings from flags, then the TOML file, then defaults. When the discharger is given by
+    URL, `dischargers` stays empty until its keys are fetched (authority.dischargers)."""
     section = read_toml(config_path, "authority")
     pick = picker(flags, section)
 
@@ -109,7 +75,7 @@ def load(config_path: str | None = None, **flags) -> tuple[AuthorityConfig, str 
     )
     if not 1 <= config.ticket_ttl <= 300:
         raise ConfigError("ticket_ttl must be from 1 to 300 seconds")
-    discharger_url = pick("discharger")
-    if dischargers and discharger_url:
+    config.discharger_url = pick("discharger")
+    if dischargers and config.discharger_url:
         raise ConfigError("give the discharger either as a URL or with its keys in the config, not both")
-    return config, discharger_url
+    return config

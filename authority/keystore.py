@@ -7,44 +7,28 @@ a root key: callers get the token's initial signature, which is all the chain ne
 
 from __future__ import annotations
 
-import nacl.exceptions
-import nacl.secret
 import nacl.utils
 
 from clients import macaroon
-
-_CHECK = b"sable-master-key-check-v1"
+from server.masterkey import MasterKey
 
 
 class KeyStore:
     def __init__(self, master_key: bytes):
-        if len(master_key) != 32:
-            raise ValueError("master key must be 32 bytes")
-        self._box = nacl.secret.SecretBox(master_key)
+        self.master = MasterKey(master_key)
 
     def new_token_key(self, token_id: str, identifier: bytes) -> tuple[bytes, bytes]:
         """Make a root key for a new token: returns (sealed key for storage, initial signature)."""
         root_key = nacl.utils.random(32)
-        sealed = bytes(self._box.encrypt(bytes.fromhex(token_id) + root_key))
+        sealed = self.master.seal(bytes.fromhex(token_id) + root_key)
         return sealed, macaroon.initial_signature(root_key, identifier)
 
     def initial_signature(self, token_id: str, sealed: bytes, identifier: bytes) -> bytes | None:
         """The token's first signature, or None if the sealed key is not ours or not this token's."""
-        try:
-            plain = self._box.decrypt(sealed)
-        except (nacl.exceptions.CryptoError, ValueError, TypeError):
+        plain = self.master.open(sealed)
+        if plain is None:
             return None
         tid = bytes.fromhex(token_id)
         if len(plain) != len(tid) + 32 or plain[: len(tid)] != tid:
             return None
         return macaroon.initial_signature(plain[len(tid):], identifier)
-
-    def check_value(self) -> bytes:
-        """Stored once per database, so a wrong master key is caught at start-up."""
-        return bytes(self._box.encrypt(_CHECK))
-
-    def matches(self, check_value: bytes) -> bool:
-        try:
-            return self._box.decrypt(check_value) == _CHECK
-        except (nacl.exceptions.CryptoError, ValueError, TypeError):
-            return False

@@ -11,6 +11,7 @@ import time
 
 from authority.audit import DenialLog
 from authority.config import AuthorityConfig
+from authority.dischargers import KeyRefresh
 from authority.feed import RevocationFeed
 from authority.keystore import KeyStore
 from authority.listing import Listing
@@ -18,7 +19,7 @@ from authority.minting import Minting
 from authority.orgs import Orgs
 from authority.records import TokenCache
 from authority.revocation import Revocation
-from authority.store import AuthorityStore, StoreError, open_store
+from authority.store import AuthorityStore, open_store
 from authority.usage import Usage
 from authority.verification import Checker
 from clients import tokens
@@ -38,14 +39,14 @@ class Authority:
         self.minting = Minting(config, store, keys, self.checker)
         self.revocation = Revocation(store, self.records, self.feed, config.public_url)
         self.listing = Listing(store, self.usage)
+        self.discharger_keys = KeyRefresh(config, store)
 
     @classmethod
     async def open(cls, config: AuthorityConfig) -> Authority:
         keys = KeyStore(config.master_key)
         store = await open_store(config.db_path)
         try:
-            if not keys.matches(await store.ensure_meta("master_key_check", keys.check_value())):
-                raise StoreError(f"the master key does not match database {config.db_path}")
+            await keys.master.check(store, config.db_path)
             if config.admin_token:
                 await store.add_admin(tokens.secret_digest(config.admin_token), int(time.time()))
         except BaseException:
@@ -56,8 +57,10 @@ class Authority:
     async def start(self) -> None:
         await self.feed.start()
         await self.usage.start()
+        await self.discharger_keys.start()
 
     async def close(self) -> None:
+        await self.discharger_keys.stop()
         await self.feed.stop()
         await self.usage.stop()
         await self.store.close()

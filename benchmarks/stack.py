@@ -42,7 +42,7 @@ class Stack:
         self._runners.append(runner)
 
     async def start(self) -> Stack:
-        d_config = DischargerConfig(str(self.dir / "discharger.db"), str(self.dir / "discharger.keys"), self.d_url,
+        d_config = DischargerConfig(str(self.dir / "discharger.db"), nacl.utils.random(32), self.d_url,
                                     port=self.d_port, admin_token=self.admin)
         await self._start(discharger_app(d_config), self.d_port)
         async with DischargerClient(self.d_url) as d:

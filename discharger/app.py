@@ -32,7 +32,7 @@ async def _admin(request: web.Request) -> Discharger:
 @routes.get("/v1/info")
 async def info(request: web.Request) -> web.Response:
     d = _d(request)
-    d.keys.reload()
+    await d.keys.refresh(max_age=1.0)  # a rotation shows at once; a flood costs one read a second
     return web.json_response({
         "service": "sable-discharger", "version": __version__, "location": d.config.public_url,
         "public_keys": d.keys.public_keys(),

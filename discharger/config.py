@@ -6,14 +6,16 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from server.masterkey import load_master_key
 from server.settings import database, picker, read_toml
 
 
 @dataclass
 class DischargerConfig:
     db_path: str
-    keys_path: str
+    master_key: bytes  # seals the X25519 keys in the database
     public_url: str
+    keys_path: str | None = None  # a 0.1.0 key file, moved into the database on first start
     host: str = "127.0.0.1"
     port: int = 8701
     session_ttl: int = 12 * 3600
@@ -37,6 +39,7 @@ def load(config_path: str | None = None, **flags) -> DischargerConfig:
     scheme = "https" if pick("tls_cert") else "http"
     return DischargerConfig(
         db_path=database(flags, section, data_dir, "discharger"),
+        master_key=flags.get("master_key") or load_master_key(pick("master_key_file")),
         keys_path=pick("keys") or str(Path(data_dir) / "discharger.keys"),
         public_url=pick("public_url") or f"{scheme}://{host}:{port}",
         host=host,

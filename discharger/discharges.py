@@ -23,7 +23,7 @@ class Discharges:
     async def issue(self, username: str, ticket: bytes, caller: Caller) -> Discharge:
         """A discharge for `username` (already authenticated by session); TicketError (400) if
         the ticket can't be opened, Denied (403) if the user may not have one."""
-        contents = self.keys.open(ticket)
+        contents = await self.keys.open(ticket)
         user = await self.store.get_user(username)
         audit = caller.record("discharge", user=username, org=contents.org)
         refusal = None

@@ -13,6 +13,7 @@ from discharger.passwords import Hasher
 from discharger.sessions import Sessions
 from discharger.store import DischargerStore, open_store
 from discharger.users import Users
+from server.masterkey import MasterKey
 
 
 class Discharger:
@@ -22,18 +23,21 @@ class Discharger:
         self.keys = keys
         self.hasher = hasher
         self.users = Users(store, hasher)
-        self.sessions = Sessions(config, store, hasher)
+        self.sessions = Sessions(config, store, hasher, keys.master)
         self.discharges = Discharges(config, store, keys)
 
     @classmethod
     async def open(cls, config: DischargerConfig) -> Discharger:
-        keys = DischargerKeys.load_or_create(config.keys_path)
+        master = MasterKey(config.master_key)
         store = await open_store(config.db_path)
         hasher = Hasher(config.password_limits, config.hash_threads, config.hash_queue)
         try:
+            await master.check(store, config.db_path)
+            keys = await DischargerKeys.load(store, master, config.keys_path)
             if config.admin_token:
                 await store.add_admin(tokens.secret_digest(config.admin_token), int(time.time()))
             await hasher.start()
+            await keys.start()
         except BaseException:
             hasher.close()
             await store.close()
@@ -41,5 +45,6 @@ class Discharger:
         return cls(config, store, keys, hasher)
 
     async def close(self) -> None:
+        await self.keys.stop()
         self.hasher.close()
         await self.store.close()

@@ -14,31 +14,41 @@ from discharger.model import Credentials, Session
 from discharger.passwords import Hasher
 from discharger.store import DischargerStore
 from server.audit import Caller
-from server.ratelimit import SlidingCounter, throttle_key
+from server.masterkey import MasterKey
+from server.ratelimit import throttle_key
 
 BAD_LOGIN = "invalid username or password"
 
 
 class Sessions:
-    def __init__(self, config: DischargerConfig, store: DischargerStore, hasher: Hasher):
+    def __init__(self, config: DischargerConfig, store: DischargerStore, hasher: Hasher, master: MasterKey):
         self.config = config
         self.store = store
         self.hasher = hasher
-        self.user_failures = SlidingCounter(config.user_failures, config.failure_window)
-        self.address_failures = SlidingCounter(config.address_failures, config.failure_window)
+        self._pseudonym = master.pseudonym  # the throttle stores no username (it may be a password)
+        self._pruned_at = 0.0
+
+    async def _attempt(self, username: str, client: str) -> int | None:
+        """Count a login attempt for its username and client address, in the database so every
+        replica counts the same; or the seconds to wait if either is at its limit."""
+        now, window = time.time(), self.config.failure_window
+        if now - self._pruned_at > window:
+            self._pruned_at = now
+            await self.store.prune_login_failures(now - window)
+        wait = await self.store.login_attempt(
+            [(f"user:{self._pseudonym(username)}", self.config.user_failures),
+             (f"addr:{throttle_key(client)}", self.config.address_failures)], now, window)
+        return None if wait is None else max(1, int(wait) + 1)
 
     async def login(self, creds: Credentials, caller: Caller) -> Session:
         username = creds.username
         # Only an existing username is recorded: people paste passwords into that field.
         shown = "<unknown>"
-        bucket = throttle_key(caller.client or "unknown")
-        wait = self.user_failures.retry_after(username) or self.address_failures.retry_after(bucket)
+        # Count the attempt before hashing, so parallel guesses cannot all slip past the limit.
+        wait = await self._attempt(username, caller.client or "unknown")
         if wait is not None:
             caller.record("login", outcome="throttled", user=shown).emit()
             raise RateLimited("too many failed logins; try again later", retry_after=wait)
-        # Count the attempt before hashing, so parallel guesses cannot all slip past the limit.
-        self.user_failures.add(username)
-        self.address_failures.add(bucket)
         user = await self.store.get_user(username) if NAME_RE.fullmatch(username) else None
         if user is not None:
             shown = username
@@ -49,7 +59,7 @@ class Sessions:
             await self.store.write_audit([audit])
             audit.emit()
             raise Unauthorized(BAD_LOGIN)
-        self.user_failures.clear(username)
+        await self.store.clear_login_failures(f"user:{self._pseudonym(username)}")
         secret = tokens.encode(tokens.SESSION, nacl.utils.random(32))
         expires_at = now + self.config.session_ttl
         audit = caller.record("login", user=username)

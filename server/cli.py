@@ -17,7 +17,6 @@ import nacl.utils
 
 from clients import tokens
 from clients.cli.common import EXIT_USAGE, fail, handle_errors, write_private
-from clients.errors import ConfigError
 from clients.sdk import AuthorityClient, DischargerClient, SableAPIError
 from clients.tickets import b64d, b64e
 from server.launcher import announce, is_worker, serve, supervise, tls_context
@@ -44,20 +43,6 @@ def _service_options(port: int):
     return wrap
 
 
-async def fetch_discharger(url: str, attempts: int = 30):
-    """The discharger's /v1/info, retried for a while so services can start in any order."""
-    from authority.config import discharger_from_info
-
-    for attempt in range(attempts):
-        try:
-            async with DischargerClient(url, timeout=5) as d:
-                return discharger_from_info(await d.info())
-        except SableAPIError as e:
-            if attempt == attempts - 1:
-                raise ConfigError(f"cannot get the discharger's keys from {url}/v1/info: {e.message}") from None
-            await asyncio.sleep(1)
-
-
 @click.group()
 def authority():
     """The authority service."""
@@ -65,7 +50,8 @@ def authority():
 
 @authority.command("serve")
 @_service_options(8700)
-@click.option("--discharger", help="URL of the discharger to trust; its keys come from its /v1/info.")
+@click.option("--discharger", help="URL of the discharger to trust (https, or a loopback address); its keys "
+                                   "come from its /v1/info, refreshed every 60 s.")
 @click.option("--master-key-file", type=click.Path(dir_okay=False), help="Else SABLE_MASTER_KEY is used.")
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Worker processes sharing the port (SO_REUSEPORT) and the database.")
@@ -74,17 +60,18 @@ def authority_serve(config_path, tls_cert, tls_key, log_level, workers, **flags)
     """Run the authority."""
     from authority.app import create_app
     from authority.config import load
+    from authority.dischargers import fetch
 
     configure_logging(log_level)
-    config, discharger_url = load(config_path, tls_cert=tls_cert, **flags)
+    config = load(config_path, tls_cert=tls_cert, **flags)
     tls = tls_context(tls_cert, tls_key)
     worker = is_worker()
     if workers > 1 and not worker:
         sys.exit(supervise(workers))
 
     async def main():
-        if discharger_url:
-            config.dischargers = [await fetch_discharger(discharger_url)]
+        if config.discharger_url:  # refreshed every 60 s once running
+            config.dischargers = [await fetch(config.discharger_url, attempts=30)]
         if not config.dischargers:
             click.echo("sable: warning: no discharger configured; minting is disabled", err=True)
         await serve([(create_app(config), config.host, config.port, tls)],
@@ -100,7 +87,9 @@ def discharger():
 
 @discharger.command("serve")
 @_service_options(8701)
-@click.option("--keys", type=click.Path(dir_okay=False), help="The key file (default <data-dir>/discharger.keys).")
+@click.option("--master-key-file", type=click.Path(dir_okay=False), help="Else SABLE_MASTER_KEY is used.")
+@click.option("--keys", type=click.Path(dir_okay=False),
+              help="A 0.1.0 key file to move into the database (default <data-dir>/discharger.keys, if present).")
 @handle_errors
 def discharger_serve(config_path, tls_cert, tls_key, log_level, **flags):
     """Run the discharger."""
@@ -116,55 +105,78 @@ def discharger_serve(config_path, tls_cert, tls_key, log_level, **flags):
 
 @discharger.group("keys")
 def discharger_keys():
-    """The discharger's X25519 keys: list, rotate, retire."""
+    """The discharger's X25519 keys, sealed in its database: list, rotate, retire."""
 
 
-def _keyfile(data_dir, keys):
-    from discharger.keys import DischargerKeys, KeyFileError
-
-    path = keys or str(Path(data_dir or "./var") / "discharger.keys")
-    try:
-        return DischargerKeys.load_or_create(path)
-    except KeyFileError as e:
-        fail(str(e))
-
-
-_key_opts = [click.option("--data-dir", type=click.Path(file_okay=False)), click.option("--keys", type=click.Path(dir_okay=False))]
-
-
-def _with_key_opts(fn):
-    for opt in reversed(_key_opts):
+def _key_options(fn):
+    for opt in reversed([
+        click.option("--data-dir", type=click.Path(file_okay=False), help="Where the database lives (default ./var)."),
+        click.option("--db", metavar="PATH|URL", help="A SQLite file or a postgresql:// URL."),
+        click.option("--config", "config_path", type=click.Path(dir_okay=False), help="The discharger's TOML settings."),
+        click.option("--master-key-file", type=click.Path(dir_okay=False), help="Else SABLE_MASTER_KEY is used."),
+        click.option("--keys", type=click.Path(dir_okay=False), help="A 0.1.0 key file to move in first."),
+    ]):
         fn = opt(fn)
     return fn
 
 
+def _with_keys(config_path, flags, action):
+    """Run `action(keys)` on the discharger database the options name."""
+    from discharger.config import load
+    from discharger.keys import DischargerKeys
+    from discharger.store import open_store
+    from server.masterkey import MasterKey
+
+    config = load(config_path, **flags)
+    configure_logging("WARNING", sys.stderr)
+
+    async def go():
+        master = MasterKey(config.master_key)
+        store = await open_store(config.db_path, role="tool")
+        try:
+            await master.check(store, config.db_path)
+            return await action(await DischargerKeys.load(store, master, config.keys_path))
+        finally:
+            await store.close()
+    return asyncio.run(go())
+
+
 @discharger_keys.command("list")
-@_with_key_opts
+@_key_options
 @handle_errors
-def keys_list(data_dir, keys):
-    for i, k in enumerate(_keyfile(data_dir, keys).public_keys()):
+def keys_list(config_path, **flags):
+    """Print the keys, newest (the one new tickets are sealed to) first."""
+    async def action(keys):
+        return keys.public_keys()
+    for i, k in enumerate(_with_keys(config_path, flags, action)):
         click.echo(f"{k['kid']}  {k['key']}" + ("  (current)" if i == 0 else ""))
 
 
 @discharger_keys.command("rotate")
-@_with_key_opts
+@_key_options
 @handle_errors
-def keys_rotate(data_dir, keys):
-    """Add a new current key; the old ones stay accepted until retired. Restart authorities
-    that were given this discharger by URL so they seal new tickets to the new key."""
-    click.echo(_keyfile(data_dir, keys).rotate())
+def keys_rotate(config_path, **flags):
+    """Add a new current key; the old ones stay accepted until retired. Running dischargers
+    pick it up within 10 s, and authorities that take this discharger's keys from its URL
+    seal new tickets to it within 60 s."""
+    async def action(keys):
+        return await keys.rotate()
+    click.echo(_with_keys(config_path, flags, action))
 
 
 @discharger_keys.command("retire")
 @click.argument("kid")
-@_with_key_opts
+@_key_options
 @handle_errors
-def keys_retire(kid, data_dir, keys):
+def keys_retire(kid, config_path, **flags):
     """Stop accepting tickets sealed to KID."""
-    from discharger.keys import KeyFileError
+    from discharger.keys import KeyChangeError
+
+    async def action(keys):
+        await keys.retire(kid)
     try:
-        _keyfile(data_dir, keys).retire(kid)
-    except KeyFileError as e:
+        _with_keys(config_path, flags, action)
+    except KeyChangeError as e:
         fail(str(e))
     click.echo(f"retired {kid}", err=True)
 
@@ -174,14 +186,37 @@ def keys_retire(kid, data_dir, keys):
 DEV_ORG, DEV_USER = "acme", "alice"
 
 
-def _dev_master_key(data_dir: Path) -> bytes:
-    path = data_dir / "master.key"
+def _dev_master_key(data_dir: Path, service: str) -> bytes:
+    """`<data-dir>/<service>.key`, made on first use; a 0.1.0 data dir's `master.key` is the
+    authority's."""
+    from server.masterkey import load_master_key
+
+    path = data_dir / f"{service}.key"
+    legacy = data_dir / "master.key"
+    if service == "authority" and not path.exists() and legacy.exists():
+        os.rename(legacy, path)
     if not path.exists():
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(b64e(nacl.utils.random(32)) + "\n")
-    from authority.config import load_master_key
     return load_master_key(str(path))
+
+
+async def _dev_discharger_keys(config) -> tuple[tuple[str, bytes], ...]:
+    """The dev discharger's public keys, read (or made) before either service starts, so
+    the authority can be given them."""
+    from discharger.keys import DischargerKeys
+    from discharger.store import open_store
+    from server.masterkey import MasterKey
+
+    master = MasterKey(config.master_key)
+    store = await open_store(config.db_path)
+    try:
+        await master.check(store, config.db_path)
+        keys = await DischargerKeys.load(store, master, config.keys_path)
+        return tuple((k["kid"], b64d(k["key"])) for k in keys.public_keys())
+    finally:
+        await store.close()
 
 
 @click.command()
@@ -200,7 +235,6 @@ def dev(data_dir, authority_port, discharger_port, database, log_level):
     from authority.config import AuthorityConfig, TrustedDischarger
     from discharger.app import create_app as discharger_app
     from discharger.config import DischargerConfig
-    from discharger.keys import DischargerKeys
 
     configure_logging(log_level)
     root = Path(data_dir)
@@ -215,12 +249,14 @@ def dev(data_dir, authority_port, discharger_port, database, log_level):
     from server.postgres import is_url
     if database and not is_url(database):
         fail("--db takes a postgresql:// URL (for SQLite, use --data-dir)", EXIT_USAGE)
-    d_config = DischargerConfig(db_path=database or str(root / "discharger.db"), keys_path=str(root / "discharger.keys"),
+    d_config = DischargerConfig(db_path=database or str(root / "discharger.db"),
+                                master_key=_dev_master_key(root, "discharger"), keys_path=str(root / "discharger.keys"),
                                 public_url=d_url, host=host, port=discharger_port, admin_token=admin)
-    keys = DischargerKeys.load_or_create(d_config.keys_path)
-    trust = TrustedDischarger(d_url, tuple((k["kid"], b64d(k["key"])) for k in keys.public_keys()))
-    a_config = AuthorityConfig(db_path=database or str(root / "authority.db"), master_key=_dev_master_key(root), public_url=a_url,
-                               dischargers=[trust], host=host, port=authority_port, admin_token=admin)
+    trust = TrustedDischarger(d_url, asyncio.run(_dev_discharger_keys(d_config)))
+    a_config = AuthorityConfig(db_path=database or str(root / "authority.db"),
+                               master_key=_dev_master_key(root, "authority"), public_url=a_url,
+                               dischargers=[trust], discharger_url=d_url, host=host, port=authority_port,
+                               admin_token=admin)
 
     async def ready():
         async with AuthorityClient(a_url, admin_token=admin) as a, DischargerClient(d_url, admin_token=admin) as d:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TextIO
 
 import structlog
 
 
-def configure_logging(level: str = "INFO") -> None:
-    logging.basicConfig(format="%(message)s", stream=sys.stdout, level=level)
+def configure_logging(level: str = "INFO", stream: TextIO = sys.stdout) -> None:
+    """JSON lines on stdout for services; tools (`sable db`, `sable discharger keys`) pass
+    stderr, which keeps their stdout for results."""
+    logging.basicConfig(format="%(message)s", stream=stream, level=level)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -19,6 +22,6 @@ def configure_logging(level: str = "INFO") -> None:
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=structlog.PrintLoggerFactory(),
+        logger_factory=structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=True,
     )

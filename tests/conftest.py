@@ -143,7 +143,7 @@ from discharger.config import DischargerConfig  # noqa: E402
 def discharger_config(tmp_path, db_location, admin_token) -> DischargerConfig:
     return DischargerConfig(
         db_path=db_location("discharger"),
-        keys_path=str(tmp_path / "discharger.keys"),
+        master_key=bytes.fromhex("55" * 32),
         public_url="http://discharger.test",
         admin_token=admin_token,
     )
@@ -154,6 +154,11 @@ class DischargerEnv:
         self.client = client
         self.config = config
         self.admin = {"Authorization": f"Bearer {admin_token}"}
+
+    @property
+    def service(self):
+        from discharger.app import DISCHARGER
+        return self.client.app[DISCHARGER]
 
     async def post(self, path, body, headers=None):
         resp = await self.client.post(path, json=body, headers=headers or {})

@@ -1,5 +1,5 @@
-"""The discharger's storage seam: users, memberships and sessions as typed rows behind one
-Protocol. SQLite (`discharger.store.sqlite`) is the embedded default."""
+"""The discharger's storage seam: users, memberships, sessions, sealed keys and the login
+throttle behind one Protocol. SQLite (`discharger.store.sqlite`) is the embedded default."""
 
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("users", ("username", "password_hash", "disabled", "created_at")),
     ("memberships", ("username", "org")),
     ("sessions", ("hash", "username", "expires_at")),
+    ("keys", ("kid", "sealed", "position", "created_at")),  # copied sealed: no master key needed
+    ("login_failures", ("subject", "at")),
 )
 
 
@@ -42,6 +44,18 @@ class DischargerStore(ServiceStore, Protocol):
                              audit: AuditRecord) -> None: ...
     async def session_user(self, digest: bytes, now: int) -> str | None: ...
     async def delete_session(self, digest: bytes) -> bool: ...
+
+    # X25519 keys, sealed with the master key; newest (the one tickets are sealed to) first.
+    async def list_keys(self) -> list[tuple[str, bytes]]: ...
+    async def add_keys_if_none(self, rows: list[tuple[str, bytes]], now: int, audit: AuditRecord) -> bool: ...
+    async def add_key(self, kid: str, sealed: bytes, now: int, audit: AuditRecord) -> None: ...
+    async def retire_key(self, kid: str, audit: AuditRecord) -> str: ...  # "ok", "unknown" or "last"
+
+    # The login throttle, shared by replicas: count an attempt against each (subject, limit)
+    # unless one is already at its limit, in which case return the seconds to wait.
+    async def login_attempt(self, limits: list[tuple[str, int]], now: float, window: float) -> float | None: ...
+    async def clear_login_failures(self, subject: str) -> None: ...
+    async def prune_login_failures(self, before: float) -> None: ...
 
 
 async def open_store(location: str, migrate: bool = True, role: str = "service") -> DischargerStore:

@@ -28,9 +28,25 @@ CREATE TABLE IF NOT EXISTS sessions (
 CREATE INDEX IF NOT EXISTS sessions_expiry ON sessions(expires_at);
 """
 
+# v2: keys sealed in the database (replicas share them), the login throttle shared by replicas.
+V2 = """
+CREATE TABLE IF NOT EXISTS keys (
+    kid TEXT PRIMARY KEY,
+    sealed BLOB NOT NULL,
+    position INTEGER NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS login_failures (
+    subject TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS login_failures_subject ON login_failures(subject, at);
+CREATE INDEX IF NOT EXISTS login_failures_at ON login_failures(at);
+"""
+
 
 class SqliteStore(Database):
-    MIGRATIONS = (COMMON_V1 + V1,)
+    MIGRATIONS = (COMMON_V1 + V1, V2)
 
     async def create_user(self, username: str, password_hash: bytes, orgs: list[str], now: int,
                           audit: AuditRecord) -> bool:
@@ -88,3 +104,61 @@ class SqliteStore(Database):
         def run(c: sqlite3.Connection) -> bool:
             return c.execute("DELETE FROM sessions WHERE hash = ?", (digest,)).rowcount == 1
         return await self._tx(run)
+
+    # --- keys -------------------------------------------------------------------------------
+
+    async def list_keys(self) -> list[tuple[str, bytes]]:
+        return [(r[0], bytes(r[1])) for r in await self._all("SELECT kid, sealed FROM keys ORDER BY position DESC")]
+
+    async def add_keys_if_none(self, rows: list[tuple[str, bytes]], now: int, audit: AuditRecord) -> bool:
+        def run(c: sqlite3.Connection) -> bool:
+            if c.execute("SELECT 1 FROM keys LIMIT 1").fetchone() is not None:
+                return False
+            c.executemany("INSERT INTO keys (kid, sealed, position, created_at) VALUES (?, ?, ?, ?)",
+                          [(kid, sealed, len(rows) - i, now) for i, (kid, sealed) in enumerate(rows)])
+            self._audit(c, [audit])
+            return True
+        return await self._tx(run)
+
+    async def add_key(self, kid: str, sealed: bytes, now: int, audit: AuditRecord) -> None:
+        def run(c: sqlite3.Connection) -> None:
+            c.execute("INSERT INTO keys (kid, sealed, position, created_at) "
+                      "VALUES (?, ?, (SELECT coalesce(max(position), 0) + 1 FROM keys), ?)", (kid, sealed, now))
+            self._audit(c, [audit])
+        await self._tx(run)
+
+    async def retire_key(self, kid: str, audit: AuditRecord) -> str:
+        def run(c: sqlite3.Connection) -> str:
+            if c.execute("SELECT 1 FROM keys WHERE kid = ?", (kid,)).fetchone() is None:
+                return "unknown"
+            if c.execute("SELECT count(*) FROM keys").fetchone()[0] == 1:
+                return "last"
+            c.execute("DELETE FROM keys WHERE kid = ?", (kid,))
+            self._audit(c, [audit])
+            return "ok"
+        return await self._tx(run)
+
+    # --- the login throttle -----------------------------------------------------------------
+
+    async def login_attempt(self, limits: list[tuple[str, int]], now: float, window: float) -> float | None:
+        def run(c: sqlite3.Connection) -> float | None:
+            wait = None
+            for subject, limit in limits:
+                n, oldest = c.execute("SELECT count(*), min(at) FROM login_failures WHERE subject = ? AND at > ?",
+                                      (subject, now - window)).fetchone()
+                if n >= limit:
+                    wait = max(wait or 0.0, oldest + window - now)
+            if wait is None:
+                c.executemany("INSERT INTO login_failures (subject, at) VALUES (?, ?)", [(s, now) for s, _ in limits])
+            return wait
+        return await self._tx(run)
+
+    async def clear_login_failures(self, subject: str) -> None:
+        def run(c: sqlite3.Connection) -> None:
+            c.execute("DELETE FROM login_failures WHERE subject = ?", (subject,))
+        await self._tx(run)
+
+    async def prune_login_failures(self, before: float) -> None:
+        def run(c: sqlite3.Connection) -> None:
+            c.execute("DELETE FROM login_failures WHERE at <= ?", (before,))
+        await self._tx(run)

@@ -40,8 +40,9 @@ def test_services_started_separately(tmp_path):
         procs.append(subprocess.Popen([SABLE, "authority", "serve", "--port", str(a_port), "--data-dir", str(tmp_path),
                                        "--discharger", d_url], env=env, stdout=open(a_log, "w"), stderr=subprocess.STDOUT))
         d_log = tmp_path / "d.log"
+        d_env = {**env, "SABLE_MASTER_KEY": "66" * 32}  # each service has its own master key
         procs.append(subprocess.Popen([SABLE, "discharger", "serve", "--port", str(d_port), "--data-dir", str(tmp_path)],
-                                      env=env, stdout=open(d_log, "w"), stderr=subprocess.STDOUT))
+                                      env=d_env, stdout=open(d_log, "w"), stderr=subprocess.STDOUT))
         wait_healthy(d_url, procs[1], d_log)
         wait_healthy(a_url, procs[0], a_log)
         d_info, a_info = get_json(d_url + "/v1/info"), get_json(a_url + "/v1/info")
@@ -51,7 +52,8 @@ def test_services_started_separately(tmp_path):
         r = sable(env, "token", "create", "--org", "acme", "--expires-in", "1h", "--json")
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout)["caveats"][0] == "org acme"
-        for name in ("authority.db", "discharger.db", "discharger.keys"):
+        assert not (tmp_path / "discharger.keys").exists()  # its keys are sealed in its database
+        for name in ("authority.db", "discharger.db"):
             assert os.stat(tmp_path / name).st_mode & 0o077 == 0, name
         # JSON logs with request ids, and no token in them.
         lines = [json.loads(line) for line in open(a_log) if line.startswith("{")]

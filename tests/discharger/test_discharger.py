@@ -7,7 +7,6 @@ import pytest
 
 from clients import caveats, tokens
 from clients.tickets import b64d, b64e
-from discharger.keys import DischargerKeys
 from tests.support import ticket_for
 
 
@@ -164,17 +163,17 @@ async def test_key_rotation(real_discharger):
     env = real_discharger
     await env.user()
     session = await env.login()
-    keys = DischargerKeys.load_or_create(env.config.keys_path)
+    keys = env.service.keys
     old_kid = keys.public_keys()[0]["kid"]
     _, old_ticket = ticket_for(env, keys=keys)
-    new_kid = keys.rotate()
+    new_kid = await keys.rotate()
     body = await (await env.client.get("/v1/info")).json()
     assert [k["kid"] for k in body["public_keys"]] == [new_kid, old_kid]
     _, new_ticket = ticket_for(env, keys=keys)
     for ticket in (old_ticket, new_ticket):  # both accepted during the rotation
         status, _, _ = await env.discharge(session, b64e(ticket))
         assert status == 201
-    keys.retire(old_kid)
+    await keys.retire(old_kid)
     status, body, _ = await env.discharge(session, b64e(old_ticket))
     assert status == 400 and "unknown key" in body["message"]
     status, _, _ = await env.discharge(session, b64e(new_ticket))
@@ -193,7 +192,7 @@ async def test_deeply_nested_ticket_payload_is_400(real_discharger):
     env = real_discharger
     await env.user()
     session = await env.login()
-    keys = DischargerKeys.load_or_create(env.config.keys_path)
+    keys = env.service.keys
     kid, key = keys.public_keys()[0]["kid"], b64d(keys.public_keys()[0]["key"])
     ticket = bytes([1]) + bytes.fromhex(kid) + nacl.public.SealedBox(nacl.public.PublicKey(key)).encrypt(b"[" * 5000)
     status, body, _ = await env.discharge(session, b64e(ticket))

@@ -53,7 +53,8 @@ def test_round_trip_sqlite_postgres_sqlite_keeps_every_row(tmp_path, pg_url):
 
 async def test_copied_database_serves_the_same_feed_and_tokens(tmp_path, pg_url, aiohttp_client):
     from authority.app import create_app
-    from authority.config import AuthorityConfig, load_master_key
+    from authority.config import AuthorityConfig
+    from server.masterkey import load_master_key
 
     src = source(tmp_path)
     assert (await asyncio.to_thread(run, "db", "copy", "--from", src, "--to", pg_url)).exit_code == 0

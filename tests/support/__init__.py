@@ -15,7 +15,6 @@ from authority.keystore import KeyStore
 from authority.minting import build
 from clients import offline, tokens
 from clients.tickets import b64d
-from discharger.keys import DischargerKeys
 
 SABLE = str(Path(sys.executable).parent / "sable")
 
@@ -64,7 +63,7 @@ async def service_token(authority, *extra) -> str:
 
 def ticket_for(env, org="acme", ttl=300, keys=None) -> tuple[str, bytes]:
     """A permission token whose authentication caveat is sealed to this discharger."""
-    keys = keys or DischargerKeys.load_or_create(env.config.keys_path)
+    keys = keys or env.service.keys
     trust = TrustedDischarger(env.config.public_url, tuple((k["kid"], b64d(k["key"])) for k in keys.public_keys()))
     tok, _ = build(KeyStore(bytes(32)), tokens.PERMISSION, "http://auth", "ab" * 16, [f"org {org}"], trust, org, ttl)
     ticket = [c for c in tok.caveats if c.third_party][0].cid

@@ -1,0 +1,117 @@
+"""The discharger an authority trusts by URL (SPEC §10): its public keys come from its
+`/v1/info` at start and every 60 s after, so a key rotation reaches new mints without a
+restart.
+
+Keys are fetched only over HTTPS or from a loopback address: anyone who can change them in
+transit could read every ticket sealed afterwards. Keys given in the configuration are pinned
+and never fetched. A changed key set is written to the audit log; a failed refresh keeps the
+last keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from urllib.parse import urlsplit
+
+import structlog
+
+from authority.config import AuthorityConfig, TrustedDischarger, discharger_from_info
+from authority.store import AuthorityStore
+from clients.errors import ConfigError, SableError
+from server.audit import AuditRecord
+
+log = structlog.get_logger("sable.authority.dischargers")
+
+REFRESH_EVERY = 60.0
+
+
+def check_url(url: str) -> None:
+    """Refuse a discharger URL its keys could be changed through in transit."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"the discharger URL {url!r} is not an http(s) URL")
+    if parts.scheme == "https" or _loopback(parts.hostname):
+        return
+    raise ConfigError(f"the discharger's keys would be fetched over plain HTTP from {parts.hostname}: "
+                      "use https, a loopback address, or give its keys in the config ([[authority.dischargers]])")
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+async def fetch(url: str, attempts: int = 1, timeout: float = 5.0) -> TrustedDischarger:
+    """The discharger's keys from its /v1/info, retried (1 s apart) so services can start in
+    any order."""
+    from clients.sdk import DischargerClient, SableAPIError
+
+    check_url(url)
+    for attempt in range(attempts):
+        try:
+            async with DischargerClient(url, timeout=timeout) as d:
+                return discharger_from_info(await d.info())
+        except SableAPIError as e:
+            if attempt == attempts - 1:
+                raise ConfigError(f"cannot get the discharger's keys from {url}/v1/info: {e.message}") from None
+            await asyncio.sleep(1)
+    raise AssertionError("unreachable")
+
+
+class KeyRefresh:
+    """Keeps `config.dischargers` current with the discharger at `config.discharger_url`."""
+
+    def __init__(self, config: AuthorityConfig, store: AuthorityStore, every: float = REFRESH_EVERY):
+        self.config = config
+        self.store = store
+        self.every = every
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        if self.config.discharger_url:
+            self._task = asyncio.create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.every)
+            await self.refresh()
+
+    async def refresh(self) -> bool:
+        """Fetch the keys once; True if they changed. Failures are logged and change nothing."""
+        url = self.config.discharger_url
+        assert url is not None
+        try:
+            fresh = await fetch(url)
+        except (ConfigError, SableError) as e:
+            log.warning("discharger_keys_refresh_failed", url=url, error=str(e))
+            return False
+        current = self.config.dischargers[0] if self.config.dischargers else None
+        if current is not None and fresh.location != current.location:
+            # The location is what verification trusts; it changes only with the configuration.
+            log.warning("discharger_keys_refresh_refused", url=url,
+                        error=f"the discharger now names itself {fresh.location!r}, not {current.location!r}")
+            return False
+        if current is not None and fresh.public_keys == current.public_keys:
+            return False
+        old = {kid for kid, _ in current.public_keys} if current else set()
+        new = {kid for kid, _ in fresh.public_keys}
+        self.config.dischargers = [fresh]
+        audit = AuditRecord("discharger_keys", detail={
+            "discharger": fresh.location, "current": fresh.public_keys[0][0],
+            "added": sorted(new - old), "removed": sorted(old - new)})
+        audit.emit()
+        try:
+            await self.store.write_audit([audit])
+        except SableError as e:  # the keys are in use already; the JSON line above has the record
+            log.warning("discharger_keys_audit_failed", error=str(e))
+        return True
