@@ -59,6 +59,32 @@ async def test_right_password_works(pg_cluster):
         await store.close()
 
 
+@pytest.mark.parametrize("source", ["PGPASSWORD", "PGPASSFILE", "~/.pgpass"])
+async def test_the_password_may_come_from_the_environment_or_a_pgpass_file(pg_cluster, tmp_path, monkeypatch, source):
+    name = pg_cluster.new_database().rsplit("/", 1)[1]
+    pg_cluster.psql(f"ALTER DATABASE {name} OWNER TO {PASSWORD_ROLE}")
+    url = f"postgresql://{PASSWORD_ROLE}@127.0.0.1:{pg_cluster.port}/{name}"  # no password in it
+    for var in ("PGPASSWORD", "PGPASSFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(StoreError, match="password"):
+        await PostgresStore.open(url)
+    line = f"127.0.0.1:{pg_cluster.port}:{name}:{PASSWORD_ROLE}:{PASSWORD}\n"
+    if source == "PGPASSWORD":
+        monkeypatch.setenv("PGPASSWORD", PASSWORD)
+    else:
+        path = tmp_path / (".pgpass" if source == "~/.pgpass" else "elsewhere.pgpass")
+        path.write_text(line)
+        path.chmod(0o600)
+        if source == "PGPASSFILE":
+            monkeypatch.setenv("PGPASSFILE", str(path))
+    store = await PostgresStore.open(url)
+    try:
+        assert await store.ping() and PASSWORD not in store.path
+    finally:
+        await store.close()
+
+
 async def test_schema_is_created_once_by_concurrent_starts(pg_url):
     stores = await asyncio.gather(*[PostgresStore.open(pg_url) for _ in range(4)])
     try:
