@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import core, serving, verifier
+from benchmarks import core, postgres, serving, verifier
 from server.logs import configure_logging
 
 
@@ -26,6 +26,9 @@ def main() -> None:
     if shutil.which("wrk"):
         out["http"] = serving.main(10)
         print(serving.table(out["http"]))
+        print("\n== PostgreSQL and replicas (wrk -t1 -c32)")
+        out["postgres"] = postgres.main(10)
+        print(postgres.table(out["postgres"]))
     else:
         print("skipped: wrk is not installed (apt-get install wrk)")
     path = Path(sys.argv[1] if len(sys.argv) > 1 else "benchmarks/results.json")

@@ -82,7 +82,7 @@ def wrk(url: str, body: dict, seconds: float, tmp: Path) -> dict:
 class Authority:
     """`sable authority serve` in its own process(es), trusting a local discharger keypair."""
 
-    def __init__(self, tmp: Path, workers: int = 1, db: Path | None = None):
+    def __init__(self, tmp: Path, workers: int = 1, db: Path | str | None = None):
         self.private = nacl.public.PrivateKey.generate()
         self.kid = key_id(bytes(self.private.public_key))
         self.admin = tokens.encode(tokens.ADMIN, nacl.utils.random(32))
@@ -150,7 +150,7 @@ def bare(workers: int) -> tuple[subprocess.Popen, str]:
     return proc, url
 
 
-def build_scale_db(path: Path, tokens_n: int = 1_000_000, revoked_n: int = 100_000) -> None:
+def build_scale_db(path: Path | str, tokens_n: int = 1_000_000, revoked_n: int = 100_000) -> None:
     """Fill a database through the store API: tokens_n tokens (org acme), revoked_n revoked."""
     from authority.store import TokenRow, open_store
 

@@ -4,7 +4,10 @@ Concurrency, since replicas write at once (the SQLite store has one writer and n
 of this):
 - A strip locks its parent's row (FOR SHARE) and a revocation locks its token's row
   (FOR UPDATE) before reading lineage, so a strip racing a revocation either sees it and is
-  refused, or commits first and is found by the revocation's cascade.
+  refused, or commits first and is found by the revocation's cascade. The strip runs as one
+  function call (`insert_token`, v2): one round trip instead of seven, and, being VOLATILE,
+  each query in it takes a fresh snapshot, so the lineage read after the lock sees a
+  revocation that committed while the strip waited for it.
 - Feed entries are numbered under one advisory lock held to commit, so their `seq` order is
   commit order and a reader following `seq > cursor` never passes an entry that commits
   later. The same transaction NOTIFYs `sable_feed`, a wake-up delivered at commit.
@@ -12,6 +15,7 @@ of this):
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 
 import asyncpg
@@ -61,7 +65,6 @@ CREATE TABLE IF NOT EXISTS revocations (
 """
 
 _TOKEN_COLS = 'id, kind, name, org, parent, "user", caveat_count, sealed_key, created_at, revoked_at, last_used_at'
-_INSERT_TOKEN = f"INSERT INTO tokens ({_TOKEN_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
 
 
 def _token_args(r: TokenRow) -> tuple:
@@ -82,9 +85,40 @@ async def _feed(c: asyncpg.Connection, entries: list[tuple]) -> None:
     await c.execute("SELECT pg_notify($1, '')", FEED_CHANNEL)
 
 
+# v2: a new token, its lineage and its audit row in one call (see the module doc).
+V2 = """
+CREATE OR REPLACE FUNCTION insert_token(
+    p_id TEXT, p_kind TEXT, p_name TEXT, p_org TEXT, p_parent TEXT, p_user TEXT, p_caveat_count INTEGER,
+    p_sealed_key BYTEA, p_created_at BIGINT, p_revoked_at BIGINT, p_last_used_at BIGINT, p_lineage BYTEA[],
+    a_at DOUBLE PRECISION, a_event TEXT, a_outcome TEXT, a_request_id TEXT, a_client TEXT, a_token_id TEXT,
+    a_parent TEXT, a_org TEXT, a_user TEXT, a_detail TEXT
+) RETURNS BOOLEAN LANGUAGE plpgsql VOLATILE SET search_path FROM CURRENT AS $fn$
+BEGIN
+    IF p_parent IS NOT NULL THEN
+        PERFORM 1 FROM tokens WHERE id = p_parent AND revoked_at IS NULL FOR SHARE;
+        IF NOT FOUND THEN
+            RETURN FALSE;
+        END IF;
+    END IF;
+    IF EXISTS (SELECT 1 FROM revoked_attenuations WHERE fingerprint = ANY(p_lineage)) THEN
+        RETURN FALSE;
+    END IF;
+    INSERT INTO tokens (id, kind, name, org, parent, "user", caveat_count, sealed_key, created_at, revoked_at,
+                        last_used_at)
+        VALUES (p_id, p_kind, p_name, p_org, p_parent, p_user, p_caveat_count, p_sealed_key, p_created_at,
+                p_revoked_at, p_last_used_at);
+    INSERT INTO strip_lineage (fingerprint, service_id) SELECT fp, p_id FROM unnest(p_lineage) AS fp;
+    INSERT INTO audit (at, event, outcome, request_id, client, token_id, parent, org, "user", detail)
+        VALUES (a_at, a_event, a_outcome, a_request_id, a_client, a_token_id, a_parent, a_org, a_user, a_detail);
+    RETURN TRUE;
+END
+$fn$;
+"""
+
+
 class PostgresStore(PgDatabase):
     SCHEMA = "authority"
-    MIGRATIONS = (COMMON_V1 + V1,)
+    MIGRATIONS = (COMMON_V1 + V1, V2)
 
     # --- orgs ----------------------------------------------------------------------------
 
@@ -105,21 +139,12 @@ class PostgresStore(PgDatabase):
     # --- tokens ----------------------------------------------------------------------------
 
     async def insert_token(self, row: TokenRow, audit: AuditRecord, lineage: Iterable[bytes] = ()) -> bool:
-        lineage = list(lineage)
-        async with self._tx() as c:
-            if row.parent is not None:
-                parent = await c.fetchrow("SELECT revoked_at FROM tokens WHERE id = $1 FOR SHARE", row.parent)
-                if parent is None or parent[0] is not None:
-                    return False
-            if lineage and await c.fetchval(
-                    "SELECT 1 FROM revoked_attenuations WHERE fingerprint = ANY($1::bytea[]) LIMIT 1", lineage):
-                return False
-            await c.execute(_INSERT_TOKEN, *_token_args(row))
-            if lineage:
-                await c.executemany("INSERT INTO strip_lineage (fingerprint, service_id) VALUES ($1, $2)",
-                                    [(fp, row.id) for fp in lineage])
-            await self._audit(c, [audit])
-            return True
+        a = audit
+        # One statement, so its own transaction; durable on return like any other commit.
+        return bool((await self._one(
+            "SELECT insert_token($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, "
+            "$19, $20, $21, $22)", *_token_args(row), list(lineage), a.at, a.event, a.outcome, a.request_id, a.client,
+            a.token_id, a.parent, a.org, a.user, json.dumps(a.detail) if a.detail else None))[0])
 
     async def insert_tokens(self, rows: Iterable[TokenRow]) -> None:
         rows = list(rows)

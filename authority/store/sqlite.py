@@ -56,7 +56,9 @@ def _token_args(r: TokenRow) -> tuple:
 
 
 class SqliteStore(Database):
-    MIGRATIONS = (COMMON_V1 + V1,)
+    # v2 changed only the PostgreSQL schema (a function); versions stay the same on both
+    # backends so `sable db copy` can compare them.
+    MIGRATIONS = (COMMON_V1 + V1, "SELECT 1")
 
     # --- orgs ----------------------------------------------------------------------------
 

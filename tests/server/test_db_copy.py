@@ -26,6 +26,7 @@ def source(tmp_path) -> str:
     path = tmp_path / "authority.db"
     shutil.copy(FIXTURE / "authority.db", path)
     os.chmod(path, 0o600)
+    assert run("db", "upgrade", "--db", str(path)).exit_code == 0  # copy wants this build's schema
     return str(path)
 
 
@@ -56,7 +57,7 @@ async def test_copied_database_serves_the_same_feed_and_tokens(tmp_path, pg_url,
     from authority.config import AuthorityConfig
     from server.masterkey import load_master_key
 
-    src = source(tmp_path)
+    src = await asyncio.to_thread(source, tmp_path)
     assert (await asyncio.to_thread(run, "db", "copy", "--from", src, "--to", pg_url)).exit_code == 0
     made = json.loads((FIXTURE / "tokens.json").read_text())
     key = FIXTURE / "master.key"
