@@ -31,7 +31,7 @@ from server.masterkey import MasterKey
 log = structlog.get_logger("sable.discharger.keys")
 
 RELOAD_EVERY = 10.0  # seconds: a rotation through one replica reaches the others well within 60 s
-UNKNOWN_KID_RELOAD = 1.0  # at most this often on a ticket naming a key we do not hold
+UNKNOWN_KID_RELOAD = 0.1  # at most this often on a ticket naming a key we do not hold (sessions only)
 
 
 class KeyChangeError(ConfigError):

@@ -242,13 +242,18 @@ async def test_token_listing_with_last_used(authority):
 async def test_last_used_is_written_off_the_hot_path(authority):
     pt = await authority.mint()
     st = await strip(authority, pt)
+    usage = authority.service.usage
+    usage._task.cancel()  # hold the background flush (every 50 ms here), so a slow run can't race it
     for _ in range(5):
         assert await authority.allowed([st["token"]])
     row, _ = await authority.service.store.load_token(st["id"])
     assert row.last_used_at is None  # not written by the verify itself...
-    await asyncio.sleep(authority.config.flush_interval * 4)  # ...but by the next flush
-    row, _ = await authority.service.store.load_token(st["id"])
-    assert row.last_used_at is not None and abs(row.last_used_at - time.time()) < 5
+    await usage.start()  # ...but by the next flush
+    deadline = time.monotonic() + 5
+    while (row := (await authority.service.store.load_token(st["id"]))[0]).last_used_at is None:
+        assert time.monotonic() < deadline, "the flush never wrote last_used_at"
+        await asyncio.sleep(0.02)
+    assert abs(row.last_used_at - time.time()) < 5
 
 
 async def test_audit_rows_hold_no_secrets(authority, capsys):
