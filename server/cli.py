@@ -120,25 +120,29 @@ def _key_options(fn):
     return fn
 
 
-def _with_keys(config_path, flags, action):
-    """Run `action(keys)` on the discharger database the options name."""
-    from discharger.config import load
+async def _open_keys(config, action):
+    """Run `action(keys)` on the discharger keys in `config`'s database (moving a 0.1.0 key
+    file in first), checking the master key as the service would."""
     from discharger.keys import DischargerKeys
     from discharger.store import open_store
     from server.masterkey import MasterKey
 
+    master = MasterKey(config.master_key)
+    store = await open_store(config.db_path, role="tool")
+    try:
+        await master.check(store, config.db_path)
+        return await action(await DischargerKeys.load(store, master, config.keys_path))
+    finally:
+        await store.close()
+
+
+def _with_keys(config_path, flags, action):
+    """Run `action(keys)` on the discharger database the options name."""
+    from discharger.config import load
+
     config = load(config_path, **flags)
     configure_logging("WARNING", sys.stderr)
-
-    async def go():
-        master = MasterKey(config.master_key)
-        store = await open_store(config.db_path, role="tool")
-        try:
-            await master.check(store, config.db_path)
-            return await action(await DischargerKeys.load(store, master, config.keys_path))
-        finally:
-            await store.close()
-    return asyncio.run(go())
+    return asyncio.run(_open_keys(config, action))
 
 
 @discharger_keys.command("list")
@@ -205,18 +209,9 @@ def _dev_master_key(data_dir: Path, service: str) -> bytes:
 async def _dev_discharger_keys(config) -> tuple[tuple[str, bytes], ...]:
     """The dev discharger's public keys, read (or made) before either service starts, so
     the authority can be given them."""
-    from discharger.keys import DischargerKeys
-    from discharger.store import open_store
-    from server.masterkey import MasterKey
-
-    master = MasterKey(config.master_key)
-    store = await open_store(config.db_path)
-    try:
-        await master.check(store, config.db_path)
-        keys = await DischargerKeys.load(store, master, config.keys_path)
+    async def public(keys):
         return tuple((k["kid"], b64d(k["key"])) for k in keys.public_keys())
-    finally:
-        await store.close()
+    return await _open_keys(config, public)
 
 
 @click.command()

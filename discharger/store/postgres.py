@@ -153,7 +153,6 @@ class PostgresStore(PgDatabase):
             if wait is None:
                 await c.executemany("INSERT INTO login_failures (subject, at) VALUES ($1, $2)",
                                     [(s, now) for s in subjects])
-                await c.execute("DELETE FROM login_failures WHERE subject = ANY($1) AND at <= $2", subjects, now - window)
             return wait
 
     async def clear_login_failures(self, subject: str) -> None:

@@ -150,3 +150,15 @@ def test_public_keys_match_their_kids(real_discharger):
     from clients.tickets import key_id
     for k in real_discharger.service.keys.public_keys():
         assert key_id(b64d(k["key"])) == k["kid"]
+
+
+async def test_a_key_file_beside_a_database_that_has_keys_is_not_imported_nor_deleted(real_discharger, tmp_path):
+    env = real_discharger
+    before = env.service.keys.public_keys()
+    stray = nacl.public.PrivateKey.generate()
+    path = tmp_path / "discharger.keys"
+    path.write_text(json.dumps({"keys": [{"kid": "x", "private": b64e(bytes(stray))}]}))
+    os.chmod(path, 0o600)
+    keys = await DischargerKeys.load(env.service.store, MasterKey(env.config.master_key), str(path))
+    assert keys.public_keys() == before  # the database's keys win...
+    assert path.exists()  # ...and a file holding a key they lack is left for the operator
