@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from typing import Any
 
 import asyncpg
 
 from authority.store import OrgRow, RevocationRow, TokenRow
 from server.audit import AuditRecord
-from server.postgres import COMMON_V1, PgDatabase
+from server.postgres import COMMON_V1, GroupCall, PgDatabase
 
 FEED_CHANNEL = "sable_feed"
 _FEED_LOCK = 0x5AB1EFEED
@@ -116,9 +117,29 @@ $fn$;
 """
 
 
+_INSERT_BATCH = """
+SELECT insert_token(t.id, t.kind, t.name, t.org, t.parent, t.usr, t.caveat_count, t.sealed_key, t.created_at,
+                    t.revoked_at, t.last_used_at, ($24::bytea[])[t.lo + 1 : t.lo + t.n], t.at, t.event, t.outcome,
+                    t.request_id, t.client, t.token_id, t.a_parent, t.a_org, t.a_user, t.detail)
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[], $8::bytea[],
+            $9::bigint[], $10::bigint[], $11::bigint[], $12::int[], $13::int[], $14::float8[], $15::text[],
+            $16::text[], $17::text[], $18::text[], $19::text[], $20::text[], $21::text[], $22::text[],
+            $23::text[])
+    WITH ORDINALITY AS t(id, kind, name, org, parent, usr, caveat_count, sealed_key, created_at, revoked_at,
+                         last_used_at, lo, n, at, event, outcome, request_id, client, token_id, a_parent, a_org,
+                         a_user, detail, ord)
+ORDER BY t.ord
+"""
+
+
 class PostgresStore(PgDatabase):
     SCHEMA = "authority"
     MIGRATIONS = (COMMON_V1 + V1, V2)
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        # Strips and mints are grouped: see GroupCall.
+        self._inserts = GroupCall(self._insert_batch)
 
     # --- orgs ----------------------------------------------------------------------------
 
@@ -139,12 +160,26 @@ class PostgresStore(PgDatabase):
     # --- tokens ----------------------------------------------------------------------------
 
     async def insert_token(self, row: TokenRow, audit: AuditRecord, lineage: Iterable[bytes] = ()) -> bool:
-        a = audit
-        # One statement, so its own transaction; durable on return like any other commit.
-        return bool((await self._one(
-            "SELECT insert_token($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, "
-            "$19, $20, $21, $22)", *_token_args(row), list(lineage), a.at, a.event, a.outcome, a.request_id, a.client,
-            a.token_id, a.parent, a.org, a.user, json.dumps(a.detail) if a.detail else None))[0])
+        return await self._inserts((row, audit, list(lineage)))
+
+    async def _insert_batch(self, items: list[tuple[TokenRow, AuditRecord, list[bytes]]]) -> list[bool]:
+        """insert_token() once per item, in one statement: one transaction, one commit."""
+        # Parents in one order, so two batches (or a batch and `touch`) never lock in a cycle.
+        order = sorted(range(len(items)), key=lambda i: items[i][0].parent or "")
+        cols: list[list] = [[] for _ in range(23)]
+        flat: list[bytes] = []
+        for i in order:
+            row, a, lineage = items[i]
+            values = (*_token_args(row), len(flat), len(lineage), a.at, a.event, a.outcome, a.request_id,
+                      a.client, a.token_id, a.parent, a.org, a.user, json.dumps(a.detail) if a.detail else None)
+            for col, value in zip(cols, values):
+                col.append(value)
+            flat.extend(lineage)
+        rows = await self._all(_INSERT_BATCH, *cols, flat)
+        done = [False] * len(items)
+        for i, r in zip(order, rows):
+            done[i] = bool(r[0])
+        return done
 
     async def insert_tokens(self, rows: Iterable[TokenRow]) -> None:
         rows = list(rows)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 from authority.store import RevocationRow, TokenRow
@@ -80,6 +81,38 @@ async def test_child_with_a_revoked_lineage_fingerprint_is_refused(store):
     assert await store.revoke_attenuation(parent.id, fp, 200, AuditRecord("revoke")) == []
     assert not await store.insert_token(token(parent=parent.id), mint(), [os.urandom(32), fp])
     assert await store.insert_token(token(parent=parent.id), mint(), [os.urandom(32)])
+
+
+async def test_concurrent_inserts_each_get_their_own_outcome(store):
+    """Inserts arriving together commit as one batch (group commit); a refused or failing one
+    must not take the others down with it, and each result must reach its own caller."""
+    parent, revoked = token(), token()
+    await insert(store, parent, revoked)
+    await store.revoke_token(revoked.id, 200, AuditRecord("revoke"))
+    fp = os.urandom(32)
+    assert await store.revoke_attenuation(parent.id, fp, 200, AuditRecord("revoke")) == []
+    good = [token(parent=parent.id) for _ in range(20)]
+    lineages = [[os.urandom(32) for _ in range(i % 4)] for i in range(20)]
+    refused = [token(parent=revoked.id), token(parent=parent.id)]
+    broken = token(org="no-such-org")  # violates the orgs foreign key
+    calls = [store.insert_token(row, mint(), lin) for row, lin in zip(good, lineages)]
+    calls[5:5] = [store.insert_token(refused[0], mint()), store.insert_token(refused[1], mint(), [fp])]
+    results = await asyncio.gather(*calls[:12])  # one batch: refusals are answers, not failures
+    more = await asyncio.gather(*calls[12:], store.insert_token(broken, mint()), return_exceptions=True)
+    assert isinstance(more.pop(), Exception)  # a failing one: the batch reruns one by one
+    results += more
+    assert results[5:7] == [False, False]
+    del results[5:7]
+    assert results == [True] * 20
+    for row in good:
+        assert (await store.load_token(row.id))[0] == row
+    for row in [*refused, broken]:
+        assert await store.load_token(row.id) is None
+    # Every stored lineage fingerprint leads its revocation to the right token.
+    for row, lin in zip(good, lineages):
+        for i, f in enumerate(lin):  # the first revokes it; the rest find it revoked already
+            assert await store.revoke_attenuation(parent.id, f, 300, AuditRecord("revoke")) == ([] if i else [row.id])
+    assert len(await store.audit_rows("mint")) == 2 + 20
 
 
 async def test_touch_sets_last_used(store):
