@@ -5,8 +5,8 @@ of this):
 - A strip locks its parent's row (FOR SHARE) and a revocation locks its token's row
   (FOR UPDATE) before reading lineage, so a strip racing a revocation either sees it and is
   refused, or commits first and is found by the revocation's cascade. The strip runs as one
-  function call (`insert_token`, v2): one round trip instead of seven, and, being VOLATILE,
-  each query in it takes a fresh snapshot, so the lineage read after the lock sees a
+  function call (`insert_token`, v2); strips arriving together run as one statement
+  (`GroupCall`), one round trip and one commit per batch. Being VOLATILE, each query in it takes a fresh snapshot, so the lineage read after the lock sees a
   revocation that committed while the strip waited for it.
 - Feed entries are numbered under one advisory lock held to commit, so their `seq` order is
   commit order and a reader following `seq > cursor` never passes an entry that commits
