@@ -6,8 +6,9 @@ of this):
   (FOR UPDATE) before reading lineage, so a strip racing a revocation either sees it and is
   refused, or commits first and is found by the revocation's cascade. The strip runs as one
   function call (`insert_token`, v2); strips arriving together run as one statement
-  (`GroupCall`), one round trip and one commit per batch. Being VOLATILE, each query in it takes a fresh snapshot, so the lineage read after the lock sees a
-  revocation that committed while the strip waited for it.
+  (`GroupCall`), one round trip and one commit per batch. Being VOLATILE, each query in
+  it takes a fresh snapshot, so the lineage read after the lock sees a revocation that
+  committed while the strip waited for it.
 - Feed entries are numbered under one advisory lock held to commit, so their `seq` order is
   commit order and a reader following `seq > cursor` never passes an entry that commits
   later. The same transaction NOTIFYs `sable_feed`, a wake-up delivered at commit.
