@@ -28,7 +28,7 @@ def new_token_id() -> str:
 
 def build(keys: KeyStore, prefix: str, location: str, token_id: str, first_party: list[str],
           discharger: TrustedDischarger | None = None, org: str = "",
-          ticket_ttl: int = tickets.MAX_TTL) -> tuple[Token, bytes]:
+          ticket_ttl: int = tickets.MAX_TTL, name: str | None = None) -> tuple[Token, bytes]:
     """Sign a new token; returns it with its sealed root key for storage.
 
     With a discharger, an authentication caveat for `org` is appended last: its ticket is
@@ -40,7 +40,7 @@ def build(keys: KeyStore, prefix: str, location: str, token_id: str, first_party
     if discharger is not None:
         _, public_key = discharger.public_keys[0]
         caveat_key = nacl.utils.random(32)
-        ticket = tickets.seal(public_key, caveat_key, org, ticket_ttl)
+        ticket = tickets.seal(public_key, caveat_key, org, ticket_ttl, "permission", name, "member")
         token = macaroon.add_third_party(token, caveat_key, ticket, discharger.location)
     return token, sealed
 
@@ -76,7 +76,7 @@ class Minting:
         first = [f"org {req.org}", *req.caveats, _expiry(now, expires_in)]
         token_id = new_token_id()
         token, sealed = build(self.keys, tokens.PERMISSION, self.config.public_url, token_id, first,
-                              self.config.dischargers[0], req.org, self.config.ticket_ttl)
+                              self.config.dischargers[0], req.org, self.config.ticket_ttl, req.name)
         row = TokenRow(token_id, "permission", req.name, req.org, None, None, len(token.caveats), sealed, now)
         audit = caller.record("mint", token_id=token_id, org=req.org)
         await self.store.insert_token(row, audit)

@@ -9,7 +9,7 @@ from clients.caveats import format_time
 from clients.errors import Denied
 from discharger.config import DischargerConfig
 from discharger.keys import DischargerKeys
-from discharger.model import Discharge
+from discharger.model import Discharge, role_at_least
 from discharger.store import DischargerStore
 from server.audit import Caller
 
@@ -29,8 +29,10 @@ class Discharges:
         refusal = None
         if user is None or user.disabled:
             refusal = "user is disabled"
-        elif contents.org not in user.orgs:
+        elif contents.org not in user.roles:
             refusal = f"user is not a member of org {contents.org!r}"
+        elif not role_at_least(user.roles[contents.org], contents.role):
+            refusal = f"this needs role {contents.role} in org {contents.org!r}"
         if refusal is not None:
             audit.outcome = "denied"
         await self.store.write_audit([audit])

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from clients.tickets import ROLES  # in rising order
+
+__all__ = ["ROLES", "Credentials", "Discharge", "Membership", "NewUser", "Session", "role_at_least"]
+
+
+def role_at_least(role: str | None, required: str) -> bool:
+    return role in ROLES and ROLES.index(role) >= ROLES.index(required)
+
 
 @dataclass(frozen=True, slots=True)
 class NewUser:
     username: str
     password: str
-    orgs: list[str]
+    roles: dict[str, str]  # org -> role
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,7 +29,7 @@ class Credentials:
 @dataclass(frozen=True, slots=True)
 class Membership:
     username: str
-    orgs: list[str]
+    roles: dict[str, str]  # org -> role
 
 
 @dataclass(frozen=True, slots=True)

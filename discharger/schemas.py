@@ -8,16 +8,31 @@ from clients import tokens
 from clients.caveats import NAME_RE, format_time
 from clients.errors import BadRequest
 from clients.tickets import b64d
-from discharger.model import Credentials, Discharge, Membership, NewUser, Session
+from discharger.model import ROLES, Credentials, Discharge, Membership, NewUser, Session
 
 MAX_PASSWORD = 1024
 MIN_PASSWORD = 8
 
 
-def _orgs(value: Any) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(o, str) and NAME_RE.fullmatch(o) for o in value):
-        raise BadRequest("orgs must be a list of org names")
-    return sorted(set(value))
+def _orgs(value: Any) -> dict[str, str]:
+    """`orgs`: org names (role member) or {"org", "role"} objects -> {org: role}."""
+    shape = 'orgs must be a list of org names or {"org", "role"} objects (role member or admin)'
+    if not isinstance(value, list) or len(value) > 1000:
+        raise BadRequest(shape)
+    roles: dict[str, str] = {}
+    for item in value:
+        org: Any
+        role: Any
+        if isinstance(item, str):
+            org, role = item, "member"
+        elif isinstance(item, dict) and set(item) <= {"org", "role"}:
+            org, role = item.get("org"), item.get("role", "member")
+        else:
+            raise BadRequest(shape)
+        if not isinstance(org, str) or not NAME_RE.fullmatch(org) or role not in ROLES:
+            raise BadRequest(shape)
+        roles[org] = max(role, roles.get(org, "member"), key=ROLES.index)
+    return dict(sorted(roles.items()))
 
 
 def new_user(body: dict) -> NewUser:
@@ -53,7 +68,7 @@ def ticket(body: dict) -> bytes:
 
 
 def user(m: Membership) -> dict:
-    return {"username": m.username, "orgs": m.orgs}
+    return {"username": m.username, "orgs": sorted(m.roles), "roles": dict(sorted(m.roles.items()))}
 
 
 def session(s: Session) -> dict:

@@ -18,15 +18,15 @@ class Users:
 
     async def create(self, new: NewUser, caller: Caller) -> Membership:
         digest = await self.hasher.hash(new.password)  # Busy: 429
-        audit = caller.record("user_create", user=new.username, detail={"orgs": new.orgs})
-        if not await self.store.create_user(new.username, digest, new.orgs, int(time.time()), audit):
+        audit = caller.record("user_create", user=new.username, detail={"roles": new.roles})
+        if not await self.store.create_user(new.username, digest, new.roles, int(time.time()), audit):
             raise Conflict(f"user {new.username!r} already exists")
         audit.emit()
-        return Membership(new.username, new.orgs)
+        return Membership(new.username, new.roles)
 
     async def set_orgs(self, membership: Membership, caller: Caller) -> Membership:
-        audit = caller.record("user_orgs", user=membership.username, detail={"orgs": membership.orgs})
-        if not await self.store.set_orgs(membership.username, membership.orgs, audit):
+        audit = caller.record("user_orgs", user=membership.username, detail={"roles": membership.roles})
+        if not await self.store.set_orgs(membership.username, membership.roles, audit):
             raise NotFound("no such user")
         audit.emit()
         return membership

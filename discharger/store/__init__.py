@@ -1,5 +1,6 @@
-"""The discharger's storage seam: users, memberships, sessions, sealed keys and the login
-throttle behind one Protocol. SQLite (`discharger.store.sqlite`) is the embedded default."""
+"""The discharger's storage seam: users, memberships, sessions, browser sessions, pending
+grants (device logins, interactive discharges), sealed keys and the login throttle behind one
+Protocol. SQLite (`discharger.store.sqlite`) is the embedded default."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from server.audit import AuditRecord
 from server.sqlite import AuditRow, StoreError
 from server.store import COMMON_TABLES, ServiceStore
 
-__all__ = ["AuditRow", "DischargerStore", "StoreError", "UserRow", "open_store"]
+__all__ = ["AuditRow", "DischargerStore", "GrantRow", "StoreError", "UserRow", "open_store"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,32 +19,72 @@ class UserRow:
     username: str
     password_hash: bytes
     disabled: bool
-    orgs: frozenset[str]
+    roles: dict[str, str]  # org -> "member" or "admin"
+
+    @property
+    def orgs(self) -> frozenset[str]:
+        return frozenset(self.roles)
+
+
+@dataclass(slots=True)
+class GrantRow:
+    """Something a browser must approve: a device login (`kind` "device", `lookup` the user
+    code) or an interactive discharge ("flow", `lookup` the poll secret's digest). `hash` is
+    the digest of the secret that names it; secrets themselves are never stored."""
+    hash: bytes
+    kind: str
+    lookup: str
+    data: dict  # what the approval page shows and the grant needs (JSON in the database)
+    status: str  # pending, approved, denied, used
+    created_at: int
+    expires_at: int
+    username: str | None = None
+    interval: int = 0
+    polled_at: float | None = None
+    code_hash: bytes | None = None  # a flow's one-time release code, hashed
+    code_expires_at: int | None = None
 
 
 # Every table and column, parents before children: what `sable db copy` moves.
 TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     *COMMON_TABLES,
     ("users", ("username", "password_hash", "disabled", "created_at")),
-    ("memberships", ("username", "org")),
+    ("memberships", ("username", "org", "role")),
     ("sessions", ("hash", "username", "expires_at")),
     ("keys", ("kid", "sealed", "position", "created_at")),  # copied sealed: no master key needed
     ("login_failures", ("subject", "at")),
+    ("browser_sessions", ("hash", "username", "expires_at")),
+    ("grants", ("hash", "kind", "lookup", "data", "status", "username", "created_at", "expires_at", "interval",
+                "polled_at", "code_hash", "code_expires_at")),
 )
 
 
 class DischargerStore(ServiceStore, Protocol):
 
-    async def create_user(self, username: str, password_hash: bytes, orgs: list[str], now: int,
+    # `roles` maps each org of the user to "member" or "admin".
+    async def create_user(self, username: str, password_hash: bytes, roles: dict[str, str], now: int,
                           audit: AuditRecord) -> bool: ...
     async def get_user(self, username: str) -> UserRow | None: ...
-    async def set_orgs(self, username: str, orgs: list[str], audit: AuditRecord) -> bool: ...
+    async def set_orgs(self, username: str, roles: dict[str, str], audit: AuditRecord) -> bool: ...
     async def disable_user(self, username: str, audit: AuditRecord) -> bool: ...
 
     async def create_session(self, digest: bytes, username: str, expires_at: int, now: int,
                              audit: AuditRecord) -> None: ...
     async def session_user(self, digest: bytes, now: int) -> str | None: ...
     async def delete_session(self, digest: bytes) -> bool: ...
+
+    # Browser sessions (the `sable_browser` cookie), stored as digests like API sessions.
+    async def create_browser_session(self, digest: bytes, username: str, expires_at: int, now: int,
+                                     audit: AuditRecord) -> None: ...
+    async def browser_session_user(self, digest: bytes, now: int) -> str | None: ...
+    async def delete_browser_session(self, digest: bytes) -> bool: ...
+
+    # Pending grants. `update_grant` writes the row's mutable fields only if its status is
+    # still `expected` (so a grant is approved, or released, once); `add_grant` also drops
+    # grants that expired over an hour ago.
+    async def add_grant(self, row: GrantRow, now: int) -> bool: ...  # False: lookup taken
+    async def get_grant(self, kind: str, *, digest: bytes | None = None, lookup: str | None = None) -> GrantRow | None: ...
+    async def update_grant(self, row: GrantRow, expected: str, audit: AuditRecord | None = None) -> bool: ...
 
     # X25519 keys, sealed with the master key; newest (the one tickets are sealed to) first.
     async def list_keys(self) -> list[tuple[str, bytes]]: ...
@@ -56,6 +97,8 @@ class DischargerStore(ServiceStore, Protocol):
     async def login_attempt(self, limits: list[tuple[str, int]], now: float, window: float) -> float | None: ...
     async def clear_login_failures(self, subject: str) -> None: ...
     async def prune_login_failures(self, before: float) -> None: ...
+    # Un-count the attempt `login_attempt` recorded at `at` (it succeeded).
+    async def forget_attempt(self, subjects: list[str], at: float) -> None: ...
 
 
 async def open_store(location: str, migrate: bool = True, role: str = "service") -> DischargerStore:

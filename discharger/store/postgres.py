@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from discharger.store import UserRow
+import json
+
+import asyncpg
+
+from discharger.store import GrantRow, UserRow
 from server.audit import AuditRecord
 from server.postgres import COMMON_V1, PgDatabase
 
@@ -42,6 +46,41 @@ CREATE INDEX IF NOT EXISTS login_failures_subject ON login_failures(subject, at)
 CREATE INDEX IF NOT EXISTS login_failures_at ON login_failures(at);
 """
 
+# v3: roles, browser sessions, pending grants (device logins and interactive discharges).
+V3 = """
+ALTER TABLE memberships ADD COLUMN IF NOT EXISTS role TEXT NOT NULL DEFAULT 'member';
+CREATE TABLE IF NOT EXISTS browser_sessions (
+    hash BYTEA PRIMARY KEY,
+    username TEXT NOT NULL REFERENCES users(username),
+    expires_at BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS grants (
+    hash BYTEA PRIMARY KEY,
+    kind TEXT NOT NULL,
+    lookup TEXT NOT NULL,
+    data TEXT NOT NULL,
+    status TEXT NOT NULL,
+    username TEXT,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    interval INTEGER NOT NULL,
+    polled_at DOUBLE PRECISION,
+    code_hash BYTEA,
+    code_expires_at BIGINT,
+    UNIQUE (kind, lookup)
+);
+CREATE INDEX IF NOT EXISTS grants_expiry ON grants(expires_at);
+"""
+
+_GRANT_COLS = ("hash, kind, lookup, data, status, created_at, expires_at, username, interval, polled_at, code_hash,"
+               " code_expires_at")
+
+
+def _grant(r: asyncpg.Record) -> GrantRow:
+    return GrantRow(bytes(r[0]), r[1], r[2], json.loads(r[3]), r[4], r[5], r[6], r[7], r[8], r[9],
+                    bytes(r[10]) if r[10] is not None else None, r[11])
+
+
 # Advisory lock spaces (the two-key form; the authority's feed lock is a one-key lock).
 _KEYS_LOCK = (0x5AB1E, 1)
 _THROTTLE_SPACE = 0x5AB1F
@@ -49,16 +88,17 @@ _THROTTLE_SPACE = 0x5AB1F
 
 class PostgresStore(PgDatabase):
     SCHEMA = "discharger"
-    MIGRATIONS = (COMMON_V1 + V1, V2)
+    MIGRATIONS = (COMMON_V1 + V1, V2, V3)
 
-    async def create_user(self, username: str, password_hash: bytes, orgs: list[str], now: int,
+    async def create_user(self, username: str, password_hash: bytes, roles: dict[str, str], now: int,
                           audit: AuditRecord) -> bool:
         async with self._tx() as c:
             done = await c.fetchval("INSERT INTO users (username, password_hash, created_at) VALUES ($1, $2, $3)"
                                     " ON CONFLICT DO NOTHING RETURNING 1", username, password_hash, now)
             if not done:
                 return False
-            await c.executemany("INSERT INTO memberships (username, org) VALUES ($1, $2)", [(username, o) for o in orgs])
+            await c.executemany("INSERT INTO memberships (username, org, role) VALUES ($1, $2, $3)",
+                                [(username, o, r) for o, r in roles.items()])
             await self._audit(c, [audit])
             return True
 
@@ -67,15 +107,16 @@ class PostgresStore(PgDatabase):
             row = await c.fetchrow("SELECT username, password_hash, disabled FROM users WHERE username = $1", username)
             if row is None:
                 return None
-            orgs = await c.fetch("SELECT org FROM memberships WHERE username = $1", username)
-        return UserRow(row[0], bytes(row[1]), bool(row[2]), frozenset(o[0] for o in orgs))
+            orgs = await c.fetch("SELECT org, role FROM memberships WHERE username = $1", username)
+        return UserRow(row[0], bytes(row[1]), bool(row[2]), {o[0]: o[1] for o in orgs})
 
-    async def set_orgs(self, username: str, orgs: list[str], audit: AuditRecord) -> bool:
+    async def set_orgs(self, username: str, roles: dict[str, str], audit: AuditRecord) -> bool:
         async with self._tx() as c:
             if await c.fetchval("SELECT 1 FROM users WHERE username = $1 FOR UPDATE", username) is None:
                 return False
             await c.execute("DELETE FROM memberships WHERE username = $1", username)
-            await c.executemany("INSERT INTO memberships (username, org) VALUES ($1, $2)", [(username, o) for o in orgs])
+            await c.executemany("INSERT INTO memberships (username, org, role) VALUES ($1, $2, $3)",
+                                [(username, o, r) for o, r in roles.items()])
             await self._audit(c, [audit])
             return True
 
@@ -101,6 +142,52 @@ class PostgresStore(PgDatabase):
     async def delete_session(self, digest: bytes) -> bool:
         async with self._tx() as c:
             return await c.fetchval("DELETE FROM sessions WHERE hash = $1 RETURNING 1", digest) is not None
+
+    # --- browser sessions and grants ----------------------------------------------------------
+
+    async def create_browser_session(self, digest: bytes, username: str, expires_at: int, now: int,
+                                     audit: AuditRecord) -> None:
+        async with self._tx() as c:
+            await c.execute("DELETE FROM browser_sessions WHERE expires_at <= $1", now)
+            await c.execute("INSERT INTO browser_sessions (hash, username, expires_at) VALUES ($1, $2, $3)",
+                            digest, username, expires_at)
+            await self._audit(c, [audit])
+
+    async def browser_session_user(self, digest: bytes, now: int) -> str | None:
+        row = await self._one("SELECT username FROM browser_sessions WHERE hash = $1 AND expires_at > $2", digest, now)
+        return row[0] if row else None
+
+    async def delete_browser_session(self, digest: bytes) -> bool:
+        async with self._tx() as c:
+            return await c.fetchval("DELETE FROM browser_sessions WHERE hash = $1 RETURNING 1", digest) is not None
+
+    async def add_grant(self, row: GrantRow, now: int) -> bool:
+        async with self._tx() as c:
+            await c.execute("DELETE FROM grants WHERE expires_at <= $1", now - 3600)
+            done = await c.fetchval(
+                f"INSERT INTO grants ({_GRANT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+                " ON CONFLICT DO NOTHING RETURNING 1",
+                row.hash, row.kind, row.lookup, json.dumps(row.data), row.status, row.created_at, row.expires_at,
+                row.username, row.interval, row.polled_at, row.code_hash, row.code_expires_at)
+            return done is not None
+
+    async def get_grant(self, kind: str, *, digest: bytes | None = None, lookup: str | None = None) -> GrantRow | None:
+        if digest is not None:
+            row = await self._one(f"SELECT {_GRANT_COLS} FROM grants WHERE kind = $1 AND hash = $2", kind, digest)
+        else:
+            row = await self._one(f"SELECT {_GRANT_COLS} FROM grants WHERE kind = $1 AND lookup = $2", kind, lookup)
+        return _grant(row) if row else None
+
+    async def update_grant(self, row: GrantRow, expected: str, audit: AuditRecord | None = None) -> bool:
+        async with self._tx() as c:
+            done = await c.fetchval(
+                "UPDATE grants SET status = $1, username = $2, interval = $3, polled_at = $4, code_hash = $5,"
+                " code_expires_at = $6 WHERE hash = $7 AND status = $8 RETURNING 1",
+                row.status, row.username, row.interval, row.polled_at, row.code_hash, row.code_expires_at, row.hash,
+                expected)
+            if done is not None and audit is not None:
+                await self._audit(c, [audit])
+            return done is not None
 
     # --- keys -------------------------------------------------------------------------------
 
@@ -162,3 +249,9 @@ class PostgresStore(PgDatabase):
     async def prune_login_failures(self, before: float) -> None:
         async with self._tx() as c:
             await c.execute("DELETE FROM login_failures WHERE at <= $1", before)
+
+    async def forget_attempt(self, subjects: list[str], at: float) -> None:
+        async with self._tx() as c:
+            for subject in subjects:
+                await c.execute("DELETE FROM login_failures WHERE ctid IN"
+                                " (SELECT ctid FROM login_failures WHERE subject = $1 AND at = $2 LIMIT 1)", subject, at)

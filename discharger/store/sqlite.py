@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
-from discharger.store import UserRow
+from discharger.store import GrantRow, UserRow
 from server.audit import AuditRecord
 from server.sqlite import COMMON_V1, Database
 
@@ -44,11 +45,44 @@ CREATE INDEX IF NOT EXISTS login_failures_subject ON login_failures(subject, at)
 CREATE INDEX IF NOT EXISTS login_failures_at ON login_failures(at);
 """
 
+# v3: roles, browser sessions, pending grants (device logins and interactive discharges).
+V3 = """
+ALTER TABLE memberships ADD COLUMN role TEXT NOT NULL DEFAULT 'member';
+CREATE TABLE IF NOT EXISTS browser_sessions (
+    hash BLOB PRIMARY KEY,
+    username TEXT NOT NULL REFERENCES users(username),
+    expires_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS grants (
+    hash BLOB PRIMARY KEY,
+    kind TEXT NOT NULL,
+    lookup TEXT NOT NULL,
+    data TEXT NOT NULL,
+    status TEXT NOT NULL,
+    username TEXT,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    interval INTEGER NOT NULL,
+    polled_at REAL,
+    code_hash BLOB,
+    code_expires_at INTEGER,
+    UNIQUE (kind, lookup)
+);
+CREATE INDEX IF NOT EXISTS grants_expiry ON grants(expires_at);
+"""
+
+_GRANT_COLS = ("hash, kind, lookup, data, status, created_at, expires_at, username, interval, polled_at, code_hash,"
+               " code_expires_at")
+
+
+def _grant(r: tuple) -> GrantRow:
+    return GrantRow(r[0], r[1], r[2], json.loads(r[3]), *r[4:])
+
 
 class SqliteStore(Database):
-    MIGRATIONS = (COMMON_V1 + V1, V2)
+    MIGRATIONS = (COMMON_V1 + V1, V2, V3)
 
-    async def create_user(self, username: str, password_hash: bytes, orgs: list[str], now: int,
+    async def create_user(self, username: str, password_hash: bytes, roles: dict[str, str], now: int,
                           audit: AuditRecord) -> bool:
         def run(c: sqlite3.Connection) -> bool:
             cur = c.execute(
@@ -57,7 +91,8 @@ class SqliteStore(Database):
             )
             if not cur.rowcount:
                 return False
-            c.executemany("INSERT INTO memberships (username, org) VALUES (?, ?)", [(username, o) for o in orgs])
+            c.executemany("INSERT INTO memberships (username, org, role) VALUES (?, ?, ?)",
+                          [(username, o, r) for o, r in roles.items()])
             self._audit(c, [audit])
             return True
         return await self._tx(run)
@@ -66,15 +101,16 @@ class SqliteStore(Database):
         row = await self._one("SELECT username, password_hash, disabled FROM users WHERE username = ?", (username,))
         if row is None:
             return None
-        orgs = await self._all("SELECT org FROM memberships WHERE username = ?", (username,))
-        return UserRow(row[0], row[1], bool(row[2]), frozenset(o[0] for o in orgs))
+        orgs = await self._all("SELECT org, role FROM memberships WHERE username = ?", (username,))
+        return UserRow(row[0], row[1], bool(row[2]), {o[0]: o[1] for o in orgs})
 
-    async def set_orgs(self, username: str, orgs: list[str], audit: AuditRecord) -> bool:
+    async def set_orgs(self, username: str, roles: dict[str, str], audit: AuditRecord) -> bool:
         def run(c: sqlite3.Connection) -> bool:
             if c.execute("SELECT 1 FROM users WHERE username = ?", (username,)).fetchone() is None:
                 return False
             c.execute("DELETE FROM memberships WHERE username = ?", (username,))
-            c.executemany("INSERT INTO memberships (username, org) VALUES (?, ?)", [(username, o) for o in orgs])
+            c.executemany("INSERT INTO memberships (username, org, role) VALUES (?, ?, ?)",
+                          [(username, o, r) for o, r in roles.items()])
             self._audit(c, [audit])
             return True
         return await self._tx(run)
@@ -103,6 +139,54 @@ class SqliteStore(Database):
     async def delete_session(self, digest: bytes) -> bool:
         def run(c: sqlite3.Connection) -> bool:
             return c.execute("DELETE FROM sessions WHERE hash = ?", (digest,)).rowcount == 1
+        return await self._tx(run)
+
+    # --- browser sessions and grants ----------------------------------------------------------
+
+    async def create_browser_session(self, digest: bytes, username: str, expires_at: int, now: int,
+                                     audit: AuditRecord) -> None:
+        def run(c: sqlite3.Connection) -> None:
+            c.execute("DELETE FROM browser_sessions WHERE expires_at <= ?", (now,))
+            c.execute("INSERT INTO browser_sessions (hash, username, expires_at) VALUES (?, ?, ?)",
+                      (digest, username, expires_at))
+            self._audit(c, [audit])
+        await self._tx(run)
+
+    async def browser_session_user(self, digest: bytes, now: int) -> str | None:
+        row = await self._one("SELECT username FROM browser_sessions WHERE hash = ? AND expires_at > ?", (digest, now))
+        return row[0] if row else None
+
+    async def delete_browser_session(self, digest: bytes) -> bool:
+        def run(c: sqlite3.Connection) -> bool:
+            return c.execute("DELETE FROM browser_sessions WHERE hash = ?", (digest,)).rowcount == 1
+        return await self._tx(run)
+
+    async def add_grant(self, row: GrantRow, now: int) -> bool:
+        def run(c: sqlite3.Connection) -> bool:
+            c.execute("DELETE FROM grants WHERE expires_at <= ?", (now - 3600,))
+            cur = c.execute(f"INSERT OR IGNORE INTO grants ({_GRANT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            (row.hash, row.kind, row.lookup, json.dumps(row.data), row.status, row.created_at,
+                             row.expires_at, row.username, row.interval, row.polled_at, row.code_hash,
+                             row.code_expires_at))
+            return cur.rowcount == 1
+        return await self._tx(run)
+
+    async def get_grant(self, kind: str, *, digest: bytes | None = None, lookup: str | None = None) -> GrantRow | None:
+        if digest is not None:
+            row = await self._one(f"SELECT {_GRANT_COLS} FROM grants WHERE kind = ? AND hash = ?", (kind, digest))
+        else:
+            row = await self._one(f"SELECT {_GRANT_COLS} FROM grants WHERE kind = ? AND lookup = ?", (kind, lookup))
+        return _grant(row) if row else None
+
+    async def update_grant(self, row: GrantRow, expected: str, audit: AuditRecord | None = None) -> bool:
+        def run(c: sqlite3.Connection) -> bool:
+            cur = c.execute("UPDATE grants SET status = ?, username = ?, interval = ?, polled_at = ?, code_hash = ?,"
+                            " code_expires_at = ? WHERE hash = ? AND status = ?",
+                            (row.status, row.username, row.interval, row.polled_at, row.code_hash,
+                             row.code_expires_at, row.hash, expected))
+            if cur.rowcount and audit is not None:
+                self._audit(c, [audit])
+            return cur.rowcount == 1
         return await self._tx(run)
 
     # --- keys -------------------------------------------------------------------------------
@@ -161,4 +245,11 @@ class SqliteStore(Database):
     async def prune_login_failures(self, before: float) -> None:
         def run(c: sqlite3.Connection) -> None:
             c.execute("DELETE FROM login_failures WHERE at <= ?", (before,))
+        await self._tx(run)
+
+    async def forget_attempt(self, subjects: list[str], at: float) -> None:
+        def run(c: sqlite3.Connection) -> None:
+            for subject in subjects:
+                c.execute("DELETE FROM login_failures WHERE rowid IN"
+                          " (SELECT rowid FROM login_failures WHERE subject = ? AND at = ? LIMIT 1)", (subject, at))
         await self._tx(run)

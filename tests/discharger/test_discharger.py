@@ -7,7 +7,7 @@ import pytest
 
 from clients import caveats, tokens
 from clients.tickets import b64d, b64e
-from tests.support import ticket_for
+from tests.support import sealed_ticket, ticket_for
 
 
 async def test_info_publishes_keys(real_discharger):
@@ -129,6 +129,29 @@ async def test_disabled_user_and_non_member_get_403(real_discharger):
     _, ticket = ticket_for(env, org="beta")
     status, _, _ = await env.discharge(alice, b64e(ticket))
     assert status == 201
+
+
+async def test_roles_in_memberships_and_in_discharges(real_discharger):
+    env = real_discharger
+    status, body, _ = await env.post("/v1/users", {"username": "alice", "password": "correct horse",
+                                                   "orgs": ["beta", {"org": "acme", "role": "admin"}]}, env.admin)
+    assert status == 201
+    assert body == {"username": "alice", "orgs": ["acme", "beta"], "roles": {"acme": "admin", "beta": "member"}}
+    for bad in (["acme", {"org": "acme", "role": "owner"}], [{"org": "acme", "extra": 1}], [{"role": "admin"}], [3]):
+        status, _, _ = await env.post("/v1/users/alice/orgs", {"orgs": bad}, env.admin)
+        assert status == 400, bad
+    alice = await env.login("alice")
+    for org, role, expected in (("acme", "admin", 201), ("acme", "member", 201), ("beta", "member", 201),
+                                ("beta", "admin", 403)):
+        status, body, _ = await env.discharge(alice, b64e(sealed_ticket(env, org, role, "user")))
+        assert status == expected, (org, role, body)
+    status, body, _ = await env.discharge(alice, b64e(sealed_ticket(env, "beta", "admin")))
+    assert "needs role admin" in body["message"]
+    # Demoted: the next discharge needing admin is refused.
+    status, body, _ = await env.post("/v1/users/alice/orgs", {"orgs": ["acme"]}, env.admin)
+    assert body["roles"] == {"acme": "member"}
+    status, _, _ = await env.discharge(alice, b64e(sealed_ticket(env, "acme", "admin")))
+    assert status == 403
 
 
 @pytest.mark.parametrize("mutate", [

@@ -25,7 +25,7 @@ def audit(event: str = "user_create") -> AuditRecord:
 
 
 async def add_alice(store, orgs=("acme", "beta")) -> None:
-    assert await store.create_user("alice", HASH, list(orgs), 100, audit())
+    assert await store.create_user("alice", HASH, {o: "member" for o in orgs}, 100, audit())
 
 
 def session_digest() -> bytes:
@@ -37,33 +37,33 @@ def session_digest() -> bytes:
 
 async def test_create_and_get_user(store):
     await add_alice(store)
-    assert await store.get_user("alice") == UserRow("alice", HASH, False, frozenset({"acme", "beta"}))
+    assert await store.get_user("alice") == UserRow("alice", HASH, False, {"acme": "member", "beta": "member"})
     assert await store.get_user("bob") is None
     assert len(await store.audit_rows("user_create")) == 1
 
 
 async def test_duplicate_user_is_refused_and_changes_nothing(store):
     await add_alice(store)
-    assert not await store.create_user("alice", b"other", ["gamma"], 200, audit())
-    assert await store.get_user("alice") == UserRow("alice", HASH, False, frozenset({"acme", "beta"}))
+    assert not await store.create_user("alice", b"other", {"gamma": "admin"}, 200, audit())
+    assert await store.get_user("alice") == UserRow("alice", HASH, False, {"acme": "member", "beta": "member"})
     assert len(await store.audit_rows("user_create")) == 1
 
 
 async def test_user_without_orgs(store):
-    assert await store.create_user("carol", HASH, [], 100, audit())
+    assert await store.create_user("carol", HASH, {}, 100, audit())
     assert (await store.get_user("carol")).orgs == frozenset()
 
 
-@pytest.mark.parametrize("orgs", [["gamma"], ["beta", "delta"], []])
-async def test_set_orgs_replaces_memberships(store, orgs):
+@pytest.mark.parametrize("roles", [{"gamma": "member"}, {"beta": "admin", "delta": "member"}, {}])
+async def test_set_orgs_replaces_memberships(store, roles):
     await add_alice(store)
-    assert await store.set_orgs("alice", orgs, audit("user_orgs"))
-    assert (await store.get_user("alice")).orgs == frozenset(orgs)
+    assert await store.set_orgs("alice", roles, audit("user_orgs"))
+    assert (await store.get_user("alice")).roles == roles
     assert len(await store.audit_rows("user_orgs")) == 1
 
 
 async def test_set_orgs_of_unknown_user_is_false(store):
-    assert not await store.set_orgs("nobody", ["acme"], audit("user_orgs"))
+    assert not await store.set_orgs("nobody", {"acme": "member"}, audit("user_orgs"))
     assert await store.get_user("nobody") is None
     assert await store.audit_rows("user_orgs") == []
 

@@ -70,6 +70,14 @@ def ticket_for(env, org="acme", ttl=300, keys=None) -> tuple[str, bytes]:
     return tok.encode(), ticket
 
 
+def sealed_ticket(env, org="acme", role="member", purpose="permission", name=None) -> bytes:
+    """A ticket sealed to this discharger's current key, naming what it is for."""
+    from clients import tickets
+
+    key = env.service.keys.public_keys()[0]["key"]
+    return tickets.seal(b64d(key), bytes(32), org, 300, purpose, name, role)
+
+
 class AuthorityProcess:
     """`sable authority serve` as a real process, trusting `discharger` (a FakeDischarger),
     on a free port. Several may share one database (replicas)."""
