@@ -47,6 +47,21 @@ class RateLimited(SableError):
     code = "rate_limited"
 
 
+class Gone(SableError):
+    """Something that existed has expired or was used up (an interactive discharge)."""
+
+    code = "gone"
+
+
+class GrantPending(BadRequest):
+    """A device-token poll's RFC 8628 answer other than success: `code` is the RFC's error
+    (authorization_pending, slow_down, access_denied, expired_token, invalid_grant)."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
 class Unavailable(SableError):
     """A database or another service the work needs cannot be reached or used."""
 

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from discharger import __version__, schemas
+from clients.errors import BadRequest, RateLimited
+from discharger import __version__, pages, schemas
 from discharger.config import DischargerConfig
+from discharger.pages import DISCHARGER, PAGES
 from discharger.service import Discharger
 from server.audit import Caller
+from server.browser import Pages
 from server.http import REQUEST_ID, bearer, client_address, new_app, read_json, require_admin
+from server.ratelimit import SlidingCounter, throttle_key
 
-DISCHARGER = web.AppKey("discharger", Discharger)
+FLOW_STARTS = web.AppKey("flow_starts", SlidingCounter)
 routes = web.RouteTableDef()
 
 
@@ -76,10 +80,63 @@ async def logout(request: web.Request) -> web.Response:
 @routes.post("/v1/discharges")
 async def discharge(request: web.Request) -> web.Response:
     d = _d(request)
+    if bearer(request) is None:  # no session: only an interactive discharge may start
+        return await _start_flow(request, d)
     username = await d.sessions.user(bearer(request))  # 401 before the body is read
     ticket = schemas.ticket(await read_json(request))
     return web.json_response(schemas.discharge(await d.discharges.issue(username, ticket, _caller(request))),
                              status=201)
+
+
+async def _start_flow(request: web.Request, d: Discharger) -> web.Response:
+    counter, key = request.app[FLOW_STARTS], throttle_key(client_address(request))
+    wait = counter.retry_after(key)
+    if wait is not None:
+        raise RateLimited("too many sign-in requests from this address; try again later", retry_after=wait)
+    body = await read_json(request)
+    if body.get("interactive") is not True:
+        await d.sessions.user(None)  # 401: a session is required
+    counter.add(key)
+    ticket, return_to = schemas.ticket(body), schemas.return_to(body)
+    started = await d.flows.start(ticket, return_to, _caller(request))
+    return web.json_response({"user_url": started.user_url, "poll_url": started.poll_url,
+                              "expires_in": started.expires_in}, status=202)
+
+
+@routes.get("/v1/flows/{secret}")
+async def poll_flow(request: web.Request) -> web.Response:
+    d = _d(request)
+    code = request.headers.get("Sable-Flow-Code")
+    got = await d.flows.poll(request.match_info["secret"], code, _caller(request))
+    if got is None:
+        return web.json_response({"status": "pending"}, status=202)
+    return web.json_response(schemas.discharge(got))
+
+
+@routes.post("/v1/device/authorize")
+async def device_authorize(request: web.Request) -> web.Response:
+    d = _d(request)
+    body = await schemas.read_form_or_json(request)
+    auth = await d.device.authorize(schemas.client_name(body), _caller(request))
+    base = d.config.public_url.rstrip("/")
+    return web.json_response({
+        "device_code": auth.device_code, "user_code": auth.user_code, "verification_uri": f"{base}/device",
+        "verification_uri_complete": f"{base}/device?user_code={auth.user_code}", "expires_in": auth.expires_in,
+        "interval": auth.interval}, headers={"Cache-Control": "no-store"})
+
+
+@routes.post("/v1/device/token")
+async def device_token(request: web.Request) -> web.Response:
+    d = _d(request)
+    body = await schemas.read_form_or_json(request)
+    grant_type = body.get("grant_type")
+    if grant_type is not None and grant_type != "urn:ietf:params:oauth:grant-type:device_code":
+        raise BadRequest("grant_type must be urn:ietf:params:oauth:grant-type:device_code")
+    device_code = body.get("device_code")
+    if not isinstance(device_code, str) or not 0 < len(device_code) <= 128:
+        raise BadRequest("device_code is required")
+    session, username = await d.device.token(device_code, _caller(request))
+    return web.json_response(schemas.device_session(session, username), headers={"Cache-Control": "no-store"})
 
 
 async def _ready(app: web.Application) -> bool:
@@ -96,5 +153,8 @@ def create_app(config: DischargerConfig) -> web.Application:
         await discharger.close()
 
     app.cleanup_ctx.append(lifecycle)
+    app[PAGES] = Pages(pages.FOLDER, config.secure)
+    app[FLOW_STARTS] = SlidingCounter(30, 60.0)
     app.add_routes(routes)
+    app.add_routes(pages.routes)
     return app

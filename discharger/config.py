@@ -27,6 +27,12 @@ class DischargerConfig:
     hash_threads: int = 2
     hash_queue: int = 64  # logins waiting for a hashing thread before 429
     admin_token: str | None = None
+    # Authorities whose /console/ an approved interactive discharge may return to.
+    authority_urls: tuple[str, ...] = ()
+
+    @property
+    def secure(self) -> bool:
+        return self.public_url.startswith("https://")
 
 
 def load(config_path: str | None = None, **flags) -> DischargerConfig:
@@ -48,4 +54,9 @@ def load(config_path: str | None = None, **flags) -> DischargerConfig:
         discharge_ttl=int(pick("discharge_ttl", 300)),
         password_limits=pick("password_limits", "interactive"),
         admin_token=os.environ.get("SABLE_ADMIN_TOKEN") or None,
+        authority_urls=tuple(_urls(pick("authority_url") or ())),
     )
+
+
+def _urls(value) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from clients import tokens
@@ -65,6 +66,40 @@ def ticket(body: dict) -> bytes:
     if len(raw) > tokens.MAX_TOKEN_CHARS:
         raise BadRequest("ticket must be base64url")
     return raw
+
+
+async def read_form_or_json(request) -> dict:
+    """A JSON object, or RFC 8628's form fields (application/x-www-form-urlencoded)."""
+    from server.http import read_json
+
+    if request.content_type == "application/x-www-form-urlencoded":
+        form = await request.post()
+        return {k: v for k, v in form.items() if isinstance(v, str)}
+    return await read_json(request)
+
+
+def client_name(body: dict) -> str | None:
+    name = body.get("client_name", body.get("client_id"))
+    if name is None:
+        return None
+    if not isinstance(name, str) or len(name) > 64 or any(ord(ch) < 0x20 for ch in name):
+        raise BadRequest("client_name must be at most 64 printable characters")
+    return name
+
+
+def return_to(body: dict) -> str | None:
+    value = body.get("return_to")
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > 2048 or not value.startswith(("https://", "http://")):
+        raise BadRequest("return_to must be an http(s) URL")
+    return value
+
+
+def device_session(s: Session, username: str) -> dict:
+    return {"session": s.secret, "access_token": s.secret, "token_type": "Bearer",
+            "expires_in": max(0, s.expires_at - int(time.time())), "expires_at": format_time(s.expires_at),
+            "username": username}
 
 
 def user(m: Membership) -> dict:

@@ -1,13 +1,18 @@
 """The discharger assembled: its store, keys and password hasher, and the domain parts
-handlers reach through it: `users` (admin), `sessions` (login, logout), `discharges`."""
+handlers reach through it: `users` (admin), `sessions` (login, logout), `discharges`,
+and the browser flows: `browser` (cookie sessions), `device` (CLI device login), `flows`
+(interactive discharges)."""
 
 from __future__ import annotations
 
 import time
 
 from clients import tokens
+from discharger.browser import BrowserSessions
 from discharger.config import DischargerConfig
+from discharger.device import DeviceLogins
 from discharger.discharges import Discharges
+from discharger.flows import Flows
 from discharger.keys import DischargerKeys
 from discharger.passwords import Hasher
 from discharger.sessions import Sessions
@@ -25,6 +30,9 @@ class Discharger:
         self.users = Users(store, hasher)
         self.sessions = Sessions(config, store, hasher, keys.master)
         self.discharges = Discharges(config, store, keys)
+        self.browser = BrowserSessions(config, store, self.sessions, keys.master)
+        self.device = DeviceLogins(store, self.sessions, keys.master.pseudonym)
+        self.flows = Flows(config.public_url, config.authority_urls, store, keys, self.discharges)
 
     @classmethod
     async def open(cls, config: DischargerConfig) -> Discharger:

@@ -40,7 +40,10 @@ class Sessions:
              (f"addr:{throttle_key(client)}", self.config.address_failures)], now, window)
         return None if wait is None else max(1, int(wait) + 1)
 
-    async def login(self, creds: Credentials, caller: Caller) -> Session:
+    async def authenticate(self, creds: Credentials, caller: Caller) -> str:
+        """The username, if the password is right and the user enabled; RateLimited (429) or
+        Unauthorized (401, the same for an unknown user and a wrong password) otherwise. Every
+        attempt counts toward the throttle until it succeeds."""
         username = creds.username
         # Only an existing username is recorded: people paste passwords into that field.
         shown = "<unknown>"
@@ -53,16 +56,24 @@ class Sessions:
         if user is not None:
             shown = username
         ok = await self.hasher.verify(user.password_hash if user else None, creds.password)  # Busy: 429
-        now = int(time.time())
         if not ok or user is None or user.disabled:
             audit = caller.record("login", outcome="failed", user=shown)
             await self.store.write_audit([audit])
             audit.emit()
             raise Unauthorized(BAD_LOGIN)
         await self.store.clear_login_failures(f"user:{self._pseudonym(username)}")
+        return username
+
+    async def login(self, creds: Credentials, caller: Caller) -> Session:
+        username = await self.authenticate(creds, caller)
+        return await self.create(username, caller)
+
+    async def create(self, username: str, caller: Caller, event: str = "login") -> Session:
+        """A new API session for a user already authenticated (by password or device approval)."""
+        now = int(time.time())
         secret = tokens.encode(tokens.SESSION, nacl.utils.random(32))
         expires_at = now + self.config.session_ttl
-        audit = caller.record("login", user=username)
+        audit = caller.record(event, user=username)
         await self.store.create_session(tokens.secret_digest(secret), username, expires_at, now, audit)
         audit.emit()
         return Session(secret, expires_at)

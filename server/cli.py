@@ -90,14 +90,17 @@ def discharger():
 @click.option("--master-key-file", type=click.Path(dir_okay=False), help="Else SABLE_MASTER_KEY is used.")
 @click.option("--keys", type=click.Path(dir_okay=False),
               help="A 0.1.0 key file to move into the database (default <data-dir>/discharger.keys, if present).")
+@click.option("--authority-url", multiple=True,
+              help="An authority's public URL whose /console/ an approved browser sign-in may return to "
+                   "(repeatable; TOML `authority_url`).")
 @handle_errors
-def discharger_serve(config_path, tls_cert, tls_key, log_level, **flags):
+def discharger_serve(config_path, tls_cert, tls_key, log_level, authority_url, **flags):
     """Run the discharger."""
     from discharger.app import create_app
     from discharger.config import load
 
     configure_logging(log_level)
-    config = load(config_path, tls_cert=tls_cert, **flags)
+    config = load(config_path, tls_cert=tls_cert, authority_url=list(authority_url) or None, **flags)
     tls = tls_context(tls_cert, tls_key)
     asyncio.run(serve([(create_app(config), config.host, config.port, tls)],
                       lambda: announce("discharger", config.public_url)))
@@ -246,7 +249,8 @@ def dev(data_dir, authority_port, discharger_port, database, log_level):
         fail("--db takes a postgresql:// URL (for SQLite, use --data-dir)", EXIT_USAGE)
     d_config = DischargerConfig(db_path=database or str(root / "discharger.db"),
                                 master_key=_dev_master_key(root, "discharger"), keys_path=str(root / "discharger.keys"),
-                                public_url=d_url, host=host, port=discharger_port, admin_token=admin)
+                                public_url=d_url, host=host, port=discharger_port, admin_token=admin,
+                                authority_urls=(a_url,))
     trust = TrustedDischarger(d_url, asyncio.run(_dev_discharger_keys(d_config)))
     a_config = AuthorityConfig(db_path=database or str(root / "authority.db"),
                                master_key=_dev_master_key(root, "authority"), public_url=a_url,

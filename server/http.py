@@ -25,7 +25,14 @@ STATUS = {
     "not_found": 404,
     "conflict": 409,
     "rate_limited": 429,
+    "gone": 410,
     "unavailable": 503,
+    # RFC 8628's device-token errors (SPEC §11), for that endpoint only
+    "authorization_pending": 400,
+    "slow_down": 400,
+    "access_denied": 400,
+    "expired_token": 400,
+    "invalid_grant": 400,
 }
 
 log = structlog.get_logger("sable")

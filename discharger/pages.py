@@ -1,0 +1,194 @@
+"""The discharger's pages (SPEC §11): sign-in, device approval and interactive-discharge
+approval. They work without JavaScript. Handlers call the same domain objects as the JSON
+API; `server.browser` supplies templates, headers, cookies and CSRF checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import quote, urlencode
+
+from aiohttp import web
+
+from clients.caveats import format_time
+from clients.errors import BadRequest, Denied, NotFound, RateLimited, SableError, Unauthorized
+from discharger.model import Credentials
+from discharger.service import Discharger
+from server.audit import Caller
+from server.browser import Pages, check_csrf, css, new_secret, page_errors, safe_next
+from server.http import REQUEST_ID, client_address
+
+COOKIE = "sable_browser"
+SERVICE = "discharger"
+DISCHARGER = web.AppKey("discharger", Discharger)
+PAGES = web.AppKey("discharger_pages", Pages)
+FOLDER = Path(__file__).with_name("templates")
+routes = web.RouteTableDef()
+page = page_errors(PAGES, SERVICE)
+
+
+def _caller(request: web.Request) -> Caller:
+    return Caller(client_address(request), request[REQUEST_ID])
+
+
+class Browser:
+    """One request's view of the browser: its cookie, signed-in user and CSRF token."""
+
+    def __init__(self, request: web.Request, cookie: str | None, user: str | None):
+        self.request = request
+        self.d: Discharger = request.app[DISCHARGER]
+        self.pages: Pages = request.app[PAGES]
+        self.new_cookie = cookie is None  # a first visit gets a (signed-out) cookie to tie forms to
+        self.cookie = cookie or new_secret()
+        self.user = user
+
+    @classmethod
+    async def of(cls, request: web.Request) -> Browser:
+        pages: Pages = request.app[PAGES]
+        cookie = pages.cookie(request, COOKIE)
+        return cls(request, cookie, await request.app[DISCHARGER].browser.user(cookie))
+
+    @property
+    def csrf(self) -> str:
+        return self.d.browser.csrf(self.cookie)
+
+    def render(self, name: str, status: int = 200, **context) -> web.Response:
+        resp = self.pages.render(name, status=status, service=SERVICE, user=self.user, csrf=self.csrf, **context)
+        if self.new_cookie:
+            self.pages.set_cookie(resp, COOKIE, self.cookie)
+        return resp
+
+    def message(self, heading: str, detail: str = "", status: int = 200, tone: str = "") -> web.Response:
+        return self.render("message.html", status=status, heading=heading, detail=detail, tone=tone)
+
+    async def form(self) -> dict:
+        """The posted form, after the CSRF check (403 without the token for this cookie)."""
+        form = await self.request.post()
+        if self.new_cookie:  # no cookie, so no form of ours can be behind this post
+            raise Denied("this form has expired or did not come from this site; reload the page and try again")
+        check_csrf(self.csrf, form)
+        return {k: v for k, v in form.items() if isinstance(v, str)}
+
+    def to_login(self) -> web.Response:
+        return _see_other(f"/login?{urlencode({'next': self.request.path_qs})}")
+
+
+def _see_other(location: str) -> web.Response:
+    return web.Response(status=303, headers={"Location": location, "Cache-Control": "no-store"})
+
+
+@routes.get("/static/sable.css")
+async def stylesheet(request: web.Request) -> web.Response:
+    return await css(request)
+
+
+@routes.get("/")
+@page
+async def home(request: web.Request) -> web.Response:
+    b = await Browser.of(request)
+    if b.user is None:
+        return _see_other("/login")
+    return b.render("home.html")
+
+
+@routes.get("/login")
+@page
+async def login_page(request: web.Request) -> web.Response:
+    b = await Browser.of(request)
+    return b.render("login.html", next=safe_next(request.query.get("next")), username="", error=None)
+
+
+@routes.post("/login")
+@page
+async def login(request: web.Request) -> web.Response:
+    b = await Browser.of(request)
+    form = await b.form()
+    target = safe_next(form.get("next"))
+    username, password = form.get("username", ""), form.get("password", "")
+    if len(username) > 128 or len(password) > 1024:
+        raise BadRequest("username or password is too long")
+    try:
+        cookie = await b.d.browser.sign_in(Credentials(username, password), _caller(request))
+    except (Unauthorized, RateLimited) as e:
+        status = 401 if isinstance(e, Unauthorized) else 429
+        resp = b.render("login.html", status=status, next=target, username="", error=e.message)
+        if e.retry_after:
+            resp.headers["Retry-After"] = str(e.retry_after)
+        return resp
+    resp = _see_other(target)
+    b.pages.set_cookie(resp, COOKIE, cookie)  # a new value at every sign-in: no fixation
+    return resp
+
+
+@routes.post("/logout")
+@page
+async def logout(request: web.Request) -> web.Response:
+    b = await Browser.of(request)
+    await b.form()
+    await b.d.browser.sign_out(b.cookie)
+    resp = _see_other("/login")
+    b.pages.clear_cookie(resp, COOKIE)
+    return resp
+
+
+@routes.get("/device")
+@page
+async def device_page(request: web.Request) -> web.Response:
+    b = await Browser.of(request)
+    if b.user is None:
+        return b.to_login()
+    code = request.query.get("user_code", "")[:32]
+    grant, error = None, None
+    if code:
+        try:
+            grant = await b.d.device.find(b.user, code, _caller(request), count=False)
+        except SableError as e:
+            error = e.message
+    return b.render("device.html", code=code.upper(), grant=grant, error=error,
+                    requested_at=format_time(grant.created_at) if grant else "")
+
+
+@routes.post("/device")
+@page
+async def device_decide(request: web.Request) -> web.Response:
+    b = await Browser.of(request)
+    if b.user is None:
+        return b.to_login()
+    form = await b.form()
+    approve = form.get("action") == "approve"
+    code = form.get("user_code", "")[:32]
+    try:
+        await b.d.device.decide(b.user, code, approve, _caller(request))
+    except NotFound as e:
+        return b.render("device.html", status=404, code=code.upper(), grant=None, error=e.message, requested_at="")
+    if approve:
+        return b.message("Device approved", "You can close this window and return to your terminal.", tone="ok")
+    return b.message("Device denied", "The device will not be signed in.", tone="bad")
+
+
+@routes.get("/flows/{secret}")
+@page
+async def flow_page(request: web.Request) -> web.Response:
+    b = await Browser.of(request)
+    if b.user is None:
+        return b.to_login()
+    secret = request.match_info["secret"]
+    grant = await b.d.flows.pending(secret)
+    return b.render("approve.html", what=grant.data["what"], grant=grant, action=f"/flows/{quote(secret)}",
+                    requested_at=format_time(grant.created_at))
+
+
+@routes.post("/flows/{secret}")
+@page
+async def flow_decide(request: web.Request) -> web.Response:
+    b = await Browser.of(request)
+    if b.user is None:
+        return b.to_login()
+    form = await b.form()
+    approve = form.get("action") == "approve"
+    grant, code = await b.d.flows.decide(b.user, request.match_info["secret"], approve, _caller(request))
+    if code is not None:
+        return_to = grant.data["return_to"]
+        return _see_other(return_to + ("&" if "?" in return_to else "?") + urlencode({"code": code}))
+    if approve:
+        return b.message("Approved", "You can close this window and return to where you started.", tone="ok")
+    return b.message("Denied", "Nothing was approved.", tone="bad")

@@ -1,0 +1,164 @@
+"""Device login (RFC 8628, SPEC §11) on the real discharger: the JSON endpoints and the
+browser's approval form, driven over HTTP with the test client's cookie jar (the same flow
+in real Chromium is in tests/browser)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from clients.tickets import b64e
+from discharger import device
+from tests.support import sealed_ticket
+
+pytestmark = pytest.mark.usefixtures("real_discharger")
+
+
+def csrf_of(html: str) -> str:
+    return re.search(r'name="csrf" value="([^"]+)"', html).group(1)
+
+
+async def sign_in(env, username="alice", password="correct horse"):
+    page = await (await env.client.get("/login")).text()
+    resp = await env.client.post("/login", data={"csrf": csrf_of(page), "username": username, "password": password,
+                                                 "next": "/"}, allow_redirects=False)
+    assert resp.status == 303, await resp.text()
+
+
+async def decide(env, user_code: str, action: str = "approve"):
+    page = await (await env.client.get(f"/device?user_code={user_code}")).text()
+    return await env.client.post("/device", data={"csrf": csrf_of(page), "user_code": user_code, "action": action})
+
+
+async def authorize(env, **body):
+    status, got, resp = await env.post("/v1/device/authorize", body or {"client_name": "laptop cli"})
+    assert status == 200, got
+    return got
+
+
+async def poll(env, device_code, grant=None):
+    body = {"device_code": device_code, **({"grant_type": grant} if grant else {})}
+    return await env.post("/v1/device/token", body)
+
+
+def unthrottle(env, code):
+    """Tests poll faster than the 5 s interval: forget the last poll."""
+    async def run():
+        from clients import tokens
+        row = await env.service.store.get_grant("device", digest=tokens.secret_digest(code))
+        status = row.status
+        row.polled_at = None
+        await env.service.store.update_grant(row, status)
+    return run()
+
+
+async def test_authorize_shapes(real_discharger):
+    env = real_discharger
+    got = await authorize(env)
+    assert set(got) == {"device_code", "user_code", "verification_uri", "verification_uri_complete", "expires_in",
+                        "interval"}
+    assert re.fullmatch(r"[BCDFGHJKLMNPQRSTVWXZ]{4}-[BCDFGHJKLMNPQRSTVWXZ]{4}", got["user_code"])
+    assert got["verification_uri"] == "http://discharger.test/device"
+    assert got["verification_uri_complete"] == f"http://discharger.test/device?user_code={got['user_code']}"
+    assert got["expires_in"] == 600 and got["interval"] == 5
+    assert len(got["device_code"]) >= 43  # 256 bits
+    # RFC 8628 form fields: client_id is taken as the client name.
+    resp = await env.client.post("/v1/device/authorize", data={"client_id": "gh-cli"})
+    assert resp.status == 200
+    for bad in ({"client_name": "x" * 65}, {"client_name": 5}, {"client_name": "a\nb"}):
+        status, _, _ = await env.post("/v1/device/authorize", bad)
+        assert status == 400, bad
+
+
+async def test_approve_then_token_once(real_discharger):
+    env = real_discharger
+    await env.user()
+    got = await authorize(env)
+    status, body, _ = await poll(env, got["device_code"])
+    assert (status, body["error"]) == (400, "authorization_pending")
+    await sign_in(env)
+    resp = await decide(env, got["user_code"].lower().replace("-", ""))  # case and dash ignored
+    assert resp.status == 200 and "Device approved" in await resp.text()
+    await unthrottle(env, got["device_code"])
+    status, body, _ = await poll(env, got["device_code"], "urn:ietf:params:oauth:grant-type:device_code")
+    assert status == 200, body
+    assert body["session"] == body["access_token"] and body["token_type"] == "Bearer"
+    assert body["username"] == "alice" and 0 < body["expires_in"] <= 12 * 3600 and body["expires_at"]
+    # The session works like a password login's.
+    status, _, _ = await env.discharge(body["session"], b64e(sealed_ticket(env)))
+    assert status == 201
+    await unthrottle(env, got["device_code"])
+    status, body, _ = await poll(env, got["device_code"])
+    assert (status, body["error"]) == (400, "invalid_grant")  # once only
+    # The same user code cannot be approved again (for this or another device).
+    resp = await decide(env, got["user_code"])
+    assert resp.status == 404
+
+
+async def test_deny(real_discharger):
+    env = real_discharger
+    await env.user()
+    got = await authorize(env)
+    await sign_in(env)
+    resp = await decide(env, got["user_code"], "deny")
+    assert resp.status == 200 and "Device denied" in await resp.text()
+    status, body, _ = await poll(env, got["device_code"])
+    assert (status, body["error"]) == (400, "access_denied")
+
+
+async def test_slow_down_grows_the_interval(real_discharger):
+    env = real_discharger
+    got = await authorize(env)
+    status, body, _ = await poll(env, got["device_code"])
+    assert body["error"] == "authorization_pending"
+    status, body, _ = await poll(env, got["device_code"])
+    assert (status, body["error"]) == (400, "slow_down")
+    from clients import tokens
+    row = await env.service.store.get_grant("device", digest=tokens.secret_digest(got["device_code"]))
+    assert row.interval == 10
+
+
+async def test_unknown_expired_and_bad_requests(real_discharger, monkeypatch):
+    env = real_discharger
+    status, body, _ = await poll(env, "not-a-code")
+    assert (status, body["error"]) == (400, "invalid_grant")
+    got = await authorize(env)
+    status, body, _ = await poll(env, got["device_code"], "password")
+    assert status == 400 and body["error"] == "bad_request"
+    status, body, _ = await env.post("/v1/device/token", {})
+    assert status == 400 and body["error"] == "bad_request"
+    later = device._now() + device.EXPIRES_IN + 1
+    monkeypatch.setattr(device, "_now", lambda: later)
+    status, body, _ = await poll(env, got["device_code"])
+    assert (status, body["error"]) == (400, "expired_token")
+
+
+async def test_wrong_codes_are_throttled_per_user(real_discharger):
+    env = real_discharger
+    await env.user()
+    got = await authorize(env)
+    await sign_in(env)
+    for _ in range(device.WRONG_CODES_PER_USER):
+        resp = await decide(env, "BBBB-BBBB")
+        assert resp.status == 404
+    resp = await decide(env, got["user_code"])  # even the right code now waits
+    assert resp.status == 429 and "Retry-After" in resp.headers
+    status, body, _ = await poll(env, got["device_code"])
+    assert body["error"] == "authorization_pending"
+
+
+async def test_device_page_needs_sign_in_and_csrf(real_discharger):
+    env = real_discharger
+    await env.user()
+    got = await authorize(env)
+    resp = await env.client.get(f"/device?user_code={got['user_code']}", allow_redirects=False)
+    assert resp.status == 303 and resp.headers["Location"].startswith("/login?next=%2Fdevice")
+    await sign_in(env)
+    resp = await env.client.post("/device", data={"user_code": got["user_code"], "action": "approve"})
+    assert resp.status == 403
+    resp = await env.client.post("/device", data={"csrf": "forged", "user_code": got["user_code"],
+                                                  "action": "approve"})
+    assert resp.status == 403
+    status, body, _ = await poll(env, got["device_code"])
+    assert body["error"] == "authorization_pending"

@@ -1,0 +1,154 @@
+"""Interactive discharges (SPEC §11) on the real discharger: start without a session, approve
+in a signed-in browser (the test client's cookie jar), collect once by polling."""
+
+from __future__ import annotations
+
+from html import unescape
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from clients.tickets import b64e
+from discharger import flows
+from tests.discharger.test_device import csrf_of, sign_in
+from tests.support import sealed_ticket
+
+
+@pytest.fixture
+def console_discharger(discharger_config):
+    discharger_config.authority_urls = ("http://authority.test:8700",)
+    return discharger_config
+
+
+async def start(env, ticket: bytes, **extra):
+    status, body, resp = await env.post("/v1/discharges", {"ticket": b64e(ticket), "interactive": True, **extra})
+    assert status == 202, body
+    return body
+
+
+def path(url: str) -> str:
+    parts = urlsplit(url)
+    assert parts.scheme == "http" and parts.netloc == "discharger.test"
+    return parts.path
+
+
+async def answer(env, user_url: str, action: str = "approve", follow: bool = True):
+    page = await env.client.get(path(user_url))
+    assert page.status == 200, await page.text()
+    html = await page.text()
+    return html, await env.client.post(path(user_url), data={"csrf": csrf_of(html), "action": action},
+                                       allow_redirects=follow)
+
+
+async def test_start_approve_collect_once(real_discharger):
+    env = real_discharger
+    await env.user()
+    got = await start(env, sealed_ticket(env, name="ci-deploy"))
+    assert set(got) == {"user_url", "poll_url", "expires_in"} and got["expires_in"] == 600
+    user_secret, poll_secret = got["user_url"].rsplit("/", 1)[1], got["poll_url"].rsplit("/", 1)[1]
+    assert user_secret != poll_secret and min(len(user_secret), len(poll_secret)) >= 22  # >= 128 bits
+    resp = await env.client.get(path(got["poll_url"]))
+    assert resp.status == 202 and await resp.json() == {"status": "pending"}
+    # Signed out, the approval page sends the browser to sign in and back.
+    resp = await env.client.get(path(got["user_url"]), allow_redirects=False)
+    assert resp.status == 303 and resp.headers["Location"].startswith("/login?next=%2Fflows%2F")
+    await sign_in(env)
+    html, resp = await answer(env, got["user_url"])
+    assert 'Authorize permission token "ci-deploy" for org acme' in unescape(html)
+    assert resp.status == 200 and "Approved" in await resp.text()
+    resp = await env.client.get(path(got["poll_url"]))
+    body = await resp.json()
+    assert resp.status == 200 and body["discharge"].startswith("sable_dt_") and body["expires_at"]
+    resp = await env.client.get(path(got["poll_url"]))
+    assert resp.status == 410 and (await resp.json())["error"] == "gone"
+    resp = await env.client.get(path(got["user_url"]))  # answered: the link is spent
+    assert resp.status == 410
+
+
+async def test_deny_and_too_low_a_role_are_403(real_discharger):
+    env = real_discharger
+    await env.user()
+    await sign_in(env)
+    got = await start(env, sealed_ticket(env))
+    _, resp = await answer(env, got["user_url"], "deny")
+    assert resp.status == 200 and "Denied" in await resp.text()
+    resp = await env.client.get(path(got["poll_url"]))
+    assert resp.status == 403 and (await resp.json())["error"] == "denied"
+    got = await start(env, sealed_ticket(env, role="admin", purpose="user"))
+    html, resp = await answer(env, got["user_url"])
+    assert "Sign in to the console of org acme as admin" in html
+    assert resp.status == 403
+    resp = await env.client.get(path(got["poll_url"]))
+    assert resp.status == 403
+
+
+async def test_return_to_a_console_needs_the_flow_code(aiohttp_client, console_discharger, admin_token):
+    from discharger.app import create_app
+    from tests.conftest import DischargerEnv
+
+    env = DischargerEnv(await aiohttp_client(create_app(console_discharger)), console_discharger, admin_token)
+    await env.user()
+    await sign_in(env)
+    return_to = "http://authority.test:8700/console/callback?state=abc"
+    got = await start(env, sealed_ticket(env, purpose="user"), return_to=return_to)
+    _, resp = await answer(env, got["user_url"], follow=False)
+    assert resp.status == 303
+    location = resp.headers["Location"]
+    assert location.startswith(return_to + "&code=")
+    code = parse_qs(urlsplit(location).query)["code"][0]
+    resp = await env.client.get(path(got["poll_url"]))  # approved, but without the code
+    assert resp.status == 403
+    resp = await env.client.get(path(got["poll_url"]), headers={"Sable-Flow-Code": "wrong"})
+    assert resp.status == 403
+    resp = await env.client.get(path(got["poll_url"]), headers={"Sable-Flow-Code": code})
+    assert resp.status == 200 and (await resp.json())["discharge"]
+    resp = await env.client.get(path(got["poll_url"]), headers={"Sable-Flow-Code": code})
+    assert resp.status == 410
+
+
+@pytest.mark.parametrize("return_to", [
+    "http://evil.test/console/callback", "http://authority.test:8701/console/x", "https://authority.test:8700/console/x",
+    "http://authority.test:8700/admin", "http://authority.test:8700@evil.test/console/x"])
+async def test_approve_never_redirects_elsewhere(aiohttp_client, console_discharger, admin_token, return_to):
+    from discharger.app import create_app
+    from tests.conftest import DischargerEnv
+
+    env = DischargerEnv(await aiohttp_client(create_app(console_discharger)), console_discharger, admin_token)
+    await env.user()
+    await sign_in(env)
+    got = await start(env, sealed_ticket(env, purpose="user"), return_to=return_to)
+    _, resp = await answer(env, got["user_url"], follow=False)
+    assert resp.status == 200 and "Approved" in await resp.text()
+
+
+async def test_bad_starts(real_discharger):
+    env = real_discharger
+    status, body, _ = await env.post("/v1/discharges", {"ticket": b64e(sealed_ticket(env))})
+    assert status == 401  # no session and not interactive
+    status, body, _ = await env.post("/v1/discharges", {"ticket": "AAAA", "interactive": True})
+    assert status == 400
+    status, body, _ = await env.post("/v1/discharges", {"ticket": b64e(sealed_ticket(env)), "interactive": True,
+                                                         "return_to": "javascript:alert(1)"})
+    assert status == 400
+    resp = await env.client.get("/v1/flows/unknown")
+    assert resp.status == 404
+    resp = await env.client.get("/flows/unknown", allow_redirects=False)
+    assert resp.status == 303  # signed out: sign in first, whatever the link
+
+
+async def test_sessionless_starts_are_rate_limited(real_discharger):
+    env = real_discharger
+    ticket = b64e(sealed_ticket(env))
+    for _ in range(30):
+        status, _, _ = await env.post("/v1/discharges", {"ticket": ticket, "interactive": True})
+        assert status == 202
+    status, body, resp = await env.post("/v1/discharges", {"ticket": ticket, "interactive": True})
+    assert status == 429 and int(resp.headers["Retry-After"]) > 0
+
+
+def test_descriptions():
+    from clients.tickets import TicketContents
+    assert flows.describe(TicketContents(bytes(32), "acme", 60, "permission", "ci", "member")) == \
+        'Authorize permission token "ci" for org acme'
+    assert flows.describe(TicketContents(bytes(32), "acme", 60, "user", None, "member")) == \
+        "Sign in to the console of org acme"
