@@ -49,20 +49,30 @@ def db_location(request, backend, tmp_path):
     return make
 
 
+_chromium_missing: list[str] = []
+
+
 def pytest_runtest_logreport(report):
     if report.skipped and "PostgreSQL is not installed" in str(report.longrepr):
         _pg_missing.append(report.nodeid)
+    if report.skipped and "Chromium is not installed" in str(report.longrepr):
+        _chromium_missing.append(report.nodeid)
 
 
 def pytest_terminal_summary(terminalreporter):
-    if _pg_missing:
-        terminalreporter.section("PostgreSQL tests not run")
-        terminalreporter.write_line(f"{len(_pg_missing)} tests need PostgreSQL, which is not installed here:")
-        for nodeid in _pg_missing[:20]:
+    from tests.browser.conftest import HOW_TO_GET_CHROMIUM
+
+    for missing, what, how in ((_pg_missing, "PostgreSQL", postgres.HOW_TO_GET_IT),
+                               (_chromium_missing, "Chromium", HOW_TO_GET_CHROMIUM)):
+        if not missing:
+            continue
+        terminalreporter.section(f"{what} tests not run")
+        terminalreporter.write_line(f"{len(missing)} tests need {what}, which is not installed here:")
+        for nodeid in missing[:20]:
             terminalreporter.write_line(f"  {nodeid}")
-        if len(_pg_missing) > 20:
-            terminalreporter.write_line(f"  ... and {len(_pg_missing) - 20} more")
-        terminalreporter.write_line(f"to run them: {postgres.HOW_TO_GET_IT}")
+        if len(missing) > 20:
+            terminalreporter.write_line(f"  ... and {len(missing) - 20} more")
+        terminalreporter.write_line(f"to run them: {how}")
 
 
 @pytest.fixture
