@@ -68,7 +68,7 @@ class _Client:
 
     async def request(self, method: str, path: str, body: dict | None = None, *, bearer: str | None = None,
                       params: dict | None = None, timeout: float | None = None, ok: tuple[int, ...] = (),
-                      idempotent: bool | None = None) -> dict:
+                      idempotent: bool | None = None, headers: dict | None = None) -> dict:
         """Send a request, retrying transient failures; return the JSON body of a 2xx (or of a
         status in `ok`). GETs are idempotent unless said otherwise."""
         safe = method == "GET" if idempotent is None else idempotent
@@ -80,11 +80,12 @@ class _Client:
         )
         async for attempt in retrying:
             with attempt:
-                return await self._send(method, path, body, bearer, params, timeout, ok)
+                return await self._send(method, path, body, bearer, params, timeout, ok, headers)
         raise AssertionError("unreachable: tenacity re-raises the last failure")
 
-    async def _send(self, method, path, body, bearer, params, timeout, ok) -> dict:
+    async def _send(self, method, path, body, bearer, params, timeout, ok, extra=None) -> dict:
         headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
+        headers.update(extra or {})
         try:
             async with self._http().request(
                 method, self.base_url + path, json=body, headers=headers, params=params,
@@ -175,3 +176,30 @@ class DischargerClient(_Client):
 
     async def discharge(self, session: str, ticket_b64: str) -> dict:
         return await self.request("POST", "/v1/discharges", {"ticket": ticket_b64}, bearer=session)
+
+    # --- browser-approved flows (SPEC §11) ---
+
+    async def device_authorize(self, client_name: str | None = None) -> dict:
+        """Start a device login: {device_code, user_code, verification_uri(_complete), expires_in, interval}."""
+        return await self.request("POST", "/v1/device/authorize", {"client_name": client_name} if client_name else {})
+
+    async def device_token(self, device_code: str) -> dict:
+        """The session once the user approved; SableAPIError with code authorization_pending,
+        slow_down, access_denied, expired_token or invalid_grant otherwise."""
+        return await self.request("POST", "/v1/device/token", {"device_code": device_code}, idempotent=False)
+
+    async def interactive_discharge(self, ticket_b64: str, return_to: str | None = None) -> dict:
+        """Start an interactive discharge: {user_url, poll_url, expires_in}."""
+        body: dict = {"ticket": ticket_b64, "interactive": True}
+        if return_to is not None:
+            body["return_to"] = return_to
+        return await self.request("POST", "/v1/discharges", body, ok=(202,))
+
+    async def poll_flow(self, poll_url: str, flow_code: str | None = None) -> dict | None:
+        """None while pending; the discharge {discharge, expires_at} once approved."""
+        if not poll_url.startswith(self.base_url + "/v1/flows/"):
+            raise SableAPIError(400, "bad_request", "the poll URL is not under this discharger")
+        path = poll_url[len(self.base_url):]
+        headers = {"Sable-Flow-Code": flow_code} if flow_code else None
+        got = await self.request("GET", path, ok=(202,), headers=headers, idempotent=False)
+        return None if got.get("status") == "pending" else got

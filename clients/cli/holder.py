@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import socket
 import sys
 import time
+import webbrowser
 
 import click
 
@@ -24,29 +28,74 @@ from clients.cli.common import (
     session_path,
     write_private,
 )
+from clients.sdk import SableAPIError
 from clients.tickets import b64e
 
 
 @click.command()
-@click.option("--username", "-u", prompt=True, help="Your username at the discharger.")
+@click.option("--username", "-u", help="Your username at the discharger (prompted for if needed).")
 @click.option("--password-stdin", is_flag=True, help="Read the password from stdin instead of prompting.")
+@click.option("--web", is_flag=True, help="Sign in with a browser instead of a password (device login).")
+@click.option("--no-browser", is_flag=True, help="With --web: only print the URL and code.")
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
-def login(username, password_stdin, as_json):
+def login(username, password_stdin, web, no_browser, as_json):
     """Log in to the discharger and keep the session (mode 0600)."""
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
+    if web:
+        url, out = run(_device_login(not no_browser))
+        username = out["username"]
     else:
-        password = click.prompt("Password", hide_input=True)
+        if password_stdin and not username:
+            fail("--password-stdin needs -u/--username", EXIT_USAGE)
+        username = username or click.prompt("Username")
+        if password_stdin:
+            password = sys.stdin.readline().rstrip("\r\n")
+        else:
+            password = click.prompt("Password", hide_input=True)
 
-    async def go():
-        async with discharger() as d:
-            return d.base_url, await d.login(username, password)
+        async def go():
+            async with discharger() as d:
+                return d.base_url, await d.login(username, password)
 
-    url, out = run(go())
-    write_private(session_path(), {"discharger_url": url, "username": username, **out})
+        url, out = run(go())
+    write_private(session_path(), {"discharger_url": url, "username": username,
+                                   "session": out["session"], "expires_at": out["expires_at"]})
     emit({"username": username, "expires_at": out["expires_at"]}, as_json)
     click.echo(f"logged in as {username} until {out['expires_at']}", err=True)
+
+
+def _can_open_browser() -> bool:
+    """Only where a graphical browser is likely: a terminal-only host would get a text
+    browser taking over the terminal."""
+    return sys.platform in ("darwin", "win32") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+async def _device_login(open_browser: bool) -> tuple[str, dict]:
+    """RFC 8628: show the URL and code, then poll until the user approves in a browser."""
+    async with discharger() as d:
+        grant = await d.device_authorize(f"sable CLI on {socket.gethostname()}"[:64])
+        click.echo(f"To sign in, open {grant['verification_uri']}\nand enter the code {grant['user_code']}\n"
+                   f"(or open {grant['verification_uri_complete']})", err=True)
+        if open_browser and _can_open_browser():
+            webbrowser.open(grant["verification_uri_complete"])
+        interval, deadline = grant["interval"], time.monotonic() + grant["expires_in"]
+        while time.monotonic() < deadline:
+            await asyncio.sleep(interval)
+            try:
+                return d.base_url, await d.device_token(grant["device_code"])
+            except SableAPIError as e:
+                if e.code == "authorization_pending":
+                    continue
+                if e.code == "slow_down":
+                    interval += 5
+                    continue
+                if e.code == "access_denied":
+                    fail("the sign-in was denied in the browser", EXIT_DENIED)
+                if e.code in ("expired_token", "invalid_grant"):
+                    fail("the code expired before it was approved; run `sable login --web` again", EXIT_DENIED)
+                raise
+        fail("the code expired before it was approved; run `sable login --web` again", EXIT_DENIED)
+    raise AssertionError("unreachable")
 
 
 @click.command()
