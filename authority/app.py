@@ -10,14 +10,17 @@ from aiohttp import web
 
 from authority import __version__, schemas
 from authority.config import AuthorityConfig
+from authority.selfservice import Member
 from authority.service import Authority
+from clients import tokens
 from clients.errors import BadRequest, Denial, NotFound, RateLimited
 from server.audit import Caller
-from server.http import REQUEST_ID, client_address, new_app, read_json, require_admin
+from server.http import REQUEST_ID, bearer, client_address, new_app, read_json, require_admin
 from server.ratelimit import SlidingCounter, throttle_key
 
 AUTHORITY = web.AppKey("authority", Authority)
 REVOKE_LIMIT = web.AppKey("revoke_limit", SlidingCounter)
+USER_TOKEN_LIMIT = web.AppKey("user_token_limit", SlidingCounter)
 _TOKEN_ID = re.compile(r"[0-9a-f]{32}")
 routes = web.RouteTableDef()
 
@@ -34,6 +37,30 @@ async def _admin(request: web.Request) -> Authority:
     a = _authority(request)
     await require_admin(request, a.store.is_admin)
     return a
+
+
+async def _member(request: web.Request, action: str) -> Member | None:
+    """None for the admin credential; else the member a user token and its discharge prove
+    (`Authorization: Bearer sable_ut_...,sable_dt_...`, or the discharge in `Sable-Discharge`)."""
+    a = _authority(request)
+    value = bearer(request) or ""
+    if not value.startswith(tokens.USER):
+        await require_admin(request, a.store.is_admin)
+        return None
+    presented = tokens.split_presentation(value) + tokens.split_presentation(request.headers.get("Sable-Discharge", ""))
+    return await a.selfservice.member(presented, action, _caller(request))
+
+
+@routes.post("/v1/user-tokens")
+async def user_token(request: web.Request) -> web.Response:
+    limiter, client = request.app[USER_TOKEN_LIMIT], throttle_key(client_address(request))
+    wait = limiter.retry_after(client)
+    if wait is not None:
+        raise RateLimited("too many user tokens from this address", retry_after=wait)
+    org, role = schemas.user_token_request(await read_json(request))
+    limiter.add(client)
+    minted = _authority(request).minting.mint_user(org, role, _caller(request))
+    return web.json_response(schemas.user_token(minted), status=201)
 
 
 @routes.get("/v1/info")
@@ -56,26 +83,39 @@ async def list_orgs(request: web.Request) -> web.Response:
 
 @routes.post("/v1/tokens")
 async def mint(request: web.Request) -> web.Response:
-    a = await _admin(request)
+    member = await _member(request, "c")
+    a = _authority(request)
     req = schemas.mint_request(await read_json(request))
-    return web.json_response(schemas.minted(await a.minting.mint(req, _caller(request))), status=201)
+    if member is None:
+        minted = await a.minting.mint(req, _caller(request))
+    else:
+        minted = await a.selfservice.mint(member, req, _caller(request))
+    return web.json_response(schemas.minted(minted), status=201)
 
 
 @routes.get("/v1/tokens")
 async def list_tokens(request: web.Request) -> web.Response:
-    a = await _admin(request)
+    member = await _member(request, "r")
+    a = _authority(request)
     org = request.query.get("org")
-    if not org:
+    if member is not None:
+        rows = await a.selfservice.tokens(member, org or None)
+    elif not org:
         raise BadRequest("the org query parameter is required")
-    return web.json_response({"tokens": [schemas.token(r) for r in await a.listing.tokens(org)]})
+    else:
+        rows = await a.listing.tokens(org)
+    return web.json_response({"tokens": [schemas.token(r) for r in rows]})
 
 
 @routes.post("/v1/tokens/{id}/revoke")
 async def revoke_id(request: web.Request) -> web.Response:
-    a = await _admin(request)
+    member = await _member(request, "d")
+    a = _authority(request)
     token_id = request.match_info["id"]
     if not _TOKEN_ID.fullmatch(token_id):
         raise NotFound("no token with that id")
+    if member is not None:
+        return web.json_response({"revoked": await a.selfservice.revoke(member, token_id, _caller(request))})
     return web.json_response({"revoked": await a.revocation.revoke_id(token_id, _caller(request))})
 
 
@@ -124,6 +164,7 @@ async def _ready(app: web.Application) -> bool:
 def create_app(config: AuthorityConfig) -> web.Application:
     app = new_app(_ready)
     app[REVOKE_LIMIT] = SlidingCounter(config.revoke_per_minute, 60.0)
+    app[USER_TOKEN_LIMIT] = SlidingCounter(10, 60.0)
 
     async def lifecycle(app: web.Application):
         authority = await Authority.open(config)

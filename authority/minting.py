@@ -19,6 +19,7 @@ from clients.tokens import Token
 from server.audit import Caller
 
 MAX_EXPIRES_IN = 31_536_000  # one year
+USER_TOKEN_TTL = 12 * 3600
 _TIME_CAVEATS = (caveats.Expires, caveats.NotBefore)
 
 
@@ -28,19 +29,26 @@ def new_token_id() -> str:
 
 def build(keys: KeyStore, prefix: str, location: str, token_id: str, first_party: list[str],
           discharger: TrustedDischarger | None = None, org: str = "",
-          ticket_ttl: int = tickets.MAX_TTL, name: str | None = None) -> tuple[Token, bytes]:
-    """Sign a new token; returns it with its sealed root key for storage.
+          ticket_ttl: int = tickets.MAX_TTL, name: str | None = None, role: str = "member") -> tuple[Token, bytes]:
+    """Sign a new token; returns it with its sealed root key for storage (b"" for a user
+    token, whose key is derived from its identifier and never stored).
 
     With a discharger, an authentication caveat for `org` is appended last: its ticket is
-    sealed to the discharger's current key and holds a fresh caveat key.
+    sealed to the discharger's current key and holds a fresh caveat key, and names what the
+    token is for and the role the user needs.
     """
-    identifier = b"\x01" + bytes.fromhex(token_id)
-    sealed, sig0 = keys.new_token_key(token_id, identifier)
+    if prefix == tokens.USER:
+        identifier = tokens.user_identifier(token_id, org, role)
+        sealed, sig0 = b"", keys.user_token_signature(identifier)
+    else:
+        identifier = b"\x01" + bytes.fromhex(token_id)
+        sealed, sig0 = keys.new_token_key(token_id, identifier)
     token = macaroon.mint(prefix, location, identifier, sig0, first_party)
     if discharger is not None:
         _, public_key = discharger.public_keys[0]
         caveat_key = nacl.utils.random(32)
-        ticket = tickets.seal(public_key, caveat_key, org, ticket_ttl, "permission", name, "member")
+        purpose = "user" if prefix == tokens.USER else "permission"
+        ticket = tickets.seal(public_key, caveat_key, org, ticket_ttl, purpose, name, role)
         token = macaroon.add_third_party(token, caveat_key, ticket, discharger.location)
     return token, sealed
 
@@ -56,8 +64,9 @@ class Minting:
         self.keys = keys
         self.checker = checker
 
-    async def mint(self, req: MintRequest, caller: Caller) -> Minted:
-        """A permission token: `org O`, the given caveats, `expires`, the authentication caveat."""
+    async def mint(self, req: MintRequest, caller: Caller, created_by: str = "@admin") -> Minted:
+        """A permission token: `org O`, the given caveats, `expires`, the authentication caveat.
+        `created_by` is the minting user, or "@admin" for the admin credential."""
         if len(req.caveats) > tokens.MAX_CAVEATS - 3:
             raise BadRequest(f"at most {tokens.MAX_CAVEATS - 3} caveats")
         for text in req.caveats:
@@ -77,10 +86,24 @@ class Minting:
         token_id = new_token_id()
         token, sealed = build(self.keys, tokens.PERMISSION, self.config.public_url, token_id, first,
                               self.config.dischargers[0], req.org, self.config.ticket_ttl, req.name)
-        row = TokenRow(token_id, "permission", req.name, req.org, None, None, len(token.caveats), sealed, now)
-        audit = caller.record("mint", token_id=token_id, org=req.org)
+        row = TokenRow(token_id, "permission", req.name, req.org, None, None, len(token.caveats), sealed, now,
+                       created_by=created_by, caveats=first, expires_at=now + expires_in)
+        audit = caller.record("mint", token_id=token_id, org=req.org, user=None if created_by == "@admin" else created_by)
         await self.store.insert_token(row, audit)
         audit.emit()
+        return Minted(token.encode(), token_id, first)
+
+    def mint_user(self, org: str, role: str, caller: Caller) -> Minted:
+        """A user token (SPEC §11): `org O`, `expires` in 12 h, and the authentication caveat
+        for O needing `role`. Not stored: its key derives from its identifier."""
+        if not self.config.dischargers:
+            raise Conflict("this authority trusts no discharger, so it cannot mint")
+        now = int(time.time())
+        first = [f"org {org}", _expiry(now, USER_TOKEN_TTL)]
+        token_id = new_token_id()
+        token, _ = build(self.keys, tokens.USER, self.config.public_url, token_id, first, self.config.dischargers[0],
+                         org, self.config.ticket_ttl, None, role)
+        caller.record("user_token", token_id=token_id, org=org, detail={"role": role}).emit()
         return Minted(token.encode(), token_id, first)
 
     async def strip(self, req: StripRequest, caller: Caller) -> Stripped:
@@ -104,7 +127,9 @@ class Minting:
             kept.append(_expiry(now, req.expires_in))
         token_id = new_token_id()
         token, sealed = build(self.keys, tokens.SERVICE, self.config.public_url, token_id, kept)
-        row = TokenRow(token_id, "service", req.name, rec.org, rec.id, verified.user, len(kept), sealed, now)
+        row = TokenRow(token_id, "service", req.name, rec.org, rec.id, verified.user, len(kept), sealed, now,
+                       created_by=verified.user, caveats=kept,
+                       expires_at=now + req.expires_in if req.expires_in is not None else None)
         audit = caller.record("strip", token_id=token_id, parent=rec.id, org=rec.org, user=verified.user)
         # Remember which attenuations of the permission token this came from, so revoking
         # one of them later revokes this service token too.

@@ -39,6 +39,8 @@ class Revocation:
         if len(parsed) != 1 or parsed[0].prefix == tokens.DISCHARGE:
             raise BadRequest("revoke takes exactly one permission or service token")
         tok = parsed[0]
+        if tok.prefix == tokens.USER:
+            return []  # user tokens are not stored: nothing to revoke; they expire within 12 h
         rec = await self.records.get(tok.token_id)  # type: ignore[arg-type]  # not a discharge
         sigs = authenticate(tok, rec, self.location, revoked_ok=True)[0]  # Denial (403) if forged
         assert rec is not None

@@ -138,5 +138,18 @@ def feed_page(page: FeedPage) -> dict:
 def token(r: TokenRow) -> dict:
     return {
         "id": r.id, "kind": r.kind, "name": r.name, "org": r.org, "parent": r.parent, "user": r.user,
-        "created_at": iso(r.created_at), "revoked_at": iso(r.revoked_at), "last_used_at": iso(r.last_used_at),
+        "created_by": r.created_by, "created_at": iso(r.created_at), "expires_at": iso(r.expires_at),
+        "revoked_at": iso(r.revoked_at), "last_used_at": iso(r.last_used_at), "caveats": r.caveats,
     }
+
+
+def user_token_request(body: dict) -> tuple[str, str]:
+    org, role = _org(body.get("org")), body.get("role", "member")
+    if role not in ("member", "admin"):
+        raise BadRequest("role must be member or admin")
+    return org, role
+
+
+def user_token(m: Minted) -> dict:
+    expires = next(c for c in m.caveats if c.startswith("expires "))[len("expires "):]
+    return {"token": m.token, "id": m.id, "expires_at": expires}

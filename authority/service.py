@@ -2,7 +2,8 @@
 and starts and stops their background work. Handlers reach the parts through it:
 
 - `orgs` (create, list), `minting` (mint, strip), `checker` (verify),
-- `revocation` (by id, by value, feed pages), `listing` (an org's tokens).
+- `revocation` (by id, by value, feed pages), `listing` (an org's tokens),
+- `selfservice` (the same for members, through a user token and its discharge).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from authority.minting import Minting
 from authority.orgs import Orgs
 from authority.records import TokenCache
 from authority.revocation import Revocation
+from authority.selfservice import SelfService
 from authority.store import AuthorityStore, open_store
 from authority.usage import Usage
 from authority.verification import Checker
@@ -34,11 +36,12 @@ class Authority:
         self.usage = Usage(store, DenialLog(), config.last_used_interval, config.flush_interval)
         trusted = frozenset(d.location for d in config.dischargers)
         self.checker = Checker(config.public_url, trusted, self.records, self.usage, self.usage.denials,
-                               self.feed.fresh)
+                               self.feed.fresh, keys.user_token_signature)
         self.orgs = Orgs(store)
         self.minting = Minting(config, store, keys, self.checker)
         self.revocation = Revocation(store, self.records, self.feed, config.public_url)
         self.listing = Listing(store, self.usage)
+        self.selfservice = SelfService(self.checker, self.minting, self.listing, self.revocation, store)
         self.discharger_keys = KeyRefresh(config, store)
 
     @classmethod
@@ -47,6 +50,7 @@ class Authority:
         store = await open_store(config.db_path)
         try:
             await keys.master.check(store, config.db_path)
+            await keys.load_user_key(store)
             if config.admin_token:
                 await store.add_admin(tokens.secret_digest(config.admin_token), int(time.time()))
         except BaseException:

@@ -152,7 +152,7 @@ def verify(
         by_cid.setdefault(d.identifier, []).append(d)
     used: set[int] = set()
     # The authentication caveat is the last one minted; only its discharge names the user.
-    auth_index = rec.caveat_count - 1 if rec.kind == "permission" else -1
+    auth_index = rec.caveat_count - 1 if rec.kind in ("permission", "user") else -1
     auth_discharge = None
     for i, c, sig_before in third:
         if c.location not in trusted:
@@ -218,13 +218,18 @@ def parse_presentation(texts: list[str], parse=tokens.parse) -> list[Token]:
     return [parse(t) for t in texts]
 
 
+USER_TOKEN_CAVEATS = 3  # org, expires, the authentication caveat
+
+
 class Checker:
     """Verifies presentations for requests: records from the cache, denials to the audit
     trail, successful uses to the usage recorder."""
 
     def __init__(self, location: str, trusted: frozenset[str], records: TokenCache, usage: Usage,
-                 denials: DenialLog, fresh: Callable[[], bool] = lambda: True):
+                 denials: DenialLog, fresh: Callable[[], bool] = lambda: True,
+                 user_signature: Callable[[bytes], bytes] | None = None):
         self.location = location
+        self.user_signature = user_signature  # a user token's initial signature (derived key)
         self.fresh = fresh  # whether the revocation view is recent enough to trust
         self.trusted = trusted
         self.records = records
@@ -240,6 +245,8 @@ class Checker:
     async def check(self, presented: list[Token], access: Access | None, caller: Caller) -> Verified:
         """Verify a parsed presentation; raises Denial (audited) or BadRequest."""
         main, discharges = split_presentation(presented)
+        if main.prefix == tokens.USER:
+            raise Denial("user tokens are not accepted here")
         if not self.fresh():
             raise Unavailable("the revocation feed has not been read for 5 s (database unreachable?)", retry_after=1)
         rec = await self.records.get(main.token_id)  # type: ignore[arg-type]  # not a discharge
@@ -255,3 +262,19 @@ class Checker:
         self.usage.used(verified.record, int(now))
         return verified
 
+    async def check_user(self, presented: list[Token], access: Access, caller: Caller) -> tuple[Verified, str, str]:
+        """Verify a user token with its discharge (self-service and the console): returns the
+        verification, the org and the role signed into the token at mint. Denial otherwise."""
+        main, discharges = split_presentation(presented)
+        if main.prefix != tokens.USER:
+            raise Denial("a user token (sable_ut_) is required here")
+        if self.user_signature is None:
+            raise Denial("this authority issues no user tokens")
+        org, role = tokens.user_claims(main)
+        rec = TokenRecord(id=main.token_id or "", kind="user", org=org, user=None, parent=None,
+                          caveat_count=USER_TOKEN_CAVEATS, sig0=self.user_signature(main.identifier), revoked=False,
+                          revoked_fps=set(), last_used_at=0)
+        verified = verify(main, discharges, rec, access, time.time(), self.location, self.trusted)
+        if verified.user is None:
+            raise Denial("the discharge names no user")
+        return verified, org, role

@@ -23,11 +23,12 @@ MAX_PRESENTATION = 32
 PERMISSION = "sable_pt_"
 SERVICE = "sable_st_"
 DISCHARGE = "sable_dt_"
+USER = "sable_ut_"
 SESSION = "sable_ss_"
 ADMIN = "sable_adm_"
-MACAROON_PREFIXES = (PERMISSION, SERVICE, DISCHARGE)
+MACAROON_PREFIXES = (PERMISSION, SERVICE, DISCHARGE, USER)
 SECRET_PREFIXES = (SESSION, ADMIN)
-KIND_NAMES = {PERMISSION: "permission", SERVICE: "service", DISCHARGE: "discharge"}
+KIND_NAMES = {PERMISSION: "permission", SERVICE: "service", DISCHARGE: "discharge", USER: "user"}
 
 CHECK_CHARS = 6
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -38,6 +39,10 @@ _B64_VALUE = {c: i for i, c in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijkl
 _V2 = 2
 _EOS, _LOCATION, _IDENTIFIER, _VID, _SIGNATURE = 0, 1, 2, 4, 6
 TOKEN_ID_BYTES = 16
+# A user token's identifier: 0x02, its 16-byte id, its role (0 member, 1 admin), then its org.
+# Its root key is derived from the whole identifier, so org and role are signed, not stored.
+USER_ID_VERSION = 2
+USER_ROLES = ("member", "admin")
 
 
 class RawCaveat(NamedTuple):
@@ -71,7 +76,7 @@ class Token:
         """Lowercase hex of the 16 random identifier bytes; None for a discharge."""
         if self.prefix == DISCHARGE:
             return None
-        return self.identifier[1:].hex()
+        return self.identifier[1:1 + TOKEN_ID_BYTES].hex()
 
     def encode(self) -> str:
         return encode(self.prefix, to_bytes(self))
@@ -130,6 +135,20 @@ def parse(text: str, prefixes: tuple[str, ...] = MACAROON_PREFIXES) -> Token:
     """Parse a token string. Raises TokenFormatError on any defect."""
     prefix, raw = split(text, prefixes)
     return from_bytes(prefix, raw)
+
+
+def user_identifier(token_id: str, org: str, role: str) -> bytes:
+    return bytes([USER_ID_VERSION]) + bytes.fromhex(token_id) + bytes([USER_ROLES.index(role)]) + org.encode()
+
+
+def user_claims(token: Token) -> tuple[str, str]:
+    """A parsed user token's (org, role), as signed into its identifier."""
+    ident = token.identifier
+    try:
+        org = ident[2 + TOKEN_ID_BYTES:].decode("utf-8")
+    except UnicodeDecodeError:
+        raise TokenFormatError("token identifier has the wrong shape") from None
+    return org, USER_ROLES[ident[1 + TOKEN_ID_BYTES]]
 
 
 def parse_secret(text: str, prefix: str) -> bytes:
@@ -205,7 +224,11 @@ def _decode_v2(prefix: str, raw: bytes) -> Token:
     if raw[i] != _EOS:
         raise TokenFormatError("unexpected field in macaroon header")
     i += 1
-    if prefix != DISCHARGE and (len(identifier) != 1 + TOKEN_ID_BYTES or identifier[0] != 1):
+    if prefix == USER:
+        if not 1 + TOKEN_ID_BYTES + 2 <= len(identifier) <= 1 + TOKEN_ID_BYTES + 1 + 128 \
+                or identifier[0] != USER_ID_VERSION or identifier[1 + TOKEN_ID_BYTES] >= len(USER_ROLES):
+            raise TokenFormatError("token identifier has the wrong shape")
+    elif prefix != DISCHARGE and (len(identifier) != 1 + TOKEN_ID_BYTES or identifier[0] != 1):
         raise TokenFormatError("token identifier has the wrong shape")
     caveats: list[RawCaveat] = []
     size = len(raw)

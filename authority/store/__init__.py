@@ -14,7 +14,8 @@ from server.audit import AuditRecord
 from server.sqlite import AuditRow, StoreError
 from server.store import COMMON_TABLES, ServiceStore
 
-__all__ = ["AuditRow", "AuthorityStore", "OrgRow", "RevocationRow", "StoreError", "TokenRow", "open_store"]
+__all__ = ["AuditRow", "AuthorityStore", "ConsoleSessionRow", "OrgRow", "RevocationRow", "StoreError", "TokenRow",
+           "open_store"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +27,7 @@ class OrgRow:
 @dataclass(slots=True)
 class TokenRow:
     id: str
-    kind: str  # "permission" or "service"
+    kind: str  # "permission" or "service" (user tokens are never stored)
     name: str | None
     org: str
     parent: str | None
@@ -36,6 +37,17 @@ class TokenRow:
     created_at: int
     revoked_at: int | None = None
     last_used_at: int | None = None
+    created_by: str | None = None  # a username, or "@admin" for the admin credential (v3)
+    caveats: list[str] | None = None  # the first-party caveats as text (v3; None before)
+    expires_at: int | None = None  # from its expires caveat (v3)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleSessionRow:
+    username: str
+    org: str
+    role: str
+    expires_at: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,10 +66,12 @@ TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     *COMMON_TABLES,
     ("orgs", ("name", "created_at")),
     ("tokens", ("id", "kind", "name", "org", "parent", "user", "caveat_count", "sealed_key", "created_at",
-                "revoked_at", "last_used_at")),
+                "revoked_at", "last_used_at", "created_by", "caveats", "expires_at")),
     ("revoked_attenuations", ("fingerprint", "token_id", "revoked_at")),
     ("strip_lineage", ("fingerprint", "service_id")),
     ("revocations", ("seq", "token_id", "scope", "at", "fingerprint")),
+    ("console_sessions", ("hash", "username", "org", "role", "expires_at")),
+    ("console_signins", ("hash", "sealed", "expires_at")),
 )
 
 
@@ -100,6 +114,16 @@ class AuthorityStore(ServiceStore, Protocol):
 
     async def revocations_after(self, after: int, limit: int) -> list[RevocationRow]: ...
     async def revocation_head(self) -> int: ...
+
+    # the console's browser state: sessions and sign-ins in flight, keyed by secret digests
+    async def create_console_session(self, digest: bytes, row: ConsoleSessionRow, now: int,
+                                     audit: AuditRecord) -> None: ...
+    async def console_session(self, digest: bytes, now: int) -> ConsoleSessionRow | None: ...
+    async def delete_console_session(self, digest: bytes) -> None: ...
+    async def add_signin(self, digest: bytes, sealed: bytes, expires_at: int, now: int) -> None: ...
+    async def take_signin(self, digest: bytes, now: int) -> bytes | None:
+        """The sealed sign-in state, deleted as it is read (each sign-in completes once)."""
+        ...
 
     async def watch_feed(self, wake: Callable[[], None]) -> None:
         """Call `wake()` when another process may have added feed entries (and after every

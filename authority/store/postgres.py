@@ -22,7 +22,7 @@ from typing import Any
 
 import asyncpg
 
-from authority.store import OrgRow, RevocationRow, TokenRow
+from authority.store import ConsoleSessionRow, OrgRow, RevocationRow, TokenRow
 from server.audit import AuditRecord
 from server.postgres import COMMON_V1, GroupCall, PgDatabase
 
@@ -66,16 +66,19 @@ CREATE TABLE IF NOT EXISTS revocations (
 );
 """
 
-_TOKEN_COLS = 'id, kind, name, org, parent, "user", caveat_count, sealed_key, created_at, revoked_at, last_used_at'
+_TOKEN_COLS = ('id, kind, name, org, parent, "user", caveat_count, sealed_key, created_at, revoked_at, last_used_at,'
+               ' created_by, caveats, expires_at')
 
 
 def _token_args(r: TokenRow) -> tuple:
     return (r.id, r.kind, r.name, r.org, r.parent, r.user, r.caveat_count, r.sealed_key, r.created_at,
-            r.revoked_at, r.last_used_at)
+            r.revoked_at, r.last_used_at, r.created_by, json.dumps(r.caveats) if r.caveats is not None else None,
+            r.expires_at)
 
 
 def _token(r: asyncpg.Record) -> TokenRow:
-    return TokenRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bytes(r[7]), r[8], r[9], r[10])
+    return TokenRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bytes(r[7]), r[8], r[9], r[10], r[11],
+                    json.loads(r[12]) if r[12] is not None else None, r[13])
 
 
 async def _feed(c: asyncpg.Connection, entries: list[tuple]) -> None:
@@ -118,24 +121,74 @@ $fn$;
 """
 
 
+# v3: who made each token, its caveats and expiry (0.1.0 rows: permission tokens by the admin
+# credential, service tokens by their user), the console's browser state, and an
+# insert_token() taking the new columns. The v2 function stays for a rolling upgrade.
+V3 = """
+ALTER TABLE tokens ADD COLUMN IF NOT EXISTS created_by TEXT;
+ALTER TABLE tokens ADD COLUMN IF NOT EXISTS caveats TEXT;
+ALTER TABLE tokens ADD COLUMN IF NOT EXISTS expires_at BIGINT;
+UPDATE tokens SET created_by = CASE WHEN kind = 'permission' THEN '@admin' ELSE "user" END WHERE created_by IS NULL;
+CREATE TABLE IF NOT EXISTS console_sessions (
+    hash BYTEA PRIMARY KEY,
+    username TEXT NOT NULL,
+    org TEXT NOT NULL,
+    role TEXT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS console_signins (
+    hash BYTEA PRIMARY KEY,
+    sealed BYTEA NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+CREATE OR REPLACE FUNCTION insert_token(
+    p_id TEXT, p_kind TEXT, p_name TEXT, p_org TEXT, p_parent TEXT, p_user TEXT, p_caveat_count INTEGER,
+    p_sealed_key BYTEA, p_created_at BIGINT, p_revoked_at BIGINT, p_last_used_at BIGINT, p_created_by TEXT,
+    p_caveats TEXT, p_expires_at BIGINT, p_lineage BYTEA[],
+    a_at DOUBLE PRECISION, a_event TEXT, a_outcome TEXT, a_request_id TEXT, a_client TEXT, a_token_id TEXT,
+    a_parent TEXT, a_org TEXT, a_user TEXT, a_detail TEXT
+) RETURNS BOOLEAN LANGUAGE plpgsql VOLATILE SET search_path FROM CURRENT AS $fn$
+BEGIN
+    IF p_parent IS NOT NULL THEN
+        PERFORM 1 FROM tokens WHERE id = p_parent AND revoked_at IS NULL FOR SHARE;
+        IF NOT FOUND THEN
+            RETURN FALSE;
+        END IF;
+    END IF;
+    IF EXISTS (SELECT 1 FROM revoked_attenuations WHERE fingerprint = ANY(p_lineage)) THEN
+        RETURN FALSE;
+    END IF;
+    INSERT INTO tokens (id, kind, name, org, parent, "user", caveat_count, sealed_key, created_at, revoked_at,
+                        last_used_at, created_by, caveats, expires_at)
+        VALUES (p_id, p_kind, p_name, p_org, p_parent, p_user, p_caveat_count, p_sealed_key, p_created_at,
+                p_revoked_at, p_last_used_at, p_created_by, p_caveats, p_expires_at);
+    INSERT INTO strip_lineage (fingerprint, service_id) SELECT fp, p_id FROM unnest(p_lineage) AS fp;
+    INSERT INTO audit (at, event, outcome, request_id, client, token_id, parent, org, "user", detail)
+        VALUES (a_at, a_event, a_outcome, a_request_id, a_client, a_token_id, a_parent, a_org, a_user, a_detail);
+    RETURN TRUE;
+END
+$fn$;
+"""
+
 _INSERT_BATCH = """
 SELECT insert_token(t.id, t.kind, t.name, t.org, t.parent, t.usr, t.caveat_count, t.sealed_key, t.created_at,
-                    t.revoked_at, t.last_used_at, ($24::bytea[])[t.lo + 1 : t.lo + t.n], t.at, t.event, t.outcome,
+                    t.revoked_at, t.last_used_at, t.created_by, t.caveats, t.expires_at,
+                    ($27::bytea[])[t.lo + 1 : t.lo + t.n], t.at, t.event, t.outcome,
                     t.request_id, t.client, t.token_id, t.a_parent, t.a_org, t.a_user, t.detail)
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[], $8::bytea[],
-            $9::bigint[], $10::bigint[], $11::bigint[], $12::int[], $13::int[], $14::float8[], $15::text[],
-            $16::text[], $17::text[], $18::text[], $19::text[], $20::text[], $21::text[], $22::text[],
-            $23::text[])
+            $9::bigint[], $10::bigint[], $11::bigint[], $12::text[], $13::text[], $14::bigint[], $15::int[],
+            $16::int[], $17::float8[], $18::text[], $19::text[], $20::text[], $21::text[], $22::text[],
+            $23::text[], $24::text[], $25::text[], $26::text[])
     WITH ORDINALITY AS t(id, kind, name, org, parent, usr, caveat_count, sealed_key, created_at, revoked_at,
-                         last_used_at, lo, n, at, event, outcome, request_id, client, token_id, a_parent, a_org,
-                         a_user, detail, ord)
+                         last_used_at, created_by, caveats, expires_at, lo, n, at, event, outcome, request_id,
+                         client, token_id, a_parent, a_org, a_user, detail, ord)
 ORDER BY t.ord
 """
 
 
 class PostgresStore(PgDatabase):
     SCHEMA = "authority"
-    MIGRATIONS = (COMMON_V1 + V1, V2)
+    MIGRATIONS = (COMMON_V1 + V1, V2, V3)
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -167,7 +220,7 @@ class PostgresStore(PgDatabase):
         """insert_token() once per item, in one statement: one transaction, one commit."""
         # Parents in one order, so two batches (or a batch and `touch`) never lock in a cycle.
         order = sorted(range(len(items)), key=lambda i: items[i][0].parent or "")
-        cols: list[list] = [[] for _ in range(23)]
+        cols: list[list] = [[] for _ in range(26)]
         flat: list[bytes] = []
         for i in order:
             row, a, lineage = items[i]
@@ -270,3 +323,33 @@ class PostgresStore(PgDatabase):
 
     async def watch_feed(self, wake) -> None:
         await self.watch(FEED_CHANNEL, wake)
+
+    # --- the console's browser state -----------------------------------------------------------
+
+    async def create_console_session(self, digest: bytes, row: ConsoleSessionRow, now: int,
+                                     audit: AuditRecord) -> None:
+        async with self._tx() as c:
+            await c.execute("DELETE FROM console_sessions WHERE expires_at <= $1", now)
+            await c.execute("INSERT INTO console_sessions (hash, username, org, role, expires_at)"
+                            " VALUES ($1, $2, $3, $4, $5)", digest, row.username, row.org, row.role, row.expires_at)
+            await self._audit(c, [audit])
+
+    async def console_session(self, digest: bytes, now: int) -> ConsoleSessionRow | None:
+        row = await self._one("SELECT username, org, role, expires_at FROM console_sessions"
+                              " WHERE hash = $1 AND expires_at > $2", digest, now)
+        return ConsoleSessionRow(row[0], row[1], row[2], row[3]) if row else None
+
+    async def delete_console_session(self, digest: bytes) -> None:
+        async with self._tx() as c:
+            await c.execute("DELETE FROM console_sessions WHERE hash = $1", digest)
+
+    async def add_signin(self, digest: bytes, sealed: bytes, expires_at: int, now: int) -> None:
+        async with self._tx() as c:
+            await c.execute("DELETE FROM console_signins WHERE expires_at <= $1", now)
+            await c.execute("INSERT INTO console_signins (hash, sealed, expires_at) VALUES ($1, $2, $3)",
+                            digest, sealed, expires_at)
+
+    async def take_signin(self, digest: bytes, now: int) -> bytes | None:
+        async with self._tx() as c:
+            row = await c.fetchrow("DELETE FROM console_signins WHERE hash = $1 RETURNING sealed, expires_at", digest)
+        return bytes(row[0]) if row and row[1] > now else None

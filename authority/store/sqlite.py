@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterable
 
-from authority.store import OrgRow, RevocationRow, TokenRow
+from authority.store import ConsoleSessionRow, OrgRow, RevocationRow, TokenRow
 from server.audit import AuditRecord
 from server.sqlite import COMMON_V1, Database
 
@@ -46,19 +47,47 @@ CREATE TABLE IF NOT EXISTS revocations (
 );
 """
 
-_TOKEN_COLS = "id, kind, name, org, parent, user, caveat_count, sealed_key, created_at, revoked_at, last_used_at"
-_INSERT_TOKEN = f"INSERT INTO tokens ({_TOKEN_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+# v3: who made each token, its caveats and expiry (0.1.0 rows: permission tokens by the
+# admin credential, service tokens by their user), and the console's browser state.
+V3 = """
+ALTER TABLE tokens ADD COLUMN created_by TEXT;
+ALTER TABLE tokens ADD COLUMN caveats TEXT;
+ALTER TABLE tokens ADD COLUMN expires_at INTEGER;
+UPDATE tokens SET created_by = CASE WHEN kind = 'permission' THEN '@admin' ELSE user END WHERE created_by IS NULL;
+CREATE TABLE IF NOT EXISTS console_sessions (
+    hash BLOB PRIMARY KEY,
+    username TEXT NOT NULL,
+    org TEXT NOT NULL,
+    role TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS console_signins (
+    hash BLOB PRIMARY KEY,
+    sealed BLOB NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+"""
+
+_TOKEN_COLS = ("id, kind, name, org, parent, user, caveat_count, sealed_key, created_at, revoked_at, last_used_at,"
+               " created_by, caveats, expires_at")
+_INSERT_TOKEN = f"INSERT INTO tokens ({_TOKEN_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
 
 def _token_args(r: TokenRow) -> tuple:
     return (r.id, r.kind, r.name, r.org, r.parent, r.user, r.caveat_count, r.sealed_key, r.created_at,
-            r.revoked_at, r.last_used_at)
+            r.revoked_at, r.last_used_at, r.created_by, json.dumps(r.caveats) if r.caveats is not None else None,
+            r.expires_at)
+
+
+def _token(r: tuple) -> TokenRow:
+    return TokenRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11],
+                    json.loads(r[12]) if r[12] is not None else None, r[13])
 
 
 class SqliteStore(Database):
     # v2 changed only the PostgreSQL schema (a function); versions stay the same on both
     # backends so `sable db copy` can compare them.
-    MIGRATIONS = (COMMON_V1 + V1, "SELECT 1")
+    MIGRATIONS = (COMMON_V1 + V1, "SELECT 1", V3)
 
     # --- orgs ----------------------------------------------------------------------------
 
@@ -112,11 +141,11 @@ class SqliteStore(Database):
         if row is None:
             return None
         fps = await self._all("SELECT fingerprint FROM revoked_attenuations WHERE token_id = ?", (token_id,))
-        return TokenRow(*row), frozenset(r[0] for r in fps)
+        return _token(row), frozenset(r[0] for r in fps)
 
     async def list_tokens(self, org: str) -> list[TokenRow]:
         rows = await self._all(f"SELECT {_TOKEN_COLS} FROM tokens WHERE org = ? ORDER BY created_at, id", (org,))
-        return [TokenRow(*r) for r in rows]
+        return [_token(r) for r in rows]
 
     async def touch(self, used: dict[str, int]) -> None:
         if not used:
@@ -188,3 +217,39 @@ class SqliteStore(Database):
 
     async def watch_feed(self, wake) -> None:
         """Nothing to watch: every process on the file polls the feed table."""
+
+    # --- the console's browser state -----------------------------------------------------------
+
+    async def create_console_session(self, digest: bytes, row: ConsoleSessionRow, now: int,
+                                     audit: AuditRecord) -> None:
+        def run(c: sqlite3.Connection) -> None:
+            c.execute("DELETE FROM console_sessions WHERE expires_at <= ?", (now,))
+            c.execute("INSERT INTO console_sessions (hash, username, org, role, expires_at) VALUES (?, ?, ?, ?, ?)",
+                      (digest, row.username, row.org, row.role, row.expires_at))
+            self._audit(c, [audit])
+        await self._tx(run)
+
+    async def console_session(self, digest: bytes, now: int) -> ConsoleSessionRow | None:
+        row = await self._one("SELECT username, org, role, expires_at FROM console_sessions"
+                              " WHERE hash = ? AND expires_at > ?", (digest, now))
+        return ConsoleSessionRow(*row) if row else None
+
+    async def delete_console_session(self, digest: bytes) -> None:
+        def run(c: sqlite3.Connection) -> None:
+            c.execute("DELETE FROM console_sessions WHERE hash = ?", (digest,))
+        await self._tx(run)
+
+    async def add_signin(self, digest: bytes, sealed: bytes, expires_at: int, now: int) -> None:
+        def run(c: sqlite3.Connection) -> None:
+            c.execute("DELETE FROM console_signins WHERE expires_at <= ?", (now,))
+            c.execute("INSERT INTO console_signins (hash, sealed, expires_at) VALUES (?, ?, ?)",
+                      (digest, sealed, expires_at))
+        await self._tx(run)
+
+    async def take_signin(self, digest: bytes, now: int) -> bytes | None:
+        def run(c: sqlite3.Connection) -> bytes | None:
+            row = c.execute("SELECT sealed FROM console_signins WHERE hash = ? AND expires_at > ?",
+                            (digest, now)).fetchone()
+            c.execute("DELETE FROM console_signins WHERE hash = ?", (digest,))
+            return bytes(row[0]) if row else None
+        return await self._tx(run)

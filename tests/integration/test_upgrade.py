@@ -77,6 +77,10 @@ async def test_authority_data_upgrades_and_verifies(aiohttp_client, data, made):
     by_id = {t["id"]: t for t in listed["tokens"]}
     assert by_id[made["kept"]["id"]]["revoked_at"] is None and by_id[made["gone"]["id"]]["revoked_at"]
     assert by_id[made["kept"]["id"]]["last_used_at"]  # 0.1.0 recorded the verify it was made with
+    # 0.1.0 rows get created_by: "@admin" for permission tokens, their user for service tokens.
+    kinds = {t["kind"]: t["created_by"] for t in listed["tokens"]}
+    assert kinds["permission"] == "@admin"
+    assert kinds["service"] == next(t["user"] for t in listed["tokens"] if t["kind"] == "service") is not None
     feed = await (await client.get("/v1/revocations?after=0")).json()
     assert [e["id"] for e in feed["revoked"]] == [made["gone"]["id"], made["kept"]["id"]]
 
