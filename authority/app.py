@@ -8,17 +8,18 @@ import re
 
 from aiohttp import web
 
-from authority import __version__, schemas
+from authority import __version__, pages, schemas
 from authority.config import AuthorityConfig
+from authority.pages import AUTHORITY, PAGES
 from authority.selfservice import Member
 from authority.service import Authority
 from clients import tokens
 from clients.errors import BadRequest, Denial, NotFound, RateLimited
 from server.audit import Caller
+from server.browser import Pages
 from server.http import REQUEST_ID, bearer, client_address, new_app, read_json, require_admin
 from server.ratelimit import SlidingCounter, throttle_key
 
-AUTHORITY = web.AppKey("authority", Authority)
 REVOKE_LIMIT = web.AppKey("revoke_limit", SlidingCounter)
 USER_TOKEN_LIMIT = web.AppKey("user_token_limit", SlidingCounter)
 _TOKEN_ID = re.compile(r"[0-9a-f]{32}")
@@ -174,5 +175,7 @@ def create_app(config: AuthorityConfig) -> web.Application:
         await authority.close()
 
     app.cleanup_ctx.append(lifecycle)
+    app[PAGES] = Pages(pages.FOLDER, config.public_url.startswith("https://"))
     app.add_routes(routes)
+    app.add_routes(pages.routes)
     return app

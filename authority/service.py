@@ -3,7 +3,8 @@ and starts and stops their background work. Handlers reach the parts through it:
 
 - `orgs` (create, list), `minting` (mint, strip), `checker` (verify),
 - `revocation` (by id, by value, feed pages), `listing` (an org's tokens),
-- `selfservice` (the same for members, through a user token and its discharge).
+- `selfservice` (the same for members, through a user token and its discharge),
+- `console` (browser sign-in through the discharger, console sessions).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 
 from authority.audit import DenialLog
 from authority.config import AuthorityConfig
+from authority.console import Console
 from authority.dischargers import KeyRefresh
 from authority.feed import RevocationFeed
 from authority.keystore import KeyStore
@@ -42,6 +44,7 @@ class Authority:
         self.revocation = Revocation(store, self.records, self.feed, config.public_url)
         self.listing = Listing(store, self.usage)
         self.selfservice = SelfService(self.checker, self.minting, self.listing, self.revocation, store)
+        self.console = Console(config.public_url, store, keys, self.minting, self.selfservice)
         self.discharger_keys = KeyRefresh(config, store)
 
     @classmethod

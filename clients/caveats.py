@@ -270,3 +270,14 @@ def _parse(predicate: bytes) -> Caveat:
     except CaveatError as e:
         return Unparseable(text[:80], str(e))
 
+
+_DURATION = re.compile(r"(\d{1,9})([smhd]?)")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> int | None:
+    """`90s`, `15m`, `12h`, `30d` (or plain seconds) as seconds; None if not a positive duration."""
+    m = _DURATION.fullmatch(text.strip())
+    if not m or int(m.group(1)) == 0:
+        return None
+    return int(m.group(1)) * _UNITS[m.group(2)]

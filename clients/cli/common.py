@@ -7,19 +7,17 @@ import asyncio
 import functools
 import json
 import os
-import re
 import sys
 import tempfile
 from pathlib import Path
 
 import click
 
+from clients import caveats
 from clients.errors import BadRequest, ConfigError, MalformedToken, SableError
 from clients.sdk import AuthorityClient, DischargerClient, SableAPIError
 
 EXIT_OK, EXIT_DENIED, EXIT_USAGE = 0, 1, 2
-_DURATION = re.compile(r"(\d+)([smhd]?)")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 class CommandError(SableError):
@@ -67,10 +65,10 @@ class Duration(click.ParamType):
     def convert(self, value, param, ctx):
         if isinstance(value, int):
             return value
-        m = _DURATION.fullmatch(str(value).strip())
-        if not m or int(m.group(1)) == 0:
+        seconds = caveats.parse_duration(str(value))
+        if seconds is None:
             self.fail(f"{value!r} is not a duration like 90s, 15m, 12h or 30d", param, ctx)
-        return int(m.group(1)) * _UNITS[m.group(2)]
+        return seconds
 
 
 DURATION = Duration()

@@ -1,0 +1,113 @@
+"""The console's sign-in and sessions (SPEC §11). Identity comes from the discharger through
+a user token and an interactive discharge, never from a session shared between services:
+
+1. `start`: a random `state` (the sign-in cookie), a user token for the org, and an
+   interactive discharge whose approval returns to `/console/callback?state=S`.
+2. `finish`: only with the same state as the browser's cookie, the discharge is fetched with
+   the approval's one-time code, verified with the user token once, and a console session
+   made. Sessions store only {user, org, role, expires_at}, keyed by a cookie's digest.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+from authority.keystore import KeyStore
+from authority.minting import Minting
+from authority.selfservice import Member, SelfService
+from authority.store import AuthorityStore, ConsoleSessionRow
+from clients import offline, tokens
+from clients.errors import Denied, Gone, Unavailable
+from clients.sdk import DischargerClient, SableAPIError
+from clients.tickets import b64e
+from server.audit import Caller
+from server.browser import new_secret
+
+SESSION_TTL = 3600
+SIGNIN_TTL = 600
+
+
+@dataclass(frozen=True, slots=True)
+class SignIn:
+    cookie: str  # the state, held by the browser until the callback
+    user_url: str
+
+
+class Console:
+    def __init__(self, public_url: str, store: AuthorityStore, keys: KeyStore, minting: Minting,
+                 selfservice: SelfService):
+        self.public_url = public_url.rstrip("/")
+        self.store = store
+        self.keys = keys
+        self.minting = minting
+        self.selfservice = selfservice
+
+    def csrf(self, cookie: str) -> str:
+        return self.keys.master.pseudonym(f"console-csrf:{cookie}")
+
+    def _discharger(self) -> DischargerClient:
+        dischargers = self.minting.config.dischargers
+        if not dischargers:
+            raise Unavailable("this authority trusts no discharger, so nobody can sign in")
+        return DischargerClient(dischargers[0].location, retries=1)
+
+    async def start(self, org: str, role: str, caller: Caller) -> SignIn:
+        state = new_secret()
+        ut = self.minting.mint_user(org, role, caller).token
+        ticket = tokens.parse(ut).caveats[-1].cid
+        return_to = f"{self.public_url}/console/callback?{urlencode({'state': state})}"
+        try:
+            async with self._discharger() as d:
+                flow = await d.interactive_discharge(b64e(ticket), return_to)
+        except SableAPIError as e:
+            raise Unavailable(f"the discharger did not start a sign-in: {e.message}", retry_after=5) from None
+        now = int(time.time())
+        sealed = self.keys.master.seal(json.dumps({"ut": ut, "poll": flow["poll_url"], "org": org}).encode())
+        await self.store.add_signin(tokens.secret_digest(state), sealed, now + SIGNIN_TTL, now)
+        return SignIn(state, flow["user_url"])
+
+    async def finish(self, state: str, cookie: str | None, code: str, caller: Caller) -> tuple[str, str]:
+        """(new session cookie, org) once the flow this browser started was approved."""
+        if not cookie or not hmac.compare_digest(state.encode(), cookie.encode()):
+            raise Denied("this sign-in was started in another browser (or its cookie expired); start again")
+        sealed = await self.store.take_signin(tokens.secret_digest(state), int(time.time()))
+        plain = self.keys.master.open(sealed) if sealed else None
+        if plain is None:
+            raise Gone("this sign-in has expired or was already used; start again")
+        started = json.loads(plain)
+        try:
+            async with self._discharger() as d:
+                got = await d.poll_flow(started["poll"], code)
+        except SableAPIError as e:
+            if e.code == "unavailable":
+                raise Unavailable(f"the discharger is unreachable: {e.message}", retry_after=5) from None
+            raise Denied(f"sign-in was not approved: {e.message}") from None
+        if got is None:
+            raise Denied("sign-in was not approved yet; start again")
+        ut = started["ut"]
+        member = await self.selfservice.member([ut, offline.bind(ut, got["discharge"])], "r", caller)
+        return await self._session(member, caller), member.org
+
+    async def _session(self, m: Member, caller: Caller) -> str:
+        cookie = new_secret()
+        now = int(time.time())
+        audit = caller.record("console_login", user=m.username, org=m.org, detail={"role": m.role})
+        await self.store.create_console_session(tokens.secret_digest(cookie),
+                                                ConsoleSessionRow(m.username, m.org, m.role, now + SESSION_TTL),
+                                                now, audit)
+        audit.emit()
+        return cookie
+
+    async def member(self, cookie: str | None) -> Member | None:
+        if not cookie:
+            return None
+        row = await self.store.console_session(tokens.secret_digest(cookie), int(time.time()))
+        return Member(row.username, row.org, row.role) if row else None
+
+    async def sign_out(self, cookie: str | None) -> None:
+        if cookie:
+            await self.store.delete_console_session(tokens.secret_digest(cookie))

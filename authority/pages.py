@@ -1,0 +1,189 @@
+"""The console (SPEC §11): pages under /console/ on the authority. Sign-in goes through the
+discharger (`authority.console`); listing, creating and revoking go through the same
+self-service rules as the JSON API. Works without JavaScript."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+from aiohttp import web
+
+from authority.model import MintRequest
+from authority.selfservice import Member
+from authority.service import Authority
+from clients import caveats
+from clients.caveats import NAME_RE, format_time
+from clients.errors import BadRequest, CaveatError, Denied, NotFound
+from server.audit import Caller
+from server.browser import Pages, check_csrf, css, page_errors
+from server.http import REQUEST_ID, client_address
+
+COOKIE = "sable_console"
+SERVICE = "console"
+AUTHORITY = web.AppKey("authority", Authority)
+PAGES = web.AppKey("authority_pages", Pages)
+FOLDER = Path(__file__).with_name("templates")
+_TOKEN_ID = re.compile(r"[0-9a-f]{32}")
+routes = web.RouteTableDef()
+page = page_errors(PAGES, SERVICE)
+
+
+def _caller(request: web.Request) -> Caller:
+    return Caller(client_address(request), request[REQUEST_ID])
+
+
+def _see_other(location: str) -> web.Response:
+    return web.Response(status=303, headers={"Location": location, "Cache-Control": "no-store"})
+
+
+def _org(request: web.Request) -> str:
+    org = request.match_info["org"]
+    if not NAME_RE.fullmatch(org):
+        raise NotFound("no such org")
+    return org
+
+
+async def _signed_in(request: web.Request, org: str) -> tuple[Member, str] | None:
+    """The member and cookie of a console session for this org, or None."""
+    pages: Pages = request.app[PAGES]
+    cookie = pages.cookie(request, COOKIE)
+    member = await request.app[AUTHORITY].console.member(cookie)
+    if member is None or member.org != org or cookie is None:
+        return None
+    return member, cookie
+
+
+async def _form(request: web.Request, cookie: str) -> dict:
+    form = await request.post()
+    check_csrf(request.app[AUTHORITY].console.csrf(cookie), form)
+    return {k: v for k, v in form.items() if isinstance(v, str)}
+
+
+def _status(row, now: int) -> str:
+    if row.revoked_at is not None:
+        return "revoked"
+    if row.expires_at is not None and row.expires_at <= now:
+        return "expired"
+    return "active"
+
+
+async def _render(request: web.Request, member: Member, cookie: str, status: int = 200, **extra) -> web.Response:
+    a: Authority = request.app[AUTHORITY]
+    now = int(time.time())
+    rows = []
+    for r in await a.selfservice.tokens(member, member.org):
+        state = _status(r, now)
+        rows.append({"id": r.id, "name": r.name, "kind": r.kind, "created_by": r.created_by,
+                     "created": format_time(r.created_at),
+                     "expires": format_time(r.expires_at) if r.expires_at else "never",
+                     "last_used": format_time(r.last_used_at) if r.last_used_at else "never", "status": state,
+                     "revocable": state == "active" and a.selfservice.may_revoke(member, r)})
+    context = {"new_token": None, "new_name": None, "error": None, **extra}
+    return request.app[PAGES].render("console.html", status=status, service=SERVICE, user=member.username,
+                                     role=member.role, org=member.org, rows=rows,
+                                     csrf=a.console.csrf(cookie), **context)
+
+
+@routes.get("/static/sable.css")
+async def stylesheet(request: web.Request) -> web.Response:
+    return await css(request)
+
+
+@routes.get("/console/orgs/{org}")
+@page
+async def console_page(request: web.Request) -> web.Response:
+    org = _org(request)
+    signed_in = await _signed_in(request, org)
+    if signed_in is not None:
+        return await _render(request, *signed_in)
+    role = "admin" if request.query.get("role") == "admin" else "member"
+    started = await request.app[AUTHORITY].console.start(org, role, _caller(request))
+    resp = _see_other(started.user_url)
+    request.app[PAGES].set_cookie(resp, COOKIE, started.cookie, max_age=600)
+    return resp
+
+
+@routes.get("/console/callback")
+@page
+async def callback(request: web.Request) -> web.Response:
+    pages: Pages = request.app[PAGES]
+    state, code = request.query.get("state", ""), request.query.get("code", "")
+    if not state or not code or len(state) > 128 or len(code) > 128:
+        raise BadRequest("this sign-in link is incomplete; start again")
+    cookie, org = await request.app[AUTHORITY].console.finish(state, pages.cookie(request, COOKIE), code,
+                                                               _caller(request))
+    resp = _see_other(f"/console/orgs/{org}")
+    pages.set_cookie(resp, COOKIE, cookie)  # the sign-in cookie is replaced: a new value per sign-in
+    return resp
+
+
+@routes.post("/console/orgs/{org}/tokens")
+@page
+async def create(request: web.Request) -> web.Response:
+    org = _org(request)
+    signed_in = await _signed_in(request, org)
+    if signed_in is None:
+        raise Denied("sign in to this org's console first")
+    member, cookie = signed_in
+    form = await _form(request, cookie)
+    name = form.get("name", "").strip() or None
+    given = []
+    for field, caveat in (("apps", "apps"), ("actions", "actions")):
+        value = form.get(field, "").replace(" ", "")
+        if value:
+            given.append(f"{caveat} {value}")
+    expires_in = None
+    if form.get("expires_in", "").strip():
+        expires_in = caveats.parse_duration(form["expires_in"])
+        if expires_in is None:
+            return await _render(request, member, cookie, 400,
+                                 error="Expires in must be a duration like 90s, 15m, 12h or 30d")
+    try:
+        for text in given:
+            caveats.parse_strict(text)
+        if name is not None and (len(name) > 128 or any(ord(ch) < 0x20 for ch in name)):
+            raise BadRequest("Name must be at most 128 printable characters")
+    except (CaveatError, BadRequest) as e:
+        return await _render(request, member, cookie, 400, error=str(e))
+    a: Authority = request.app[AUTHORITY]
+    minted = await a.selfservice.mint(member, MintRequest(org, tuple(given), name, expires_in), _caller(request))
+    return await _render(request, member, cookie, new_token=minted.token, new_name=name)
+
+
+@routes.post("/console/orgs/{org}/tokens/{id}/revoke")
+@page
+async def revoke(request: web.Request) -> web.Response:
+    org = _org(request)
+    signed_in = await _signed_in(request, org)
+    if signed_in is None:
+        raise Denied("sign in to this org's console first")
+    member, cookie = signed_in
+    await _form(request, cookie)
+    token_id = request.match_info["id"]
+    if not _TOKEN_ID.fullmatch(token_id):
+        raise NotFound("no token with that id")
+    await request.app[AUTHORITY].selfservice.revoke(member, token_id, _caller(request))
+    return _see_other(f"/console/orgs/{org}")
+
+
+@routes.post("/console/logout")
+@page
+async def logout(request: web.Request) -> web.Response:
+    pages: Pages = request.app[PAGES]
+    cookie = pages.cookie(request, COOKIE)
+    if cookie is None:
+        raise Denied("not signed in")
+    await _form(request, cookie)
+    await request.app[AUTHORITY].console.sign_out(cookie)
+    resp = web.Response(text="", status=303, headers={"Location": "/console/signed-out", "Cache-Control": "no-store"})
+    pages.clear_cookie(resp, COOKIE)
+    return resp
+
+
+@routes.get("/console/signed-out")
+@page
+async def signed_out(request: web.Request) -> web.Response:
+    return request.app[PAGES].render("message.html", service=SERVICE, user=None, heading="Signed out",
+                                     detail="You have signed out of the console.", tone="")

@@ -1,0 +1,141 @@
+"""The console clicked through in real Chromium against `sable dev` (both real services):
+sign-in through the discharger, create a token (it verifies), revoke it (it is denied),
+CSRF, a sign-in finished in another browser, sign-out."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+
+import aiohttp
+import pytest
+
+from clients import offline, tokens
+from clients.tickets import b64e
+from tests.support import SABLE, free_port, wait_healthy
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def dev(tmp_path):
+    a_port, d_port = free_port(), free_port()
+    log = tmp_path / "dev.log"
+    proc = subprocess.Popen([SABLE, "dev", "--data-dir", str(tmp_path / "var"), "--authority-port", str(a_port),
+                             "--discharger-port", str(d_port)], stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    a_url, d_url = f"http://127.0.0.1:{a_port}", f"http://127.0.0.1:{d_port}"
+    try:
+        wait_healthy(d_url, proc, log)
+        wait_healthy(a_url, proc, log)
+        for _ in range(100):  # dev.json is written once both are up and alice exists
+            if (tmp_path / "var" / "dev.json").exists():
+                break
+            import time
+            time.sleep(0.1)
+        info = json.loads((tmp_path / "var" / "dev.json").read_text())
+        yield {"a": a_url, "d": d_url, "admin": info["admin_token"], "password": info["users"][0]["password"],
+               "log": log}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)
+
+
+async def sign_in_to_console(page, dev, org="acme"):
+    await page.goto(f"{dev['a']}/console/orgs/{org}")
+    await page.get_by_label("Username").fill("alice")
+    await page.get_by_label("Password").fill(dev["password"])
+    await page.get_by_role("button", name="Sign in").click()
+    await page.get_by_text(f"Sign in to the console of org {org}").wait_for()
+
+
+async def verify(dev, token: str) -> int:
+    """Verify a console-made permission token as a holder would: alice's discharge, bound."""
+    async with aiohttp.ClientSession() as http:
+        async with http.post(dev["d"] + "/v1/sessions", json={"username": "alice", "password": dev["password"]}) as r:
+            session = (await r.json())["session"]
+        ticket = [c for c in tokens.parse(token).caveats if c.third_party][0].cid
+        async with http.post(dev["d"] + "/v1/discharges", json={"ticket": b64e(ticket)},
+                             headers={"Authorization": f"Bearer {session}"}) as r:
+            dt = offline.bind(token, (await r.json())["discharge"])
+        async with http.post(dev["a"] + "/v1/verify", json={"tokens": [token, dt], "access": {
+                "org": "acme", "action": "r", "app": "orders"}}) as r:
+            return r.status
+
+
+async def test_console_sign_in_create_verify_revoke_sign_out(dev, browser, shot):
+    context = await browser.new_context()
+    page = await context.new_page()
+    await sign_in_to_console(page, dev)
+    await shot(page, "1-approve")
+    await page.get_by_role("button", name="Approve").click()
+    await page.get_by_role("heading", name="Tokens of org acme").wait_for()
+    assert page.url == f"{dev['a']}/console/orgs/acme"  # no secret left in the address bar
+    await shot(page, "2-empty-console")
+    cookie = {c["name"]: c for c in await context.cookies()}["sable_console"]
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Lax"
+
+    await page.get_by_label("Name").fill("ci-deploy")
+    await page.get_by_label("Apps").fill("orders, billing")
+    await page.get_by_label("Actions").fill("r")
+    await page.get_by_label("Expires in").fill("2h")
+    async with page.expect_response(lambda r: r.url.endswith("/console/orgs/acme/tokens")) as created:
+        await page.get_by_role("button", name="Create").click()
+    assert (await created.value).headers["cache-control"] == "no-store"
+    token = (await page.locator("code#new-token").inner_text()).strip()
+    assert token.startswith(tokens.PERMISSION)
+    await shot(page, "3-created")
+    row = page.get_by_role("row").filter(has_text="ci-deploy")
+    for text in ("permission", "alice", "never", "active"):
+        await row.get_by_text(text, exact=True).first.wait_for()
+    assert await verify(dev, token) == 200
+
+    await row.get_by_role("button", name="Revoke").click()
+    await page.get_by_role("row").filter(has_text="ci-deploy").get_by_text("revoked", exact=True).wait_for()
+    assert await page.locator("code#new-token").count() == 0  # shown once only
+    await shot(page, "4-revoked")
+    assert await verify(dev, token) == 403
+
+    await page.get_by_role("button", name="Sign out").click()
+    await page.get_by_role("heading", name="Signed out").wait_for()
+    async with aiohttp.ClientSession(cookies={"sable_console": cookie["value"]}) as http:
+        async with http.get(dev["a"] + "/console/orgs/acme", allow_redirects=False) as r:
+            assert r.status == 303 and r.headers["Location"].startswith(dev["d"])  # signed out: sign in again
+
+
+async def test_a_console_form_without_csrf_is_403(dev, browser, shot):
+    page = await browser.new_page()
+    await sign_in_to_console(page, dev)
+    await page.get_by_role("button", name="Approve").click()
+    await page.get_by_role("heading", name="Tokens of org acme").wait_for()
+    await page.locator("form[action$='/tokens'] input[name=csrf]").evaluate("e => e.value = 'forged'")
+    await page.get_by_label("Name").fill("sneaky")
+    await page.get_by_role("button", name="Create").click()
+    await page.get_by_role("heading", name="Not allowed").wait_for()
+    await shot(page, "forged-csrf")
+
+
+async def test_an_approval_in_one_browser_never_signs_in_another(dev, browser):
+    victim = await (await browser.new_context()).new_page()
+    attacker = await (await browser.new_context()).new_page()
+    await sign_in_to_console(victim, dev)
+    # The attacker lures the victim into approving: the redirect carries state and code, but
+    # the attacker's browser lacks the sign-in cookie that state belongs to.
+    async with victim.expect_request(lambda r: "/console/callback" in r.url) as req:
+        await victim.get_by_role("button", name="Approve").click()
+    callback = (await req.value).url
+    resp = await attacker.goto(callback)
+    assert resp.status == 403
+    await victim.get_by_role("heading", name="Tokens of org acme").wait_for()  # the victim is signed in
+    resp = await victim.goto(callback)  # and the link is spent
+    assert resp.status in (403, 410)
+
+
+async def test_console_headers(dev, browser):
+    page = await browser.new_page()
+    await sign_in_to_console(page, dev)
+    await page.get_by_role("button", name="Approve").click()
+    resp = await page.goto(f"{dev['a']}/console/orgs/acme")
+    assert resp.headers["x-frame-options"] == "DENY"
+    assert resp.headers["content-security-policy"] == "default-src 'self'; frame-ancestors 'none'; base-uri 'none'"
+    assert resp.headers["referrer-policy"] == "no-referrer"
