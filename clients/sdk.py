@@ -42,9 +42,13 @@ class SableAPIError(SableError):
 
 class _Client:
     def __init__(self, base_url: str, *, admin_token: str | None = None, timeout: float = DEFAULT_TIMEOUT,
-                 retries: int = DEFAULT_RETRIES, session: aiohttp.ClientSession | None = None):
+                 retries: int = DEFAULT_RETRIES, session: aiohttp.ClientSession | None = None,
+                 user_credential: str | None = None):
         self.base_url = base_url.rstrip("/")
         self.admin_token = admin_token
+        # Instead of the admin credential, for the authority's self-service calls: a user token
+        # and its bound discharge, "sable_ut_...,sable_dt_...".
+        self.user_credential = user_credential
         self.timeout = timeout
         self.retries = retries
         self._session = session
@@ -104,9 +108,10 @@ class _Client:
             raise SableAPIError(0, "unavailable", f"{self.base_url} did not answer with JSON") from None
 
     def _admin(self) -> str:
-        if not self.admin_token:
+        credential = self.admin_token or self.user_credential
+        if not credential:
             raise SableAPIError(0, "unauthorized", "no admin credential: set SABLE_ADMIN_TOKEN")
-        return self.admin_token
+        return credential
 
     async def info(self) -> dict:
         return await self.request("GET", "/v1/info")
@@ -127,6 +132,10 @@ class AuthorityClient(_Client):
         if expires_in is not None:
             body["expires_in"] = expires_in
         return await self.request("POST", "/v1/tokens", body, bearer=self._admin())
+
+    async def user_token(self, org: str, role: str = "member") -> dict:
+        """A user token for self-service (inert until discharged): {token, id, expires_at}."""
+        return await self.request("POST", "/v1/user-tokens", {"org": org, "role": role})
 
     async def list_tokens(self, org: str) -> list[dict]:
         return (await self.request("GET", "/v1/tokens", params={"org": org}, bearer=self._admin()))["tokens"]
@@ -170,6 +179,10 @@ class DischargerClient(_Client):
 
     async def login(self, username: str, password: str) -> dict:
         return await self.request("POST", "/v1/sessions", {"username": username, "password": password})
+
+    async def current_session(self, session: str) -> dict:
+        """{username, orgs, roles, expires_at} of a session."""
+        return await self.request("GET", "/v1/sessions/current", bearer=session)
 
     async def logout(self, session: str) -> None:
         await self.request("DELETE", "/v1/sessions/current", bearer=session)

@@ -71,6 +71,12 @@ async def login(request: web.Request) -> web.Response:
     return web.json_response(schemas.session(await _d(request).sessions.login(creds, _caller(request))), status=201)
 
 
+@routes.get("/v1/sessions/current")
+async def current_session(request: web.Request) -> web.Response:
+    user, expires_at = await _d(request).sessions.current(bearer(request))
+    return web.json_response(schemas.current_session(user.username, user.roles, expires_at))
+
+
 @routes.delete("/v1/sessions/current")
 async def logout(request: web.Request) -> web.Response:
     await _d(request).sessions.logout(bearer(request))

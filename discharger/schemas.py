@@ -102,6 +102,11 @@ def device_session(s: Session, username: str) -> dict:
             "username": username}
 
 
+def current_session(username: str, roles: dict[str, str], expires_at: int) -> dict:
+    return {"username": username, "orgs": sorted(roles), "roles": dict(sorted(roles.items())),
+            "expires_at": format_time(expires_at)}
+
+
 def user(m: Membership) -> dict:
     return {"username": m.username, "orgs": sorted(m.roles), "roles": dict(sorted(m.roles.items()))}
 

@@ -12,7 +12,7 @@ from clients.errors import RateLimited, TokenFormatError, Unauthorized
 from discharger.config import DischargerConfig
 from discharger.model import Credentials, Session
 from discharger.passwords import Hasher
-from discharger.store import DischargerStore
+from discharger.store import DischargerStore, UserRow
 from server.audit import Caller
 from server.masterkey import MasterKey
 from server.ratelimit import throttle_key
@@ -88,6 +88,15 @@ class Sessions:
         if username is None:
             raise Unauthorized("the session is unknown or has expired")
         return username
+
+    async def current(self, session: str | None) -> tuple[UserRow, int]:
+        """The session's user (with roles) and when the session expires; Unauthorized if none."""
+        await self.user(session)
+        found = await self.store.session(tokens.secret_digest(session or ""), int(time.time()))
+        user = await self.store.get_user(found[0]) if found else None
+        if found is None or user is None or user.disabled:
+            raise Unauthorized("the session is unknown or has expired: run `sable login`")
+        return user, found[1]
 
     async def logout(self, session: str | None) -> None:
         await self.user(session)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import sys
+import time
 
 import click
 
-from clients.cli.common import authority, discharger, emit, handle_errors, run
+from clients import caveats, tokens
+from clients.cli.acting import acting
+from clients.cli.common import EXIT_USAGE, authority, discharger, emit, fail, handle_errors, run
 from clients.cli.holder import caveat_options, caveats_from
 
 
@@ -87,11 +90,11 @@ def user_disable(name):
 
 @click.group()
 def token():
-    """Permission tokens (admin)."""
+    """Permission tokens: with SABLE_ADMIN_TOKEN as the admin, else as the logged-in user."""
 
 
 @token.command("create")
-@click.option("--org", required=True)
+@click.option("--org", help="The org (may be left out when you belong to one).")
 @click.option("--name", help="A label for the token.")
 @caveat_options
 @click.option("--json", "as_json", is_flag=True)
@@ -101,39 +104,63 @@ def token_create(org, name, as_json, expires_in, **options):
     given = caveats_from(expires_in=None, **options)
 
     async def go():
-        async with authority() as a:
-            return await a.mint(org, given, name=name, expires_in=expires_in)
+        client, chosen = await acting(org)
+        async with client as a:
+            return await a.mint(chosen, given, name=name, expires_in=expires_in)
     out = run(go())
     emit(out, as_json, out["token"])
 
 
+def _state(t: dict, now: float) -> str:
+    if t["revoked_at"]:
+        return "revoked"
+    if t.get("expires_at") and caveats.parse_time(t["expires_at"]) <= now:
+        return "expired"
+    return "active"
+
+
 @token.command("list")
-@click.option("--org", required=True)
+@click.option("--org", help="The org (may be left out when you belong to one).")
+@click.option("--active", is_flag=True, help="Only tokens that are neither revoked nor expired.")
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
-def token_list(org, as_json):
+def token_list(org, active, as_json):
+    """List an org's tokens."""
     async def go():
-        async with authority() as a:
-            return await a.list_tokens(org)
+        client, chosen = await acting(org)
+        async with client as a:
+            return await a.list_tokens(chosen)
     out = run(go())
+    now = time.time()
+    if active:
+        out = [t for t in out if _state(t, now) == "active"]
     if as_json:
         emit(out, True)
         return
-    for t in out:
-        state = f"revoked {t['revoked_at']}" if t["revoked_at"] else "active"
-        click.echo(f"{t['id']}  {t['kind']:<10} {state:<28} parent={t['parent'] or '-'} user={t['user'] or '-'}"
-                   f" last_used={t['last_used_at'] or '-'} name={t['name'] or '-'}")
+    rows = [("ID", "KIND", "NAME", "CREATED BY", "CREATED", "EXPIRES", "LAST USED", "STATE")]
+    rows += [(t["id"], t["kind"], t["name"] or "-", t.get("created_by") or "-", t["created_at"],
+              t.get("expires_at") or "never", t["last_used_at"] or "never", _state(t, now)) for t in out]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
 
 
 @token.command("revoke")
-@click.argument("token_id")
+@click.argument("token_ids", nargs=-1, required=True)
+@click.option("--org", help="As a user: the org of the tokens (may be left out when you belong to one).")
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
-def token_revoke(token_id, as_json):
-    """Revoke a token by id, with everything stripped or derived from it."""
+def token_revoke(token_ids, org, as_json):
+    """Revoke tokens by id, with everything stripped or derived from them."""
+    for token_id in token_ids:
+        if token_id.startswith(tokens.MACAROON_PREFIXES):
+            fail("`sable token revoke` takes token ids; to revoke a token by its value, use `sable revoke TOKEN`",
+                 EXIT_USAGE)
+
     async def go():
-        async with authority() as a:
-            return await a.revoke_id(token_id)
+        client, _ = await acting(org, need_org=False)
+        async with client as a:
+            return [i for token_id in token_ids for i in await a.revoke_id(token_id)]
     out = run(go())
     emit({"revoked": out}, as_json, "\n".join(f"revoked {i}" for i in out) or "already revoked")
 

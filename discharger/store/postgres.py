@@ -136,8 +136,13 @@ class PostgresStore(PgDatabase):
             await self._audit(c, [audit])
 
     async def session_user(self, digest: bytes, now: int) -> str | None:
-        row = await self._one("SELECT username FROM sessions WHERE hash = $1 AND expires_at > $2", digest, now)
-        return row[0] if row else None
+        found = await self.session(digest, now)
+        return found[0] if found else None
+
+    async def session(self, digest: bytes, now: int) -> tuple[str, int] | None:
+        row = await self._one("SELECT username, expires_at FROM sessions WHERE hash = $1 AND expires_at > $2",
+                              digest, now)
+        return (row[0], row[1]) if row else None
 
     async def delete_session(self, digest: bytes) -> bool:
         async with self._tx() as c:

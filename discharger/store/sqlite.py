@@ -133,8 +133,13 @@ class SqliteStore(Database):
         await self._tx(run)
 
     async def session_user(self, digest: bytes, now: int) -> str | None:
-        row = await self._one("SELECT username FROM sessions WHERE hash = ? AND expires_at > ?", (digest, now))
-        return row[0] if row else None
+        found = await self.session(digest, now)
+        return found[0] if found else None
+
+    async def session(self, digest: bytes, now: int) -> tuple[str, int] | None:
+        row = await self._one("SELECT username, expires_at FROM sessions WHERE hash = ? AND expires_at > ?",
+                              (digest, now))
+        return (row[0], row[1]) if row else None
 
     async def delete_session(self, digest: bytes) -> bool:
         def run(c: sqlite3.Connection) -> bool:

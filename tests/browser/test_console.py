@@ -4,41 +4,14 @@ CSRF, a sign-in finished in another browser, sign-out."""
 
 from __future__ import annotations
 
-import json
-import signal
-import subprocess
-
 import aiohttp
 import pytest
 
 from clients import offline, tokens
 from clients.tickets import b64e
-from tests.support import SABLE, free_port, wait_healthy
+from tests.support.devstack import dev  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def dev(tmp_path):
-    a_port, d_port = free_port(), free_port()
-    log = tmp_path / "dev.log"
-    proc = subprocess.Popen([SABLE, "dev", "--data-dir", str(tmp_path / "var"), "--authority-port", str(a_port),
-                             "--discharger-port", str(d_port)], stdout=open(log, "w"), stderr=subprocess.STDOUT)
-    a_url, d_url = f"http://127.0.0.1:{a_port}", f"http://127.0.0.1:{d_port}"
-    try:
-        wait_healthy(d_url, proc, log)
-        wait_healthy(a_url, proc, log)
-        for _ in range(100):  # dev.json is written once both are up and alice exists
-            if (tmp_path / "var" / "dev.json").exists():
-                break
-            import time
-            time.sleep(0.1)
-        info = json.loads((tmp_path / "var" / "dev.json").read_text())
-        yield {"a": a_url, "d": d_url, "admin": info["admin_token"], "password": info["users"][0]["password"],
-               "log": log}
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=15)
 
 
 async def sign_in_to_console(page, dev, org="acme"):

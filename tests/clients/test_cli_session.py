@@ -1,0 +1,50 @@
+"""`sable token create|list|revoke` without SABLE_ADMIN_TOKEN (SPEC §11): the CLI acts as the
+logged-in user through a user token and its discharge, against `sable dev`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from tests.support import SABLE
+from tests.support.devstack import dev  # noqa: F401  (a fixture)
+
+pytestmark = pytest.mark.slow
+
+
+def sable(env, *args, stdin=None):
+    return subprocess.run([SABLE, *args], env=env, input=stdin, capture_output=True, text=True, timeout=60)
+
+
+def test_member_manages_tokens_through_the_session(dev, tmp_path):  # noqa: F811
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SABLE_")}
+    env.update(SABLE_AUTHORITY_URL=dev["a"], SABLE_DISCHARGER_URL=dev["d"], XDG_CONFIG_HOME=str(tmp_path / "cfg"))
+    r = sable(env, "token", "list")
+    assert r.returncode == 1 and "sable login" in r.stderr
+    assert sable(env, "login", "-u", "alice", "--password-stdin", stdin=dev["password"] + "\n").returncode == 0
+    r = sable(env, "token", "create", "--name", "mine", "--apps", "orders", "--json")  # --org: alice has one
+    assert r.returncode == 0, r.stderr
+    mine = json.loads(r.stdout)
+    r = sable(env, "token", "list")
+    assert r.returncode == 0, r.stderr
+    header, *rows = r.stdout.splitlines()
+    assert header.split() == ["ID", "KIND", "NAME", "CREATED", "BY", "CREATED", "EXPIRES", "LAST", "USED", "STATE"]
+    assert any(mine["id"] in row and "alice" in row and row.endswith("active") for row in rows)
+    cache = tmp_path / "cfg" / "sable" / "user-tokens.json"
+    assert os.stat(cache).st_mode & 0o077 == 0
+    # A token made with the admin credential is not alice's to revoke (she is a member).
+    admin_env = {**env, "SABLE_ADMIN_TOKEN": dev["admin"]}
+    theirs = json.loads(sable(admin_env, "token", "create", "--org", "acme", "--json").stdout)
+    r = sable(env, "token", "revoke", theirs["id"])
+    assert r.returncode == 1 and "admin" in r.stderr
+    r = sable(env, "token", "revoke", mine["id"])
+    assert r.returncode == 0 and f"revoked {mine['id']}" in r.stdout
+    r = sable(env, "token", "list", "--active", "--json")
+    assert [t["id"] for t in json.loads(r.stdout)] == [theirs["id"]]
+    r = sable(env, "token", "list", "--org", "beta")
+    assert r.returncode == 1 and "not a member of org 'beta'" in r.stderr
+    r = sable(env, "token", "revoke", mine["token"] if "token" in mine else "sable_pt_x")
+    assert r.returncode == 2 and "sable revoke" in r.stderr
