@@ -7,6 +7,7 @@ from authority.app import create_app
 from authority.config import AuthorityConfig
 from clients import tokens
 from tests.support import postgres
+from tests.support.devstack import dev  # noqa: F401  (a fixture: `sable dev` on free ports)
 from tests.support.fakes import FakeDischarger
 
 AUTHORITY_URL = "http://authority.test"

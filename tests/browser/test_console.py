@@ -9,7 +9,6 @@ import pytest
 
 from clients import offline, tokens
 from clients.tickets import b64e
-from tests.support.devstack import dev  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,6 @@ import subprocess
 import pytest
 
 from tests.support import SABLE
-from tests.support.devstack import dev  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.slow
 
@@ -19,7 +18,7 @@ def sable(env, *args, stdin=None):
     return subprocess.run([SABLE, *args], env=env, input=stdin, capture_output=True, text=True, timeout=60)
 
 
-def test_member_manages_tokens_through_the_session(dev, tmp_path):  # noqa: F811
+def test_member_manages_tokens_through_the_session(dev, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SABLE_")}
     env.update(SABLE_AUTHORITY_URL=dev["a"], SABLE_DISCHARGER_URL=dev["d"], XDG_CONFIG_HOME=str(tmp_path / "cfg"))
     r = sable(env, "token", "list")
