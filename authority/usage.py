@@ -23,6 +23,7 @@ class Usage:
         self.last_used_interval = last_used_interval
         self.flush_interval = flush_interval
         self.pending: dict[str, int] = {}  # token id -> last use not yet written
+        self._writing: dict[str, int] = {}  # being written now: still the freshest until it commits
         self._task: asyncio.Task | None = None
         self._flushing = asyncio.Lock()  # an explicit flush waits for the background one
 
@@ -34,7 +35,7 @@ class Usage:
 
     def last_used(self, token_id: str, stored: int | None) -> int | None:
         """The freshest known last use: a pending one, else what the database holds."""
-        return self.pending.get(token_id, stored)
+        return self.pending.get(token_id) or self._writing.get(token_id) or stored
 
     async def flush(self) -> None:
         """Write buffered denial audits and last-used times. What a failed write held is kept
@@ -47,11 +48,14 @@ class Usage:
                 self.denials.restore(records)
                 raise
             pending, self.pending = self.pending, {}
+            self._writing = pending
             try:
                 await self._store.touch(pending)
             except BaseException:
                 self.pending = {**pending, **self.pending}  # newer uses win
                 raise
+            finally:
+                self._writing = {}
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run())

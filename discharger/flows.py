@@ -26,6 +26,10 @@ EXPIRES_IN = 600
 CODE_TTL = 60
 
 
+def _now() -> float:  # tests move it
+    return time.time()
+
+
 @dataclass(frozen=True, slots=True)
 class Started:
     user_url: str
@@ -54,7 +58,7 @@ class Flows:
     async def start(self, ticket: bytes, return_to: str | None, caller: Caller) -> Started:
         contents = await self.keys.open(ticket)  # TicketError (400) before anything is stored
         user_secret, poll_secret = new_secret(), new_secret()
-        now = int(time.time())
+        now = int(_now())
         data = {"ticket": b64e(ticket), "return_to": return_to, "what": describe(contents), "org": contents.org,
                 "role": contents.role, "client": caller.client}
         row = GrantRow(tokens.secret_digest(user_secret), "flow", tokens.secret_digest(poll_secret).hex(), data,
@@ -69,7 +73,7 @@ class Flows:
         row = await self.store.get_grant("flow", digest=tokens.secret_digest(user_secret))
         if row is None:
             raise NotFound("this sign-in link is unknown")
-        if time.time() >= row.expires_at:
+        if _now() >= row.expires_at:
             raise Gone("this sign-in link has expired; start again")
         if row.status != "pending":
             raise Gone("this request was already answered")
@@ -100,7 +104,7 @@ class Flows:
         code = None
         if row.status == "approved" and self.returns_to_authority(row.data["return_to"]):
             code = new_secret()
-            row.code_hash, row.code_expires_at = tokens.secret_digest(code), int(time.time()) + CODE_TTL
+            row.code_hash, row.code_expires_at = tokens.secret_digest(code), int(_now()) + CODE_TTL
         audit = caller.record("flow_approve" if row.status == "approved" else "flow_deny", user=username,
                               org=row.data["org"], outcome="ok" if row.status == "approved" else "denied")
         if not await self.store.update_grant(row, "pending", audit):
@@ -119,14 +123,14 @@ class Flows:
             raise Gone("this discharge was already collected")
         if row.status == "denied":
             raise Denied("the user denied this request, or may not approve it")
-        if time.time() >= row.expires_at:
+        if _now() >= row.expires_at:
             raise Gone("this request has expired; start again")
         if row.status == "pending":
             return None
         if row.code_hash is not None:  # started with return_to: only the browser's code releases it
             if not flow_code or not hmac.compare_digest(tokens.secret_digest(flow_code), row.code_hash):
                 raise Denied("this flow's discharge is released only with its one-time code (Sable-Flow-Code)")
-            if time.time() >= (row.code_expires_at or 0):
+            if _now() >= (row.code_expires_at or 0):
                 raise Gone("the one-time code has expired; start again")
         elif row.data["return_to"]:
             raise Denied("this flow's discharge is released only with its one-time code (Sable-Flow-Code)")

@@ -298,6 +298,9 @@ In another terminal, from this folder:
   sable token revoke "$(sable inspect "$PT" --field id)"
   sable verify "$HT" --org {DEV_ORG} --action r --app orders --host worker-7   # denied: revoked
 
+In a browser: the console of org {DEV_ORG} at {a_url}/console/orgs/{DEV_ORG}
+(sign in as {user['username']} at the discharger); `sable login --web` signs the CLI in the same way.
+
 Ctrl-C stops both services; a second `make run` reuses {root}/.
 """
 

@@ -143,3 +143,19 @@ async def test_user_tokens_are_rate_limited_per_address(authority):
         assert status == 201
     status, body = await env.post("/v1/user-tokens", {"org": "acme"})
     assert status == 429
+
+
+async def test_a_token_under_another_kinds_prefix_is_refused(authority):
+    env = authority
+    ut = await user_token(env)
+    pt = await env.mint(org="acme")
+    for text, prefix in ((ut, tokens.PERMISSION), (pt, tokens.USER)):
+        _, raw = tokens.split(text, tokens.MACAROON_PREFIXES)
+        swapped = tokens.encode(prefix, raw)
+        status, body = await env.verify([swapped, env.discharger.discharge(text)])
+        assert status in (400, 403), body
+    _, raw = tokens.split(pt, tokens.MACAROON_PREFIXES)
+    swapped = tokens.encode(tokens.USER, raw)
+    status, _ = await call(env, "GET", "/v1/tokens", headers={
+        "Authorization": f"Bearer {swapped},{env.discharger.discharge(pt)}"})
+    assert status == 401

@@ -152,3 +152,16 @@ def test_descriptions():
         'Authorize permission token "ci" for org acme'
     assert flows.describe(TicketContents(bytes(32), "acme", 60, "user", None, "member")) == \
         "Sign in to the console of org acme"
+
+
+async def test_an_expired_flow_is_410(real_discharger, monkeypatch):
+    env = real_discharger
+    await env.user()
+    got = await start(env, sealed_ticket(env))
+    later = flows.time.time() + flows.EXPIRES_IN + 1
+    monkeypatch.setattr(flows, "_now", lambda: later)
+    resp = await env.client.get(path(got["poll_url"]))
+    assert resp.status == 410
+    await sign_in(env)
+    resp = await env.client.get(path(got["user_url"]))
+    assert resp.status == 410
