@@ -30,7 +30,10 @@ async def browser():
     from playwright.async_api import async_playwright
 
     async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=path, headless=True, args=["--no-sandbox"])
+        # No background networking: this machine's closed network refuses those connections.
+        b = await p.chromium.launch(executable_path=path, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
         try:
             yield b
         finally:
