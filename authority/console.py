@@ -62,7 +62,8 @@ class Console:
         return_to = f"{self.public_url}/console/callback?{urlencode({'state': state})}"
         try:
             async with self._discharger() as d:
-                flow = await d.interactive_discharge(b64e(ticket), return_to)
+                # The discharger limits sessionless starts per client: name the browser, not us.
+                flow = await d.interactive_discharge(b64e(ticket), return_to, forwarded_for=caller.client)
         except SableAPIError as e:
             raise Unavailable(f"the discharger did not start a sign-in: {e.message}", retry_after=5) from None
         now = int(time.time())

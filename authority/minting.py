@@ -82,6 +82,8 @@ class Minting:
             raise NotFound(f"org {req.org!r} does not exist")
         now = int(time.time())
         expires_in = self.config.default_expires_in if req.expires_in is None else req.expires_in
+        if not 1 <= expires_in <= MAX_EXPIRES_IN:
+            raise BadRequest(f"expires_in must be 1 to {MAX_EXPIRES_IN} seconds (one year)")
         first = [f"org {req.org}", *req.caveats, _expiry(now, expires_in)]
         token_id = new_token_id()
         token, sealed = build(self.keys, tokens.PERMISSION, self.config.public_url, token_id, first,

@@ -17,10 +17,11 @@ from clients import caveats
 from clients.caveats import NAME_RE, format_time
 from clients.errors import BadRequest, CaveatError, Denied, NotFound
 from server.audit import Caller
-from server.browser import Pages, check_csrf, css, page_errors
+from server.browser import Pages, check_csrf, css, page_errors, read_form
 from server.http import REQUEST_ID, client_address
 
 COOKIE = "sable_console"
+SIGNIN_COOKIE = "sable_console_signin"  # apart, so starting a sign-in never ends a session
 SERVICE = "console"
 AUTHORITY = web.AppKey("authority", Authority)
 PAGES = web.AppKey("authority_pages", Pages)
@@ -56,9 +57,9 @@ async def _signed_in(request: web.Request, org: str) -> tuple[Member, str] | Non
 
 
 async def _form(request: web.Request, cookie: str) -> dict:
-    form = await request.post()
+    form = await read_form(request)
     check_csrf(request.app[AUTHORITY].console.csrf(cookie), form)
-    return {k: v for k, v in form.items() if isinstance(v, str)}
+    return form
 
 
 def _status(row, now: int) -> str:
@@ -98,10 +99,13 @@ async def console_page(request: web.Request) -> web.Response:
     signed_in = await _signed_in(request, org)
     if signed_in is not None:
         return await _render(request, *signed_in)
+    a: Authority = request.app[AUTHORITY]
+    if not await a.store.org_exists(org):
+        raise NotFound(f"org {org!r} does not exist")
     role = "admin" if request.query.get("role") == "admin" else "member"
-    started = await request.app[AUTHORITY].console.start(org, role, _caller(request))
+    started = await a.console.start(org, role, _caller(request))
     resp = _see_other(started.user_url)
-    request.app[PAGES].set_cookie(resp, COOKIE, started.cookie, max_age=600)
+    request.app[PAGES].set_cookie(resp, SIGNIN_COOKIE, started.cookie, max_age=600)
     return resp
 
 
@@ -112,10 +116,11 @@ async def callback(request: web.Request) -> web.Response:
     state, code = request.query.get("state", ""), request.query.get("code", "")
     if not state or not code or len(state) > 128 or len(code) > 128:
         raise BadRequest("this sign-in link is incomplete; start again")
-    cookie, org = await request.app[AUTHORITY].console.finish(state, pages.cookie(request, COOKIE), code,
+    cookie, org = await request.app[AUTHORITY].console.finish(state, pages.cookie(request, SIGNIN_COOKIE), code,
                                                                _caller(request))
     resp = _see_other(f"/console/orgs/{org}")
-    pages.set_cookie(resp, COOKIE, cookie)  # the sign-in cookie is replaced: a new value per sign-in
+    pages.clear_cookie(resp, SIGNIN_COOKIE)
+    pages.set_cookie(resp, COOKIE, cookie)  # a new value at every sign-in: no fixation
     return resp
 
 
@@ -148,7 +153,10 @@ async def create(request: web.Request) -> web.Response:
     except (CaveatError, BadRequest) as e:
         return await _render(request, member, cookie, 400, error=str(e))
     a: Authority = request.app[AUTHORITY]
-    minted = await a.selfservice.mint(member, MintRequest(org, tuple(given), name, expires_in), _caller(request))
+    try:
+        minted = await a.selfservice.mint(member, MintRequest(org, tuple(given), name, expires_in), _caller(request))
+    except BadRequest as e:
+        return await _render(request, member, cookie, 400, error=e.message)
     return await _render(request, member, cookie, new_token=minted.token, new_name=name)
 
 

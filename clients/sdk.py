@@ -201,12 +201,15 @@ class DischargerClient(_Client):
         slow_down, access_denied, expired_token or invalid_grant otherwise."""
         return await self.request("POST", "/v1/device/token", {"device_code": device_code}, idempotent=False)
 
-    async def interactive_discharge(self, ticket_b64: str, return_to: str | None = None) -> dict:
-        """Start an interactive discharge: {user_url, poll_url, expires_in}."""
+    async def interactive_discharge(self, ticket_b64: str, return_to: str | None = None,
+                                    forwarded_for: str | None = None) -> dict:
+        """Start an interactive discharge: {user_url, poll_url, expires_in}. A service starting
+        one for a browser names it in `forwarded_for` (honoured from trusted proxies only)."""
         body: dict = {"ticket": ticket_b64, "interactive": True}
         if return_to is not None:
             body["return_to"] = return_to
-        return await self.request("POST", "/v1/discharges", body, ok=(202,))
+        headers = {"X-Forwarded-For": forwarded_for} if forwarded_for else None
+        return await self.request("POST", "/v1/discharges", body, ok=(202,), headers=headers)
 
     async def poll_flow(self, poll_url: str, flow_code: str | None = None) -> dict | None:
         """None while pending; the discharge {discharge, expires_at} once approved."""

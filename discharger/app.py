@@ -12,7 +12,16 @@ from discharger.pages import DISCHARGER, PAGES
 from discharger.service import Discharger
 from server.audit import Caller
 from server.browser import Pages
-from server.http import REQUEST_ID, bearer, client_address, new_app, read_json, require_admin
+from server.http import (
+    REQUEST_ID,
+    TRUSTED_PROXIES,
+    bearer,
+    client_address,
+    new_app,
+    parse_networks,
+    read_json,
+    require_admin,
+)
 from server.ratelimit import SlidingCounter, throttle_key
 
 FLOW_STARTS = web.AppKey("flow_starts", SlidingCounter)
@@ -161,6 +170,7 @@ def create_app(config: DischargerConfig) -> web.Application:
     app.cleanup_ctx.append(lifecycle)
     app[PAGES] = Pages(pages.FOLDER, config.secure)
     app[FLOW_STARTS] = SlidingCounter(30, 60.0)
+    app[TRUSTED_PROXIES] = parse_networks(config.trusted_proxies)
     app.add_routes(routes)
     app.add_routes(pages.routes)
     return app

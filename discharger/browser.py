@@ -40,9 +40,14 @@ class BrowserSessions:
         return cookie
 
     async def user(self, cookie: str | None) -> str | None:
+        """The signed-in user, while enabled."""
         if not cookie:
             return None
-        return await self.store.browser_session_user(tokens.secret_digest(cookie), int(time.time()))
+        username = await self.store.browser_session_user(tokens.secret_digest(cookie), int(time.time()))
+        if username is None:
+            return None
+        user = await self.store.get_user(username)
+        return username if user is not None and not user.disabled else None
 
     async def sign_out(self, cookie: str | None) -> None:
         if cookie:

@@ -29,6 +29,8 @@ class DischargerConfig:
     admin_token: str | None = None
     # Authorities whose /console/ an approved interactive discharge may return to.
     authority_urls: tuple[str, ...] = ()
+    # Peers whose X-Forwarded-For names the client (reverse proxies, the authorities' console).
+    trusted_proxies: tuple[str, ...] = ()
 
     @property
     def secure(self) -> bool:
@@ -55,6 +57,7 @@ def load(config_path: str | None = None, **flags) -> DischargerConfig:
         password_limits=pick("password_limits", "interactive"),
         admin_token=os.environ.get("SABLE_ADMIN_TOKEN") or None,
         authority_urls=tuple(_urls(pick("authority_url") or ())),
+        trusted_proxies=tuple(_urls(pick("trusted_proxy") or ())),
     )
 
 

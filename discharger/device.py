@@ -88,6 +88,9 @@ class DeviceLogins:
         row.status = "used"
         if row.username is None or not await self.store.update_grant(row, "approved"):
             raise GrantPending("invalid_grant", "unknown or already used device code")
+        user = await self.store.get_user(row.username)
+        if user is None or user.disabled:
+            raise GrantPending("access_denied", "the user who approved this device is disabled")
         session = await self.sessions.create(row.username, caller, event="device_login")
         return session, row.username
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hmac
 import time
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from clients import tokens
 from clients.errors import Denied, Gone, NotFound
@@ -90,8 +90,10 @@ class Flows:
             port = target.port
         except ValueError:
             return False
+        segments = unquote(target.path).split("/")
         return any((target.scheme, target.hostname, port) == (t.scheme, t.hostname, t.port) for t in trusted) \
-            and target.path.startswith("/console/") and "\\" not in return_to
+            and target.path.startswith("/console/") and "\\" not in return_to and target.username is None \
+            and not any(seg in (".", "..") for seg in segments)
 
     async def decide(self, username: str, user_secret: str, approve: bool, caller: Caller) -> tuple[GrantRow, str | None]:
         """Record the user's answer. Returns the row and, for an approved flow that returns to

@@ -10,11 +10,11 @@ from urllib.parse import quote, urlencode
 from aiohttp import web
 
 from clients.caveats import format_time
-from clients.errors import BadRequest, Denied, NotFound, RateLimited, SableError, Unauthorized
+from clients.errors import BadRequest, Denied, NotFound, RateLimited, Unauthorized
 from discharger.model import Credentials
 from discharger.service import Discharger
 from server.audit import Caller
-from server.browser import Pages, check_csrf, css, new_secret, page_errors, safe_next
+from server.browser import Pages, check_csrf, css, new_secret, page_errors, read_form, safe_next
 from server.http import REQUEST_ID, client_address
 
 COOKIE = "sable_browser"
@@ -62,11 +62,11 @@ class Browser:
 
     async def form(self) -> dict:
         """The posted form, after the CSRF check (403 without the token for this cookie)."""
-        form = await self.request.post()
+        form = await read_form(self.request)
         if self.new_cookie:  # no cookie, so no form of ours can be behind this post
             raise Denied("this form has expired or did not come from this site; reload the page and try again")
         check_csrf(self.csrf, form)
-        return {k: v for k, v in form.items() if isinstance(v, str)}
+        return form
 
     def to_login(self) -> web.Response:
         return _see_other(f"/login?{urlencode({'next': self.request.path_qs})}")
@@ -140,8 +140,8 @@ async def device_page(request: web.Request) -> web.Response:
     grant, error = None, None
     if code:
         try:
-            grant = await b.d.device.find(b.user, code, _caller(request), count=False)
-        except SableError as e:
+            grant = await b.d.device.find(b.user, code, _caller(request))  # a miss counts as a wrong code
+        except NotFound as e:
             error = e.message
     return b.render("device.html", code=code.upper(), grant=grant, error=error,
                     requested_at=format_time(grant.created_at) if grant else "")

@@ -70,11 +70,11 @@ def ticket(body: dict) -> bytes:
 
 async def read_form_or_json(request) -> dict:
     """A JSON object, or RFC 8628's form fields (application/x-www-form-urlencoded)."""
+    from server.browser import read_form
     from server.http import read_json
 
     if request.content_type == "application/x-www-form-urlencoded":
-        form = await request.post()
-        return {k: v for k, v in form.items() if isinstance(v, str)}
+        return await read_form(request)
     return await read_json(request)
 
 
@@ -82,7 +82,7 @@ def client_name(body: dict) -> str | None:
     name = body.get("client_name", body.get("client_id"))
     if name is None:
         return None
-    if not isinstance(name, str) or len(name) > 64 or any(ord(ch) < 0x20 for ch in name):
+    if not isinstance(name, str) or len(name) > 64 or not name.isprintable():
         raise BadRequest("client_name must be at most 64 printable characters")
     return name
 
@@ -91,8 +91,9 @@ def return_to(body: dict) -> str | None:
     value = body.get("return_to")
     if value is None:
         return None
-    if not isinstance(value, str) or len(value) > 2048 or not value.startswith(("https://", "http://")):
-        raise BadRequest("return_to must be an http(s) URL")
+    if not isinstance(value, str) or len(value) > 2048 or not value.startswith(("https://", "http://")) \
+            or any(ord(ch) <= 0x20 or ord(ch) == 0x7F for ch in value) or "#" in value or "\\" in value:
+        raise BadRequest("return_to must be an http(s) URL without spaces, control characters or a fragment")
     return value
 
 

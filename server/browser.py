@@ -12,8 +12,9 @@ from typing import Any
 
 import jinja2
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
-from clients.errors import Denied, SableError
+from clients.errors import BadRequest, Denied, SableError
 
 PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; base-uri 'none'",
@@ -50,6 +51,16 @@ class Pages:
     def cookie(self, request: web.Request, base: str) -> str | None:
         value = request.cookies.get(self.cookie_name(base))
         return value if value and len(value) <= 128 else None
+
+
+async def read_form(request: web.Request) -> dict[str, str]:
+    """A posted form's text fields; BadRequest (400) for a body that is not a readable form
+    (bytes that are not UTF-8, an unknown charset, a malformed multipart part)."""
+    try:
+        form = await request.post()
+    except (UnicodeDecodeError, LookupError, ValueError, AssertionError, HttpProcessingError):
+        raise BadRequest("the form could not be read") from None
+    return {k: v for k, v in form.items() if isinstance(k, str) and isinstance(v, str)}
 
 
 def new_secret() -> str:

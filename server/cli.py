@@ -93,14 +93,23 @@ def discharger():
 @click.option("--authority-url", multiple=True,
               help="An authority's public URL whose /console/ an approved browser sign-in may return to "
                    "(repeatable; TOML `authority_url`).")
+@click.option("--trusted-proxy", multiple=True, metavar="CIDR",
+              help="A peer whose X-Forwarded-For names the client (a reverse proxy; the authorities, whose "
+                   "console starts sign-ins for browsers). Repeatable; TOML `trusted_proxy`.")
 @handle_errors
-def discharger_serve(config_path, tls_cert, tls_key, log_level, authority_url, **flags):
+def discharger_serve(config_path, tls_cert, tls_key, log_level, authority_url, trusted_proxy, **flags):
     """Run the discharger."""
     from discharger.app import create_app
     from discharger.config import load
+    from server.http import parse_networks
 
     configure_logging(log_level)
-    config = load(config_path, tls_cert=tls_cert, authority_url=list(authority_url) or None, **flags)
+    config = load(config_path, tls_cert=tls_cert, authority_url=list(authority_url) or None,
+                  trusted_proxy=list(trusted_proxy) or None, **flags)
+    try:
+        parse_networks(config.trusted_proxies)
+    except ValueError as e:
+        fail(str(e), EXIT_USAGE)
     tls = tls_context(tls_cert, tls_key)
     asyncio.run(serve([(create_app(config), config.host, config.port, tls)],
                       lambda: announce("discharger", config.public_url)))
@@ -250,7 +259,7 @@ def dev(data_dir, authority_port, discharger_port, database, log_level):
     d_config = DischargerConfig(db_path=database or str(root / "discharger.db"),
                                 master_key=_dev_master_key(root, "discharger"), keys_path=str(root / "discharger.keys"),
                                 public_url=d_url, host=host, port=discharger_port, admin_token=admin,
-                                authority_urls=(a_url,))
+                                authority_urls=(a_url,), trusted_proxies=("127.0.0.1/32",))
     trust = TrustedDischarger(d_url, asyncio.run(_dev_discharger_keys(d_config)))
     a_config = AuthorityConfig(db_path=database or str(root / "authority.db"),
                                master_key=_dev_master_key(root, "authority"), public_url=a_url,

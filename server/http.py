@@ -4,6 +4,7 @@ Nothing here sees a secret's value."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import uuid
@@ -80,7 +81,9 @@ async def request_middleware(request: web.Request, handler):
             code = {404: "not_found", 405: "bad_request"}.get(e.status, "bad_request")
             resp = error_response(code, e.reason or "bad request", e.status)
         except Exception:
-            log.exception("internal_error", path=request.path)
+            # The route's pattern, never the raw path: some paths carry one-time secrets.
+            route = request.match_info.route.resource
+            log.exception("internal_error", route=route.canonical if route is not None else "unmatched")
             resp = error_response("internal", "internal error", 500)
         resp.headers["X-Request-Id"] = rid
         return resp
@@ -141,5 +144,37 @@ async def require_admin(request: web.Request, is_admin: Callable[[str | None], A
         raise Unauthorized("an admin credential (Bearer sable_adm_...) is required")
 
 
+TRUSTED_PROXIES = web.AppKey("trusted_proxies", tuple)
+
+
+def parse_networks(cidrs) -> tuple:
+    """`--trusted-proxy` values as networks; ValueError names a bad one."""
+    out = []
+    for cidr in cidrs or ():
+        try:
+            out.append(ipaddress.ip_network(str(cidr).strip(), strict=False))
+        except ValueError:
+            raise ValueError(f"--trusted-proxy {cidr!r} is not an address or CIDR") from None
+    return tuple(out)
+
+
+def _trusted(address: str, networks: tuple) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in n for n in networks)
+
+
 def client_address(request: web.Request) -> str:
-    return request.remote or "unknown"
+    """The client's address: the peer's, or, when the peer is a trusted proxy, the rightmost
+    `X-Forwarded-For` entry that is not one (SPEC §12)."""
+    remote = request.remote or "unknown"
+    networks = request.app.get(TRUSTED_PROXIES, ())
+    if not networks or not _trusted(remote, networks):
+        return remote
+    hops = [h.strip() for h in ",".join(request.headers.getall("X-Forwarded-For", [])).split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not _trusted(hop, networks):
+            return hop[:64]
+    return remote
