@@ -8,7 +8,9 @@ left, and otherwise only for requests that are safe to repeat. Every failure rai
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 from collections.abc import Sequence
 
 import aiohttp
@@ -38,6 +40,19 @@ class SableAPIError(SableError):
         if self.status in _GATEWAY:
             return idempotent
         return self.code == "unavailable" and (idempotent or not self.sent)
+
+
+def _why(e: BaseException) -> str:
+    """A connection failure in people's words (never an exception class name)."""
+    if isinstance(e, aiohttp.ClientSSLError):
+        return "the TLS handshake failed (check the URL's scheme and the certificate)"
+    if isinstance(e, TimeoutError | asyncio.TimeoutError):
+        return "it did not answer in time"
+    if isinstance(e, aiohttp.ClientConnectorError) and e.os_error is not None and e.os_error.errno:
+        return os.strerror(e.os_error.errno).lower()  # "connection refused", "no route to host"
+    if isinstance(e, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError):
+        return "the connection was closed"
+    return "the connection failed"
 
 
 class _Client:
@@ -101,9 +116,11 @@ class _Client:
                     return data
                 raise SableAPIError(resp.status, data.get("error", "error"), data.get("message", resp.reason or ""))
         except aiohttp.ClientConnectorError as e:
-            raise SableAPIError(0, "unavailable", f"cannot reach {self.base_url}: {type(e).__name__}", sent=False) from None
+            raise SableAPIError(0, "unavailable", f"cannot reach {self.base_url}: {_why(e)}", sent=False) from None
+        except aiohttp.InvalidURL:
+            raise SableAPIError(0, "bad_request", f"{self.base_url} is not a usable http(s) URL") from None
         except (TimeoutError, aiohttp.ClientError, OSError) as e:
-            raise SableAPIError(0, "unavailable", f"cannot reach {self.base_url}: {type(e).__name__}") from None
+            raise SableAPIError(0, "unavailable", f"cannot reach {self.base_url}: {_why(e)}") from None
         except ValueError:
             raise SableAPIError(0, "unavailable", f"{self.base_url} did not answer with JSON") from None
 

@@ -28,30 +28,33 @@ class Sessions:
         self._pseudonym = master.pseudonym  # the throttle stores no username (it may be a password)
         self._pruned_at = 0.0
 
-    async def _attempt(self, username: str, client: str) -> int | None:
+    async def _attempt(self, username: str, client: str) -> tuple[int | None, str, float]:
         """Count a login attempt for its username and client address, in the database so every
-        replica counts the same; or the seconds to wait if either is at its limit."""
+        replica counts the same. Returns the seconds to wait if either is at its limit, the
+        address's subject and the attempt's time (to un-count it if it succeeds)."""
         now, window = time.time(), self.config.failure_window
         if now - self._pruned_at > window:
             self._pruned_at = now
             await self.store.prune_login_failures(now - window)
+        address = f"addr:{throttle_key(client)}"
         wait = await self.store.login_attempt(
             [(f"user:{self._pseudonym(username)}", self.config.user_failures),
-             (f"addr:{throttle_key(client)}", self.config.address_failures)], now, window)
-        return None if wait is None else max(1, int(wait) + 1)
+             (address, self.config.address_failures)], now, window)
+        return (None if wait is None else max(1, int(wait) + 1)), address, now
 
     async def authenticate(self, creds: Credentials, caller: Caller) -> str:
         """The username, if the password is right and the user enabled; RateLimited (429) or
-        Unauthorized (401, the same for an unknown user and a wrong password) otherwise. Every
-        attempt counts toward the throttle until it succeeds."""
+        Unauthorized (401, the same for an unknown user and a wrong password) otherwise. Each
+        attempt counts before hashing (so parallel guesses cannot slip past the limit) and is
+        un-counted if it succeeds: only failures count, so a NAT's good logins lock nobody out.
+        A success also clears its username's failures."""
         username = creds.username
         # Only an existing username is recorded: people paste passwords into that field.
         shown = "<unknown>"
-        # Count the attempt before hashing, so parallel guesses cannot all slip past the limit.
-        wait = await self._attempt(username, caller.client or "unknown")
+        wait, address, at = await self._attempt(username, caller.client or "unknown")
         if wait is not None:
             caller.record("login", outcome="throttled", user=shown).emit()
-            raise RateLimited("too many failed logins; try again later", retry_after=wait)
+            raise RateLimited(f"too many failed logins; try again in {wait} s", retry_after=wait)
         user = await self.store.get_user(username) if NAME_RE.fullmatch(username) else None
         if user is not None:
             shown = username
@@ -62,6 +65,7 @@ class Sessions:
             audit.emit()
             raise Unauthorized(BAD_LOGIN)
         await self.store.clear_login_failures(f"user:{self._pseudonym(username)}")
+        await self.store.forget_attempt([address], at)
         return username
 
     async def login(self, creds: Credentials, caller: Caller) -> Session:

@@ -17,7 +17,7 @@ from clients import caveats
 from clients.errors import BadRequest, ConfigError, MalformedToken, SableError
 from clients.sdk import AuthorityClient, DischargerClient, SableAPIError
 
-EXIT_OK, EXIT_DENIED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_DENIED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3  # 3: retryable (SPEC §12)
 
 
 class CommandError(SableError):
@@ -42,6 +42,12 @@ def handle_errors(fn):
             click.echo(f"sable: {e}", err=True)
             sys.exit(e.exit_code)
         except SableAPIError as e:
+            if e.code == "unavailable" or e.status in (502, 503, 504):
+                click.echo(f"sable: {e.message} (unavailable; try again)", err=True)
+                sys.exit(EXIT_UNAVAILABLE)
+            if e.code == "unauthorized" and "session" in e.message:
+                click.echo(f"sable: {e.message}; run `sable login`", err=True)
+                sys.exit(EXIT_DENIED)
             click.echo(f"sable: {e.message} ({e.code})", err=True)
             sys.exit(EXIT_USAGE if e.status in (400, 413) else EXIT_DENIED)
         except (MalformedToken, BadRequest, ConfigError) as e:  # bad input: tokens, caveats, settings

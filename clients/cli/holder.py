@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import socket
 import sys
 import time
@@ -250,6 +251,8 @@ def verify(tokens_, org, action, app, host, instance, user, as_json):
 def revoke(token, as_json):
     """Revoke TOKEN by value: the whole token, or only this attenuation of it."""
     token = read_token(token)
+    if re.fullmatch(r"[0-9a-f]{32}", token):
+        fail("that is a token id; to revoke by id, use `sable token revoke ID`", EXIT_USAGE)
     tokens.parse(token, (tokens.PERMISSION, tokens.SERVICE))
 
     async def go():

@@ -124,7 +124,12 @@ def test_unreachable_service_is_a_clear_failure():
     r = sable(env, "revoke", "sable_st_x")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     r = sable({**env, "SABLE_ADMIN_TOKEN": "sable_adm_x"}, "org", "list")
-    assert r.returncode == 1 and "cannot reach" in r.stderr
+    assert r.returncode == 3 and "cannot reach" in r.stderr  # 3: unavailable, worth retrying
+    assert "connection refused" in r.stderr and "Error" not in r.stderr  # no exception class names
+    r = sable({**env, "SABLE_ADMIN_TOKEN": "sable_adm_x", "SABLE_AUTHORITY_URL": "ftp://example"}, "org", "list")
+    assert r.returncode in (2, 3) and "Error" not in r.stderr and "Traceback" not in r.stderr
+    r = sable(env, "revoke", "ab" * 16)
+    assert r.returncode == 2 and "sable token revoke" in r.stderr
 
 
 @pytest.mark.parametrize("text, seconds", [("90s", 90), ("15m", 900), ("12h", 43200), ("30d", 2592000), ("45", 45)])

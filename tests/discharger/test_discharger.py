@@ -69,6 +69,22 @@ async def test_login_throttle_per_address(real_discharger):
     assert status == 429 and "Retry-After" in resp.headers
 
 
+async def test_only_failed_logins_count_toward_the_address_limit(real_discharger):
+    env = real_discharger
+    await env.user()
+    for _ in range(25):  # more good logins than the per-address limit (20): a NAT's users
+        await env.login()
+    for _ in range(4):
+        status, _, _ = await env.post("/v1/sessions", {"username": "mallory", "password": "nope nope"})
+        assert status == 401
+    await env.login()  # still fine: 4 failures, not 29 attempts
+    for name in ("m1", "m2", "m3", "m4"):
+        for _ in range(4):
+            await env.post("/v1/sessions", {"username": name, "password": "nope nope"})
+    status, body, resp = await env.post("/v1/sessions", {"username": "alice", "password": "correct horse"})
+    assert status == 429 and f"try again in {resp.headers['Retry-After']} s" in body["message"]
+
+
 async def test_parallel_guesses_cannot_outrun_the_throttle(real_discharger):
     env = real_discharger
     await env.user()
