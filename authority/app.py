@@ -14,6 +14,7 @@ from authority.pages import AUTHORITY, PAGES
 from authority.selfservice import Member
 from authority.service import Authority
 from clients import tokens
+from clients.caveats import NAME_RE
 from clients.errors import BadRequest, Denial, NotFound, RateLimited
 from server.audit import Caller
 from server.browser import Pages
@@ -103,9 +104,20 @@ async def list_tokens(request: web.Request) -> web.Response:
         rows = await a.selfservice.tokens(member, org or None)
     elif not org:
         raise BadRequest("the org query parameter is required")
+    elif not await a.store.org_exists(org):
+        raise NotFound(f"org {org!r} does not exist")
     else:
         rows = await a.listing.tokens(org)
     return web.json_response({"tokens": [schemas.token(r) for r in rows]})
+
+
+@routes.post("/v1/tokens/revoke")
+async def revoke_user(request: web.Request) -> web.Response:
+    a = await _admin(request)
+    username = (await read_json(request)).get("user")
+    if not isinstance(username, str) or not NAME_RE.fullmatch(username):
+        raise BadRequest("user is required and must be a username")
+    return web.json_response({"revoked": await a.revocation.revoke_user(username, _caller(request))})
 
 
 @routes.post("/v1/tokens/{id}/revoke")

@@ -33,6 +33,18 @@ class Revocation:
         self._revoked(ids)
         return ids
 
+    async def revoke_user(self, username: str, caller: Caller) -> list[str]:
+        """Offboarding: revoke every token a user made or holds, with cascade; the ids revoked."""
+        revoked: list[str] = []
+        for token_id in await self.store.user_token_ids(username):
+            audit = caller.record("revoke", token_id=token_id, user=username, detail={"by": "user"})
+            ids = await self.store.revoke_token(token_id, int(time.time()), audit) or []
+            if ids:
+                audit.emit()
+            self._revoked(ids)
+            revoked += ids
+        return sorted(set(revoked))
+
     async def revoke_value(self, presented: list[str], caller: Caller) -> list[Revoked]:
         """Holding a validly signed token is the right to kill it; discharges are not needed."""
         parsed = parse_presentation(presented)

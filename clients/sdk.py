@@ -157,6 +157,11 @@ class AuthorityClient(_Client):
     async def list_tokens(self, org: str) -> list[dict]:
         return (await self.request("GET", "/v1/tokens", params={"org": org}, bearer=self._admin()))["tokens"]
 
+    async def revoke_user(self, username: str) -> list[str]:
+        """Revoke every token the user made or holds (admin): the ids revoked."""
+        return (await self.request("POST", "/v1/tokens/revoke", {"user": username}, bearer=self._admin(),
+                                   idempotent=True))["revoked"]
+
     async def revoke_id(self, token_id: str) -> list[str]:
         path = f"/v1/tokens/{token_id}/revoke"
         return (await self.request("POST", path, {}, bearer=self._admin(), idempotent=True))["revoked"]

@@ -252,6 +252,11 @@ class PostgresStore(PgDatabase):
             fps = await c.fetch("SELECT fingerprint FROM revoked_attenuations WHERE token_id = $1", token_id)
         return _token(row), frozenset(bytes(r[0]) for r in fps)
 
+    async def user_token_ids(self, username: str) -> list[str]:
+        rows = await self._all('SELECT id FROM tokens WHERE ("user" = $1 OR created_by = $1) AND revoked_at IS NULL'
+                               " ORDER BY created_at, id", username)
+        return [r[0] for r in rows]
+
     async def list_tokens(self, org: str) -> list[TokenRow]:
         rows = await self._all(f"SELECT {_TOKEN_COLS} FROM tokens WHERE org = $1 ORDER BY created_at, id", org)
         return [_token(r) for r in rows]

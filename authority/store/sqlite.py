@@ -143,6 +143,11 @@ class SqliteStore(Database):
         fps = await self._all("SELECT fingerprint FROM revoked_attenuations WHERE token_id = ?", (token_id,))
         return _token(row), frozenset(r[0] for r in fps)
 
+    async def user_token_ids(self, username: str) -> list[str]:
+        rows = await self._all("SELECT id FROM tokens WHERE (user = ? OR created_by = ?) AND revoked_at IS NULL"
+                               " ORDER BY created_at, id", (username, username))
+        return [r[0] for r in rows]
+
     async def list_tokens(self, org: str) -> list[TokenRow]:
         rows = await self._all(f"SELECT {_TOKEN_COLS} FROM tokens WHERE org = ? ORDER BY created_at, id", (org,))
         return [_token(r) for r in rows]

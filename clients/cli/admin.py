@@ -9,8 +9,9 @@ import click
 
 from clients import caveats, tokens
 from clients.cli.acting import acting
-from clients.cli.common import EXIT_USAGE, authority, discharger, emit, fail, handle_errors, run
+from clients.cli.common import EXIT_UNAVAILABLE, EXIT_USAGE, authority, discharger, emit, fail, handle_errors, run
 from clients.cli.holder import caveat_options, caveats_from
+from clients.sdk import SableAPIError
 
 
 @click.group()
@@ -79,13 +80,25 @@ def user_orgs(name, orgs):
 
 @user.command("disable")
 @click.argument("name")
+@click.option("--revoke-tokens", is_flag=True, help="Then revoke every token NAME made or holds, with cascade.")
+@click.option("--json", "as_json", is_flag=True)
 @handle_errors
-def user_disable(name):
+def user_disable(name, revoke_tokens, as_json):
+    """Disable NAME: no more logins or discharges. With --revoke-tokens, offboard completely."""
     async def go():
         async with discharger() as d:
-            return await d.disable_user(name)
-    run(go())
-    click.echo(f"disabled user {name}")
+            await d.disable_user(name)
+        if not revoke_tokens:
+            return None
+        try:
+            async with authority() as a:
+                return await a.revoke_user(name)
+        except SableAPIError as e:
+            fail(f"disabled user {name}, but revoking their tokens failed: {e.message}; "
+                 f"run `sable token revoke --user {name}` again", EXIT_UNAVAILABLE)
+    revoked = run(go())
+    emit({"username": name, "disabled": True, "revoked": revoked or []}, as_json,
+         f"disabled user {name}" + (f"; revoked {len(revoked)} tokens" if revoke_tokens else ""))
 
 
 @click.group()
@@ -146,12 +159,22 @@ def token_list(org, active, as_json):
 
 
 @token.command("revoke")
-@click.argument("token_ids", nargs=-1, required=True)
+@click.argument("token_ids", nargs=-1)
+@click.option("--user", "username", help="Instead of ids: every token this user made or holds (admin).")
 @click.option("--org", help="As a user: the org of the tokens (may be left out when you belong to one).")
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
-def token_revoke(token_ids, org, as_json):
-    """Revoke tokens by id, with everything stripped or derived from them."""
+def token_revoke(token_ids, username, org, as_json):
+    """Revoke tokens by id (or --user), with everything stripped or derived from them."""
+    if bool(token_ids) == bool(username):
+        fail("give token ids, or --user NAME", EXIT_USAGE)
+    if username:
+        async def everyone():
+            async with authority() as a:
+                return await a.revoke_user(username)
+        out = run(everyone())
+        emit({"revoked": out}, as_json, "\n".join(f"revoked {i}" for i in out) or "nothing to revoke")
+        return
     for token_id in token_ids:
         if token_id.startswith(tokens.MACAROON_PREFIXES):
             fail("`sable token revoke` takes token ids; to revoke a token by its value, use `sable revoke TOKEN`",

@@ -159,3 +159,29 @@ async def test_a_token_under_another_kinds_prefix_is_refused(authority):
     status, _ = await call(env, "GET", "/v1/tokens", headers={
         "Authorization": f"Bearer {swapped},{env.discharger.discharge(pt)}"})
     assert status == 401
+
+
+async def test_offboarding_revokes_what_a_user_made_or_holds(authority):
+    env = authority
+    made_by_bob = await env.mint(org="acme")
+    pt = await env.mint(org="acme")
+    status, st = await env.post("/v1/service-tokens", {"tokens": [pt, env.discharger.discharge(pt, user="bob")]})
+    assert status == 201
+    bob = await as_user(env, "bob")
+    status, mine = await call(env, "POST", "/v1/tokens", {"org": "acme", "name": "bob's"}, bob)
+    assert status == 201
+    status, body = await env.post("/v1/tokens/revoke", {"user": "bob"})
+    assert status == 401  # admin only
+    status, body = await env.post("/v1/tokens/revoke", {"user": "bob"}, env.admin)
+    assert status == 200 and sorted(body["revoked"]) == sorted([st["id"], mine["id"]])
+    assert tokens.parse(made_by_bob).token_id not in body["revoked"]  # made by the admin, held by nobody
+    status, body = await env.post("/v1/tokens/revoke", {"user": "bob"}, env.admin)
+    assert (status, body) == (200, {"revoked": []})
+    status, _ = await env.post("/v1/tokens/revoke", {"user": "not a name"}, env.admin)
+    assert status == 400
+
+
+async def test_listing_an_unknown_org_is_404(authority):
+    env = authority
+    resp = await env.client.get("/v1/tokens?org=nope", headers=env.admin)
+    assert resp.status == 404 and "does not exist" in (await resp.json())["message"]
