@@ -193,8 +193,22 @@ class DischargerClient(_Client):
         body = {"username": username, "password": password, "orgs": list(orgs)}
         return await self.request("POST", "/v1/users", body, bearer=self._admin())
 
-    async def set_orgs(self, username: str, orgs: list[str]) -> dict:
+    async def set_orgs(self, username: str, orgs: list) -> dict:
+        """`orgs`: org names (role member) or {"org", "role"} objects."""
         return await self.request("POST", f"/v1/users/{username}/orgs", {"orgs": list(orgs)}, bearer=self._admin())
+
+    async def get_user(self, username: str) -> dict:
+        return await self.request("GET", f"/v1/users/{username}", bearer=self._admin())
+
+    async def list_users(self) -> list[dict]:
+        return (await self.request("GET", "/v1/users", bearer=self._admin()))["users"]
+
+    async def enable_user(self, username: str) -> dict:
+        return await self.request("POST", f"/v1/users/{username}/enable", {}, bearer=self._admin())
+
+    async def set_password(self, username: str, password: str) -> dict:
+        return await self.request("POST", f"/v1/users/{username}/password", {"password": password},
+                                  bearer=self._admin())
 
     async def disable_user(self, username: str) -> dict:
         return await self.request("POST", f"/v1/users/{username}/disable", {}, bearer=self._admin())

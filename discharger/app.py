@@ -66,6 +66,34 @@ async def set_orgs(request: web.Request) -> web.Response:
     return web.json_response(schemas.user(await d.users.set_orgs(membership, _caller(request))))
 
 
+@routes.get("/v1/users")
+async def list_users(request: web.Request) -> web.Response:
+    d = await _admin(request)
+    return web.json_response({"users": [schemas.user_row(u) for u in await d.users.list()]})
+
+
+@routes.get("/v1/users/{username}")
+async def get_user(request: web.Request) -> web.Response:
+    d = await _admin(request)
+    return web.json_response(schemas.user_row(await d.users.get(request.match_info["username"])))
+
+
+@routes.post("/v1/users/{username}/enable")
+async def enable(request: web.Request) -> web.Response:
+    d = await _admin(request)
+    username = request.match_info["username"]
+    await d.users.disable(username, _caller(request), disabled=False)
+    return web.json_response({"username": username, "disabled": False})
+
+
+@routes.post("/v1/users/{username}/password")
+async def set_password(request: web.Request) -> web.Response:
+    d = await _admin(request)
+    username = request.match_info["username"]
+    await d.users.set_password(username, schemas.password(await read_json(request)), _caller(request))
+    return web.json_response({"username": username})
+
+
 @routes.post("/v1/users/{username}/disable")
 async def disable(request: web.Request) -> web.Response:
     d = await _admin(request)

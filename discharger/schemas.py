@@ -103,6 +103,18 @@ def device_session(s: Session, username: str) -> dict:
             "username": username}
 
 
+def password(body: dict) -> str:
+    value = body.get("password")
+    if not isinstance(value, str) or not MIN_PASSWORD <= len(value) <= MAX_PASSWORD:
+        raise BadRequest(f"password must be {MIN_PASSWORD} to {MAX_PASSWORD} characters")
+    return value
+
+
+def user_row(u) -> dict:
+    return {"username": u.username, "orgs": sorted(u.roles), "roles": dict(sorted(u.roles.items())),
+            "disabled": u.disabled}
+
+
 def current_session(username: str, roles: dict[str, str], expires_at: int) -> dict:
     return {"username": username, "orgs": sorted(roles), "roles": dict(sorted(roles.items())),
             "expires_at": format_time(expires_at)}

@@ -7,7 +7,7 @@ import time
 from clients.errors import Conflict, NotFound
 from discharger.model import Membership, NewUser
 from discharger.passwords import Hasher
-from discharger.store import DischargerStore
+from discharger.store import DischargerStore, UserRow
 from server.audit import Caller
 
 
@@ -31,8 +31,25 @@ class Users:
         audit.emit()
         return membership
 
-    async def disable(self, username: str, caller: Caller) -> None:
-        audit = caller.record("user_disable", user=username)
-        if not await self.store.disable_user(username, audit):
+    async def disable(self, username: str, caller: Caller, disabled: bool = True) -> None:
+        audit = caller.record("user_disable" if disabled else "user_enable", user=username)
+        if not await self.store.disable_user(username, audit, disabled):
+            raise NotFound("no such user")
+        audit.emit()
+
+    async def get(self, username: str) -> UserRow:
+        user = await self.store.get_user(username)
+        if user is None:
+            raise NotFound("no such user")
+        return user
+
+    async def list(self) -> list[UserRow]:
+        return await self.store.list_users()
+
+    async def set_password(self, username: str, password: str, caller: Caller) -> None:
+        """A new password (argon2id); the user's sessions end."""
+        digest = await self.hasher.hash(password)  # Busy: 429
+        audit = caller.record("user_password", user=username)
+        if not await self.store.set_password(username, digest, audit):
             raise NotFound("no such user")
         audit.emit()

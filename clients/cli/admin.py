@@ -60,22 +60,106 @@ def user_create(name, orgs, password_stdin, as_json):
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
 
     async def go():
+        await _check_orgs(orgs)
         async with discharger() as d:
             return await d.create_user(name, password, list(orgs))
     out = run(go())
     emit(out, as_json, f"created user {out['username']} in {', '.join(out['orgs']) or 'no org'}")
 
 
+def _show(u: dict) -> str:
+    orgs = ", ".join(f"{o} ({r})" for o, r in u["roles"].items()) or "no org"
+    return f"{u['username']}: {orgs}" + (" [disabled]" if u.get("disabled") else "")
+
+
+async def _check_orgs(orgs) -> None:
+    """An org that does not exist at the authority is an error (SPEC §12)."""
+    if not orgs:
+        return
+    async with authority() as a:
+        known = {o["name"] for o in await a.list_orgs()}
+    missing = sorted(set(orgs) - known)
+    if missing:
+        fail(f"no such org: {', '.join(missing)} (create it first: sable org create NAME)", EXIT_USAGE)
+
+
 @user.command("orgs")
 @click.argument("name")
-@click.option("--org", "orgs", multiple=True, help="The user's orgs, replacing the current ones.")
+@click.option("--set", "set_", metavar="O,..", help="Replace the memberships with these orgs (role member).")
+@click.option("--add", metavar="O", help="Add a membership (or change its role).")
+@click.option("--remove", metavar="O", help="Remove a membership.")
+@click.option("--role", type=click.Choice(["member", "admin"]), default="member", show_default=True,
+              help="The role --add gives.")
+@click.option("--json", "as_json", is_flag=True)
 @handle_errors
-def user_orgs(name, orgs):
+def user_orgs(name, set_, add, remove, role, as_json):
+    """Show NAME's orgs and roles; change them with --set, --add or --remove."""
+    if sum(x is not None for x in (set_, add, remove)) > 1:
+        fail("give one of --set, --add, --remove", EXIT_USAGE)
+
     async def go():
         async with discharger() as d:
-            return await d.set_orgs(name, list(orgs))
+            current = await d.get_user(name)
+            if set_ is None and add is None and remove is None:
+                return current
+            roles = dict(current["roles"])
+            if set_ is not None:
+                wanted = [o.strip() for o in set_.split(",") if o.strip()]
+                await _check_orgs(wanted)
+                roles = {o: roles.get(o, "member") for o in wanted}
+            elif add is not None:
+                await _check_orgs([add])
+                roles[add] = role
+            elif remove not in roles:
+                fail(f"{name} is not a member of {remove}", EXIT_USAGE)
+            else:
+                del roles[remove]
+            await d.set_orgs(name, [{"org": o, "role": r} for o, r in roles.items()])
+            return await d.get_user(name)
     out = run(go())
-    click.echo(f"{out['username']}: {', '.join(out['orgs']) or 'no org'}")
+    emit(out, as_json, _show(out))
+
+
+@user.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def user_list(as_json):
+    """Every user, with orgs, roles and whether disabled."""
+    async def go():
+        async with discharger() as d:
+            return await d.list_users()
+    out = run(go())
+    emit(out, as_json, "\n".join(_show(u) for u in out) or "no users")
+
+
+@user.command("enable")
+@click.argument("name")
+@handle_errors
+def user_enable(name):
+    """Let a disabled user log in again (their revoked tokens stay revoked)."""
+    async def go():
+        async with discharger() as d:
+            return await d.enable_user(name)
+    run(go())
+    click.echo(f"enabled user {name}")
+
+
+@user.command("passwd")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the new password from stdin instead of prompting.")
+@handle_errors
+def user_passwd(name, password_stdin):
+    """Set NAME's password; their sessions end."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("New password", hide_input=True, confirmation_prompt=True)
+
+    async def go():
+        async with discharger() as d:
+            return await d.set_password(name, password)
+    run(go())
+    click.echo(f"changed the password of {name}; their sessions ended")
 
 
 @user.command("disable")

@@ -120,10 +120,30 @@ class PostgresStore(PgDatabase):
             await self._audit(c, [audit])
             return True
 
-    async def disable_user(self, username: str, audit: AuditRecord) -> bool:
+    async def disable_user(self, username: str, audit: AuditRecord, disabled: bool = True) -> bool:
         async with self._tx() as c:
-            if await c.fetchval("UPDATE users SET disabled = 1 WHERE username = $1 RETURNING 1", username) is None:
+            if await c.fetchval("UPDATE users SET disabled = $1 WHERE username = $2 RETURNING 1",
+                                int(disabled), username) is None:
                 return False
+            await self._audit(c, [audit])
+            return True
+
+    async def list_users(self) -> list[UserRow]:
+        async with self._conn() as c:
+            users = await c.fetch("SELECT username, password_hash, disabled FROM users ORDER BY username")
+            members = await c.fetch("SELECT username, org, role FROM memberships")
+        roles: dict[str, dict[str, str]] = {}
+        for m in members:
+            roles.setdefault(m[0], {})[m[1]] = m[2]
+        return [UserRow(u[0], bytes(u[1]), bool(u[2]), roles.get(u[0], {})) for u in users]
+
+    async def set_password(self, username: str, password_hash: bytes, audit: AuditRecord) -> bool:
+        async with self._tx() as c:
+            if await c.fetchval("UPDATE users SET password_hash = $1 WHERE username = $2 RETURNING 1",
+                                password_hash, username) is None:
+                return False
+            await c.execute("DELETE FROM sessions WHERE username = $1", username)
+            await c.execute("DELETE FROM browser_sessions WHERE username = $1", username)
             await self._audit(c, [audit])
             return True
 

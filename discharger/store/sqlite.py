@@ -115,10 +115,27 @@ class SqliteStore(Database):
             return True
         return await self._tx(run)
 
-    async def disable_user(self, username: str, audit: AuditRecord) -> bool:
+    async def disable_user(self, username: str, audit: AuditRecord, disabled: bool = True) -> bool:
         def run(c: sqlite3.Connection) -> bool:
-            if not c.execute("UPDATE users SET disabled = 1 WHERE username = ?", (username,)).rowcount:
+            if not c.execute("UPDATE users SET disabled = ? WHERE username = ?", (int(disabled), username)).rowcount:
                 return False
+            self._audit(c, [audit])
+            return True
+        return await self._tx(run)
+
+    async def list_users(self) -> list[UserRow]:
+        users = await self._all("SELECT username, password_hash, disabled FROM users ORDER BY username")
+        roles: dict[str, dict[str, str]] = {}
+        for username, org, role in await self._all("SELECT username, org, role FROM memberships"):
+            roles.setdefault(username, {})[org] = role
+        return [UserRow(u[0], u[1], bool(u[2]), roles.get(u[0], {})) for u in users]
+
+    async def set_password(self, username: str, password_hash: bytes, audit: AuditRecord) -> bool:
+        def run(c: sqlite3.Connection) -> bool:
+            if not c.execute("UPDATE users SET password_hash = ? WHERE username = ?", (password_hash, username)).rowcount:
+                return False
+            c.execute("DELETE FROM sessions WHERE username = ?", (username,))
+            c.execute("DELETE FROM browser_sessions WHERE username = ?", (username,))
             self._audit(c, [audit])
             return True
         return await self._tx(run)
