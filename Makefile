@@ -12,8 +12,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# Ports: make run AUTHORITY_PORT=9700 DISCHARGER_PORT=9701 when 8700/8701 are taken.
+AUTHORITY_PORT ?= 8700
+DISCHARGER_PORT ?= 8701
+
 run: $(STAMP)
-	$(BIN)/sable dev
+	$(BIN)/sable dev --authority-port $(AUTHORITY_PORT) --discharger-port $(DISCHARGER_PORT)
 
 # One pytest worker per core (at most 4), each with its own throwaway PostgreSQL cluster.
 test: $(STAMP) system-packages

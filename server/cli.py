@@ -17,6 +17,7 @@ import nacl.utils
 
 from clients import tokens
 from clients.cli.common import EXIT_USAGE, fail, handle_errors, write_private
+from clients.errors import Unavailable
 from clients.sdk import AuthorityClient, DischargerClient, SableAPIError
 from clients.tickets import b64d, b64e
 from server.launcher import announce, is_worker, serve, supervise, tls_context
@@ -283,8 +284,15 @@ def dev(data_dir, authority_port, discharger_port, database, log_level):
                                  "org": DEV_ORG, "users": users})
         click.echo(_walkthrough(a_url, d_url, root, users[0]))
 
-    asyncio.run(serve([(discharger_app(d_config), host, discharger_port, None),
-                       (authority_app(a_config), host, authority_port, None)], ready))
+    try:
+        asyncio.run(serve([(discharger_app(d_config), host, discharger_port, None),
+                           (authority_app(a_config), host, authority_port, None)], ready))
+    except Unavailable as e:
+        if "cannot listen" not in e.message:
+            raise
+        fail(f"{e.message}. Choose other ports: make run AUTHORITY_PORT={authority_port + 1000} "
+             f"DISCHARGER_PORT={discharger_port + 1000} (or sable dev --authority-port/--discharger-port)",
+             EXIT_USAGE)
     click.echo("stopped", err=True)
 
 

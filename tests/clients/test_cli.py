@@ -198,3 +198,18 @@ def test_two_workers_enforce_each_others_revocations(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
+
+
+def test_sable_dev_on_a_taken_port_says_how_to_choose_another(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = subprocess.run([SABLE, "dev", "--data-dir", str(tmp_path), "--authority-port", str(port),
+                            "--discharger-port", str(free_port())], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert f"127.0.0.1:{port}" in r.stderr and "AUTHORITY_PORT=" in r.stderr and "Traceback" not in r.stderr
+    makefile = open(os.path.join(os.path.dirname(__file__), "..", "..", "Makefile")).read()
+    assert "--authority-port $(AUTHORITY_PORT) --discharger-port $(DISCHARGER_PORT)" in makefile
