@@ -51,10 +51,14 @@ def discharger_from_info(info: dict) -> TrustedDischarger:
     return TrustedDischarger(location, keys)
 
 
+KEYS = frozenset({"host", "port", "public_url", "data_dir", "database", "db", "master_key_file", "ticket_ttl",
+                  "revoke_per_minute", "key_cache_size", "discharger", "dischargers", "tls_cert", "tls_key"})
+
+
 def load(config_path: str | None = None, **flags) -> AuthorityConfig:
     """Settings from flags, then the TOML file, then defaults. When the discharger is given by
     URL, `dischargers` stays empty until its keys are fetched (authority.dischargers)."""
-    section = read_toml(config_path, "authority")
+    section = read_toml(config_path, "authority", KEYS)
     pick = picker(flags, section)
 
     data_dir = pick("data_dir", "./var")

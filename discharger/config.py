@@ -37,9 +37,14 @@ class DischargerConfig:
         return self.public_url.startswith("https://")
 
 
+KEYS = frozenset({"host", "port", "public_url", "data_dir", "database", "db", "master_key_file", "keys",
+                  "session_ttl", "discharge_ttl", "password_limits", "authority_url", "trusted_proxy", "tls_cert",
+                  "tls_key"})
+
+
 def load(config_path: str | None = None, **flags) -> DischargerConfig:
     """Settings from flags, then the TOML file (a [discharger] table or top level), then defaults."""
-    section = read_toml(config_path, "discharger")
+    section = read_toml(config_path, "discharger", KEYS)
     pick = picker(flags, section)
 
     data_dir = pick("data_dir", "./var")

@@ -8,9 +8,13 @@ from typing import Any
 
 from clients.errors import ConfigError
 
+SECTIONS = ("authority", "discharger")
 
-def read_toml(path: str | None, section: str) -> dict:
-    """The `[section]` table of a TOML file, or its top level if it has no such table."""
+
+def read_toml(path: str | None, section: str, known: frozenset[str] | None = None) -> dict:
+    """The `[section]` table of a TOML file, or its top level if it has no such table. With
+    `known`, an unknown section or key is a ConfigError naming it (and the likely intended
+    one): a typo must not start a service with a default in its place."""
     if not path:
         return {}
     try:
@@ -22,7 +26,26 @@ def read_toml(path: str | None, section: str) -> dict:
         raise ConfigError(f"config {path} is not valid TOML: {e}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"config {path} is not UTF-8 text") from None
-    return data.get(section, data)
+    if known is None:
+        return data.get(section, data)
+    has_sections = any(isinstance(v, dict) for v in data.values())
+    if has_sections:
+        for name, value in data.items():
+            if name not in SECTIONS:
+                raise ConfigError(f"config {path}: unknown {'section' if isinstance(value, dict) else 'key'} "
+                                  f"{name!r}{_hint(name, SECTIONS)}; sections are [authority] and [discharger]")
+    table = data.get(section, {}) if has_sections else data
+    for key in table:
+        if key not in known:
+            raise ConfigError(f"config {path}: unknown key {key!r} in [{section}]{_hint(key, known)}")
+    return table
+
+
+def _hint(name: str, choices) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, sorted(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def database(flags: dict, section: dict, data_dir: str, name: str) -> str:

@@ -74,3 +74,32 @@ def test_picker_precedence(name, default, expected):
 
 def test_picker_default_default_is_none():
     assert picker({}, {})("anything") is None
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[authority]\npubic_url = "http://a"\n', "unknown key 'pubic_url' in [authority] (did you mean 'public_url'?)"),
+    ('[authorty]\nport = 1\n', "unknown section 'authorty' (did you mean 'authority'?)"),
+    ('[authority]\nport = 1\n[discharger]\nsesion_ttl = 5\n', None),  # the other service's typo: its own load says
+    ('pubic_url = "x"\n', "unknown key 'pubic_url'"),
+])
+def test_unknown_keys_and_sections_are_errors(tmp_path, text, message):
+    from authority.config import KEYS
+
+    path = tmp_path / "sable.toml"
+    path.write_text(text)
+    if message is None:
+        assert read_toml(str(path), "authority", KEYS) == {"port": 1}
+        return
+    with pytest.raises(ConfigError) as e:
+        read_toml(str(path), "authority", KEYS)
+    assert message in str(e.value)
+
+
+def test_the_example_config_is_accepted_by_both_services():
+    from pathlib import Path
+
+    from authority.config import KEYS as AUTHORITY_KEYS
+    from discharger.config import KEYS as DISCHARGER_KEYS
+    example = str(Path(__file__).resolve().parents[2] / "deploy" / "sable.toml.example")
+    assert read_toml(example, "authority", AUTHORITY_KEYS)["port"] == 8700
+    assert read_toml(example, "discharger", DISCHARGER_KEYS)["port"] == 8701
