@@ -3,20 +3,23 @@
     app = web.Application(middlewares=[sable_middleware(verifier, access_for)])
 
 `access_for(request)` returns the access dict (org, action, app, host, instance), and may be
-async. Missing or malformed credentials get 401, a denial 403 with the reason; on success the
-decision is at `request[DECISION]`.
+async. Missing or malformed credentials get 401, a denial 403 with the reason, and a check that
+failed closed because the authority could not be reached 503 with `Retry-After` (logged, with
+no internals in the answer); on success the decision is at `request[DECISION]`.
 """
 
 from __future__ import annotations
 
 import inspect
 
+import structlog
 from aiohttp import web
 
 from clients import tokens
 from clients.errors import TokenFormatError
 from clients.verifier import Decision, Verifier
 
+log = structlog.get_logger("sable.middleware")
 DECISION = web.RequestKey("sable_decision", Decision)
 
 
@@ -43,6 +46,11 @@ def sable_middleware(verifier: Verifier, access_for, exempt: tuple[str, ...] = (
         if not decision.allowed:
             if decision.error in ("malformed_token", "bad_request"):
                 return _challenge(decision.reason or "malformed credentials")
+            if decision.error == "unavailable":  # failed closed: not a denial, and worth a retry
+                log.warning("sable_check_unavailable", reason=decision.reason)
+                resp = _error("unavailable", "the token service cannot be reached; try again shortly", 503)
+                resp.headers["Retry-After"] = "1"
+                return resp
             return _error("denied", decision.reason or "denied", 403)
         request[DECISION] = decision
         return await handler(request)

@@ -8,11 +8,19 @@ from typing import TextIO
 
 import structlog
 
+QUIET_LIBRARIES = ("aiosqlite", "asyncpg", "aiohttp.access", "aiohttp.client", "aiohttp.server", "aiohttp.web",
+                   "urllib3", "asyncio")
+
 
 def configure_logging(level: str = "INFO", stream: TextIO = sys.stdout) -> None:
     """JSON lines on stdout for services; tools (`sable db`, `sable discharger keys`) pass
     stderr, which keeps their stdout for results."""
     logging.basicConfig(format="%(message)s", stream=stream, level=level)
+    # Libraries that log queries with their parameters (usernames of failed logins, credential
+    # digests) or request URLs (one-time secrets) stay at WARNING whatever the level (SPEC §12).
+    floor = max(logging.WARNING, logging.getLogger().level)
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(floor)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -63,3 +63,21 @@ async def test_permission_token_with_discharge_in_one_header(workload, authority
     dt = authority.discharger.discharge(pt)
     resp = await workload.get("/orders", headers={"Authorization": f"Bearer {pt} , {dt}"})
     assert resp.status == 200
+
+
+async def test_an_unreachable_authority_is_503_not_a_denial(aiohttp_client, monkeypatch):
+    from authority.keystore import KeyStore
+    from authority.minting import build
+    from clients import tokens
+    from tests.support import free_port
+
+    monkeypatch.setenv("SABLE_HOST", "worker-7")
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens here
+    verifier = Verifier(url)
+    client = await aiohttp_client(create_app(verifier))
+    tok, _ = build(KeyStore(bytes(32)), tokens.SERVICE, url, "ab" * 16, ["org acme"])
+    resp = await client.get("/orders", headers={"Authorization": f"Bearer {tok.encode()}"})
+    assert resp.status == 503 and resp.headers["Retry-After"] == "1"
+    body = await resp.text()
+    assert "127.0.0.1" not in body and "Error" not in body  # no internal URL or exception name
+    await verifier.close()
