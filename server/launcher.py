@@ -43,7 +43,8 @@ async def serve(sites: list[tuple[web.Application, str, int, ssl.SSLContext | No
     runners = []
     try:
         for app, host, port, tls in sites:
-            runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            # Idle keep-alive connections (a connected workload) must not hold a stop for 60 s.
+            runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
             await runner.setup()
             runners.append(runner)
             try:
