@@ -206,6 +206,25 @@ def token_create(org, name, as_json, expires_in, **options):
             return await a.mint(chosen, given, name=name, expires_in=expires_in)
     out = run(go())
     emit(out, as_json, out["token"])
+    if not as_json:
+        click.echo(f"scope: {scope(out['caveats'])}", err=True)
+
+
+LETTERS = {"r": "read", "w": "write", "c": "create", "d": "delete", "C": "control"}
+
+
+def scope(caveat_texts: list[str]) -> str:
+    """What a token allows, in words, so a broad default is noticed (no --actions: all of them)."""
+    found = dict(text.split(" ", 1) for text in caveat_texts if " " in text)
+    actions = found.get("actions", "rwcdC")
+    words = "+".join(LETTERS[ch] for ch in actions if ch in LETTERS)
+    parts = [f"org {found.get('org', '?')}", f"apps {found.get('apps', 'any')}",
+             f"actions {actions} ({words}{', all of them' if 'actions' not in found else ''})"]
+    for name in ("hosts", "instances"):
+        if name in found:
+            parts.append(f"{name} {found[name]}")
+    parts.append(f"expires {found.get('expires', 'never')}")
+    return "; ".join(parts)
 
 
 def _state(t: dict, now: float) -> str:

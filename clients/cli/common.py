@@ -74,6 +74,8 @@ class Duration(click.ParamType):
         seconds = caveats.parse_duration(str(value))
         if seconds is None:
             self.fail(f"{value!r} is not a duration like 90s, 15m, 12h or 30d", param, ctx)
+        if seconds > 365 * 86400:
+            self.fail(f"{value!r} is longer than a year (365d), the longest a token may live", param, ctx)
         return seconds
 
 

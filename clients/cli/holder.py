@@ -29,6 +29,7 @@ from clients.cli.common import (
     session_path,
     write_private,
 )
+from clients.errors import CaveatError
 from clients.sdk import SableAPIError
 from clients.tickets import b64e
 
@@ -162,10 +163,11 @@ def strip(token, name, expires_in, as_json):
 
 def caveat_options(fn):
     for opt in reversed([
-        click.option("--apps", help="Comma-separated apps."),
-        click.option("--actions", help="Letters from rwcdC."),
-        click.option("--hosts", help="Comma-separated hosts."),
-        click.option("--instances", help="Comma-separated instances."),
+        click.option("--apps", help="Comma-separated apps the token may be used for (default: any)."),
+        click.option("--actions", help="Letters it allows: r read, w write, c create, d delete, C control "
+                                       "(default: all five)."),
+        click.option("--hosts", help="Comma-separated hosts it may be used from (default: any)."),
+        click.option("--instances", help="Comma-separated instances it may be used from (default: any)."),
         click.option("--expires-in", type=DURATION, help="Expire after 90s, 15m, 12h, 30d..."),
         click.option("--caveat", "extra", multiple=True, help="Any caveat text, e.g. 'not-before 2026-12-01T00:00:00Z'."),
     ]):
@@ -177,7 +179,12 @@ def caveats_from(apps, actions, hosts, instances, expires_in, extra) -> list[str
     out = []
     for name, value in (("apps", apps), ("actions", actions), ("hosts", hosts), ("instances", instances)):
         if value is not None:
-            out.append(f"{name} {value}")
+            text = f"{name} {','.join(v.strip() for v in value.split(','))}"
+            try:
+                caveats.parse_strict(text)
+            except CaveatError as e:
+                fail(f"--{name} {value!r}: {e}", EXIT_USAGE)
+            out.append(text)
     if expires_in is not None:
         out.append(f"expires {caveats.format_time(int(time.time()) + expires_in)}")
     out.extend(extra)

@@ -47,3 +47,20 @@ def test_member_manages_tokens_through_the_session(dev, tmp_path):
     assert r.returncode == 1 and "not a member of org 'beta'" in r.stderr
     r = sable(env, "token", "revoke", mine["token"] if "token" in mine else "sable_pt_x")
     assert r.returncode == 2 and "sable revoke" in r.stderr
+
+
+def test_create_says_what_a_token_allows_and_names_the_flag_at_fault(dev, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SABLE_")}
+    env.update(SABLE_AUTHORITY_URL=dev["a"], SABLE_DISCHARGER_URL=dev["d"], SABLE_ADMIN_TOKEN=dev["admin"],
+               XDG_CONFIG_HOME=str(tmp_path / "cfg"))
+    r = sable(env, "token", "create", "--org", "acme")
+    assert r.returncode == 0, r.stderr
+    assert "actions rwcdC (read+write+create+delete+control, all of them)" in r.stderr and "apps any" in r.stderr
+    r = sable(env, "token", "create", "--org", "acme", "--apps", "orders, billing", "--actions", "r")
+    assert r.returncode == 0 and "apps orders,billing" in r.stderr and "actions r (read)" in r.stderr
+    r = sable(env, "token", "create", "--org", "acme", "--actions", "rx")
+    assert r.returncode == 2 and "--actions 'rx'" in r.stderr
+    r = sable(env, "token", "create", "--org", "acme", "--expires-in", "100000d")
+    assert r.returncode == 2 and "--expires-in" in r.stderr and "365d" in r.stderr
+    r = sable(env, "token", "create", "--help")
+    assert "C control" in r.stdout and "default: all five" in r.stdout
