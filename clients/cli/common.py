@@ -83,15 +83,22 @@ DURATION = Duration()
 
 
 def read_token(arg: str) -> str:
-    """A token argument: the token itself, `-` for stdin, or `@FILE`."""
+    """A token argument: the token itself, `-` for stdin, or `@FILE`. A pasted `Bearer ` is
+    dropped; quotes around the token are pointed out."""
     if arg == "-":
-        return sys.stdin.read().strip()
-    if arg.startswith("@"):
+        text = sys.stdin.read().strip()
+    elif arg.startswith("@"):
         try:
-            return Path(arg[1:]).read_text().strip()
+            text = Path(arg[1:]).read_text().strip()
         except OSError as e:
             fail(f"cannot read {arg[1:]}: {e.strerror}", EXIT_USAGE)
-    return arg.strip()
+    else:
+        text = arg.strip()
+    if text[:7].lower() == "bearer ":
+        text = text[7:].strip()
+    if text[:1] in "\"'`" and text:
+        fail("the token is wrapped in quotes: remove them", EXIT_USAGE)
+    return text
 
 
 def authority_url() -> str:

@@ -218,11 +218,11 @@ def inspect(token, field):
 @click.command()
 @click.argument("tokens_", metavar="TOKEN...", nargs=-1, required=True)
 @click.option("--org", required=True)
-@click.option("--action", required=True, help="Letters from rwcdC.")
-@click.option("--app")
-@click.option("--host")
-@click.option("--instance")
-@click.option("--user")
+@click.option("--action", required=True, help="What the request does: r read, w write, c create, d delete, C control.")
+@click.option("--app", help="The app the request is for.")
+@click.option("--host", help="The host the request comes from.")
+@click.option("--instance", help="The instance the request comes from.")
+@click.option("--user", help="The user the request acts for.")
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
 def verify(tokens_, org, action, app, host, instance, user, as_json):
@@ -234,7 +234,10 @@ def verify(tokens_, org, action, app, host, instance, user, as_json):
         tokens.parse(text)  # a malformed token is an input error (exit 2), caught before any request
     access = {k: v for k, v in dict(org=org, action=action, app=app, host=host, instance=instance, user=user).items()
               if v is not None}
-    caveats.Access.from_dict(access)
+    try:
+        caveats.Access.from_dict(access)
+    except CaveatError as e:  # name the flag, not the API field
+        fail(re.sub(r"access\.(\w+)", r"--\1", str(e)), EXIT_USAGE)
 
     async def go():
         async with authority() as a:
