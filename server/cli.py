@@ -282,6 +282,7 @@ def dev(data_dir, authority_port, discharger_port, database, log_level):
                         raise
         write_private(dev_file, {"authority_url": a_url, "discharger_url": d_url, "admin_token": admin,
                                  "org": DEV_ORG, "users": users})
+        write_text_private(_last_dev(), str(root.resolve()))  # so dev-env works from any folder
         click.echo(_walkthrough(a_url, d_url, root, users[0]))
 
     try:
@@ -322,16 +323,32 @@ Ctrl-C stops both services; a second `make run` reuses {root}/.
 """
 
 
+def _last_dev() -> Path:
+    from clients.cli.common import session_path
+    return session_path().with_name("last-dev-dir")
+
+
+def write_text_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.write_text(text)
+    path.chmod(0o600)
+
+
 @click.command("dev-env")
 @click.option("--data-dir", default="./var", show_default=True, type=click.Path(file_okay=False))
 @handle_errors
 def dev_env(data_dir):
-    """Print shell exports for talking to `sable dev`: eval "$(sable dev-env)"."""
+    """Print shell exports for talking to `sable dev`: eval "$(sable dev-env)". From another
+    folder, it finds the data dir of the last `sable dev` started by this user."""
     path = Path(data_dir) / "dev.json"
+    if not path.exists() and data_dir == "./var" and _last_dev().exists():
+        path = Path(_last_dev().read_text().strip()) / "dev.json"
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
-        fail(f"no {path}: start `sable dev` (make run) first")
+        # Under eval, stdout is what runs: make the failure visible there too.
+        click.echo(f"echo 'sable: no {path}: start `sable dev` (make run) first, or pass --data-dir' >&2; false")
+        fail(f"no {path}: start `sable dev` (make run) first, or pass --data-dir")
     bin_dir = Path(os.path.realpath(sys.argv[0])).parent
     click.echo(f"export SABLE_AUTHORITY_URL={data['authority_url']}")
     click.echo(f"export SABLE_DISCHARGER_URL={data['discharger_url']}")

@@ -251,3 +251,15 @@ def test_input_errors_name_the_flag_and_give_hints():
     assert r.exit_code == 2 and "remove them" in r.output
     r = runner.invoke(main, ["inspect", f"Bearer {token}"])  # a pasted header: Bearer is dropped
     assert r.exit_code == 0 and "ab" * 16 in r.output
+
+
+def test_dev_env_works_from_another_folder_and_fails_visibly(dev, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "cfg")}
+    r = subprocess.run([SABLE, "dev-env"], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and "false" in r.stdout and "sable dev" in r.stderr  # eval shows it too
+    # `sable dev` (the fixture) noted its data dir in its user's config home.
+    env = {**os.environ, "XDG_CONFIG_HOME": str(dev["config_home"])}
+    r = subprocess.run([SABLE, "dev-env"], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and f"SABLE_AUTHORITY_URL={dev['a']}" in r.stdout
