@@ -1,14 +1,35 @@
 #!/usr/bin/env bash
-# Deploy the example workload on this host: strip the permission token in $PT (using your
-# `sable login` session), bind the service token to this host, and start the workload with it.
+# Deploy the example workload on this host: strip the permission token in $PT (with your
+# `sable login` session), bind the service token to this host, keep it in a private file
+# outside the repository, start the workload in the background, and return once it answers.
 # The service token never leaves this script un-attenuated.
 set -euo pipefail
 : "${PT:?set PT to a permission token (sable token create ...)}"
+PORT=${PORT:-8080}
+TOKEN_FILE=${SABLE_TOKEN_FILE:-${XDG_CACHE_HOME:-$HOME/.cache}/sable/workload.token}
+PYTHON=${PYTHON:-$(dirname "$(command -v sable)")/python}
+umask 077
+mkdir -p "$(dirname "$TOKEN_FILE")"
 ST=$(sable strip "$PT" --name "workload@$(hostname)")
 HOST_TOKEN=$(sable attenuate "$ST" --hosts "$(hostname)")
 unset ST
-install -m 0600 /dev/null ./workload.token
-printf '%s\n' "$HOST_TOKEN" > ./workload.token
-echo "token for $(hostname) in ./workload.token; starting the workload" >&2
-PYTHON=${PYTHON:-$(dirname "$(command -v sable)")/python}
-exec "$PYTHON" "$(dirname "$0")/app.py" --port "${PORT:-8080}"
+printf '%s\n' "$HOST_TOKEN" > "$TOKEN_FILE"
+chmod 0600 "$TOKEN_FILE"
+LOG="${TOKEN_FILE%.token}.log"
+"$PYTHON" "$(dirname "$0")/app.py" --port "$PORT" > "$LOG" 2>&1 &
+PID=$!
+echo "starting the workload on port $PORT (pid $PID), waiting until it answers..." >&2
+for _ in $(seq 100); do
+    if "$PYTHON" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' \
+            "http://127.0.0.1:$PORT/healthz" 2>/dev/null; then
+        echo "workload ready on http://127.0.0.1:$PORT (pid $PID); its host-bound token is in $TOKEN_FILE" >&2
+        exit 0
+    fi
+    if ! kill -0 "$PID" 2>/dev/null; then
+        echo "the workload exited; its log is $LOG" >&2
+        exit 1
+    fi
+    sleep 0.1
+done
+echo "the workload did not answer within 10 s; its log is $LOG" >&2
+exit 1

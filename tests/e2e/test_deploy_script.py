@@ -1,0 +1,48 @@
+"""`examples/workload/deploy.sh` as the README runs it: it returns once the workload answers,
+and the host-bound token it leaves is private and outside the repository."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.support import free_port
+
+pytestmark = pytest.mark.slow
+DEPLOY = Path(__file__).parents[2] / "examples" / "workload" / "deploy.sh"
+
+
+def test_deploy_waits_for_readiness_and_keeps_the_token_private(dev_stack):
+    proc, dev, tmp = dev_stack
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SABLE_")}
+    env.update(SABLE_AUTHORITY_URL=dev["authority_url"], SABLE_DISCHARGER_URL=dev["discharger_url"],
+               SABLE_ADMIN_TOKEN=dev["admin_token"], XDG_CONFIG_HOME=str(tmp / "config"),
+               XDG_CACHE_HOME=str(tmp / "cache"), PORT=str(port),
+               PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    user = dev["users"][0]
+    subprocess.run(["sable", "login", "-u", user["username"], "--password-stdin"], input=user["password"] + "\n",
+                   env=env, check=True, capture_output=True, text=True)
+    pt = subprocess.run(["sable", "token", "create", "--org", "acme", "--apps", "orders"], env=env, check=True,
+                        capture_output=True, text=True).stdout.strip()
+    r = subprocess.run(["bash", str(DEPLOY)], env={**env, "PT": pt}, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    pid = int(re.search(r"\(pid (\d+)\)", r.stderr).group(1))
+    try:
+        token_file = tmp / "cache" / "sable" / "workload.token"
+        assert os.stat(token_file).st_mode & 0o077 == 0
+        token = token_file.read_text().strip()
+        # Ready when the script returns: no sleep, no retry.
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/orders", headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert resp.status == 200 and json.loads(resp.read())["user"] == user["username"]
+    finally:
+        os.kill(pid, signal.SIGTERM)
