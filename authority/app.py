@@ -18,7 +18,16 @@ from clients.caveats import NAME_RE
 from clients.errors import BadRequest, Denial, NotFound, RateLimited
 from server.audit import Caller
 from server.browser import Pages
-from server.http import REQUEST_ID, bearer, client_address, new_app, read_json, require_admin
+from server.http import (
+    REQUEST_ID,
+    TRUSTED_PROXIES,
+    bearer,
+    client_address,
+    new_app,
+    parse_networks,
+    read_json,
+    require_admin,
+)
 from server.ratelimit import SlidingCounter, throttle_key
 
 REVOKE_LIMIT = web.AppKey("revoke_limit", SlidingCounter)
@@ -178,6 +187,7 @@ def create_app(config: AuthorityConfig) -> web.Application:
     app = new_app(_ready)
     app[REVOKE_LIMIT] = SlidingCounter(config.revoke_per_minute, 60.0)
     app[USER_TOKEN_LIMIT] = SlidingCounter(10, 60.0)
+    app[TRUSTED_PROXIES] = parse_networks(config.trusted_proxies)
 
     async def lifecycle(app: web.Application):
         authority = await Authority.open(config)

@@ -34,6 +34,7 @@ class AuthorityConfig:
     last_used_interval: float = 60.0
     flush_interval: float = 1.0  # how often last-used times and denial audits are written
     admin_token: str | None = None
+    trusted_proxies: tuple[str, ...] = ()  # peers whose X-Forwarded-For/-Proto are believed
 
 
 def discharger_from_info(info: dict) -> TrustedDischarger:
@@ -52,7 +53,8 @@ def discharger_from_info(info: dict) -> TrustedDischarger:
 
 
 KEYS = frozenset({"host", "port", "public_url", "data_dir", "database", "db", "master_key_file", "ticket_ttl",
-                  "revoke_per_minute", "key_cache_size", "discharger", "dischargers", "tls_cert", "tls_key"})
+                  "revoke_per_minute", "key_cache_size", "discharger", "dischargers", "tls_cert", "tls_key",
+                  "trusted_proxy"})
 
 
 def load(config_path: str | None = None, **flags) -> AuthorityConfig:
@@ -76,6 +78,7 @@ def load(config_path: str | None = None, **flags) -> AuthorityConfig:
         revoke_per_minute=int(pick("revoke_per_minute", 100)),
         key_cache_size=int(pick("key_cache_size", 100_000)),
         admin_token=os.environ.get("SABLE_ADMIN_TOKEN") or None,
+        trusted_proxies=tuple([tp] if isinstance(tp := pick("trusted_proxy") or (), str) else tp),
     )
     if not 1 <= config.ticket_ttl <= 300:
         raise ConfigError("ticket_ttl must be from 1 to 300 seconds")

@@ -105,7 +105,7 @@ async def console_page(request: web.Request) -> web.Response:
     role = "admin" if request.query.get("role") == "admin" else "member"
     started = await a.console.start(org, role, _caller(request))
     resp = _see_other(started.user_url)
-    request.app[PAGES].set_cookie(resp, SIGNIN_COOKIE, started.cookie, max_age=600)
+    request.app[PAGES].set_cookie(request, resp, SIGNIN_COOKIE, started.cookie, max_age=600)
     return resp
 
 
@@ -119,8 +119,8 @@ async def callback(request: web.Request) -> web.Response:
     cookie, org = await request.app[AUTHORITY].console.finish(state, pages.cookie(request, SIGNIN_COOKIE), code,
                                                                _caller(request))
     resp = _see_other(f"/console/orgs/{org}")
-    pages.clear_cookie(resp, SIGNIN_COOKIE)
-    pages.set_cookie(resp, COOKIE, cookie)  # a new value at every sign-in: no fixation
+    pages.clear_cookie(request, resp, SIGNIN_COOKIE)
+    pages.set_cookie(request, resp, COOKIE, cookie)  # a new value at every sign-in: no fixation
     return resp
 
 
@@ -186,7 +186,7 @@ async def logout(request: web.Request) -> web.Response:
     await _form(request, cookie)
     await request.app[AUTHORITY].console.sign_out(cookie)
     resp = web.Response(text="", status=303, headers={"Location": "/console/signed-out", "Cache-Control": "no-store"})
-    pages.clear_cookie(resp, COOKIE)
+    pages.clear_cookie(request, resp, COOKIE)
     return resp
 
 

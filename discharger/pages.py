@@ -54,7 +54,7 @@ class Browser:
     def render(self, name: str, status: int = 200, **context) -> web.Response:
         resp = self.pages.render(name, status=status, service=SERVICE, user=self.user, csrf=self.csrf, **context)
         if self.new_cookie:
-            self.pages.set_cookie(resp, COOKIE, self.cookie)
+            self.pages.set_cookie(self.request, resp, COOKIE, self.cookie)
         return resp
 
     def message(self, heading: str, detail: str = "", status: int = 200, tone: str = "") -> web.Response:
@@ -115,7 +115,7 @@ async def login(request: web.Request) -> web.Response:
             resp.headers["Retry-After"] = str(e.retry_after)
         return resp
     resp = _see_other(target)
-    b.pages.set_cookie(resp, COOKIE, cookie)  # a new value at every sign-in: no fixation
+    b.pages.set_cookie(request, resp, COOKIE, cookie)  # a new value at every sign-in: no fixation
     return resp
 
 
@@ -126,7 +126,7 @@ async def logout(request: web.Request) -> web.Response:
     await b.form()
     await b.d.browser.sign_out(b.cookie)
     resp = _see_other("/login")
-    b.pages.clear_cookie(resp, COOKIE)
+    b.pages.clear_cookie(request, resp, COOKIE)
     return resp
 
 

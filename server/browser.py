@@ -15,6 +15,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from clients.errors import BadRequest, Denied, SableError
+from server.http import forwarded_proto
 
 PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; base-uri 'none'",
@@ -38,18 +39,27 @@ class Pages:
         body = self.env.get_template(name).render(**context)
         return web.Response(text=body, status=status, content_type="text/html", headers=PAGE_HEADERS)
 
-    def cookie_name(self, base: str) -> str:
-        return f"__Host-{base}" if self.secure else base
+    def https(self, request: web.Request) -> bool:
+        """Whether the browser reached us over https: the public URL says so, or a trusted
+        proxy's `X-Forwarded-Proto` does (SPEC §12)."""
+        if self.secure or request.secure:
+            return True
+        return forwarded_proto(request) == "https"
 
-    def set_cookie(self, response: web.StreamResponse, base: str, value: str, max_age: int | None = None) -> None:
-        response.set_cookie(self.cookie_name(base), value, max_age=max_age, path="/", httponly=True,
-                            samesite="Lax", secure=self.secure)
+    def cookie_name(self, request: web.Request, base: str) -> str:
+        return f"__Host-{base}" if self.https(request) else base
 
-    def clear_cookie(self, response: web.StreamResponse, base: str) -> None:
-        response.del_cookie(self.cookie_name(base), path="/", secure=self.secure, httponly=True, samesite="Lax")
+    def set_cookie(self, request: web.Request, response: web.StreamResponse, base: str, value: str,
+                   max_age: int | None = None) -> None:
+        response.set_cookie(self.cookie_name(request, base), value, max_age=max_age, path="/", httponly=True,
+                            samesite="Lax", secure=self.https(request))
+
+    def clear_cookie(self, request: web.Request, response: web.StreamResponse, base: str) -> None:
+        response.del_cookie(self.cookie_name(request, base), path="/", secure=self.https(request), httponly=True,
+                            samesite="Lax")
 
     def cookie(self, request: web.Request, base: str) -> str | None:
-        value = request.cookies.get(self.cookie_name(base))
+        value = request.cookies.get(self.cookie_name(request, base))
         return value if value and len(value) <= 128 else None
 
 

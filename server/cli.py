@@ -56,15 +56,23 @@ def authority():
 @click.option("--master-key-file", type=click.Path(dir_okay=False), help="Else SABLE_MASTER_KEY is used.")
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Worker processes sharing the port (SO_REUSEPORT) and the database.")
+@click.option("--trusted-proxy", multiple=True, metavar="CIDR",
+              help="A reverse proxy whose X-Forwarded-For names the client and whose X-Forwarded-Proto sets the "
+                   "scheme for cookies. Repeatable; TOML `trusted_proxy`.")
 @handle_errors
-def authority_serve(config_path, tls_cert, tls_key, log_level, workers, **flags):
+def authority_serve(config_path, tls_cert, tls_key, log_level, workers, trusted_proxy, **flags):
     """Run the authority."""
     from authority.app import create_app
     from authority.config import load
     from authority.dischargers import fetch
+    from server.http import parse_networks
 
     configure_logging(log_level)
-    config = load(config_path, tls_cert=tls_cert, **flags)
+    config = load(config_path, tls_cert=tls_cert, trusted_proxy=list(trusted_proxy) or None, **flags)
+    try:
+        parse_networks(config.trusted_proxies)
+    except ValueError as e:
+        fail(str(e), EXIT_USAGE)
     tls = tls_context(tls_cert, tls_key)
     worker = is_worker()
     if workers > 1 and not worker:

@@ -166,6 +166,15 @@ def _trusted(address: str, networks: tuple) -> bool:
     return any(ip in n for n in networks)
 
 
+def forwarded_proto(request: web.Request) -> str | None:
+    """A trusted proxy's `X-Forwarded-Proto` (its last value), else None."""
+    networks = request.app.get(TRUSTED_PROXIES, ())
+    if not networks or not _trusted(request.remote or "", networks):
+        return None
+    value = request.headers.get("X-Forwarded-Proto", "").split(",")[-1].strip().lower()
+    return value or None
+
+
 def client_address(request: web.Request) -> str:
     """The client's address: the peer's, or, when the peer is a trusted proxy, the rightmost
     `X-Forwarded-For` entry that is not one (SPEC §12)."""

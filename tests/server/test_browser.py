@@ -21,16 +21,30 @@ def test_anything_else_goes_home(value):
     assert safe_next(value) == "/"
 
 
-@pytest.mark.parametrize("secure, name, flags", [(False, "sable_browser", ""), (True, "__Host-sable_browser", "Secure")])
-def test_cookies_are_host_only_httponly_lax_and_secure_under_https(secure, name, flags):
+@pytest.mark.parametrize("secure, proto, trusted, name", [
+    (False, None, (), "sable_browser"), (True, None, (), "__Host-sable_browser"),
+    (False, "https", ("127.0.0.1/32",), "__Host-sable_browser"),  # behind a trusted TLS-terminating proxy
+    (False, "https", (), "sable_browser"),  # the same header from anyone else is ignored
+])
+async def test_cookies_are_host_only_httponly_lax_and_secure_under_https(aiohttp_client, secure, proto, trusted, name):
+    from server.http import TRUSTED_PROXIES, parse_networks
+
     pages = Pages(FOLDER, secure)
-    resp = web.Response()
-    pages.set_cookie(resp, "sable_browser", "v")
-    morsel = resp.cookies[name]
-    header = morsel.OutputString()
+    app = web.Application()
+    app[TRUSTED_PROXIES] = parse_networks(trusted)
+
+    async def set_it(request):
+        resp = web.Response()
+        pages.set_cookie(request, resp, "sable_browser", "v")
+        return resp
+    app.router.add_get("/", set_it)
+    client = await aiohttp_client(app)
+    resp = await client.get("/", headers={"X-Forwarded-Proto": proto} if proto else {})
+    header = resp.headers["Set-Cookie"]
+    assert header.startswith(f"{name}=v")
     assert "HttpOnly" in header and "SameSite=Lax" in header and "Path=/" in header
     assert "Domain" not in header  # host-only
-    assert ("Secure" in header) == bool(flags)
+    assert ("Secure" in header) == name.startswith("__Host-")
 
 
 def test_csrf_must_match():
