@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import core, postgres, serving, verifier
+from benchmarks import cli_start, core, postgres, serving, verifier
 from server.logs import configure_logging
 
 
@@ -19,6 +19,9 @@ def main() -> None:
     print("== core verify (µs per verify; ratios against the same run's baselines)")
     out["core"] = core.main()
     print(core.table(out["core"]), flush=True)
+    print("\n== offline CLI start (ms, median of 15)")
+    out["cli_start"] = cli_start.main()
+    print(json.dumps(out["cli_start"], indent=2), flush=True)
     print("\n== caching verifier")
     out["verifier"] = asyncio.run(verifier.main())
     print(json.dumps(out["verifier"], indent=2), flush=True)

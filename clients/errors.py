@@ -91,3 +91,23 @@ class TicketError(BadRequest):
 
 class Denial(Denied):
     """Verification failed; the message names the rule or caveat, never a secret."""
+
+
+class SableAPIError(SableError):
+    """A service's answer was an error (its `code` and `message`), or it could not be reached
+    (code `unavailable`). Raised by `clients.sdk`; here so that catching it costs no import of
+    aiohttp (the CLI's offline commands start fast)."""
+
+    def __init__(self, status: int, code: str, message: str, *, sent: bool = True):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.sent = sent  # False when the request never reached the server
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+    def transient(self, idempotent: bool) -> bool:
+        if self.status in (502, 503, 504):
+            return idempotent
+        return self.code == "unavailable" and (idempotent or not self.sent)

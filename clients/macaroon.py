@@ -15,9 +15,6 @@ from dataclasses import replace
 from hashlib import sha256
 from typing import TypeVar
 
-import nacl.exceptions
-import nacl.secret
-
 from clients.tokens import DISCHARGE, RawCaveat, Token
 
 try:  # the C function behind hmac.digest, without its Python wrapper (a third of a short HMAC)
@@ -91,11 +88,16 @@ def final_signature(sig: bytes, caveats: Sequence[RawCaveat]) -> bytes:
 
 def seal_caveat_key(sig: bytes, caveat_key: bytes) -> bytes:
     """The vid of a third-party caveat: the derived caveat key, boxed under the current sig."""
+    import nacl.secret  # here, not at the top: offline commands that never box start faster
+
     return bytes(nacl.secret.SecretBox(sig).encrypt(derive_key(caveat_key)))
 
 
 def open_caveat_key(sig: bytes, vid: bytes) -> bytes | None:
     """The derived caveat key from a vid, or None if the vid was not made under `sig`."""
+    import nacl.exceptions
+    import nacl.secret
+
     try:
         key = nacl.secret.SecretBox(sig).decrypt(vid)
     except (nacl.exceptions.CryptoError, ValueError, TypeError):

@@ -16,30 +16,12 @@ from collections.abc import Sequence
 import aiohttp
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential, wait_random
 
-from clients.errors import SableError
+from clients.errors import SableAPIError
+
+__all__ = ["AuthorityClient", "DischargerClient", "SableAPIError"]
 
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_RETRIES = 2
-_GATEWAY = (502, 503, 504)
-
-
-class SableAPIError(SableError):
-    """A service's answer was an error (its `code` and `message`), or it could not be reached
-    (code `unavailable`)."""
-
-    def __init__(self, status: int, code: str, message: str, *, sent: bool = True):
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.sent = sent  # False when the request never reached the server
-
-    def __str__(self) -> str:
-        return f"{self.code}: {self.message}"
-
-    def transient(self, idempotent: bool) -> bool:
-        if self.status in _GATEWAY:
-            return idempotent
-        return self.code == "unavailable" and (idempotent or not self.sent)
 
 
 def _why(e: BaseException) -> str:

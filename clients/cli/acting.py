@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from clients import caveats, offline, tokens
 from clients.cli.common import (
@@ -20,8 +21,11 @@ from clients.cli.common import (
     session_path,
     write_private,
 )
-from clients.sdk import AuthorityClient, SableAPIError
+from clients.errors import SableAPIError
 from clients.tickets import b64e
+
+if TYPE_CHECKING:
+    from clients.sdk import AuthorityClient
 
 _MARGIN = 30  # seconds: renew a cached credential this long before it expires
 
@@ -79,4 +83,5 @@ async def acting(org: str | None, need_org: bool = True) -> tuple[AuthorityClien
             entry.update(dt=offline.bind(entry["ut"], got["discharge"]), dt_expires=got["expires_at"])
         cache[key] = entry
         write_private(path, cache)
+    from clients.sdk import AuthorityClient
     return AuthorityClient(authority_url(), user_credential=f"{entry['ut']},{entry['dt']}"), org

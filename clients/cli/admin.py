@@ -11,7 +11,7 @@ from clients import caveats, tokens
 from clients.cli.acting import acting
 from clients.cli.common import EXIT_UNAVAILABLE, EXIT_USAGE, authority, discharger, emit, fail, handle_errors, run
 from clients.cli.holder import caveat_options, caveats_from
-from clients.sdk import SableAPIError
+from clients.errors import SableAPIError
 
 
 @click.group()
@@ -24,6 +24,7 @@ def org():
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
 def org_create(name, as_json):
+    """Create org NAME at the authority (admin)."""
     async def go():
         async with authority() as a:
             return await a.create_org(name)
@@ -35,6 +36,7 @@ def org_create(name, as_json):
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
 def org_list(as_json):
+    """List the authority's orgs (admin)."""
     async def go():
         async with authority() as a:
             return await a.list_orgs()
@@ -54,6 +56,7 @@ def user():
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
 def user_create(name, orgs, password_stdin, as_json):
+    """Create user NAME at the discharger, as a member of each --org (admin)."""
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
@@ -289,6 +292,3 @@ def token_revoke(token_ids, username, org, as_json):
             return [i for token_id in token_ids for i in await a.revoke_id(token_id)]
     out = run(go())
     emit({"revoked": out}, as_json, "\n".join(f"revoked {i}" for i in out) or "already revoked")
-
-
-COMMANDS = [org, user, token]

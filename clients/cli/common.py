@@ -3,19 +3,21 @@ file, and turning errors into a message on stderr and an exit code (SPEC §6).""
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from clients import caveats
-from clients.errors import BadRequest, ConfigError, MalformedToken, SableError
-from clients.sdk import AuthorityClient, DischargerClient, SableAPIError
+from clients.errors import BadRequest, ConfigError, MalformedToken, SableAPIError, SableError
+
+if TYPE_CHECKING:  # clients.sdk imports aiohttp (~0.25 s): only commands that call a service load it
+    from clients.sdk import AuthorityClient, DischargerClient
 
 EXIT_OK, EXIT_DENIED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3  # 3: retryable (SPEC §12)
 
@@ -60,6 +62,8 @@ def handle_errors(fn):
 
 
 def run(coro):
+    import asyncio  # here, not at the top: offline commands start without it
+
     return asyncio.run(coro)
 
 
@@ -114,10 +118,12 @@ def admin_token() -> str | None:
 
 
 def authority() -> AuthorityClient:
+    from clients.sdk import AuthorityClient
     return AuthorityClient(authority_url(), admin_token=admin_token())
 
 
 def discharger(url: str | None = None) -> DischargerClient:
+    from clients.sdk import DischargerClient
     return DischargerClient(url or discharger_url(), admin_token=admin_token())
 
 

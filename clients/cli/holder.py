@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
+import base64
 import json
 import os
 import re
-import socket
 import sys
 import time
-import webbrowser
 
 import click
 
@@ -29,9 +27,7 @@ from clients.cli.common import (
     session_path,
     write_private,
 )
-from clients.errors import CaveatError
-from clients.sdk import SableAPIError
-from clients.tickets import b64e
+from clients.errors import CaveatError, SableAPIError
 
 
 @click.command()
@@ -74,6 +70,10 @@ def _can_open_browser() -> bool:
 
 async def _device_login(open_browser: bool) -> tuple[str, dict]:
     """RFC 8628: show the URL and code, then poll until the user approves in a browser."""
+    import asyncio
+    import socket
+    import webbrowser
+
     async with discharger() as d:
         grant = await d.device_authorize(f"sable CLI on {socket.gethostname()}"[:64])
         click.echo(f"To sign in, open {grant['verification_uri']}\nand enter the code {grant['user_code']}\n"
@@ -101,11 +101,13 @@ async def _device_login(open_browser: bool) -> tuple[str, dict]:
 
 
 @click.command()
+@click.option("--json", "as_json", is_flag=True)
 @handle_errors
-def logout():
+def logout(as_json):
     """End the discharger session and forget it."""
     path = session_path()
     if not path.exists():
+        emit({"logged_out": False}, as_json)
         click.echo("not logged in", err=True)
         return
     data = load_session()
@@ -118,6 +120,7 @@ def logout():
         run(go())
     finally:
         path.unlink(missing_ok=True)
+    emit({"logged_out": True}, as_json)
     click.echo("logged out", err=True)
 
 
@@ -129,16 +132,18 @@ async def _bound_discharge(token: str) -> str:
         fail("the token must carry exactly one authentication caveat", EXIT_USAGE)
     data = load_session()
     async with discharger(data.get("discharger_url")) as d:
-        out = await d.discharge(data["session"], b64e(third[0].cid))
+        out = await d.discharge(data["session"], base64.urlsafe_b64encode(third[0].cid).decode().rstrip("="))
     return offline.bind(tok, out["discharge"])
 
 
 @click.command()
 @click.argument("token")
+@click.option("--json", "as_json", is_flag=True)
 @handle_errors
-def discharge(token):
+def discharge(token, as_json):
     """Print a discharge for TOKEN's authentication caveat, bound to TOKEN."""
-    click.echo(run(_bound_discharge(read_token(token))))
+    out = run(_bound_discharge(read_token(token)))
+    emit({"discharge": out}, as_json, out)
 
 
 @click.command()
@@ -196,13 +201,15 @@ def caveats_from(apps, actions, hosts, instances, expires_in, extra) -> list[str
 @click.command()
 @click.argument("token")
 @caveat_options
+@click.option("--json", "as_json", is_flag=True)
 @handle_errors
-def attenuate(token, **options):
+def attenuate(token, as_json, **options):
     """Print a narrower TOKEN (offline)."""
     added = caveats_from(**options)
     if not added:
         fail("give at least one caveat to add", EXIT_USAGE)
-    click.echo(offline.attenuate(read_token(token), added))
+    out = offline.attenuate(read_token(token), added)
+    emit({"token": out, "added": added}, as_json, out)
 
 
 @click.command()

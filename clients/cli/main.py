@@ -1,8 +1,10 @@
-"""The `sable` command line (SPEC §6).
+"""The `sable` command line (SPEC §6, §12).
 
-Holder and admin commands live in this package. The commands that run services
-(`authority`, `discharger`, `dev`, `dev-env`, `admin`, `db`) live in `server.cli` and are imported
-only when one of them is invoked, so the client side never loads server code.
+Every command is imported only when it runs: holder and admin commands from this package,
+the commands that run services (`authority`, `discharger`, `dev`, `dev-env`, `admin`, `db`)
+from `server.cli`. So the client side never loads server code, and offline commands
+(`inspect`, `attenuate`, `--help`, `--version`) start without aiohttp or the services.
+`tests/clients/test_cli_reference.py` checks the short help here against each command's own.
 """
 
 from __future__ import annotations
@@ -11,26 +13,41 @@ import importlib
 
 import click
 
-from clients.cli import admin, holder
-
-SERVER_COMMANDS = {  # name -> attribute of server.cli
-    "admin": "admin",
-    "db": "db",
-    "authority": "authority",
-    "dev": "dev",
-    "dev-env": "dev_env",
-    "discharger": "discharger",
+# name -> (module, attribute, the short help `sable --help` shows)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "admin": ("server.cli", "admin", "Admin credentials."),
+    "attenuate": ("clients.cli.holder", "attenuate", "Print a narrower TOKEN (offline)."),
+    "authority": ("server.cli", "authority", "The authority service."),
+    "db": ("server.cli", "db", "A service's database: schema status and upgrades."),
+    "dev": ("server.cli", "dev", "Run both services locally (SQLite under the data dir, or..."),
+    "dev-env": ("server.cli", "dev_env", "Print shell exports for talking to `sable dev`: eval..."),
+    "discharge": ("clients.cli.holder", "discharge", "Print a discharge for TOKEN's authentication caveat,..."),
+    "discharger": ("server.cli", "discharger", "The discharger service."),
+    "inspect": ("clients.cli.holder", "inspect", "Show what TOKEN says about itself (offline JSON, never a..."),
+    "login": ("clients.cli.holder", "login", "Log in to the discharger and keep the session (mode 0600)."),
+    "logout": ("clients.cli.holder", "logout", "End the discharger session and forget it."),
+    "org": ("clients.cli.admin", "org", "Orgs (admin)."),
+    "revoke": ("clients.cli.holder", "revoke", "Revoke TOKEN by value: the whole token, or only this..."),
+    "strip": ("clients.cli.holder", "strip", "Trade a permission token (plus a fresh discharge) for a..."),
+    "token": ("clients.cli.admin", "token", "Permission tokens: with SABLE_ADMIN_TOKEN as the admin,..."),
+    "user": ("clients.cli.admin", "user", "Users at the discharger (admin)."),
+    "verify": ("clients.cli.holder", "verify", "Ask the authority whether TOKEN (and its discharges)..."),
 }
 
 
 class Sable(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*super().list_commands(ctx), *SERVER_COMMANDS})
+        return sorted(COMMANDS)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name in SERVER_COMMANDS:
-            return getattr(importlib.import_module("server.cli"), SERVER_COMMANDS[name])
-        return super().get_command(ctx, name)
+        if name not in COMMANDS:
+            return None
+        module, attribute, _ = COMMANDS[name]
+        return getattr(importlib.import_module(module), attribute)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, short) for name, (_, _, short) in sorted(COMMANDS.items())])
 
 
 @click.group(cls=Sable, context_settings={"help_option_names": ["-h", "--help"]})
@@ -40,13 +57,9 @@ def main():
 
     Settings come from SABLE_AUTHORITY_URL, SABLE_DISCHARGER_URL and SABLE_ADMIN_TOKEN.
     Token arguments take the token itself, - for stdin, or @FILE.
-    Exit codes: 0 success, 1 denied or failed, 2 usage or input error.
+    Exit codes: 0 success, 1 denied or failed, 2 usage or input error, 3 a service unreachable
+    or unavailable (worth retrying).
     """
-
-
-for command in [*admin.COMMANDS, holder.login, holder.logout, holder.discharge, holder.strip,
-                holder.attenuate, holder.inspect, holder.verify, holder.revoke]:
-    main.add_command(command)
 
 
 if __name__ == "__main__":
