@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import structlog
@@ -46,19 +47,23 @@ def _loopback(host: str) -> bool:
         return False
 
 
-async def fetch(url: str, attempts: int = 1, timeout: float = 5.0) -> TrustedDischarger:
+async def fetch(url: str, attempts: int = 1, timeout: float = 5.0,
+                progress: Callable[[str], None] | None = None) -> TrustedDischarger:
     """The discharger's keys from its /v1/info, retried (1 s apart) so services can start in
-    any order."""
+    any order; `progress` hears about the wait (the CLI prints it on stderr)."""
     from clients.sdk import DischargerClient, SableAPIError
 
     check_url(url)
     for attempt in range(attempts):
         try:
-            async with DischargerClient(url, timeout=timeout) as d:
+            async with DischargerClient(url, timeout=timeout, retries=0) as d:
                 return discharger_from_info(await d.info())
         except SableAPIError as e:
             if attempt == attempts - 1:
                 raise ConfigError(f"cannot get the discharger's keys from {url}/v1/info: {e.message}") from None
+            if progress is not None and attempt % 5 == 0:
+                progress(f"waiting for the discharger at {url} ({e.message}); "
+                         f"trying for {attempts - attempt - 1} s more")
             await asyncio.sleep(1)
     raise AssertionError("unreachable")
 

@@ -80,7 +80,8 @@ def authority_serve(config_path, tls_cert, tls_key, log_level, workers, trusted_
 
     async def main():
         if config.discharger_url:  # refreshed every 60 s once running
-            config.dischargers = [await fetch(config.discharger_url, attempts=30)]
+            config.dischargers = [await fetch(config.discharger_url, attempts=30,
+                                              progress=lambda m: click.echo(f"sable: {m}", err=True))]
         if not config.dischargers:
             click.echo("sable: warning: no discharger configured; minting is disabled", err=True)
         await serve([(create_app(config), config.host, config.port, tls)],

@@ -263,3 +263,17 @@ def test_dev_env_works_from_another_folder_and_fails_visibly(dev, tmp_path):
     env = {**os.environ, "XDG_CONFIG_HOME": str(dev["config_home"])}
     r = subprocess.run([SABLE, "dev-env"], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=30)
     assert r.returncode == 0 and f"SABLE_AUTHORITY_URL={dev['a']}" in r.stdout
+
+
+def test_waiting_for_a_discharger_is_said_on_stderr(tmp_path):
+    d_url = f"http://127.0.0.1:{free_port()}"  # nothing there yet
+    env = {**os.environ, "SABLE_MASTER_KEY": "44" * 32}
+    proc = subprocess.Popen([SABLE, "authority", "serve", "--port", str(free_port()), "--data-dir", str(tmp_path),
+                             "--discharger", d_url], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        line = proc.stderr.readline()
+        assert f"waiting for the discharger at {d_url}" in line and "connection refused" in line
+    finally:
+        proc.kill()
+        proc.wait()
