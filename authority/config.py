@@ -35,6 +35,7 @@ class AuthorityConfig:
     flush_interval: float = 1.0  # how often last-used times and denial audits are written
     admin_token: str | None = None
     trusted_proxies: tuple[str, ...] = ()  # peers whose X-Forwarded-For/-Proto are believed
+    workers: int = 1  # processes sharing the port (SO_REUSEPORT)
 
 
 def discharger_from_info(info: dict) -> TrustedDischarger:
@@ -54,14 +55,14 @@ def discharger_from_info(info: dict) -> TrustedDischarger:
 
 KEYS = frozenset({"host", "port", "public_url", "data_dir", "database", "db", "master_key_file", "ticket_ttl",
                   "revoke_per_minute", "key_cache_size", "discharger", "dischargers", "tls_cert", "tls_key",
-                  "trusted_proxy"})
+                  "trusted_proxy", "workers"})
 
 
 def load(config_path: str | None = None, **flags) -> AuthorityConfig:
     """Settings from flags, then the TOML file, then defaults. When the discharger is given by
     URL, `dischargers` stays empty until its keys are fetched (authority.dischargers)."""
     section = read_toml(config_path, "authority", KEYS)
-    pick = picker(flags, section)
+    pick = picker(flags, section, "SABLE_AUTHORITY_")
 
     data_dir = pick("data_dir", "./var")
     host, port = pick("host", "127.0.0.1"), int(pick("port", 8700))
@@ -79,7 +80,10 @@ def load(config_path: str | None = None, **flags) -> AuthorityConfig:
         key_cache_size=int(pick("key_cache_size", 100_000)),
         admin_token=os.environ.get("SABLE_ADMIN_TOKEN") or None,
         trusted_proxies=tuple([tp] if isinstance(tp := pick("trusted_proxy") or (), str) else tp),
+        workers=int(pick("workers", 1)),
     )
+    if not 1 <= config.workers <= 64:
+        raise ConfigError("workers must be from 1 to 64")
     if not 1 <= config.ticket_ttl <= 300:
         raise ConfigError("ticket_ttl must be from 1 to 300 seconds")
     config.discharger_url = pick("discharger")

@@ -45,7 +45,7 @@ KEYS = frozenset({"host", "port", "public_url", "data_dir", "database", "db", "m
 def load(config_path: str | None = None, **flags) -> DischargerConfig:
     """Settings from flags, then the TOML file (a [discharger] table or top level), then defaults."""
     section = read_toml(config_path, "discharger", KEYS)
-    pick = picker(flags, section)
+    pick = picker(flags, section, "SABLE_DISCHARGER_")
 
     data_dir = pick("data_dir", "./var")
     host, port = pick("host", "127.0.0.1"), int(pick("port", 8701))

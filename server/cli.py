@@ -54,8 +54,9 @@ def authority():
 @click.option("--discharger", help="URL of the discharger to trust (https, or a loopback address); its keys "
                                    "come from its /v1/info, refreshed every 60 s.")
 @click.option("--master-key-file", type=click.Path(dir_okay=False), help="Else SABLE_MASTER_KEY is used.")
-@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="Worker processes sharing the port (SO_REUSEPORT) and the database.")
+@click.option("--workers", type=click.IntRange(1, 64),
+              help="Worker processes sharing the port (SO_REUSEPORT) and the database (default 1; TOML "
+                   "`workers`, env SABLE_AUTHORITY_WORKERS).")
 @click.option("--trusted-proxy", multiple=True, metavar="CIDR",
               help="A reverse proxy whose X-Forwarded-For names the client and whose X-Forwarded-Proto sets the "
                    "scheme for cookies. Repeatable; TOML `trusted_proxy`.")
@@ -68,7 +69,9 @@ def authority_serve(config_path, tls_cert, tls_key, log_level, workers, trusted_
     from server.http import parse_networks
 
     configure_logging(log_level)
-    config = load(config_path, tls_cert=tls_cert, trusted_proxy=list(trusted_proxy) or None, **flags)
+    config = load(config_path, tls_cert=tls_cert, trusted_proxy=list(trusted_proxy) or None, workers=workers,
+                  **flags)
+    workers = config.workers
     try:
         parse_networks(config.trusted_proxies)
     except ValueError as e:

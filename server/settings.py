@@ -59,8 +59,22 @@ def database(flags: dict, section: dict, data_dir: str, name: str) -> str:
             or section.get("db") or str(Path(data_dir) / f"{name}.db"))
 
 
-def picker(flags: dict, section: dict) -> Callable[..., Any]:
+def picker(flags: dict, section: dict, env_prefix: str | None = None) -> Callable[..., Any]:
+    """`pick(name, default)`: the flag, else the environment variable `<env_prefix><NAME>`
+    (e.g. SABLE_AUTHORITY_PUBLIC_URL; a list as comma-separated values), else the TOML key,
+    else the default. Every setting thus has all three (SPEC §12)."""
+    import os
+
     def pick(name: str, default: Any = None) -> Any:
         value = flags.get(name)
-        return value if value is not None else section.get(name, default)
+        if value is not None:
+            return value
+        if env_prefix is not None:
+            env = os.environ.get(f"{env_prefix}{name.upper()}")
+            if env:
+                return [v.strip() for v in env.split(",") if v.strip()] if name in LIST_SETTINGS else env
+        return section.get(name, default)
     return pick
+
+
+LIST_SETTINGS = frozenset({"authority_url", "trusted_proxy"})

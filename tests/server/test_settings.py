@@ -103,3 +103,27 @@ def test_the_example_config_is_accepted_by_both_services():
     example = str(Path(__file__).resolve().parents[2] / "deploy" / "sable.toml.example")
     assert read_toml(example, "authority", AUTHORITY_KEYS)["port"] == 8700
     assert read_toml(example, "discharger", DISCHARGER_KEYS)["port"] == 8701
+
+
+def test_every_setting_has_flag_env_and_toml(tmp_path, monkeypatch):
+    from authority.config import load as load_authority
+    from discharger.config import load as load_discharger
+
+    path = tmp_path / "sable.toml"
+    path.write_text('[authority]\npublic_url = "https://from-toml"\nworkers = 3\nport = 9000\n'
+                    '[discharger]\ntrusted_proxy = "10.0.0.1"\n')
+    monkeypatch.setenv("SABLE_MASTER_KEY", "44" * 32)
+    config = load_authority(str(path))
+    assert (config.public_url, config.workers, config.port) == ("https://from-toml", 3, 9000)
+    monkeypatch.setenv("SABLE_AUTHORITY_PUBLIC_URL", "https://from-env")
+    monkeypatch.setenv("SABLE_AUTHORITY_WORKERS", "2")
+    config = load_authority(str(path))
+    assert (config.public_url, config.workers) == ("https://from-env", 2)  # env over TOML
+    config = load_authority(str(path), public_url="https://from-flag")
+    assert config.public_url == "https://from-flag"  # a flag over both
+    assert load_discharger(str(path)).trusted_proxies == ("10.0.0.1",)
+    monkeypatch.setenv("SABLE_DISCHARGER_TRUSTED_PROXY", "10.0.0.2, 10.0.0.3")
+    assert load_discharger(str(path)).trusted_proxies == ("10.0.0.2", "10.0.0.3")
+    monkeypatch.setenv("SABLE_AUTHORITY_WORKERS", "99")
+    with pytest.raises(ConfigError, match="workers"):
+        load_authority(str(path))
