@@ -127,3 +127,17 @@ def test_every_setting_has_flag_env_and_toml(tmp_path, monkeypatch):
     monkeypatch.setenv("SABLE_AUTHORITY_WORKERS", "99")
     with pytest.raises(ConfigError, match="workers"):
         load_authority(str(path))
+
+
+def test_the_constraints_pin_every_runtime_dependency():
+    import re
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    declared = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    pinned = {line.split("==")[0] for line in (root / "deploy" / "constraints.txt").read_text().splitlines()
+              if line and not line.startswith("#")}
+    for requirement in declared:
+        name = re.match(r"[A-Za-z0-9_.\-]+", requirement).group(0).lower().replace("_", "-")
+        assert name in pinned, f"{name} is not pinned in deploy/constraints.txt"
