@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import secrets
 import sys
 import time
@@ -375,13 +376,7 @@ def admin():
     """Admin credentials."""
 
 
-@admin.command("create")
-@click.option("--data-dir", type=click.Path(file_okay=False), help="Register in the databases found here.")
-@click.option("--authority-db", type=click.Path(dir_okay=False))
-@click.option("--discharger-db", type=click.Path(dir_okay=False))
-@handle_errors
-def admin_create(data_dir, authority_db, discharger_db):
-    """Print a new admin credential, registered (hashed) in the given service databases."""
+def _admin_targets(data_dir, authority_db, discharger_db) -> list:
     from authority.store import open_store as authority_store
     from discharger.store import open_store as discharger_store
 
@@ -396,6 +391,30 @@ def admin_create(data_dir, authority_db, discharger_db):
         targets.append((discharger_store, discharger_db))
     if not targets:
         fail("name a database: --data-dir, --authority-db or --discharger-db", EXIT_USAGE)
+    return targets
+
+
+def _admin_id(digest: bytes) -> str:
+    """How a credential is named in listings: the start of its digest, never the secret."""
+    return digest.hex()[:12]
+
+
+def _database_options(fn):
+    for opt in reversed([
+        click.option("--data-dir", type=click.Path(file_okay=False), help="The databases found here."),
+        click.option("--authority-db", metavar="PATH|URL"),
+        click.option("--discharger-db", metavar="PATH|URL"),
+    ]):
+        fn = opt(fn)
+    return fn
+
+
+@admin.command("create")
+@_database_options
+@handle_errors
+def admin_create(data_dir, authority_db, discharger_db):
+    """Print a new admin credential, registered (hashed) in the given service databases."""
+    targets = _admin_targets(data_dir, authority_db, discharger_db)
     credential = tokens.encode(tokens.ADMIN, nacl.utils.random(32))
 
     async def go():
@@ -407,7 +426,58 @@ def admin_create(data_dir, authority_db, discharger_db):
                 await store.close()
     asyncio.run(go())
     click.echo(credential)
-    click.echo(f"registered in {', '.join(p for _, p in targets)}", err=True)
+    click.echo(f"registered as {_admin_id(tokens.secret_digest(credential))} in {', '.join(p for _, p in targets)}",
+               err=True)
+
+
+@admin.command("list")
+@_database_options
+@handle_errors
+def admin_list(data_dir, authority_db, discharger_db):
+    """List the admin credentials registered in the databases, by id (the start of their digest)."""
+    from clients.caveats import format_time
+
+    async def go():
+        rows = []
+        for opener, path in _admin_targets(data_dir, authority_db, discharger_db):
+            store = await opener(path)
+            try:
+                rows += [(path, digest, at) for digest, at in await store.list_admins()]
+            finally:
+                await store.close()
+        return rows
+    for path, digest, at in asyncio.run(go()):
+        click.echo(f"{_admin_id(digest)}  {format_time(at)}  {path}")
+
+
+@admin.command("revoke")
+@click.argument("admin_id")
+@_database_options
+@handle_errors
+def admin_revoke(admin_id, data_dir, authority_db, discharger_db):
+    """Remove the admin credential ADMIN_ID (from `sable admin list`) from the databases."""
+    if not re.fullmatch(r"[0-9a-f]{8,64}", admin_id):
+        fail("ADMIN_ID is the hex id `sable admin list` shows (at least 8 characters)", EXIT_USAGE)
+
+    async def go():
+        removed = []
+        for opener, path in _admin_targets(data_dir, authority_db, discharger_db):
+            store = await opener(path)
+            try:
+                matches = [d for d, _ in await store.list_admins() if d.hex().startswith(admin_id)]
+                if len(matches) > 1:
+                    fail(f"{admin_id} names {len(matches)} credentials in {path}: give more of it", EXIT_USAGE)
+                if matches and await store.remove_admin(matches[0]):
+                    removed.append(path)
+            finally:
+                await store.close()
+        return removed
+    removed = asyncio.run(go())
+    if not removed:
+        fail(f"no admin credential {admin_id}")
+    click.echo(f"removed admin {admin_id} from {', '.join(removed)}")
+    click.echo("a credential given to a service in SABLE_ADMIN_TOKEN is registered again at its next start: "
+               "remove it from the service's environment too", err=True)
 
 
 @click.group()

@@ -378,6 +378,13 @@ class PgDatabase:
         async with self._tx() as c:
             await c.execute("INSERT INTO admins (hash, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING", digest, now)
 
+    async def list_admins(self) -> list[tuple[bytes, int]]:
+        return [(bytes(r[0]), r[1]) for r in await self._all("SELECT hash, created_at FROM admins ORDER BY created_at")]
+
+    async def remove_admin(self, digest: bytes) -> bool:
+        async with self._tx() as c:
+            return await c.fetchval("DELETE FROM admins WHERE hash = $1 RETURNING 1", digest) is not None
+
     async def is_admin(self, credential: str | None) -> bool:
         if not credential or not credential.startswith(ADMIN):
             return False

@@ -319,6 +319,14 @@ class Database:
             c.execute("INSERT OR IGNORE INTO admins (hash, created_at) VALUES (?, ?)", (digest, now))
         await self._tx(run)
 
+    async def list_admins(self) -> list[tuple[bytes, int]]:
+        return [(bytes(r[0]), r[1]) for r in await self._all("SELECT hash, created_at FROM admins ORDER BY created_at")]
+
+    async def remove_admin(self, digest: bytes) -> bool:
+        def run(c: sqlite3.Connection) -> bool:
+            return c.execute("DELETE FROM admins WHERE hash = ?", (digest,)).rowcount == 1
+        return await self._tx(run)
+
     async def is_admin(self, credential: str | None) -> bool:
         """Whether this is a registered admin credential (`sable_adm_...`), compared by digest."""
         if not credential or not credential.startswith(ADMIN):

@@ -66,3 +66,37 @@ def test_bad_locations_are_clear_errors(args):
     r = run("db", "status", *args)
     assert r.exit_code != 0 and "Traceback" not in r.output
     assert "pw-123" not in r.output
+
+
+def test_admin_create_list_revoke(tmp_path):
+    import asyncio as aio
+
+    from clients import tokens as tk
+
+    async def make():
+        for opener, name in ((authority_store, "authority.db"), (discharger_store, "discharger.db")):
+            store = await opener(str(tmp_path / name))
+            await store.close()
+    aio.run(make())
+    r = run("admin", "create", "--data-dir", str(tmp_path))
+    assert r.exit_code == 0, r.output
+    credential = r.stdout.strip().splitlines()[0]
+    admin_id = tk.secret_digest(credential).hex()[:12]
+    r = run("admin", "list", "--data-dir", str(tmp_path))
+    assert r.output.count(admin_id) == 2 and credential not in r.output  # in both databases, by id only
+
+    async def accepted() -> list[bool]:
+        out = []
+        for opener, name in ((authority_store, "authority.db"), (discharger_store, "discharger.db")):
+            store = await opener(str(tmp_path / name))
+            out.append(await store.is_admin(credential))
+            await store.close()
+        return out
+    assert aio.run(accepted()) == [True, True]
+    r = run("admin", "revoke", admin_id[:10], "--authority-db", str(tmp_path / "authority.db"))
+    assert r.exit_code == 0 and "removed admin" in r.output
+    assert aio.run(accepted()) == [False, True]  # only where it was revoked
+    r = run("admin", "revoke", admin_id, "--authority-db", str(tmp_path / "authority.db"))
+    assert r.exit_code == 1
+    r = run("admin", "revoke", "xyz", "--data-dir", str(tmp_path))
+    assert r.exit_code == 2
