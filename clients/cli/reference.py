@@ -19,7 +19,11 @@ service unreachable or unavailable (worth retrying).
 
 
 def _sections(command: click.Command, path: list[str]) -> list[str]:
-    ctx = click.Context(command, info_name=" ".join(path), terminal_width=100, max_content_width=100)
+    # The help option names `sable` gives every command (-h and --help), set here as well: click
+    # caches a command's help option from the first context it sees, so leaving them to chance
+    # made the text depend on which command ran first in the process.
+    ctx = click.Context(command, info_name=" ".join(path), terminal_width=100, max_content_width=100,
+                        help_option_names=["-h", "--help"])
     out = [f"## `{' '.join(path)}`\n\n```\n{command.get_help(ctx)}\n```\n"]
     if isinstance(command, click.Group):
         for name in command.list_commands(ctx):

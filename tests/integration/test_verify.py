@@ -81,10 +81,14 @@ async def test_time_caveats(authority):
 
 
 async def test_mint_expires_in_is_enforced(authority):
-    pt = await authority.mint(expires_in=1)
+    # Whole seconds: `expires now+2` leaves 1-2 s of life, enough for a slow machine to verify once
+    # (with 1 s it could be gone before the first verify: a flaky failure seen in CI).
+    pt = await authority.mint(expires_in=2)
+    expires_at = caveats.parse_time(next(c.cid.decode()[8:] for c in tokens.parse(pt).caveats
+                                         if c.cid.startswith(b"expires ")))
     dt = authority.discharger.discharge(pt)
     assert await authority.allowed([pt, dt])
-    time.sleep(1.1)  # wall clock: the authority's clock decides, with no leeway
+    time.sleep(max(0.0, expires_at - time.time()) + 0.1)  # wall clock: the authority's clock decides, no leeway
     status, body = await authority.verify([pt, dt])
     assert status == 403 and "expired" in body["message"]
 
