@@ -27,8 +27,8 @@ class Discharger:
         self.store = store
         self.keys = keys
         self.hasher = hasher
-        self.users = Users(store, hasher)
         self.sessions = Sessions(config, store, hasher, keys.master)
+        self.users = Users(store, hasher, self.sessions.forget_failures)
         self.discharges = Discharges(config, store, keys)
         self.browser = BrowserSessions(config, store, self.sessions, keys.master)
         self.device = DeviceLogins(store, self.sessions, keys.master.pseudonym)

@@ -42,6 +42,10 @@ class Sessions:
              (address, self.config.address_failures)], now, window)
         return (None if wait is None else max(1, int(wait) + 1)), address, now
 
+    async def forget_failures(self, username: str) -> None:
+        """Start this username's failed-login count again (a user was just created with it)."""
+        await self.store.clear_login_failures(f"user:{self._pseudonym(username)}")
+
     async def authenticate(self, creds: Credentials, caller: Caller) -> str:
         """The username, if the password is right and the user enabled; RateLimited (429) or
         Unauthorized (401, the same for an unknown user and a wrong password) otherwise. Each

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 
 from clients.errors import Conflict, NotFound
 from discharger.model import Membership, NewUser
@@ -12,9 +13,11 @@ from server.audit import Caller
 
 
 class Users:
-    def __init__(self, store: DischargerStore, hasher: Hasher):
+    def __init__(self, store: DischargerStore, hasher: Hasher,
+                 clear_failures: Callable[[str], Awaitable[None]] | None = None):
         self.store = store
         self.hasher = hasher
+        self.clear_failures = clear_failures
 
     async def create(self, new: NewUser, caller: Caller) -> Membership:
         digest = await self.hasher.hash(new.password)  # Busy: 429
@@ -22,6 +25,10 @@ class Users:
         if not await self.store.create_user(new.username, digest, new.roles, int(time.time()), audit):
             raise Conflict(f"user {new.username!r} already exists")
         audit.emit()
+        if self.clear_failures is not None:
+            # Failed logins against the name before it existed (probes, typos) do not lock the
+            # new user out: their count starts at zero. The per-address count stays.
+            await self.clear_failures(new.username)
         return Membership(new.username, new.roles)
 
     async def set_orgs(self, membership: Membership, caller: Caller) -> Membership:

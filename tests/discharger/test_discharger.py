@@ -246,3 +246,14 @@ async def test_failed_login_never_records_a_pasted_secret(real_discharger):
     from discharger.app import DISCHARGER
     rows = [(r.user,) for r in await env.client.app[DISCHARGER].store.audit_rows("login")]
     assert rows == [("<unknown>",)]
+
+
+async def test_failures_before_a_user_existed_do_not_lock_them_out(real_discharger):
+    env = real_discharger
+    for _ in range(5):  # someone probes the name before the account exists
+        status, _, _ = await env.post("/v1/sessions", {"username": "newcomer", "password": "nope nope"})
+        assert status == 401
+    status, _, _ = await env.post("/v1/sessions", {"username": "newcomer", "password": "nope nope"})
+    assert status == 429
+    await env.user("newcomer")
+    assert (await env.login("newcomer")).startswith(tokens.SESSION)
