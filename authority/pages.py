@@ -15,7 +15,7 @@ from authority.selfservice import Member
 from authority.service import Authority
 from clients import caveats
 from clients.caveats import NAME_RE, format_time
-from clients.errors import BadRequest, CaveatError, Denied, NotFound
+from clients.errors import BadRequest, Denied, NotFound
 from server.audit import Caller
 from server.browser import Pages, check_csrf, css, page_errors, read_form
 from server.http import REQUEST_ID, client_address
@@ -54,6 +54,17 @@ async def _signed_in(request: web.Request, org: str) -> tuple[Member, str] | Non
     if member is None or member.org != org or cookie is None:
         return None
     return member, cookie
+
+
+async def _signed_in_form(request: web.Request) -> tuple[str, Member, str, dict]:
+    """For a form posted to an org's console: (org, member, cookie, fields), after the sign-in
+    and CSRF checks (403 otherwise)."""
+    org = _org(request)
+    signed_in = await _signed_in(request, org)
+    if signed_in is None:
+        raise Denied("sign in to this org's console first")
+    member, cookie = signed_in
+    return org, member, cookie, await _form(request, cookie)
 
 
 async def _form(request: web.Request, cookie: str) -> dict:
@@ -127,35 +138,21 @@ async def callback(request: web.Request) -> web.Response:
 @routes.post("/console/orgs/{org}/tokens")
 @page
 async def create(request: web.Request) -> web.Response:
-    org = _org(request)
-    signed_in = await _signed_in(request, org)
-    if signed_in is None:
-        raise Denied("sign in to this org's console first")
-    member, cookie = signed_in
-    form = await _form(request, cookie)
+    org, member, cookie, form = await _signed_in_form(request)
     name = form.get("name", "").strip() or None
-    given = []
-    for field, caveat in (("apps", "apps"), ("actions", "actions")):
-        value = form.get(field, "").replace(" ", "")
-        if value:
-            given.append(f"{caveat} {value}")
+    if name is not None and (len(name) > 128 or any(ord(ch) < 0x20 for ch in name)):
+        return await _render(request, member, cookie, 400, error="Name must be at most 128 printable characters")
+    given = [f"{field} {value}" for field in ("apps", "actions") if (value := form.get(field, "").replace(" ", ""))]
     expires_in = None
     if form.get("expires_in", "").strip():
         expires_in = caveats.parse_duration(form["expires_in"])
         if expires_in is None:
             return await _render(request, member, cookie, 400,
                                  error="Expires in must be a duration like 90s, 15m, 12h or 30d")
-    try:
-        for text in given:
-            caveats.parse_strict(text)
-        if name is not None and (len(name) > 128 or any(ord(ch) < 0x20 for ch in name)):
-            raise BadRequest("Name must be at most 128 printable characters")
-    except (CaveatError, BadRequest) as e:
-        return await _render(request, member, cookie, 400, error=str(e))
     a: Authority = request.app[AUTHORITY]
-    try:
+    try:  # minting checks the caveats and the lifetime, as for the JSON API
         minted = await a.selfservice.mint(member, MintRequest(org, tuple(given), name, expires_in), _caller(request))
-    except BadRequest as e:
+    except BadRequest as e:  # CaveatError included
         return await _render(request, member, cookie, 400, error=e.message)
     return await _render(request, member, cookie, new_token=minted.token, new_name=name)
 
@@ -163,12 +160,7 @@ async def create(request: web.Request) -> web.Response:
 @routes.post("/console/orgs/{org}/tokens/{id}/revoke")
 @page
 async def revoke(request: web.Request) -> web.Response:
-    org = _org(request)
-    signed_in = await _signed_in(request, org)
-    if signed_in is None:
-        raise Denied("sign in to this org's console first")
-    member, cookie = signed_in
-    await _form(request, cookie)
+    org, member, _, _ = await _signed_in_form(request)
     token_id = request.match_info["id"]
     if not _TOKEN_ID.fullmatch(token_id):
         raise NotFound("no token with that id")

@@ -14,9 +14,9 @@ import asyncio
 import contextlib
 import json
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -27,7 +27,6 @@ from server.audit import AuditRecord
 from server.sqlite import AuditRow, StoreError
 
 T = TypeVar("T")
-R = TypeVar("R")
 log = structlog.get_logger("sable.postgres")
 
 QUERY_TIMEOUT = 3.0  # seconds: with the pool wait below, a request learns of an outage in < 5 s
@@ -94,59 +93,6 @@ UNREACHABLE = (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError, a
 
 async def _no_reset(conn: asyncpg.Connection) -> None:
     """Sable sets no session state, so the pool's reset round trip (and its UNLISTEN) is skipped."""
-
-
-class GroupCall(Generic[T, R]):
-    """Group commit for one kind of write: calls that arrive while a batch is running wait
-    and then run together, as `run(items)` (one statement, so one transaction and one durable
-    commit) returning one result per item. A busy authority makes one round trip and one WAL
-    flush per batch instead of per request.
-
-    If a batch fails for any reason but the database being unreachable, its items run again
-    one at a time, so only the bad one fails; unreachable fails them all at once (503).
-    """
-
-    def __init__(self, run: Callable[[list[T]], Awaitable[list[R]]], limit: int = 64):
-        self._run = run
-        self._limit = limit
-        self._queue: list[tuple[T, asyncio.Future]] = []
-        self._task: asyncio.Task | None = None
-
-    async def __call__(self, item: T) -> R:
-        future = asyncio.get_running_loop().create_future()
-        self._queue.append((item, future))
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._drain())
-        return await future
-
-    async def _drain(self) -> None:
-        while self._queue:
-            batch, self._queue = self._queue[: self._limit], self._queue[self._limit:]
-            try:
-                results = await self._run([item for item, _ in batch])
-            except StoreError as e:
-                for _, future in batch:
-                    _fail(future, e)
-                continue
-            except Exception:
-                for item, future in batch:
-                    try:
-                        _settle(future, (await self._run([item]))[0])
-                    except Exception as e:
-                        _fail(future, e)
-                continue
-            for (_, future), result in zip(batch, results):
-                _settle(future, result)
-
-
-def _settle(future: asyncio.Future, result: Any) -> None:
-    if not future.done():  # its caller may have been cancelled; the write stands regardless
-        future.set_result(result)
-
-
-def _fail(future: asyncio.Future, error: BaseException) -> None:
-    if not future.done():
-        future.set_exception(error)
 
 
 @dataclass

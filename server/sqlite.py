@@ -25,6 +25,7 @@ import aiosqlite
 from clients.errors import Unavailable
 from clients.tokens import ADMIN, secret_digest
 from server.audit import AuditRecord
+from server.groupcommit import GroupCall
 
 T = TypeVar("T")
 
@@ -64,11 +65,6 @@ class AuditRow:
     org: str | None
     user: str | None
     detail: dict | None
-
-
-def _settle(future: asyncio.Future, result: Any) -> None:
-    if not future.done():  # its caller may have been cancelled; the write stands regardless
-        future.set_result(result)
 
 
 def _statements(script: str) -> list[str]:
@@ -112,8 +108,7 @@ class Database:
         self._w = writer
         self._pool = pool  # one thread: the writer connection is only ever used from it
         self._r = reader
-        self._queue: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future]] = []
-        self._writer_task: asyncio.Task | None = None
+        self._writes: GroupCall[Callable[[sqlite3.Connection], Any], Any] = GroupCall(self._run_batch)
 
     @classmethod
     def schema_version(cls) -> int:
@@ -211,8 +206,7 @@ class Database:
         return False
 
     async def close(self) -> None:
-        if self._writer_task is not None:
-            await asyncio.shield(self._writer_task)
+        await self._writes.drained()
         await self._r.close()
         await asyncio.get_running_loop().run_in_executor(self._pool, self._w.close)
         self._pool.shutdown()
@@ -227,28 +221,7 @@ class Database:
         next transaction runs them all, so one fsync serves many writers. If one of them raises,
         the batch is rolled back and each is run again on its own, so only that one fails.
         """
-        future = asyncio.get_running_loop().create_future()
-        self._queue.append((fn, future))
-        if self._writer_task is None or self._writer_task.done():
-            self._writer_task = asyncio.create_task(self._drain())
-        return await future
-
-    async def _drain(self) -> None:
-        while self._queue:
-            batch, self._queue = self._queue, []
-            try:
-                results = await self._run_batch([fn for fn, _ in batch])
-            except Exception:
-                for fn, future in batch:  # isolate the failure: one transaction each
-                    try:
-                        (result,) = await self._run_batch([fn])
-                        _settle(future, result)
-                    except Exception as e:
-                        if not future.done():
-                            future.set_exception(e)
-                continue
-            for (_, future), result in zip(batch, results):
-                _settle(future, result)
+        return await self._writes(fn)
 
     async def _run_batch(self, fns: list[Callable[[sqlite3.Connection], Any]]) -> list:
         return await asyncio.get_running_loop().run_in_executor(self._pool, self._batch_sync, fns)

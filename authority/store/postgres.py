@@ -22,9 +22,10 @@ from typing import Any
 
 import asyncpg
 
-from authority.store import ConsoleSessionRow, OrgRow, RevocationRow, TokenRow
+from authority.store import ConsoleSessionRow, OrgRow, RevocationRow, StoreError, TokenRow
 from server.audit import AuditRecord
-from server.postgres import COMMON_V1, GroupCall, PgDatabase
+from server.groupcommit import GroupCall
+from server.postgres import COMMON_V1, PgDatabase
 
 FEED_CHANNEL = "sable_feed"
 _FEED_LOCK = 0x5AB1EFEED
@@ -193,7 +194,7 @@ class PostgresStore(PgDatabase):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         # Strips and mints are grouped: see GroupCall.
-        self._inserts = GroupCall(self._insert_batch)
+        self._inserts = GroupCall(self._insert_batch, limit=64, fail_all=(StoreError,))
 
     # --- orgs ----------------------------------------------------------------------------
 
@@ -220,15 +221,15 @@ class PostgresStore(PgDatabase):
         """insert_token() once per item, in one statement: one transaction, one commit."""
         # Parents in one order, so two batches (or a batch and `touch`) never lock in a cycle.
         order = sorted(range(len(items)), key=lambda i: items[i][0].parent or "")
-        cols: list[list] = [[] for _ in range(26)]
+        values: list[tuple] = []
         flat: list[bytes] = []
         for i in order:
             row, a, lineage = items[i]
-            values = (*_token_args(row), len(flat), len(lineage), a.at, a.event, a.outcome, a.request_id,
-                      a.client, a.token_id, a.parent, a.org, a.user, json.dumps(a.detail) if a.detail else None)
-            for col, value in zip(cols, values):
-                col.append(value)
+            values.append((*_token_args(row), len(flat), len(lineage), a.at, a.event, a.outcome, a.request_id,
+                           a.client, a.token_id, a.parent, a.org, a.user,
+                           json.dumps(a.detail) if a.detail else None))
             flat.extend(lineage)
+        cols = [list(col) for col in zip(*values)]  # one array per parameter of _INSERT_BATCH
         rows = await self._all(_INSERT_BATCH, *cols, flat)
         done = [False] * len(items)
         for i, r in zip(order, rows):
