@@ -57,11 +57,11 @@ class Cluster:
     def dsn(self, database: str) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
-    def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    def _run(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
         cmd = [str(self.bindir / args[0]), *args[1:]]
         if self._as_postgres:
             cmd = ["runuser", "-u", "postgres", "--", *cmd]
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=check)
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=check)
 
     def start(self) -> Cluster:
         if self._as_postgres:
@@ -76,7 +76,9 @@ class Cluster:
 
     def pg_ctl_start(self) -> None:
         opts = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c max_connections=300"
-        r = self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-o", opts, "start", check=False)
+        # Crash recovery after `-m immediate` took over 60 s once on a loaded 2-core machine.
+        r = self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "180", "-o", opts, "start",
+                      check=False, timeout=200)
         if r.returncode != 0:
             raise RuntimeError(f"PostgreSQL did not start: {r.stderr}\n{self.log_text()}")
 
