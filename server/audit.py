@@ -40,3 +40,18 @@ class Caller:
 
     def record(self, event: str, **fields) -> AuditRecord:
         return AuditRecord(event, client=self.client, request_id=self.request_id, **fields)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRow:
+    seq: int
+    at: float
+    event: str
+    outcome: str
+    request_id: str | None
+    client: str | None
+    token_id: str | None
+    parent: str | None
+    org: str | None
+    user: str | None
+    detail: dict | None

@@ -20,7 +20,7 @@ from clients import tokens
 from clients.cli.common import EXIT_USAGE, fail, handle_errors, write_private
 from clients.errors import Unavailable
 from clients.sdk import AuthorityClient, DischargerClient, SableAPIError
-from clients.tickets import b64d, b64e
+from clients.tickets import b64d
 from server.launcher import announce, is_worker, serve, supervise, tls_context
 from server.logs import configure_logging
 
@@ -219,16 +219,14 @@ DEV_ORG, DEV_USER = "acme", "alice"
 def _dev_master_key(data_dir: Path, service: str) -> bytes:
     """`<data-dir>/<service>.key`, made on first use; a 0.1.0 data dir's `master.key` is the
     authority's."""
-    from server.masterkey import load_master_key
+    from server.masterkey import create_key_file, load_master_key
 
     path = data_dir / f"{service}.key"
     legacy = data_dir / "master.key"
     if service == "authority" and not path.exists() and legacy.exists():
         os.rename(legacy, path)
     if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(b64e(nacl.utils.random(32)) + "\n")
+        create_key_file(path)
     return load_master_key(str(path))
 
 
@@ -373,7 +371,7 @@ def dev_env(data_dir):
 
 @click.group()
 def admin():
-    """Admin credentials."""
+    """Admin credentials and master keys."""
 
 
 def _admin_targets(data_dir, authority_db, discharger_db) -> list:
@@ -480,6 +478,85 @@ def admin_revoke(admin_id, data_dir, authority_db, discharger_db):
                "remove it from the service's environment too", err=True)
 
 
+@admin.command("rotate-master-key")
+@click.option("--service", type=click.Choice(("authority", "discharger")), required=True,
+              help="Whose master key (each service has its own).")
+@click.option("--new-key-file", required=True, type=click.Path(dir_okay=False),
+              help="The new key: read if the file exists (mode 0600), else made there.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="The service's TOML settings (for its database and key file).")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Where the database lives (default ./var).")
+@click.option("--db", metavar="PATH|URL", help="A SQLite file or a postgresql:// URL.")
+@click.option("--master-key-file", type=click.Path(dir_okay=False),
+              help="The current key, else SABLE_MASTER_KEY, as the service reads it.")
+@handle_errors
+def admin_rotate_master_key(service, new_key_file, config_path, **flags):
+    """Re-seal everything the service's master key seals (root keys, the user-token key,
+    discharger keys) with a new key, in one transaction. Stop every process of the service
+    first; then start them with the new key. Tokens keep verifying."""
+    from server.masterkey import AlreadyRotated, MasterKey, check_rotation, create_key_file, read_key_file, rotate
+    from server.postgres import is_url, redact
+
+    if service == "authority":
+        from authority.config import load as load_config
+        from authority.store import SEALED, open_store
+    else:
+        from discharger.config import load as load_config  # type: ignore[assignment]
+        from discharger.store import SEALED, open_store  # type: ignore[assignment]
+    config = load_config(config_path, **{k: v for k, v in flags.items() if v})
+    location = config.db_path
+    configure_logging("WARNING", sys.stderr)
+    if not is_url(location) and not Path(location).exists():
+        fail(f"no database file at {location}", EXIT_USAGE)
+    current = MasterKey(config.master_key)
+    new_key = read_key_file(new_key_file) if Path(new_key_file).exists() else None
+    if new_key == config.master_key:
+        fail("the new key is the current key", EXIT_USAGE)
+    started = time.monotonic()
+    shown: dict[str, float] = {}
+
+    def progress(table: str, done: int, total: int) -> None:
+        # Quiet for a pass under 5 s; then a line every 5 s, and each table's last.
+        now = time.monotonic()
+        if now - max(shown.get(table, 0.0), started) >= 5.0 or (done == total and table in shown):
+            shown[table] = now
+            click.echo(f"re-sealing {table}: {done}/{total} ({100 * done // total}%)", err=True)
+
+    async def go():
+        store = await open_store(location, migrate=False, role="tool")
+        try:
+            if await store.in_use():
+                fail(f"a running {service} has {redact(location)} open: stop every {service} process first"
+                     + ("" if is_url(location) else f" (if none runs, `sable db status --db {location}` clears "
+                        "what a crashed one left)"), EXIT_USAGE)
+            if (have := await store.stored_version()) != store.schema_version():
+                fail(f"{redact(location)} has schema version {have}, this build {store.schema_version()}: "
+                     "run `sable db upgrade` on it first", EXIT_USAGE)
+            await check_rotation(store, current, MasterKey(new_key) if new_key else None)
+            if new_key is None:  # made only now that the current key is known to be right
+                new = MasterKey(create_key_file(new_key_file))
+                click.echo(f"wrote a new master key to {new_key_file} (mode 0600)", err=True)
+            else:
+                new = MasterKey(new_key)
+            return await rotate(store, SEALED, current, new, progress)
+        finally:
+            await store.close()
+    try:
+        done = asyncio.run(go())
+    except AlreadyRotated as e:
+        click.echo(f"{e}: nothing to do")
+        return
+    counts = ", ".join(f"{n} in {table}" for table, n in done.counts.items())
+    click.echo(f"{service} database {redact(location)} re-sealed with the key in {new_key_file}: {counts} "
+               f"({time.monotonic() - started:.1f} s)")
+    for table, keys in done.left.items():
+        click.echo(f"warning: {len(keys)} value(s) in {table} did not open with the current key and were left as "
+                   f"they were (they were unusable already): {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}",
+                   err=True)
+    click.echo(f"next: start every {service} process with the new key (--master-key-file {new_key_file} or "
+               "SABLE_MASTER_KEY); keep the old key for backups made before now", err=True)
+
+
 @click.group()
 def db():
     """A service's database: schema status and upgrades."""
@@ -510,7 +587,9 @@ def _db_services(location: str, service: str | None) -> list[str]:
         if path.name.startswith(name):
             return [name]
     import sqlite3
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    # Read-write, so closing the last connection removes the -shm file (a read-only one leaves
+    # it, and the file would then look open by a service).
+    conn = sqlite3.connect(path)
     try:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     finally:

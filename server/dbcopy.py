@@ -21,23 +21,16 @@ class Copied:
     last_cursor: int  # the highest revocation feed position copied (0 for the discharger)
 
 
-def _sqlite_in_use(path: str) -> bool:
-    """A WAL database keeps its `-shm` file while any process has it open (and after a crash,
-    until it is opened again)."""
-    return Path(path + "-shm").exists()
-
-
 async def copy_database(open_store: Callable[..., Awaitable[Any]], tables: Tables, src: str, dst: str,
                         force: bool = False) -> Copied:
     if not is_url(src) and not Path(src).exists():
         raise NotFound(f"no database at {src}")
-    if not is_url(src) and _sqlite_in_use(src) and not force:
-        raise Conflict(f"{src} looks open by a running service (its -shm file exists); stop the service, "
-                       "or pass --force to copy anyway")
     source = await open_store(src, migrate=False, role="tool")
     try:
-        if is_url(src) and await source.in_use() and not force:
-            raise Conflict(f"a service is connected to {redact(src)}; stop it, or pass --force to copy anyway")
+        if await source.in_use() and not force:
+            raise Conflict(f"a service has {redact(src)} open; stop it, or pass --force to copy anyway"
+                           + ("" if is_url(src) else f" (if none runs, `sable db status --db {src}` clears what"
+                              " a crashed one left)"))
         have, want = await source.stored_version(), source.schema_version()
         if have != want:
             raise Conflict(f"{redact(src)} has schema version {have}, this build {want}: "

@@ -23,8 +23,9 @@ import asyncpg
 import structlog
 
 from clients.tokens import ADMIN, secret_digest
-from server.audit import AuditRecord
-from server.sqlite import AuditRow, StoreError
+from server.audit import AuditRecord, AuditRow
+from server.sqlite import RESEAL_PAGE, StoreError
+from server.store import Resealed
 
 T = TypeVar("T")
 log = structlog.get_logger("sable.postgres")
@@ -372,6 +373,44 @@ class PgDatabase:
             where = " WHERE k <> 'schema_version'" if name == "meta" else ""
             total += (await self._one(f"SELECT COUNT(*) FROM {name}{where}"))[0]
         return total
+
+    async def reseal(self, columns, fn, audit: AuditRecord, progress=None) -> Resealed:
+        """Every value in `columns` replaced by `fn(column, value)` in one transaction, the
+        tables locked against writers throughout (see `server.store.ServiceStore.reseal`)."""
+        kept: dict[str, list[str]] = {}
+        counts: dict[str, int] = {}
+        async with self._tx() as c:
+            for table in dict.fromkeys(col.table for col in columns):
+                await c.execute(f"LOCK TABLE {table} IN EXCLUSIVE MODE")
+            for col in columns:
+                where = f" AND ({col.where})" if col.where else ""
+                total = await c.fetchval(f"SELECT COUNT(*) FROM {col.table} WHERE true{where}")
+                done, last = 0, None
+                while True:
+                    after = "" if last is None else f" AND {col.key} > $1"
+                    page = await c.fetch(f"SELECT {col.key}, {col.column} FROM {col.table} WHERE true{where}{after}"
+                                         f" ORDER BY {col.key} LIMIT {RESEAL_PAGE}", *(() if last is None else (last,)))
+                    if not page:
+                        break
+                    keys, values = [], []
+                    for key, value in page:
+                        new = fn(col, bytes(value))
+                        if new is None:
+                            kept.setdefault(col.table, []).append(bytes(key).hex() if isinstance(key, bytes | memoryview)
+                                                                  else str(key))
+                        else:
+                            keys.append(key)
+                            values.append(new)
+                    key_type = "bytea" if isinstance(page[0][0], bytes | memoryview) else "text"
+                    await c.execute(f"UPDATE {col.table} SET {col.column} = u.v FROM unnest($1::{key_type}[], $2::bytea[])"
+                                    f" AS u(k, v) WHERE {col.table}.{col.key} = u.k", keys, values)
+                    counts[col.table] = counts.get(col.table, 0) + len(keys)
+                    done, last = done + len(page), page[-1][0]
+                    if progress:
+                        progress(col.table, done, total)
+            audit.detail = {**(audit.detail or {}), "resealed": counts, "left": {t: len(k) for t, k in kept.items()}}
+            await self._audit(c, [audit])
+        return Resealed(counts, kept)
 
     async def integrity_ok(self) -> bool:
         return await self.ping()

@@ -17,15 +17,16 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import aiosqlite
 
 from clients.errors import Unavailable
 from clients.tokens import ADMIN, secret_digest
-from server.audit import AuditRecord
+from server.audit import AuditRecord, AuditRow
 from server.groupcommit import GroupCall
+from server.store import Resealed
 
 T = TypeVar("T")
 
@@ -48,23 +49,11 @@ CREATE TABLE IF NOT EXISTS audit (
 """
 
 
+RESEAL_PAGE = 2000  # rows per read and update in a master-key rotation
+
+
 class StoreError(Unavailable):
     """The database is unusable (unreadable file, wrong schema version, wrong master key)."""
-
-
-@dataclass(frozen=True, slots=True)
-class AuditRow:
-    seq: int
-    at: float
-    event: str
-    outcome: str
-    request_id: str | None
-    client: str | None
-    token_id: str | None
-    parent: str | None
-    org: str | None
-    user: str | None
-    detail: dict | None
 
 
 def _statements(script: str) -> list[str]:
@@ -109,6 +98,7 @@ class Database:
         self._pool = pool  # one thread: the writer connection is only ever used from it
         self._r = reader
         self._writes: GroupCall[Callable[[sqlite3.Connection], Any], Any] = GroupCall(self._run_batch)
+        self._open_elsewhere = False
 
     @classmethod
     def schema_version(cls) -> int:
@@ -119,6 +109,9 @@ class Database:
         loop = asyncio.get_running_loop()
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
         db_cls: Any = cls
+        # A WAL database keeps its -shm file while any process has it open (and after a
+        # crash, until it is next opened and closed): look before we open it ourselves.
+        open_elsewhere = Path(path + "-shm").exists()
 
         def connect() -> sqlite3.Connection:
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -152,7 +145,9 @@ class Database:
             await loop.run_in_executor(pool, writer.close)
             pool.shutdown()
             raise StoreError(f"cannot open database {path}: {e}") from None
-        return db_cls(writer, pool, reader, path)
+        db = db_cls(writer, pool, reader, path)
+        db._open_elsewhere = open_elsewhere
+        return db
 
     @classmethod
     def _migrate(cls, conn: sqlite3.Connection, path: str, apply: bool = True) -> tuple[int, int]:
@@ -338,6 +333,41 @@ class Database:
             where = " WHERE k <> 'schema_version'" if name == "meta" else ""
             total += (await self._one(f"SELECT COUNT(*) FROM {name}{where}"))[0]
         return total
+
+    async def in_use(self) -> bool:
+        """Whether another process had the file open when we opened it."""
+        return self._open_elsewhere
+
+    async def reseal(self, columns, fn, audit: AuditRecord, progress=None) -> Resealed:
+        """Every value in `columns` replaced by `fn(column, value)`, in one transaction that
+        holds SQLite's write lock throughout (see `server.store.ServiceStore.reseal`). Pages go
+        in rowid order, the order rows lie in the file."""
+        def run(c: sqlite3.Connection) -> Resealed:
+            kept: dict[str, list[str]] = {}
+            counts: dict[str, int] = {}
+            for col in columns:
+                where = f" AND ({col.where})" if col.where else ""
+                total = c.execute(f"SELECT COUNT(*) FROM {col.table} WHERE 1 = 1{where}").fetchone()[0]
+                done, last = 0, -1
+                while page := c.execute(f"SELECT rowid, {col.key}, {col.column} FROM {col.table}"
+                                        f" WHERE rowid > ?{where} ORDER BY rowid LIMIT {RESEAL_PAGE}", (last,)).fetchall():
+                    updates = []
+                    for rowid, key, value in page:
+                        new = fn(col, bytes(value))
+                        if new is None:
+                            kept.setdefault(col.table, []).append(key.hex() if isinstance(key, bytes) else str(key))
+                        else:
+                            updates.append((new, rowid))
+                    c.executemany(f"UPDATE {col.table} SET {col.column} = ? WHERE rowid = ?", updates)
+                    counts[col.table] = counts.get(col.table, 0) + len(updates)
+                    done, last = done + len(page), page[-1][0]
+                    if progress:
+                        progress(col.table, done, total)
+            audit.detail = {**(audit.detail or {}), "resealed": counts, "left": {t: len(k) for t, k in kept.items()}}
+            self._audit(c, [audit])
+            return Resealed(counts, kept)
+        # Not through group commit: a failure must not run the whole pass a second time.
+        return (await self._run_batch([run]))[0]
 
     async def integrity_ok(self) -> bool:
         row = await self._one("PRAGMA integrity_check")

@@ -3,10 +3,11 @@ credentials, the audit trail, and the tables behind them (for `sable db copy`)."
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
-from server.audit import AuditRecord
-from server.sqlite import AuditRow
+from server.audit import AuditRecord, AuditRow
 
 # The tables every service has, with their columns, before the service's own.
 COMMON_TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -14,6 +15,34 @@ COMMON_TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("admins", ("hash", "created_at")),
     ("audit", ("seq", "at", "event", "outcome", "request_id", "client", "token_id", "parent", "org", "user", "detail")),
 )
+
+
+@dataclass(frozen=True)
+class SealedColumn:
+    """Values sealed with the service's master key, which a master-key rotation re-seals.
+    `key` is the table's primary key (rows are read in pages by it); `where`, a fixed SQL
+    condition picking the rows (meta holds sealed values among plain ones); `required`, whether
+    a value that will not open stops the rotation (else it is left as it is and reported)."""
+
+    table: str
+    key: str
+    column: str
+    where: str = ""
+    required: bool = True
+
+
+# The master key's check value is sealed like any other value, so rotating re-seals it too.
+COMMON_SEALED: tuple[SealedColumn, ...] = (SealedColumn("meta", "k", "v", "k = 'master_key_check'"),)
+
+@dataclass(frozen=True)
+class Resealed:
+    counts: dict[str, int]  # table -> values sealed anew
+    left: dict[str, list[str]]  # table -> keys of the values left as they were
+
+
+# (column, sealed value) -> the value sealed anew, or None to leave it as it is
+Reseal = Callable[[SealedColumn, bytes], "bytes | None"]
+Progress = Callable[[str, int, int], None]  # (table, values done, values in all)
 
 
 class ServiceStore(Protocol):
@@ -35,3 +64,14 @@ class ServiceStore(Protocol):
     async def remove_admin(self, digest: bytes) -> bool: ...
     async def write_audit(self, records: list[AuditRecord]) -> None: ...
     async def audit_rows(self, event: str | None = None) -> list[AuditRow]: ...
+
+    # operations
+    async def in_use(self) -> bool:
+        """Whether a service process (another than us) has the database open."""
+        ...
+
+    async def reseal(self, columns: tuple[SealedColumn, ...], fn: Reseal, audit: AuditRecord,
+                     progress: Progress | None = None) -> Resealed:
+        """Replace every value in `columns` by `fn(column, value)` in one transaction, with
+        `audit` (its detail gets the counts). If `fn` raises, nothing is changed."""
+        ...

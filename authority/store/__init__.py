@@ -10,9 +10,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from server.audit import AuditRecord
-from server.sqlite import AuditRow, StoreError
-from server.store import COMMON_TABLES, ServiceStore
+from server.audit import AuditRecord, AuditRow
+from server.sqlite import StoreError
+from server.store import COMMON_SEALED, COMMON_TABLES, SealedColumn, ServiceStore
 
 __all__ = ["AuditRow", "AuthorityStore", "ConsoleSessionRow", "OrgRow", "RevocationRow", "StoreError", "TokenRow",
            "open_store"]
@@ -72,6 +72,15 @@ TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("revocations", ("seq", "token_id", "scope", "at", "fingerprint")),
     ("console_sessions", ("hash", "username", "org", "role", "expires_at")),
     ("console_signins", ("hash", "sealed", "expires_at")),
+)
+
+# What the master key seals (`sable admin rotate-master-key` re-seals these). A token's key or
+# a sign-in that no longer opens was unusable already, so it is reported and left, not fatal.
+SEALED: tuple[SealedColumn, ...] = (
+    *COMMON_SEALED,
+    SealedColumn("meta", "k", "v", "k = 'user_token_key'"),
+    SealedColumn("tokens", "id", "sealed_key", required=False),
+    SealedColumn("console_signins", "hash", "sealed", required=False),
 )
 
 

@@ -15,7 +15,7 @@ import click
 
 # name -> (module, attribute, the short help `sable --help` shows)
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "admin": ("server.cli", "admin", "Admin credentials."),
+    "admin": ("server.cli", "admin", "Admin credentials and master keys."),
     "attenuate": ("clients.cli.holder", "attenuate", "Print a narrower TOKEN (offline)."),
     "authority": ("server.cli", "authority", "The authority service."),
     "db": ("server.cli", "db", "A service's database: schema status and upgrades."),

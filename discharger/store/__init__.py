@@ -7,9 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from server.audit import AuditRecord
-from server.sqlite import AuditRow, StoreError
-from server.store import COMMON_TABLES, ServiceStore
+from server.audit import AuditRecord, AuditRow
+from server.sqlite import StoreError
+from server.store import COMMON_SEALED, COMMON_TABLES, SealedColumn, ServiceStore
 
 __all__ = ["AuditRow", "DischargerStore", "GrantRow", "StoreError", "UserRow", "open_store"]
 
@@ -57,6 +57,9 @@ TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("grants", ("hash", "kind", "lookup", "data", "status", "username", "created_at", "expires_at", "interval",
                 "polled_at", "code_hash", "code_expires_at")),
 )
+
+# What the master key seals (`sable admin rotate-master-key` re-seals these).
+SEALED: tuple[SealedColumn, ...] = (*COMMON_SEALED, SealedColumn("keys", "kid", "sealed"))
 
 
 class DischargerStore(ServiceStore, Protocol):
