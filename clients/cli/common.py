@@ -7,8 +7,6 @@ import functools
 import json
 import os
 import sys
-import tempfile
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -17,6 +15,8 @@ from clients import caveats
 from clients.errors import BadRequest, ConfigError, MalformedToken, SableAPIError, SableError
 
 if TYPE_CHECKING:  # clients.sdk imports aiohttp (~0.25 s): only commands that call a service load it
+    from pathlib import Path  # and pathlib, tempfile (~15 ms): only commands that touch files
+
     from clients.sdk import AuthorityClient, DischargerClient
 
 EXIT_OK, EXIT_DENIED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3  # 3: retryable (SPEC §12)
@@ -93,7 +93,8 @@ def read_token(arg: str) -> str:
         text = sys.stdin.read().strip()
     elif arg.startswith("@"):
         try:
-            text = Path(arg[1:]).read_text().strip()
+            with open(arg[1:]) as f:
+                text = f.read().strip()
         except OSError as e:
             fail(f"cannot read {arg[1:]}: {e.strerror}", EXIT_USAGE)
     else:
@@ -138,12 +139,16 @@ def emit(data, as_json: bool, text: str | None = None) -> None:
 
 
 def session_path() -> Path:
+    from pathlib import Path
+
     base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(base) / "sable" / "session.json"
 
 
 def write_private(path: Path, data: dict) -> None:
     """Write JSON atomically with mode 0600 (and its folder 0700)."""
+    import tempfile
+
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
     try:

@@ -1,0 +1,42 @@
+"""Offline commands start fast (SPEC §9: `inspect`, `attenuate`, `--help`, `--version` in
+≤ 150 ms, held by `benchmarks/cli_start.py`). What keeps them fast is what they do not import:
+no service code, no HTTP client, no event loop, no file helpers. This guards that, untimed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from authority.keystore import KeyStore
+from authority.minting import build
+from clients import tokens
+
+HEAVY = ("aiohttp", "asyncio", "clients.sdk", "server", "authority", "discharger", "nacl", "pathlib", "tempfile")
+
+PROBE = """
+import json, sys
+from clients.cli.main import main
+heavy = json.loads(sys.argv[2])
+sys.argv = ["sable", *json.loads(sys.argv[1])]
+try:
+    main()
+except SystemExit:
+    pass
+print(json.dumps(sorted(m for m in sys.modules if m in heavy or m.split(".")[0] in heavy)), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["inspect", "TOKEN"],
+                                  ["attenuate", "TOKEN", "--hosts", "worker-7"]])
+def test_offline_commands_load_nothing_heavy(args):
+    token = build(KeyStore(bytes(32)), tokens.SERVICE, "http://a", "ab" * 16, ["org acme"])[0].encode()
+    argv = [a.replace("TOKEN", token) for a in args]
+    r = subprocess.run([sys.executable, "-c", PROBE, json.dumps(argv), json.dumps(HEAVY)],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stderr.strip().splitlines()[-1]) == []
+    if args[0] in ("inspect", "attenuate"):
+        assert r.stdout.strip()  # and they did their work
