@@ -38,6 +38,7 @@ def _why(e: BaseException) -> str:
 
 
 class _Client:
+    ROLE = "service"  # what the URL should point at, for messages
     def __init__(self, base_url: str, *, admin_token: str | None = None, timeout: float = DEFAULT_TIMEOUT,
                  retries: int = DEFAULT_RETRIES, session: aiohttp.ClientSession | None = None,
                  user_credential: str | None = None):
@@ -93,18 +94,32 @@ class _Client:
                 timeout=aiohttp.ClientTimeout(total=timeout or self.timeout),
             ) as resp:
                 text = await resp.text()
-                data = json.loads(text) if text else {}
-                if resp.status < 300 or resp.status in ok:
+                try:
+                    data = json.loads(text) if text else {}
+                except ValueError:
+                    data = None
+                if (resp.status < 300 or resp.status in ok) and data is not None:
                     return data
-                raise SableAPIError(resp.status, data.get("error", "error"), data.get("message", resp.reason or ""))
+                error = self._not_sable(resp.status, resp.reason, data)
+                raise SableAPIError(resp.status, error["error"], error.get("message", resp.reason or ""))
         except aiohttp.ClientConnectorError as e:
             raise SableAPIError(0, "unavailable", f"cannot reach {self.base_url}: {_why(e)}", sent=False) from None
         except aiohttp.InvalidURL:
             raise SableAPIError(0, "bad_request", f"{self.base_url} is not a usable http(s) URL") from None
         except (TimeoutError, aiohttp.ClientError, OSError) as e:
             raise SableAPIError(0, "unavailable", f"cannot reach {self.base_url}: {_why(e)}") from None
-        except ValueError:
-            raise SableAPIError(0, "unavailable", f"{self.base_url} did not answer with JSON") from None
+
+    def _not_sable(self, status: int, reason: str | None, data: object) -> dict:
+        """A Sable service's error object, or raise: the URL points elsewhere (or at the wrong
+        Sable service). The path is left out: some carry one-time secrets."""
+        if isinstance(data, dict) and isinstance(data.get("error"), str):
+            if not (status == 404 and data.get("message") == "Not Found"):  # aiohttp's: no such route
+                return data
+            raise SableAPIError(status, "wrong_url", f"{self.base_url} has no such endpoint: is it the {self.ROLE}'s URL?")
+        answered = f"{self.base_url} answered {status} {reason or ''}".rstrip()
+        if status >= 500:
+            raise SableAPIError(status, "unavailable", answered)
+        raise SableAPIError(status, "wrong_url", f"{answered}: is it the {self.ROLE}'s URL?")
 
     def _admin(self) -> str:
         credential = self.admin_token or self.user_credential
@@ -117,6 +132,7 @@ class _Client:
 
 
 class AuthorityClient(_Client):
+    ROLE = "authority"
     async def create_org(self, name: str) -> dict:
         return await self.request("POST", "/v1/orgs", {"name": name}, bearer=self._admin())
 
@@ -171,6 +187,7 @@ class AuthorityClient(_Client):
 
 
 class DischargerClient(_Client):
+    ROLE = "discharger"
     async def create_user(self, username: str, password: str, orgs: list[str]) -> dict:
         body = {"username": username, "password": password, "orgs": list(orgs)}
         return await self.request("POST", "/v1/users", body, bearer=self._admin())

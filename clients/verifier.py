@@ -136,7 +136,7 @@ class Verifier:
         try:
             out = await self._client.verify(tokens, access)
         except SableAPIError as e:
-            if e.status in (400, 401, 403, 404, 413, 429):
+            if e.status in (400, 401, 403, 404, 413, 429) and e.code != "wrong_url":  # a wrong URL fails closed
                 return Decision(False, e.message, error=e.code)
             self.stats.fail_closed += 1
             return Decision(False, f"authority unavailable, failing closed: {e.message}", error="unavailable")

@@ -47,6 +47,9 @@ def handle_errors(fn):
             if e.code == "unavailable" or e.status in (502, 503, 504):
                 click.echo(f"sable: {e.message} (unavailable; try again)", err=True)
                 sys.exit(EXIT_UNAVAILABLE)
+            if e.code == "wrong_url":  # a setting to fix, not a denial
+                click.echo(f"sable: {e.message}", err=True)
+                sys.exit(EXIT_USAGE)
             if e.code == "unauthorized" and "session" in e.message:
                 click.echo(f"sable: {e.message}; run `sable login`", err=True)
                 sys.exit(EXIT_DENIED)

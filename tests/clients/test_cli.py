@@ -49,6 +49,9 @@ def test_services_started_separately(tmp_path):
         assert a_info["dischargers"] == [{"location": d_url, "public_keys": d_info["public_keys"]}]
         assert a_info["location"] == a_url
         assert sable(env, "org", "create", "acme").returncode == 0
+        # The URLs swapped: a setting to fix (exit 2), said as such, not "Not Found".
+        r = sable({**env, "SABLE_AUTHORITY_URL": d_url}, "org", "list")
+        assert r.returncode == 2 and f"{d_url} has no such endpoint: is it the authority's URL?" in r.stderr
         r = sable(env, "token", "create", "--org", "acme", "--expires-in", "1h", "--json")
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout)["caveats"][0] == "org acme"

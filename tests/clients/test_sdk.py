@@ -6,7 +6,7 @@ import time
 import pytest
 from aiohttp import web
 
-from clients.sdk import AuthorityClient, SableAPIError
+from clients.sdk import AuthorityClient, DischargerClient, SableAPIError
 from tests.support import free_port
 
 
@@ -18,6 +18,43 @@ async def test_errors_carry_the_server_code(authority):
         with pytest.raises(SableAPIError) as e:
             await a.revocations(after=-1)
         assert (e.value.status, e.value.code) == (400, "bad_request")
+
+
+async def test_a_url_that_is_not_the_service_says_so(aiohttp_server, real_discharger):
+    # Another Sable service: its 404 for a route it does not have, named as a wrong URL.
+    async with AuthorityClient(str(real_discharger.client.make_url(""))) as a:
+        with pytest.raises(SableAPIError) as e:
+            await a.revocations()
+        assert e.value.code == "wrong_url" and "has no such endpoint: is it the authority's URL?" in e.value.message
+        assert "/v1/" not in e.value.message  # paths can carry one-time secrets
+
+    async def empty_404(request):
+        return web.Response(status=404)
+
+    async def json_404(request):
+        return web.json_response({"detail": "nope"}, status=404)
+
+    async def bad_gateway(request):
+        return web.Response(status=502, text="<html>bad gateway</html>", content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/v1/info", empty_404)
+    app.router.add_get("/v1/orgs", json_404)
+    app.router.add_get("/v1/revocations", bad_gateway)
+    server = await aiohttp_server(app)
+    url = str(server.make_url("")).rstrip("/")
+    async with AuthorityClient(url, retries=0, admin_token="sable_adm_x") as a:
+        for call in (a.info, a.list_orgs):
+            with pytest.raises(SableAPIError) as e:
+                await call()
+            assert e.value.code == "wrong_url" and e.value.message == f"{url} answered 404 Not Found: is it the authority's URL?"
+        with pytest.raises(SableAPIError) as e:
+            await a.revocations()
+        assert e.value.code == "unavailable" and e.value.status == 502  # a proxy whose backend is down
+    async with DischargerClient(url, retries=0) as d:
+        with pytest.raises(SableAPIError) as e:
+            await d.info()
+        assert e.value.message.endswith("is it the discharger's URL?")
 
 
 async def test_unreachable_is_unavailable_after_retries():
