@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed
 .PHONY: run test lint bench fuzz mutation clean system-packages
 
 $(STAMP): pyproject.toml
+	@echo "Setting up $(VENV) with Sable and its dependencies (the first time takes a minute or two)..."
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# A plain path entry (compat mode) instead of setuptools' import-hook finder, which costs

@@ -675,7 +675,7 @@ def db_copy(src, dst, service, force):
     tables = {"authority": AUTHORITY_TABLES, "discharger": DISCHARGER_TABLES}[name]
     if not is_url(dst) and Path(dst).exists() and Path(dst).stat().st_size:
         fail(f"{dst} exists; copy only into a new file or an empty database", EXIT_USAGE)
-    copied = asyncio.run(copy_database(_openers()[name], tables, src, dst, force))
+    copied = asyncio.run(copy_database(_openers()[name], tables, src, dst, force, say=lambda m: click.echo(m, err=True)))
     click.echo(f"copied {name} from {redact(src)} to {redact(dst)}: "
                + ", ".join(f"{n} {table}" for table, n in copied.rows.items()))
     if name == "authority":

@@ -22,7 +22,8 @@ class Copied:
 
 
 async def copy_database(open_store: Callable[..., Awaitable[Any]], tables: Tables, src: str, dst: str,
-                        force: bool = False) -> Copied:
+                        force: bool = False, say: Callable[[str], None] = lambda _: None) -> Copied:
+    """`say` hears what is being done, for a progress line: a million tokens take a while."""
     if not is_url(src) and not Path(src).exists():
         raise NotFound(f"no database at {src}")
     source = await open_store(src, migrate=False, role="tool")
@@ -39,7 +40,9 @@ async def copy_database(open_store: Callable[..., Awaitable[Any]], tables: Table
         try:
             if await target.row_count(tables):
                 raise Conflict(f"{redact(dst)} is not empty; copy only into an empty database")
+            say(f"reading {redact(src)} (one snapshot)...")
             data = await source.snapshot(tables)
+            say(f"writing {sum(len(rows) for rows in data.values())} rows to {redact(dst)} (one transaction)...")
             await target.load(tables, data)
         finally:
             await target.close()

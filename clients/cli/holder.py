@@ -80,6 +80,8 @@ async def _device_login(open_browser: bool) -> tuple[str, dict]:
                    f"(or open {grant['verification_uri_complete']})", err=True)
         if open_browser and _can_open_browser():
             webbrowser.open(grant["verification_uri_complete"])
+        click.echo(f"Waiting for the approval in the browser (the code expires in {grant['expires_in'] // 60} min; "
+                   "Ctrl-C to give up)...", err=True)
         interval, deadline = grant["interval"], time.monotonic() + grant["expires_in"]
         while time.monotonic() < deadline:
             await asyncio.sleep(interval)

@@ -65,6 +65,7 @@ async def run_login(discharger_url: str, tmp_path, action: str):
 async def test_login_web_approved(discharger_url, tmp_path):
     code, out, err = await run_login(discharger_url, tmp_path, "approve")
     assert code == 0, err
+    assert "Waiting for the approval in the browser (the code expires in 10 min; Ctrl-C to give up)" in err
     assert json.loads(out)["username"] == "alice"
     saved = json.loads((tmp_path / "sable" / "session.json").read_text())
     assert saved["session"].startswith("sable_ss_") and saved["username"] == "alice"

@@ -43,6 +43,7 @@ def test_round_trip_sqlite_postgres_sqlite_keeps_every_row(tmp_path, pg_url):
     r = run("db", "copy", "--from", src, "--to", pg_url)
     assert r.exit_code == 0, r.output
     assert "last feed cursor copied: 2" in r.output and "2 revocations" in r.output
+    assert f"reading {src} (one snapshot)..." in r.output and "rows to postgresql://" in r.output  # progress
     back = str(tmp_path / "back" / "authority.db")
     (tmp_path / "back").mkdir()
     r = run("db", "copy", "--from", pg_url, "--to", back, "--service", "authority")
