@@ -10,18 +10,18 @@ from aiohttp import web
 
 from authority import __version__, pages, schemas
 from authority.config import AuthorityConfig
+from authority.metrics import AuthorityMetrics
 from authority.pages import AUTHORITY, PAGES
 from authority.selfservice import Member
 from authority.service import Authority
 from clients import tokens
 from clients.caveats import NAME_RE
 from clients.errors import BadRequest, Denial, NotFound, RateLimited
-from server.audit import Caller
 from server.browser import Pages
 from server.http import (
-    REQUEST_ID,
     TRUSTED_PROXIES,
     bearer,
+    caller,
     client_address,
     new_app,
     parse_networks,
@@ -31,6 +31,7 @@ from server.http import (
 from server.ratelimit import SlidingCounter, throttle_key
 
 REVOKE_LIMIT = web.AppKey("revoke_limit", SlidingCounter)
+VERIFY_METRICS = web.AppKey("verify_metrics", AuthorityMetrics)  # the same object as server.http.METRICS
 USER_TOKEN_LIMIT = web.AppKey("user_token_limit", SlidingCounter)
 _TOKEN_ID = re.compile(r"[0-9a-f]{32}")
 routes = web.RouteTableDef()
@@ -38,10 +39,6 @@ routes = web.RouteTableDef()
 
 def _authority(request: web.Request) -> Authority:
     return request.app[AUTHORITY]
-
-
-def _caller(request: web.Request) -> Caller:
-    return Caller(client_address(request), request[REQUEST_ID])
 
 
 async def _admin(request: web.Request) -> Authority:
@@ -59,7 +56,7 @@ async def _member(request: web.Request, action: str) -> Member | None:
         await require_admin(request, a.store.is_admin)
         return None
     presented = tokens.split_presentation(value) + tokens.split_presentation(request.headers.get("Sable-Discharge", ""))
-    return await a.selfservice.member(presented, action, _caller(request))
+    return await a.selfservice.member(presented, action, caller(request))
 
 
 @routes.post("/v1/user-tokens")
@@ -70,7 +67,7 @@ async def user_token(request: web.Request) -> web.Response:
         raise RateLimited("too many user tokens from this address", retry_after=wait)
     org, role = schemas.user_token_request(await read_json(request))
     limiter.add(client)
-    minted = _authority(request).minting.mint_user(org, role, _caller(request))
+    minted = _authority(request).minting.mint_user(org, role, caller(request))
     return web.json_response(schemas.user_token(minted), status=201)
 
 
@@ -83,7 +80,7 @@ async def info(request: web.Request) -> web.Response:
 async def create_org(request: web.Request) -> web.Response:
     a = await _admin(request)
     name = schemas.org_name(await read_json(request))
-    return web.json_response(schemas.org(await a.orgs.create(name, _caller(request))), status=201)
+    return web.json_response(schemas.org(await a.orgs.create(name, caller(request))), status=201)
 
 
 @routes.get("/v1/orgs")
@@ -98,9 +95,9 @@ async def mint(request: web.Request) -> web.Response:
     a = _authority(request)
     req = schemas.mint_request(await read_json(request))
     if member is None:
-        minted = await a.minting.mint(req, _caller(request))
+        minted = await a.minting.mint(req, caller(request))
     else:
-        minted = await a.selfservice.mint(member, req, _caller(request))
+        minted = await a.selfservice.mint(member, req, caller(request))
     return web.json_response(schemas.minted(minted), status=201)
 
 
@@ -126,7 +123,7 @@ async def revoke_user(request: web.Request) -> web.Response:
     username = (await read_json(request)).get("user")
     if not isinstance(username, str) or not NAME_RE.fullmatch(username):
         raise BadRequest("user is required and must be a username")
-    return web.json_response({"revoked": await a.revocation.revoke_user(username, _caller(request))})
+    return web.json_response({"revoked": await a.revocation.revoke_user(username, caller(request))})
 
 
 @routes.post("/v1/tokens/{id}/revoke")
@@ -137,25 +134,28 @@ async def revoke_id(request: web.Request) -> web.Response:
     if not _TOKEN_ID.fullmatch(token_id):
         raise NotFound("no token with that id")
     if member is not None:
-        return web.json_response({"revoked": await a.selfservice.revoke(member, token_id, _caller(request))})
-    return web.json_response({"revoked": await a.revocation.revoke_id(token_id, _caller(request))})
+        return web.json_response({"revoked": await a.selfservice.revoke(member, token_id, caller(request))})
+    return web.json_response({"revoked": await a.revocation.revoke_id(token_id, caller(request))})
 
 
 @routes.post("/v1/verify")
 async def verify(request: web.Request) -> web.Response:
     req = schemas.verify_request(await read_json(request))
     checker = _authority(request).checker
+    metrics = request.app[VERIFY_METRICS]
     try:
-        verified = await checker.check(checker.parse(req.tokens), req.access, _caller(request))
+        verified = await checker.check(checker.parse(req.tokens), req.access, caller(request))
     except Denial as e:
+        metrics.denied.inc()
         return web.json_response(schemas.denied(str(e)), status=403)
+    metrics.allowed.inc()
     return web.json_response(schemas.verified(verified))
 
 
 @routes.post("/v1/service-tokens")
 async def strip(request: web.Request) -> web.Response:
     req = schemas.strip_request(await read_json(request))
-    return web.json_response(schemas.stripped(await _authority(request).minting.strip(req, _caller(request))),
+    return web.json_response(schemas.stripped(await _authority(request).minting.strip(req, caller(request))),
                              status=201)
 
 
@@ -169,7 +169,7 @@ async def revoke_value(request: web.Request) -> web.Response:
     limiter.add(client)
     presented = schemas.token_list((await read_json(request)).get("tokens"))
     return web.json_response(schemas.revoked(await _authority(request).revocation.revoke_value(presented,
-                                                                                                _caller(request))))
+                                                                                                caller(request))))
 
 
 @routes.get("/v1/revocations")
@@ -184,7 +184,9 @@ async def _ready(app: web.Application) -> bool:
 
 
 def create_app(config: AuthorityConfig) -> web.Application:
-    app = new_app(_ready)
+    metrics = AuthorityMetrics()
+    app = new_app(_ready, metrics, metrics_route=not config.metrics_port)
+    app[VERIFY_METRICS] = metrics
     app[REVOKE_LIMIT] = SlidingCounter(config.revoke_per_minute, 60.0)
     app[USER_TOKEN_LIMIT] = SlidingCounter(10, 60.0)
     app[TRUSTED_PROXIES] = parse_networks(config.trusted_proxies)
@@ -193,7 +195,10 @@ def create_app(config: AuthorityConfig) -> web.Application:
         authority = await Authority.open(config)
         app[AUTHORITY] = authority
         await authority.start()
+        metrics.watch(authority)
+        await metrics.start()
         yield
+        await metrics.stop()
         await authority.close()
 
     app.cleanup_ctx.append(lifecycle)

@@ -36,6 +36,8 @@ class AuthorityConfig:
     admin_token: str | None = None
     trusted_proxies: tuple[str, ...] = ()  # peers whose X-Forwarded-For/-Proto are believed
     workers: int = 1  # processes sharing the port (SO_REUSEPORT)
+    metrics_host: str | None = None  # /metrics on its own address (then not on the main port)
+    metrics_port: int | None = None
 
 
 def discharger_from_info(info: dict) -> TrustedDischarger:
@@ -55,7 +57,7 @@ def discharger_from_info(info: dict) -> TrustedDischarger:
 
 KEYS = frozenset({"host", "port", "public_url", "data_dir", "database", "db", "master_key_file", "ticket_ttl",
                   "revoke_per_minute", "key_cache_size", "discharger", "dischargers", "tls_cert", "tls_key",
-                  "trusted_proxy", "workers"})
+                  "trusted_proxy", "workers", "metrics_host", "metrics_port"})
 
 
 def load(config_path: str | None = None, **flags) -> AuthorityConfig:
@@ -81,7 +83,11 @@ def load(config_path: str | None = None, **flags) -> AuthorityConfig:
         admin_token=os.environ.get("SABLE_ADMIN_TOKEN") or None,
         trusted_proxies=tuple([tp] if isinstance(tp := pick("trusted_proxy") or (), str) else tp),
         workers=int(pick("workers", 1)),
+        metrics_host=pick("metrics_host"),
+        metrics_port=int(pick("metrics_port")) if pick("metrics_port") else None,
     )
+    if config.metrics_host and not config.metrics_port:
+        raise ConfigError("metrics_host needs metrics_port (the port /metrics moves to)")
     if not 1 <= config.workers <= 64:
         raise ConfigError("workers must be from 1 to 64")
     if not 1 <= config.ticket_ttl <= 300:

@@ -16,9 +16,8 @@ from authority.service import Authority
 from clients import caveats
 from clients.caveats import NAME_RE, format_time
 from clients.errors import BadRequest, Denied, NotFound
-from server.audit import Caller
 from server.browser import Pages, check_csrf, css, page_errors, read_form
-from server.http import REQUEST_ID, client_address
+from server.http import caller
 
 COOKIE = "sable_console"
 SIGNIN_COOKIE = "sable_console_signin"  # apart, so starting a sign-in never ends a session
@@ -29,10 +28,6 @@ FOLDER = Path(__file__).with_name("templates")
 _TOKEN_ID = re.compile(r"[0-9a-f]{32}")
 routes = web.RouteTableDef()
 page = page_errors(PAGES, SERVICE)
-
-
-def _caller(request: web.Request) -> Caller:
-    return Caller(client_address(request), request[REQUEST_ID])
 
 
 def _see_other(location: str) -> web.Response:
@@ -114,7 +109,7 @@ async def console_page(request: web.Request) -> web.Response:
     if not await a.store.org_exists(org):
         raise NotFound(f"org {org!r} does not exist")
     role = "admin" if request.query.get("role") == "admin" else "member"
-    started = await a.console.start(org, role, _caller(request))
+    started = await a.console.start(org, role, caller(request))
     resp = _see_other(started.user_url)
     request.app[PAGES].set_cookie(request, resp, SIGNIN_COOKIE, started.cookie, max_age=600)
     return resp
@@ -128,7 +123,7 @@ async def callback(request: web.Request) -> web.Response:
     if not state or not code or len(state) > 128 or len(code) > 128:
         raise BadRequest("this sign-in link is incomplete; start again")
     cookie, org = await request.app[AUTHORITY].console.finish(state, pages.cookie(request, SIGNIN_COOKIE), code,
-                                                               _caller(request))
+                                                               caller(request))
     resp = _see_other(f"/console/orgs/{org}")
     pages.clear_cookie(request, resp, SIGNIN_COOKIE)
     pages.set_cookie(request, resp, COOKIE, cookie)  # a new value at every sign-in: no fixation
@@ -151,7 +146,7 @@ async def create(request: web.Request) -> web.Response:
                                  error="Expires in must be a duration like 90s, 15m, 12h or 30d")
     a: Authority = request.app[AUTHORITY]
     try:  # minting checks the caveats and the lifetime, as for the JSON API
-        minted = await a.selfservice.mint(member, MintRequest(org, tuple(given), name, expires_in), _caller(request))
+        minted = await a.selfservice.mint(member, MintRequest(org, tuple(given), name, expires_in), caller(request))
     except BadRequest as e:  # CaveatError included
         return await _render(request, member, cookie, 400, error=e.message)
     return await _render(request, member, cookie, new_token=minted.token, new_name=name)
@@ -164,7 +159,7 @@ async def revoke(request: web.Request) -> web.Response:
     token_id = request.match_info["id"]
     if not _TOKEN_ID.fullmatch(token_id):
         raise NotFound("no token with that id")
-    await request.app[AUTHORITY].selfservice.revoke(member, token_id, _caller(request))
+    await request.app[AUTHORITY].selfservice.revoke(member, token_id, caller(request))
     return _see_other(f"/console/orgs/{org}")
 
 

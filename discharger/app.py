@@ -8,14 +8,14 @@ from aiohttp import web
 from clients.errors import BadRequest, RateLimited
 from discharger import __version__, pages, schemas
 from discharger.config import DischargerConfig
+from discharger.metrics import DischargerMetrics
 from discharger.pages import DISCHARGER, PAGES
 from discharger.service import Discharger
-from server.audit import Caller
 from server.browser import Pages
 from server.http import (
-    REQUEST_ID,
     TRUSTED_PROXIES,
     bearer,
+    caller,
     client_address,
     new_app,
     parse_networks,
@@ -30,10 +30,6 @@ routes = web.RouteTableDef()
 
 def _d(request: web.Request) -> Discharger:
     return request.app[DISCHARGER]
-
-
-def _caller(request: web.Request) -> Caller:
-    return Caller(client_address(request), request[REQUEST_ID])
 
 
 async def _admin(request: web.Request) -> Discharger:
@@ -56,14 +52,14 @@ async def info(request: web.Request) -> web.Response:
 async def create_user(request: web.Request) -> web.Response:
     d = await _admin(request)
     new = schemas.new_user(await read_json(request))
-    return web.json_response(schemas.user(await d.users.create(new, _caller(request))), status=201)
+    return web.json_response(schemas.user(await d.users.create(new, caller(request))), status=201)
 
 
 @routes.post("/v1/users/{username}/orgs")
 async def set_orgs(request: web.Request) -> web.Response:
     d = await _admin(request)
     membership = schemas.membership(request.match_info["username"], await read_json(request))
-    return web.json_response(schemas.user(await d.users.set_orgs(membership, _caller(request))))
+    return web.json_response(schemas.user(await d.users.set_orgs(membership, caller(request))))
 
 
 @routes.get("/v1/users")
@@ -82,7 +78,7 @@ async def get_user(request: web.Request) -> web.Response:
 async def enable(request: web.Request) -> web.Response:
     d = await _admin(request)
     username = request.match_info["username"]
-    await d.users.disable(username, _caller(request), disabled=False)
+    await d.users.disable(username, caller(request), disabled=False)
     return web.json_response({"username": username, "disabled": False})
 
 
@@ -90,7 +86,7 @@ async def enable(request: web.Request) -> web.Response:
 async def set_password(request: web.Request) -> web.Response:
     d = await _admin(request)
     username = request.match_info["username"]
-    await d.users.set_password(username, schemas.password(await read_json(request)), _caller(request))
+    await d.users.set_password(username, schemas.password(await read_json(request)), caller(request))
     return web.json_response({"username": username})
 
 
@@ -98,14 +94,14 @@ async def set_password(request: web.Request) -> web.Response:
 async def disable(request: web.Request) -> web.Response:
     d = await _admin(request)
     username = request.match_info["username"]
-    await d.users.disable(username, _caller(request))
+    await d.users.disable(username, caller(request))
     return web.json_response({"username": username, "disabled": True})
 
 
 @routes.post("/v1/sessions")
 async def login(request: web.Request) -> web.Response:
     creds = schemas.credentials(await read_json(request))
-    return web.json_response(schemas.session(await _d(request).sessions.login(creds, _caller(request))), status=201)
+    return web.json_response(schemas.session(await _d(request).sessions.login(creds, caller(request))), status=201)
 
 
 @routes.get("/v1/sessions/current")
@@ -127,7 +123,7 @@ async def discharge(request: web.Request) -> web.Response:
         return await _start_flow(request, d)
     username = await d.sessions.user(bearer(request))  # 401 before the body is read
     ticket = schemas.ticket(await read_json(request))
-    return web.json_response(schemas.discharge(await d.discharges.issue(username, ticket, _caller(request))),
+    return web.json_response(schemas.discharge(await d.discharges.issue(username, ticket, caller(request))),
                              status=201)
 
 
@@ -141,7 +137,7 @@ async def _start_flow(request: web.Request, d: Discharger) -> web.Response:
         await d.sessions.user(None)  # 401: a session is required
     counter.add(key)
     ticket, return_to = schemas.ticket(body), schemas.return_to(body)
-    started = await d.flows.start(ticket, return_to, _caller(request))
+    started = await d.flows.start(ticket, return_to, caller(request))
     return web.json_response({"user_url": started.user_url, "poll_url": started.poll_url,
                               "expires_in": started.expires_in}, status=202)
 
@@ -150,7 +146,7 @@ async def _start_flow(request: web.Request, d: Discharger) -> web.Response:
 async def poll_flow(request: web.Request) -> web.Response:
     d = _d(request)
     code = request.headers.get("Sable-Flow-Code")
-    got = await d.flows.poll(request.match_info["secret"], code, _caller(request))
+    got = await d.flows.poll(request.match_info["secret"], code, caller(request))
     if got is None:
         return web.json_response({"status": "pending"}, status=202)
     return web.json_response(schemas.discharge(got))
@@ -160,7 +156,7 @@ async def poll_flow(request: web.Request) -> web.Response:
 async def device_authorize(request: web.Request) -> web.Response:
     d = _d(request)
     body = await schemas.read_form_or_json(request)
-    auth = await d.device.authorize(schemas.client_name(body), _caller(request))
+    auth = await d.device.authorize(schemas.client_name(body), caller(request))
     base = d.config.public_url.rstrip("/")
     return web.json_response({
         "device_code": auth.device_code, "user_code": auth.user_code, "verification_uri": f"{base}/device",
@@ -178,7 +174,7 @@ async def device_token(request: web.Request) -> web.Response:
     device_code = body.get("device_code")
     if not isinstance(device_code, str) or not 0 < len(device_code) <= 128:
         raise BadRequest("device_code is required")
-    session, username = await d.device.token(device_code, _caller(request))
+    session, username = await d.device.token(device_code, caller(request))
     return web.json_response(schemas.device_session(session, username), headers={"Cache-Control": "no-store"})
 
 
@@ -187,12 +183,16 @@ async def _ready(app: web.Application) -> bool:
 
 
 def create_app(config: DischargerConfig) -> web.Application:
-    app = new_app(_ready)
+    metrics = DischargerMetrics()
+    app = new_app(_ready, metrics, metrics_route=not config.metrics_port)
 
     async def lifecycle(app: web.Application):
         discharger = await Discharger.open(config)
         app[DISCHARGER] = discharger
+        discharger.hasher.observe = metrics.password_hash.observe
+        await metrics.start()
         yield
+        await metrics.stop()
         await discharger.close()
 
     app.cleanup_ctx.append(lifecycle)

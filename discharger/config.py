@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from clients.errors import ConfigError
 from server.masterkey import load_master_key
 from server.settings import database, picker, read_toml
 
@@ -31,6 +32,8 @@ class DischargerConfig:
     authority_urls: tuple[str, ...] = ()
     # Peers whose X-Forwarded-For names the client (reverse proxies, the authorities' console).
     trusted_proxies: tuple[str, ...] = ()
+    metrics_host: str | None = None  # /metrics on its own address (then not on the main port)
+    metrics_port: int | None = None
 
     @property
     def secure(self) -> bool:
@@ -39,7 +42,7 @@ class DischargerConfig:
 
 KEYS = frozenset({"host", "port", "public_url", "data_dir", "database", "db", "master_key_file", "keys",
                   "session_ttl", "discharge_ttl", "password_limits", "authority_url", "trusted_proxy", "tls_cert",
-                  "tls_key"})
+                  "tls_key", "metrics_host", "metrics_port"})
 
 
 def load(config_path: str | None = None, **flags) -> DischargerConfig:
@@ -50,6 +53,8 @@ def load(config_path: str | None = None, **flags) -> DischargerConfig:
     data_dir = pick("data_dir", "./var")
     host, port = pick("host", "127.0.0.1"), int(pick("port", 8701))
     scheme = "https" if pick("tls_cert") else "http"
+    if pick("metrics_host") and not pick("metrics_port"):
+        raise ConfigError("metrics_host needs metrics_port (the port /metrics moves to)")
     return DischargerConfig(
         db_path=database(flags, section, data_dir, "discharger"),
         master_key=flags.get("master_key") or load_master_key(pick("master_key_file")),
@@ -63,6 +68,8 @@ def load(config_path: str | None = None, **flags) -> DischargerConfig:
         admin_token=os.environ.get("SABLE_ADMIN_TOKEN") or None,
         authority_urls=tuple(_urls(pick("authority_url") or ())),
         trusted_proxies=tuple(_urls(pick("trusted_proxy") or ())),
+        metrics_host=pick("metrics_host"),
+        metrics_port=int(pick("metrics_port")) if pick("metrics_port") else None,
     )
 
 

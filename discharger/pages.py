@@ -13,9 +13,8 @@ from clients.caveats import format_time
 from clients.errors import BadRequest, Denied, NotFound, RateLimited, Unauthorized
 from discharger.model import Credentials
 from discharger.service import Discharger
-from server.audit import Caller
 from server.browser import Pages, check_csrf, css, new_secret, page_errors, read_form, safe_next
-from server.http import REQUEST_ID, client_address
+from server.http import caller
 
 COOKIE = "sable_browser"
 SERVICE = "discharger"
@@ -24,10 +23,6 @@ PAGES = web.AppKey("discharger_pages", Pages)
 FOLDER = Path(__file__).with_name("templates")
 routes = web.RouteTableDef()
 page = page_errors(PAGES, SERVICE)
-
-
-def _caller(request: web.Request) -> Caller:
-    return Caller(client_address(request), request[REQUEST_ID])
 
 
 class Browser:
@@ -107,7 +102,7 @@ async def login(request: web.Request) -> web.Response:
     if len(username) > 128 or len(password) > 1024:
         raise BadRequest("username or password is too long")
     try:
-        cookie = await b.d.browser.sign_in(Credentials(username, password), _caller(request))
+        cookie = await b.d.browser.sign_in(Credentials(username, password), caller(request))
     except (Unauthorized, RateLimited) as e:
         status = 401 if isinstance(e, Unauthorized) else 429
         resp = b.render("login.html", status=status, next=target, username="", error=e.message)
@@ -140,7 +135,7 @@ async def device_page(request: web.Request) -> web.Response:
     grant, error = None, None
     if code:
         try:
-            grant = await b.d.device.find(b.user, code, _caller(request))  # a miss counts as a wrong code
+            grant = await b.d.device.find(b.user, code, caller(request))  # a miss counts as a wrong code
         except NotFound as e:
             error = e.message
     return b.render("device.html", code=code.upper(), grant=grant, error=error,
@@ -157,7 +152,7 @@ async def device_decide(request: web.Request) -> web.Response:
     approve = form.get("action") == "approve"
     code = form.get("user_code", "")[:32]
     try:
-        await b.d.device.decide(b.user, code, approve, _caller(request))
+        await b.d.device.decide(b.user, code, approve, caller(request))
     except NotFound as e:
         return b.render("device.html", status=404, code=code.upper(), grant=None, error=e.message, requested_at="")
     if approve:
@@ -185,7 +180,7 @@ async def flow_decide(request: web.Request) -> web.Response:
         return b.to_login()
     form = await b.form()
     approve = form.get("action") == "approve"
-    grant, code = await b.d.flows.decide(b.user, request.match_info["secret"], approve, _caller(request))
+    grant, code = await b.d.flows.decide(b.user, request.match_info["secret"], approve, caller(request))
     if code is not None:
         return_to = grant.data["return_to"]
         return _see_other(return_to + ("&" if "?" in return_to else "?") + urlencode({"code": code}))

@@ -6,6 +6,7 @@ A record holds ids, lineage, user, client address and request id, never a token 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
@@ -25,10 +26,14 @@ class AuditRecord:
     user: str | None = None
     detail: dict | None = None
     at: float = field(default_factory=time.time)
+    # told of the record when it is emitted (the service's metrics count events this way)
+    observer: Callable[[AuditRecord], None] | None = field(default=None, repr=False, compare=False)
 
     def emit(self) -> None:
         fields = {k: getattr(self, k) for k in ("outcome", "client", "token_id", "parent", "org", "user")}
         log.info(self.event, **{k: v for k, v in fields.items() if v is not None}, **(self.detail or {}))
+        if self.observer is not None:
+            self.observer(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,9 +42,10 @@ class Caller:
 
     client: str | None = None
     request_id: str | None = None
+    observer: Callable[[AuditRecord], None] | None = field(default=None, repr=False, compare=False)
 
     def record(self, event: str, **fields) -> AuditRecord:
-        return AuditRecord(event, client=self.client, request_id=self.request_id, **fields)
+        return AuditRecord(event, client=self.client, request_id=self.request_id, observer=self.observer, **fields)
 
 
 @dataclass(frozen=True, slots=True)

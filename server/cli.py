@@ -39,10 +39,23 @@ def _service_options(port: int):
             click.option("--tls-cert", type=click.Path(dir_okay=False)),
             click.option("--tls-key", type=click.Path(dir_okay=False)),
             click.option("--log-level", default="INFO", show_default=True),
+            click.option("--metrics-port", type=click.IntRange(1, 65535),
+                         help="Serve /metrics on this port instead of the main one (which then answers 404)."),
+            click.option("--metrics-host", help="The address for --metrics-port (default: --host)."),
         ]):
             fn = opt(fn)
         return fn
     return wrap
+
+
+def _sites(app, config, tls) -> list:
+    """The service's app on its address, and /metrics on its own if one is configured."""
+    from server.http import METRICS, metrics_app
+
+    sites = [(app, config.host, config.port, tls)]
+    if config.metrics_port:
+        sites.append((metrics_app(app[METRICS]), config.metrics_host or config.host, config.metrics_port, None))
+    return sites
 
 
 @click.group()
@@ -88,8 +101,8 @@ def authority_serve(config_path, tls_cert, tls_key, log_level, workers, trusted_
                                               progress=lambda m: click.echo(f"sable: {m}", err=True))]
         if not config.dischargers:
             click.echo("sable: warning: no discharger configured; minting is disabled", err=True)
-        await serve([(create_app(config), config.host, config.port, tls)],
-                    lambda: announce("authority", config.public_url), reuse_port=worker)
+        await serve(_sites(create_app(config), config, tls), lambda: announce("authority", config.public_url),
+                    reuse_port=worker)
 
     asyncio.run(main())
 
@@ -125,8 +138,7 @@ def discharger_serve(config_path, tls_cert, tls_key, log_level, authority_url, t
     except ValueError as e:
         fail(str(e), EXIT_USAGE)
     tls = tls_context(tls_cert, tls_key)
-    asyncio.run(serve([(create_app(config), config.host, config.port, tls)],
-                      lambda: announce("discharger", config.public_url)))
+    asyncio.run(serve(_sites(create_app(config), config, tls), lambda: announce("discharger", config.public_url)))
 
 
 @discharger.group("keys")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 
@@ -15,6 +16,8 @@ from aiohttp import web
 
 from clients.errors import BadRequest, SableError, Unauthorized
 from clients.tokens import bearer_value
+from server.audit import Caller
+from server.metrics import CONTENT_TYPE, Metrics
 
 MAX_BODY = 64 * 1024
 
@@ -38,6 +41,7 @@ STATUS = {
 
 log = structlog.get_logger("sable")
 REQUEST_ID = web.RequestKey("request_id", str)
+METRICS = web.AppKey("metrics", Metrics)
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
 
@@ -62,12 +66,17 @@ def error_for(e: SableError) -> web.Response:
 
 @web.middleware
 async def request_middleware(request: web.Request, handler):
-    """Give each request an id, and turn every failure into a JSON error, never a traceback."""
+    """Give each request an id, turn every failure into a JSON error, never a traceback, and
+    count it in the metrics by its route's pattern."""
+    started = time.perf_counter()
     rid = request.headers.get("X-Request-Id", "")
     if not _REQUEST_ID.fullmatch(rid):
         rid = uuid.uuid4().hex
     request[REQUEST_ID] = rid
     structlog.contextvars.bind_contextvars(request_id=rid)
+    # The route's pattern, never the raw path: some paths carry one-time secrets.
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
     try:
         try:
             resp = await handler(request)
@@ -81,11 +90,12 @@ async def request_middleware(request: web.Request, handler):
             code = {404: "not_found", 405: "bad_request"}.get(e.status, "bad_request")
             resp = error_response(code, e.reason or "bad request", e.status)
         except Exception:
-            # The route's pattern, never the raw path: some paths carry one-time secrets.
-            route = request.match_info.route.resource
-            log.exception("internal_error", route=route.canonical if route is not None else "unmatched")
+            log.exception("internal_error", route=route)
             resp = error_response("internal", "internal error", 500)
         resp.headers["X-Request-Id"] = rid
+        metrics = request.app.get(METRICS)
+        if metrics is not None:
+            metrics.request(route, request.method, resp.status, time.perf_counter() - started)
         return resp
     finally:
         structlog.contextvars.unbind_contextvars("request_id")
@@ -95,9 +105,11 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def new_app(ready: Callable[[web.Application], Awaitable[bool]] | None = None) -> web.Application:
-    """An application with the error middleware, the body limit, /healthz (alive) and
-    /readyz (`ready(app)`: the database answers and its schema is served)."""
+def new_app(ready: Callable[[web.Application], Awaitable[bool]] | None = None, metrics: Metrics | None = None,
+            metrics_route: bool = True) -> web.Application:
+    """An application with the error middleware, the body limit, /healthz (alive), /readyz
+    (`ready(app)`: the database answers and its schema is served) and, with `metrics`,
+    /metrics (unless `metrics_route` is False: they are served on their own address)."""
     app = web.Application(middlewares=[request_middleware], client_max_size=MAX_BODY)
     app.router.add_get("/healthz", healthz)
     if ready is not None:
@@ -111,7 +123,30 @@ def new_app(ready: Callable[[web.Application], Awaitable[bool]] | None = None) -
             return error_response("unavailable", "not ready: the database is unreachable or its schema is not "
                                   "the one this version serves", 503, 1)
         app.router.add_get("/readyz", readyz)
+    if metrics is not None:
+        app[METRICS] = metrics
+        if metrics_route:
+            app.router.add_get("/metrics", metrics_endpoint)
     return app
+
+
+def metrics_app(metrics: Metrics) -> web.Application:
+    """/metrics alone, for `--metrics-host`/`--metrics-port`."""
+    app = web.Application(middlewares=[request_middleware])
+    app[METRICS] = metrics
+    app.router.add_get("/metrics", metrics_endpoint)
+    return app
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    """Prometheus text format, no credential (SPEC §13)."""
+    return web.Response(body=request.app[METRICS].render(), headers={"Content-Type": CONTENT_TYPE})
+
+
+def caller(request: web.Request) -> Caller:
+    """Who is asking, for audit records; the app's metrics count the events they record."""
+    metrics = request.app.get(METRICS)
+    return Caller(client_address(request), request[REQUEST_ID], metrics.observe_audit if metrics else None)
 
 
 async def read_json(request: web.Request) -> dict:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 
@@ -15,6 +17,7 @@ import click
 from aiohttp import web
 
 from clients.errors import ConfigError, Unavailable
+from server.metrics import MULTIPROC_ENV
 
 WORKER_ENV = "SABLE_WORKER"
 
@@ -68,7 +71,18 @@ def supervise(workers: int) -> int:
     when one exits (so a supervisor such as systemd restarts the whole service). Workers may
     start together: schema migrations take the database's lock."""
     args = [sys.executable, "-m", "clients.cli.main", *sys.argv[1:]]
-    children = [subprocess.Popen(args, env={**os.environ, WORKER_ENV: str(n)}) for n in range(workers)]
+    # One folder for every worker's metric values, so any worker's /metrics reports them all.
+    metrics_dir = os.environ.get(MULTIPROC_ENV) or tempfile.mkdtemp(prefix="sable-metrics-")
+    env = {**os.environ, MULTIPROC_ENV: metrics_dir}
+    try:
+        return _run_workers(args, env, workers)
+    finally:
+        if MULTIPROC_ENV not in os.environ:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _run_workers(args: list[str], env: dict, workers: int) -> int:
+    children = [subprocess.Popen(args, env={**env, WORKER_ENV: str(n)}) for n in range(workers)]
     stopping: list[bool] = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.append(True))

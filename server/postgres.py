@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 import zlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -116,6 +117,7 @@ class PgDatabase:
         self._pool = pool
         self._connect_args = connect_args
         self._listeners: list[_Listener] = []
+        self.commit_observer: Callable[[float], None] | None = None  # told each commit's duration (metrics)
 
     @classmethod
     def schema_version(cls) -> int:
@@ -225,8 +227,17 @@ class PgDatabase:
         """A transaction; its commit is durable (synchronous_commit at least on) on exit."""
         async with self._conn() as c:
             try:
-                async with c.transaction():
+                tx = c.transaction()
+                await tx.start()
+                try:
                     yield c
+                except BaseException:
+                    await tx.rollback()
+                    raise
+                started = time.perf_counter()
+                await tx.commit()
+                if self.commit_observer is not None:
+                    self.commit_observer(time.perf_counter() - started)
             except UNREACHABLE as e:
                 raise StoreError(f"database {self.path} is unavailable: {_describe(e)}", retry_after=1) from None
 

@@ -99,6 +99,7 @@ class Database:
         self._r = reader
         self._writes: GroupCall[Callable[[sqlite3.Connection], Any], Any] = GroupCall(self._run_batch)
         self._open_elsewhere = False
+        self.commit_observer: Callable[[float], None] | None = None  # told each COMMIT's duration (metrics)
 
     @classmethod
     def schema_version(cls) -> int:
@@ -229,7 +230,10 @@ class Database:
         except BaseException:
             self._w.execute("ROLLBACK")
             raise
+        started = time.perf_counter()
         self._w.execute("COMMIT")
+        if self.commit_observer is not None:
+            self.commit_observer(time.perf_counter() - started)
         return results
 
     # --- reads -------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ of this):
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -230,7 +231,10 @@ class PostgresStore(PgDatabase):
                            json.dumps(a.detail) if a.detail else None))
             flat.extend(lineage)
         cols = [list(col) for col in zip(*values)]  # one array per parameter of _INSERT_BATCH
-        rows = await self._all(_INSERT_BATCH, *cols, flat)
+        started = time.perf_counter()
+        rows = await self._all(_INSERT_BATCH, *cols, flat)  # one statement, committed as it ends
+        if self.commit_observer is not None:
+            self.commit_observer(time.perf_counter() - started)
         done = [False] * len(items)
         for i, r in zip(order, rows):
             done[i] = bool(r[0])
