@@ -3,6 +3,7 @@ shape the reply; `authority.schemas` does the mapping and `server.http` the erro
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 
@@ -23,6 +24,7 @@ from server.http import (
     bearer,
     caller,
     client_address,
+    json_response,
     new_app,
     parse_networks,
     read_json,
@@ -68,25 +70,25 @@ async def user_token(request: web.Request) -> web.Response:
     org, role = schemas.user_token_request(await read_json(request))
     limiter.add(client)
     minted = _authority(request).minting.mint_user(org, role, caller(request))
-    return web.json_response(schemas.user_token(minted), status=201)
+    return json_response(schemas.user_token(minted), status=201)
 
 
 @routes.get("/v1/info")
 async def info(request: web.Request) -> web.Response:
-    return web.json_response(schemas.info(_authority(request).config, __version__, os.getpid()))
+    return json_response(schemas.info(_authority(request).config, __version__, os.getpid()))
 
 
 @routes.post("/v1/orgs")
 async def create_org(request: web.Request) -> web.Response:
     a = await _admin(request)
     name = schemas.org_name(await read_json(request))
-    return web.json_response(schemas.org(await a.orgs.create(name, caller(request))), status=201)
+    return json_response(schemas.org(await a.orgs.create(name, caller(request))), status=201)
 
 
 @routes.get("/v1/orgs")
 async def list_orgs(request: web.Request) -> web.Response:
     a = await _admin(request)
-    return web.json_response({"orgs": [schemas.org(o) for o in await a.orgs.list()]})
+    return json_response({"orgs": [schemas.org(o) for o in await a.orgs.list()]})
 
 
 @routes.post("/v1/tokens")
@@ -98,7 +100,7 @@ async def mint(request: web.Request) -> web.Response:
         minted = await a.minting.mint(req, caller(request))
     else:
         minted = await a.selfservice.mint(member, req, caller(request))
-    return web.json_response(schemas.minted(minted), status=201)
+    return json_response(schemas.minted(minted), status=201)
 
 
 @routes.get("/v1/tokens")
@@ -114,7 +116,7 @@ async def list_tokens(request: web.Request) -> web.Response:
         raise NotFound(f"org {org!r} does not exist")
     else:
         rows = await a.listing.tokens(org)
-    return web.json_response({"tokens": [schemas.token(r) for r in rows]})
+    return json_response({"tokens": [schemas.token(r) for r in rows]})
 
 
 @routes.post("/v1/tokens/revoke")
@@ -123,7 +125,7 @@ async def revoke_user(request: web.Request) -> web.Response:
     username = (await read_json(request)).get("user")
     if not isinstance(username, str) or not NAME_RE.fullmatch(username):
         raise BadRequest("user is required and must be a username")
-    return web.json_response({"revoked": await a.revocation.revoke_user(username, caller(request))})
+    return json_response({"revoked": await a.revocation.revoke_user(username, caller(request))})
 
 
 @routes.post("/v1/tokens/{id}/revoke")
@@ -134,8 +136,8 @@ async def revoke_id(request: web.Request) -> web.Response:
     if not _TOKEN_ID.fullmatch(token_id):
         raise NotFound("no token with that id")
     if member is not None:
-        return web.json_response({"revoked": await a.selfservice.revoke(member, token_id, caller(request))})
-    return web.json_response({"revoked": await a.revocation.revoke_id(token_id, caller(request))})
+        return json_response({"revoked": await a.selfservice.revoke(member, token_id, caller(request))})
+    return json_response({"revoked": await a.revocation.revoke_id(token_id, caller(request))})
 
 
 @routes.post("/v1/verify")
@@ -144,18 +146,18 @@ async def verify(request: web.Request) -> web.Response:
     checker = _authority(request).checker
     metrics = request.app[VERIFY_METRICS]
     try:
-        verified = await checker.check(checker.parse(req.tokens), req.access, caller(request))
+        verified = await checker.check(checker.parse(req.tokens), req.access, functools.partial(caller, request))
     except Denial as e:
         metrics.denied.inc()
-        return web.json_response(schemas.denied(str(e)), status=403)
+        return json_response(schemas.denied(str(e)), status=403)
     metrics.allowed.inc()
-    return web.json_response(schemas.verified(verified))
+    return json_response(schemas.verified(verified))
 
 
 @routes.post("/v1/service-tokens")
 async def strip(request: web.Request) -> web.Response:
     req = schemas.strip_request(await read_json(request))
-    return web.json_response(schemas.stripped(await _authority(request).minting.strip(req, caller(request))),
+    return json_response(schemas.stripped(await _authority(request).minting.strip(req, caller(request))),
                              status=201)
 
 
@@ -168,14 +170,14 @@ async def revoke_value(request: web.Request) -> web.Response:
         raise RateLimited("too many revocations from this address", retry_after=wait)
     limiter.add(client)
     presented = schemas.token_list((await read_json(request)).get("tokens"))
-    return web.json_response(schemas.revoked(await _authority(request).revocation.revoke_value(presented,
+    return json_response(schemas.revoked(await _authority(request).revocation.revoke_value(presented,
                                                                                                 caller(request))))
 
 
 @routes.get("/v1/revocations")
 async def revocations(request: web.Request) -> web.Response:
     after, wait = schemas.feed_query(request.query)  # type: ignore[arg-type]
-    return web.json_response(schemas.feed_page(await _authority(request).revocation.page(after, wait)))
+    return json_response(schemas.feed_page(await _authority(request).revocation.page(after, wait)))
 
 
 async def _ready(app: web.Application) -> bool:

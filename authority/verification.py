@@ -242,8 +242,10 @@ class Checker:
         """Parse a verify presentation through the cache (repeated strings parse once)."""
         return parse_presentation(texts, self.parsed.parse)
 
-    async def check(self, presented: list[Token], access: Access | None, caller: Caller) -> Verified:
-        """Verify a parsed presentation; raises Denial (audited) or BadRequest."""
+    async def check(self, presented: list[Token], access: Access | None,
+                    caller: Caller | Callable[[], Caller]) -> Verified:
+        """Verify a parsed presentation; raises Denial (audited) or BadRequest. `caller` may be
+        a function making it: only a denial needs it, and most verifies are allowed."""
         main, discharges = split_presentation(presented)
         if main.prefix == tokens.USER:
             raise Denial("user tokens are not accepted here")
@@ -254,7 +256,8 @@ class Checker:
         try:
             verified = verify(main, discharges, rec, access, now, self.location, self.trusted, self.chains)
         except Denial as e:
-            self.denials.add(caller.record(
+            who = caller if isinstance(caller, Caller) else caller()
+            self.denials.add(who.record(
                 "verify_denied", outcome="denied", token_id=main.token_id, org=rec.org if rec else None,
                 detail={"reason": str(e)},
             ))

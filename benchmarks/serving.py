@@ -1,8 +1,9 @@
 """HTTP benchmarks with wrk (32 connections, one wrk thread), each against a baseline
 started the same way in the same run:
 
-1. `POST /v1/verify` on the authority with 1 and 2 workers, against a bare aiohttp JSON
-   endpoint with 1 and 2 processes (SO_REUSEPORT).
+1. `POST /v1/verify` on the authority (with /metrics on) with 1 and 2 workers, against a bare
+   aiohttp JSON endpoint with 1 and 2 processes (SO_REUSEPORT). One worker: three alternating
+   baseline/authority rounds, the median ratio kept (all three printed).
 2. Strip throughput (`POST /v1/service-tokens`), every answer durable (group commit).
 3. Verify with 1M tokens and 100k revocations in the database (built in bulk with SQL),
    against the empty database.
@@ -171,6 +172,9 @@ def build_scale_db(path: Path | str, tokens_n: int = 1_000_000, revoked_n: int =
     asyncio.run(fill())
 
 
+ROUNDS = 3  # baseline/authority pairs for the 1-worker ratio
+
+
 def main(seconds: float) -> dict:
     if shutil.which("wrk") is None:
         sys.exit("benchmarks/serving.py needs wrk (apt-get install wrk)")
@@ -179,18 +183,25 @@ def main(seconds: float) -> dict:
     result: dict = {"seconds": seconds, "connections": 32}
 
     for workers in (1, 2):
-        proc, url = bare(workers)
-        try:
-            result[f"bare_{workers}"] = wrk(url + "/v1/verify", {"tokens": ["x"], "access": access}, seconds, tmp)
-        finally:
-            stop_group(proc)
-        a = Authority(tmp, workers)
+        a = Authority(tmp, workers)  # /metrics on, as in production
         try:
             pt, dt, ht = a.setup()
             body = {"tokens": [ht], "access": access}
             assert post(a.url + "/v1/verify", body)["allowed"]
-            result[f"verify_{workers}"] = wrk(a.url + "/v1/verify", body, seconds, tmp)
+            # The machine's speed drifts within seconds: alternate the baseline and the
+            # authority, and keep the round with the median ratio.
+            rounds = []
+            for _ in range(ROUNDS if workers == 1 else 1):
+                proc, url = bare(workers)
+                try:
+                    b = wrk(url + "/v1/verify", {"tokens": ["x"], "access": access}, seconds, tmp)
+                finally:
+                    stop_group(proc)
+                rounds.append((b, wrk(a.url + "/v1/verify", body, seconds, tmp)))
+            rounds.sort(key=lambda r: r[1]["rps"] / r[0]["rps"])
+            result[f"bare_{workers}"], result[f"verify_{workers}"] = rounds[len(rounds) // 2]
             if workers == 1:
+                result["verify_1_rounds"] = [round(v["rps"] / b["rps"], 2) for b, v in rounds]
                 result["strip_1"] = wrk(a.url + "/v1/service-tokens", {"tokens": [pt, dt]}, seconds, tmp)
         finally:
             a.stop()
@@ -214,7 +225,7 @@ def main(seconds: float) -> dict:
         "scale_vs_empty": round(r["verify_1_scale"]["rps"] / r["verify_1"]["rps"], 2),
     }
     r["targets"] = {
-        "verify_1_vs_bare_1 >= 0.5": r["ratios"]["verify_1_vs_bare_1"] >= 0.5,
+        "verify_1_vs_bare_1 >= 0.7": r["ratios"]["verify_1_vs_bare_1"] >= 0.7,
         "verify_1 p99 <= 10 ms and 0 errors": r["verify_1"]["p99_ms"] <= 10 and r["verify_1"]["errors"] == 0,
         "verify_2_vs_verify_1 >= 1.7": r["ratios"]["verify_2_vs_verify_1"] >= 1.7,
         "strip >= 1000/s, 0 errors": r["strip_1"]["rps"] >= 1000 and r["strip_1"]["errors"] == 0,
@@ -230,7 +241,8 @@ def table(r: dict) -> str:
             ("strip, 1 worker", r["strip_1"]), ("/v1/verify, 1M tokens", r["verify_1_scale"])]
     lines = [f"{'run':<28}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"]
     lines += [f"{name:<28}{x['rps']:>10.0f}{x['p50_ms']:>9}{x['p99_ms']:>9}{x['errors']:>8}" for name, x in rows]
-    lines.append("ratios: " + ", ".join(f"{k} {v}" for k, v in r["ratios"].items()))
+    lines.append("ratios: " + ", ".join(f"{k} {v}" for k, v in r["ratios"].items())
+                 + f" (1-worker rounds: {r['verify_1_rounds']})")
     lines.append("targets: " + ", ".join(f"{k}: {'met' if v else 'MISSED'}" for k, v in r["targets"].items()))
     return "\n".join(lines)
 

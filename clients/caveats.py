@@ -36,6 +36,23 @@ class Access:
 
     @classmethod
     def from_dict(cls, data: object) -> Access:
+        """Validated; the same access, as workloads send again and again, from a small cache."""
+        try:
+            key = tuple(data.items()) if isinstance(data, dict) and len(data) <= 6 else None
+            hit = _ACCESS_CACHE.get(key) if key is not None else None
+        except TypeError:  # an unhashable value: not a valid access anyway
+            key = hit = None
+        if hit is not None:
+            return hit
+        access = cls._from_dict(data)
+        if key is not None:
+            if len(_ACCESS_CACHE) >= ACCESS_CACHE_ENTRIES:
+                _ACCESS_CACHE.clear()
+            _ACCESS_CACHE[key] = access
+        return access
+
+    @classmethod
+    def _from_dict(cls, data: object) -> Access:
         if not isinstance(data, dict):
             raise CaveatError("access must be an object")
         unknown = set(data) - {"org", "action", "app", "host", "instance", "user"}
@@ -53,6 +70,10 @@ class Access:
                 raise CaveatError(f"access.{key} must be a name")
             fields[key] = value
         return cls(org=org, action=action, **fields)
+
+
+ACCESS_CACHE_ENTRIES = 4096
+_ACCESS_CACHE: dict[tuple, Access] = {}
 
 
 def format_time(epoch: int) -> str:

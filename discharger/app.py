@@ -17,6 +17,7 @@ from server.http import (
     bearer,
     caller,
     client_address,
+    json_response,
     new_app,
     parse_networks,
     read_json,
@@ -42,7 +43,7 @@ async def _admin(request: web.Request) -> Discharger:
 async def info(request: web.Request) -> web.Response:
     d = _d(request)
     await d.keys.refresh(max_age=1.0)  # a rotation shows at once; a flood costs one read a second
-    return web.json_response({
+    return json_response({
         "service": "sable-discharger", "version": __version__, "location": d.config.public_url,
         "public_keys": d.keys.public_keys(),
     })
@@ -52,26 +53,26 @@ async def info(request: web.Request) -> web.Response:
 async def create_user(request: web.Request) -> web.Response:
     d = await _admin(request)
     new = schemas.new_user(await read_json(request))
-    return web.json_response(schemas.user(await d.users.create(new, caller(request))), status=201)
+    return json_response(schemas.user(await d.users.create(new, caller(request))), status=201)
 
 
 @routes.post("/v1/users/{username}/orgs")
 async def set_orgs(request: web.Request) -> web.Response:
     d = await _admin(request)
     membership = schemas.membership(request.match_info["username"], await read_json(request))
-    return web.json_response(schemas.user(await d.users.set_orgs(membership, caller(request))))
+    return json_response(schemas.user(await d.users.set_orgs(membership, caller(request))))
 
 
 @routes.get("/v1/users")
 async def list_users(request: web.Request) -> web.Response:
     d = await _admin(request)
-    return web.json_response({"users": [schemas.user_row(u) for u in await d.users.list()]})
+    return json_response({"users": [schemas.user_row(u) for u in await d.users.list()]})
 
 
 @routes.get("/v1/users/{username}")
 async def get_user(request: web.Request) -> web.Response:
     d = await _admin(request)
-    return web.json_response(schemas.user_row(await d.users.get(request.match_info["username"])))
+    return json_response(schemas.user_row(await d.users.get(request.match_info["username"])))
 
 
 @routes.post("/v1/users/{username}/enable")
@@ -79,7 +80,7 @@ async def enable(request: web.Request) -> web.Response:
     d = await _admin(request)
     username = request.match_info["username"]
     await d.users.disable(username, caller(request), disabled=False)
-    return web.json_response({"username": username, "disabled": False})
+    return json_response({"username": username, "disabled": False})
 
 
 @routes.post("/v1/users/{username}/password")
@@ -87,7 +88,7 @@ async def set_password(request: web.Request) -> web.Response:
     d = await _admin(request)
     username = request.match_info["username"]
     await d.users.set_password(username, schemas.password(await read_json(request)), caller(request))
-    return web.json_response({"username": username})
+    return json_response({"username": username})
 
 
 @routes.post("/v1/users/{username}/disable")
@@ -95,19 +96,19 @@ async def disable(request: web.Request) -> web.Response:
     d = await _admin(request)
     username = request.match_info["username"]
     await d.users.disable(username, caller(request))
-    return web.json_response({"username": username, "disabled": True})
+    return json_response({"username": username, "disabled": True})
 
 
 @routes.post("/v1/sessions")
 async def login(request: web.Request) -> web.Response:
     creds = schemas.credentials(await read_json(request))
-    return web.json_response(schemas.session(await _d(request).sessions.login(creds, caller(request))), status=201)
+    return json_response(schemas.session(await _d(request).sessions.login(creds, caller(request))), status=201)
 
 
 @routes.get("/v1/sessions/current")
 async def current_session(request: web.Request) -> web.Response:
     user, expires_at = await _d(request).sessions.current(bearer(request))
-    return web.json_response(schemas.current_session(user.username, user.roles, expires_at))
+    return json_response(schemas.current_session(user.username, user.roles, expires_at))
 
 
 @routes.delete("/v1/sessions/current")
@@ -123,7 +124,7 @@ async def discharge(request: web.Request) -> web.Response:
         return await _start_flow(request, d)
     username = await d.sessions.user(bearer(request))  # 401 before the body is read
     ticket = schemas.ticket(await read_json(request))
-    return web.json_response(schemas.discharge(await d.discharges.issue(username, ticket, caller(request))),
+    return json_response(schemas.discharge(await d.discharges.issue(username, ticket, caller(request))),
                              status=201)
 
 
@@ -138,7 +139,7 @@ async def _start_flow(request: web.Request, d: Discharger) -> web.Response:
     counter.add(key)
     ticket, return_to = schemas.ticket(body), schemas.return_to(body)
     started = await d.flows.start(ticket, return_to, caller(request))
-    return web.json_response({"user_url": started.user_url, "poll_url": started.poll_url,
+    return json_response({"user_url": started.user_url, "poll_url": started.poll_url,
                               "expires_in": started.expires_in}, status=202)
 
 
@@ -148,8 +149,8 @@ async def poll_flow(request: web.Request) -> web.Response:
     code = request.headers.get("Sable-Flow-Code")
     got = await d.flows.poll(request.match_info["secret"], code, caller(request))
     if got is None:
-        return web.json_response({"status": "pending"}, status=202)
-    return web.json_response(schemas.discharge(got))
+        return json_response({"status": "pending"}, status=202)
+    return json_response(schemas.discharge(got))
 
 
 @routes.post("/v1/device/authorize")
@@ -158,7 +159,7 @@ async def device_authorize(request: web.Request) -> web.Response:
     body = await schemas.read_form_or_json(request)
     auth = await d.device.authorize(schemas.client_name(body), caller(request))
     base = d.config.public_url.rstrip("/")
-    return web.json_response({
+    return json_response({
         "device_code": auth.device_code, "user_code": auth.user_code, "verification_uri": f"{base}/device",
         "verification_uri_complete": f"{base}/device?user_code={auth.user_code}", "expires_in": auth.expires_in,
         "interval": auth.interval}, headers={"Cache-Control": "no-store"})
@@ -175,7 +176,7 @@ async def device_token(request: web.Request) -> web.Response:
     if not isinstance(device_code, str) or not 0 < len(device_code) <= 128:
         raise BadRequest("device_code is required")
     session, username = await d.device.token(device_code, caller(request))
-    return web.json_response(schemas.device_session(session, username), headers={"Cache-Control": "no-store"})
+    return json_response(schemas.device_session(session, username), headers={"Cache-Control": "no-store"})
 
 
 async def _ready(app: web.Application) -> bool:

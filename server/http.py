@@ -5,12 +5,12 @@ Nothing here sees a secret's value."""
 from __future__ import annotations
 
 import ipaddress
-import json
+import os
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 
+import orjson
 import structlog
 from aiohttp import web
 
@@ -43,7 +43,6 @@ log = structlog.get_logger("sable")
 REQUEST_ID = web.RequestKey("request_id", str)
 METRICS = web.AppKey("metrics", Metrics)
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
-_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 class BodyTooLarge(BadRequest):
@@ -51,9 +50,14 @@ class BodyTooLarge(BadRequest):
         super().__init__(f"request body is larger than {MAX_BODY} bytes")
 
 
+def json_response(data: object, status: int = 200, headers: dict | None = None) -> web.Response:
+    """A JSON answer, encoded with orjson (a third of the cost of the json module's)."""
+    return web.Response(body=orjson.dumps(data), status=status, headers=headers, content_type="application/json")
+
+
 def error_response(code: str, message: str, status: int, retry_after: int | None = None) -> web.Response:
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
-    return web.json_response({"error": code, "message": message}, status=status, headers=headers)
+    return json_response({"error": code, "message": message}, status=status, headers=headers)
 
 
 def error_for(e: SableError) -> web.Response:
@@ -71,7 +75,7 @@ async def request_middleware(request: web.Request, handler):
     started = time.perf_counter()
     rid = request.headers.get("X-Request-Id", "")
     if not _REQUEST_ID.fullmatch(rid):
-        rid = uuid.uuid4().hex
+        rid = os.urandom(16).hex()
     request[REQUEST_ID] = rid
     structlog.contextvars.bind_contextvars(request_id=rid)
     # The route's pattern, never the raw path: some paths carry one-time secrets.
@@ -102,7 +106,7 @@ async def request_middleware(request: web.Request, handler):
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return json_response({"status": "ok"})
 
 
 def new_app(ready: Callable[[web.Application], Awaitable[bool]] | None = None, metrics: Metrics | None = None,
@@ -119,7 +123,7 @@ def new_app(ready: Callable[[web.Application], Awaitable[bool]] | None = None, m
             except (SableError, KeyError):  # KeyError: still starting
                 ok = False
             if ok:
-                return web.json_response({"status": "ready"})
+                return json_response({"status": "ready"})
             return error_response("unavailable", "not ready: the database is unreachable or its schema is not "
                                   "the one this version serves", 503, 1)
         app.router.add_get("/readyz", readyz)
@@ -158,11 +162,10 @@ async def read_json(request: web.Request) -> dict:
     except web.HTTPRequestEntityTooLarge:
         raise BodyTooLarge() from None
     try:
-        body = json.loads(raw.decode("utf-8"))  # strict: UTF-8-encoded surrogates are refused
-        # A lone UTF-16 surrogate (\ud800) parses but cannot be stored or hashed: refuse it here.
-        if _SURROGATE.search(raw):
-            json.dumps(body, ensure_ascii=False).encode("utf-8")
-    except (ValueError, UnicodeError, RecursionError):  # deep nesting is bad input too
+        # orjson is strict where it matters here: invalid UTF-8, lone surrogates (which could
+        # not be stored or hashed), NaN and nesting deeper than 1024 are all refused.
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
         raise BadRequest("body is not valid JSON text") from None
     if not isinstance(body, dict):
         raise BadRequest("body must be a JSON object")

@@ -47,14 +47,17 @@ class Metrics:
         self.duration = Histogram("sable_http_request_duration_seconds", "Time to answer a request, by route pattern.",
                                   ["route"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self._children: dict[tuple[str, str, int], tuple] = {}
-        self._refreshers: list[Callable[[], None]] = []
+        self._pending: dict[tuple[str, str, int], int] = {}  # requests counted since the last flush
+        self._refreshers: list[Callable[[], None]] = [self._flush]
         self._task: asyncio.Task | None = None
 
     # --- recording -----------------------------------------------------------------------------
 
     def request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one answered request. Label children are bound once per (route, method,
-        status): `.labels()` costs more than the increment itself."""
+        status), since `.labels()` costs more than the increment itself, and the count goes
+        into a plain dict that a scrape (or the refresh loop) adds to the counter: the hot
+        path takes no lock for it."""
         if method not in METHODS:  # any token may arrive as a method: keep the label set bounded
             method = "other"
         key = (route, method, status)
@@ -62,8 +65,15 @@ class Metrics:
         if children is None:
             children = self._children[key] = (self.requests.labels(route, method, str(status)),
                                                self.duration.labels(route))
-        children[0].inc()
+            self._pending[key] = 0
+        self._pending[key] += 1
         children[1].observe(seconds)
+
+    def _flush(self) -> None:
+        for key, n in self._pending.items():
+            if n:
+                self._children[key][0].inc(n)
+                self._pending[key] = 0
 
     def observe_audit(self, record: AuditRecord) -> None:
         """Count the domain event an audit record stands for (services override)."""
