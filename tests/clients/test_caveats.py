@@ -110,3 +110,25 @@ def test_bad_access_is_an_error(data):
 def test_access_from_dict():
     a = Access.from_dict({"org": "acme", "action": "rw", "host": "h1", "user": None})
     assert a == Access("acme", "rw", host="h1")
+
+
+def test_access_cache_answers_only_the_same_access():
+    """Validated access objects are cached by their exact fields; the cache never lets an
+    invalid access through, never answers for a different one, and stays bounded."""
+    from clients import caveats as cv
+
+    cv._ACCESS_CACHE.clear()
+    data = {"org": "acme", "action": "r", "app": "orders"}
+    first = Access.from_dict(data)
+    assert Access.from_dict(dict(data)) is first  # the same fields: the cached object
+    other = Access.from_dict({"org": "acme", "action": "r", "app": "billing"})
+    assert other.app == "billing" and other is not first
+    for bad in ({"org": "acme", "action": "r", "app": ["orders"]},  # unhashable: not cacheable
+                {"org": "acme", "action": "x", "app": "orders"}, {"org": "acme"}, "acme"):
+        with pytest.raises(CaveatError):
+            Access.from_dict(bad)
+        with pytest.raises(CaveatError):  # and again: a failure is never cached
+            Access.from_dict(bad)
+    for i in range(cv.ACCESS_CACHE_ENTRIES + 10):
+        Access.from_dict({"org": "acme", "action": "r", "app": f"a{i}"})
+    assert len(cv._ACCESS_CACHE) <= cv.ACCESS_CACHE_ENTRIES
