@@ -12,10 +12,12 @@ import asyncio
 import json
 import os
 from collections.abc import Sequence
+from urllib.parse import urlsplit
 
 import aiohttp
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential, wait_random
 
+from clients import tracing
 from clients.errors import SableAPIError
 
 __all__ = ["AuthorityClient", "DischargerClient", "SableAPIError"]
@@ -88,6 +90,17 @@ class _Client:
     async def _send(self, method, path, body, bearer, params, timeout, ok, extra=None) -> dict:
         headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
         headers.update(extra or {})
+        if not tracing.enabled():
+            return await self._exchange(method, path, body, headers, params, timeout, ok)
+        # The span names the service called, never the path or URL (some carry secrets).
+        with tracing.client_span(method, self.ROLE, urlsplit(self.base_url).hostname or "", headers) as span:
+            try:
+                return await self._exchange(method, path, body, headers, params, timeout, ok)
+            except SableAPIError as e:
+                span.set_attribute("http.response.status_code", e.status)
+                raise
+
+    async def _exchange(self, method, path, body, headers, params, timeout, ok) -> dict:
         try:
             async with self._http().request(
                 method, self.base_url + path, json=body, headers=headers, params=params,

@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 import nacl.utils
 
-from clients import tokens
+from clients import tokens, tracing
 from clients.cli.common import EXIT_USAGE, fail, handle_errors, write_private
 from clients.errors import Unavailable
 from clients.sdk import AuthorityClient, DischargerClient, SableAPIError
@@ -83,6 +83,7 @@ def authority_serve(config_path, tls_cert, tls_key, log_level, workers, trusted_
     from server.http import parse_networks
 
     configure_logging(log_level)
+    tracing.configure_from_env("sable-authority")
     config = load(config_path, tls_cert=tls_cert, trusted_proxy=list(trusted_proxy) or None, workers=workers,
                   **flags)
     workers = config.workers
@@ -131,6 +132,7 @@ def discharger_serve(config_path, tls_cert, tls_key, log_level, authority_url, t
     from server.http import parse_networks
 
     configure_logging(log_level)
+    tracing.configure_from_env("sable-discharger")
     config = load(config_path, tls_cert=tls_cert, authority_url=list(authority_url) or None,
                   trusted_proxy=list(trusted_proxy) or None, **flags)
     try:
@@ -268,6 +270,7 @@ def dev(data_dir, authority_port, discharger_port, database, log_level):
     from discharger.config import DischargerConfig
 
     configure_logging(log_level)
+    tracing.configure_from_env("sable-dev")
     root = Path(data_dir)
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
     dev_file = root / "dev.json"

@@ -14,10 +14,11 @@ import orjson
 import structlog
 from aiohttp import web
 
+from clients import tracing
 from clients.errors import BadRequest, SableError, Unauthorized
 from clients.tokens import bearer_value
 from server.audit import Caller
-from server.metrics import CONTENT_TYPE, Metrics
+from server.metrics import CONTENT_TYPE, METHODS, Metrics
 
 MAX_BODY = 64 * 1024
 
@@ -71,7 +72,7 @@ def error_for(e: SableError) -> web.Response:
 @web.middleware
 async def request_middleware(request: web.Request, handler):
     """Give each request an id, turn every failure into a JSON error, never a traceback, and
-    count it in the metrics by its route's pattern."""
+    count it in the metrics (and trace it, when tracing is on) by its route's pattern."""
     started = time.perf_counter()
     rid = request.headers.get("X-Request-Id", "")
     if not _REQUEST_ID.fullmatch(rid):
@@ -82,20 +83,13 @@ async def request_middleware(request: web.Request, handler):
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"
     try:
-        try:
-            resp = await handler(request)
-        except SableError as e:
-            resp = error_for(e)
-        except web.HTTPRequestEntityTooLarge:
-            resp = error_for(BodyTooLarge())
-        except web.HTTPException as e:
-            if e.status < 400:
-                raise
-            code = {404: "not_found", 405: "bad_request"}.get(e.status, "bad_request")
-            resp = error_response(code, e.reason or "bad request", e.status)
-        except Exception:
-            log.exception("internal_error", route=route)
-            resp = error_response("internal", "internal error", 500)
+        if tracing.enabled():
+            method = request.method if request.method in METHODS else "other"
+            with tracing.server_span(method, route, request.headers) as span:
+                resp = await _answer(request, handler, route)
+                span.set_attribute("http.response.status_code", resp.status)
+        else:
+            resp = await _answer(request, handler, route)
         resp.headers["X-Request-Id"] = rid
         metrics = request.app.get(METRICS)
         if metrics is not None:
@@ -103,6 +97,23 @@ async def request_middleware(request: web.Request, handler):
         return resp
     finally:
         structlog.contextvars.unbind_contextvars("request_id")
+
+
+async def _answer(request: web.Request, handler, route: str) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except SableError as e:
+        return error_for(e)
+    except web.HTTPRequestEntityTooLarge:
+        return error_for(BodyTooLarge())
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        code = {404: "not_found", 405: "bad_request"}.get(e.status, "bad_request")
+        return error_response(code, e.reason or "bad request", e.status)
+    except Exception:
+        log.exception("internal_error", route=route)
+        return error_response("internal", "internal error", 500)
 
 
 async def healthz(request: web.Request) -> web.Response:

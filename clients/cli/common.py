@@ -67,6 +67,9 @@ def handle_errors(fn):
 def run(coro):
     import asyncio  # here, not at the top: offline commands start without it
 
+    from clients import tracing
+
+    tracing.configure_from_env("sable-cli")  # with OTEL_EXPORTER_OTLP_ENDPOINT set only
     return asyncio.run(coro)
 
 

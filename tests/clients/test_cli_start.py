@@ -14,7 +14,8 @@ from authority.keystore import KeyStore
 from authority.minting import build
 from clients import tokens
 
-HEAVY = ("aiohttp", "asyncio", "clients.sdk", "server", "authority", "discharger", "nacl", "pathlib", "tempfile")
+HEAVY = ("aiohttp", "asyncio", "clients.sdk", "server", "authority", "discharger", "nacl", "pathlib", "tempfile",
+         "opentelemetry")
 
 PROBE = """
 import json, sys
