@@ -35,6 +35,7 @@ system-packages:
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/hadolint deploy/Dockerfile
 
 # Mutants of the parser, caveats, macaroon construction and verify path, judged by the fast
 # in-process tests listed under [tool.mutmut] in pyproject.toml (about 3 minutes on 2 cores).

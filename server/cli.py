@@ -187,12 +187,17 @@ def _with_keys(config_path, flags, action):
 
 @discharger_keys.command("list")
 @_key_options
+@click.option("--json", "as_json", is_flag=True, help="As [{kid, key}], the shape of an authority's public_keys.")
 @handle_errors
-def keys_list(config_path, **flags):
+def keys_list(config_path, as_json, **flags):
     """Print the keys, newest (the one new tickets are sealed to) first."""
     async def action(keys):
         return keys.public_keys()
-    for i, k in enumerate(_with_keys(config_path, flags, action)):
+    listed = _with_keys(config_path, flags, action)
+    if as_json:
+        click.echo(json.dumps([{"kid": k["kid"], "key": k["key"]} for k in listed]))
+        return
+    for i, k in enumerate(listed):
         click.echo(f"{k['kid']}  {k['key']}" + ("  (current)" if i == 0 else ""))
 
 

@@ -131,6 +131,11 @@ def test_cli_lists_rotates_and_retires_in_the_database(tmp_path, db_location, mo
     new_kid = rotated.output.strip()
     listed = run("list").output.splitlines()
     assert [line.split()[0] for line in listed] == [new_kid, old_kid] and "(current)" in listed[0]
+    # --json is what an authority's [[authority.dischargers]] public_keys takes (deploy/compose.yaml)
+    from authority.config import discharger_from_info
+    keys = json.loads(run("list", "--json").output)
+    assert [k["kid"] for k in keys] == [new_kid, old_kid]
+    assert discharger_from_info({"location": "http://d", "public_keys": keys}).public_keys[0][0] == new_kid
     assert run("retire", old_kid).exit_code == 0
     r = run("retire", new_kid)
     assert r.exit_code == 1 and "only key" in r.output
