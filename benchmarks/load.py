@@ -89,6 +89,7 @@ async def run(seconds: float, concurrency: int, warmup: float) -> dict:
             doomed = (await post(a_url + "/v1/service-tokens", {"tokens": [pt, dt]}))[1]["token"]
             hosts = [offline.attenuate(st, [f"hosts w{i}"]) for i in range(16)]
 
+            fresh = {"dt": dt}
             counter = iter(range(10**9))
             lat: dict[str, list[float]] = {op: [] for op, _ in MIX}
             errors: dict[str, int] = {}
@@ -99,17 +100,19 @@ async def run(seconds: float, concurrency: int, warmup: float) -> dict:
                     i = rng.randrange(len(hosts))
                     args = (a_url + "/v1/verify", {"tokens": [hosts[i]],
                                                    "access": {"org": "acme", "action": "r", "app": "orders", "host": f"w{i}"}})
-                elif op == "strip":
-                    args = (a_url + "/v1/service-tokens", {"tokens": [pt, dt]})
+                elif op == "strip":  # with the newest discharge, as a real client keeps one fresh
+                    args = (a_url + "/v1/service-tokens", {"tokens": [pt, fresh["dt"]]})
                 elif op == "revoke":
                     args = (a_url + "/v1/revoke", {"tokens": [offline.attenuate(doomed, [f"instances i{next(counter)}"])]})
                 else:
                     args = (d_url + "/v1/discharges", {"ticket": ticket}, sess)
                 t = time.perf_counter()
                 try:
-                    status, _ = await post(*args)
+                    status, body = await post(*args)
                 except (TimeoutError, aiohttp.ClientError) as e:
-                    status = type(e).__name__
+                    status, body = type(e).__name__, None
+                if op == "discharge" and status == 201:  # discharges live 300 s: strips use the newest
+                    fresh["dt"] = offline.bind(pt, body["discharge"])
                 lat[op].append(time.perf_counter() - t)
                 if status != expected[op]:
                     errors[f"{op}:{status}"] = errors.get(f"{op}:{status}", 0) + 1
