@@ -29,9 +29,9 @@ def running_dev(data_dir: Path, log: Path, config_home: Path, ports: tuple[int, 
     try:
         wait_healthy(d_url, proc, log)
         wait_healthy(a_url, proc, log)
-        for _ in range(100):  # dev.json is written once both are up and alice exists
-            if (data_dir / "dev.json").exists():
-                break
+        deadline = time.monotonic() + 30  # dev.json is written once both are up and alice exists
+        while not (data_dir / "dev.json").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.1)
         info = json.loads((data_dir / "dev.json").read_text())
         yield {"a": a_url, "d": d_url, "admin": info["admin_token"], "password": info["users"][0]["password"],
