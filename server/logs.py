@@ -15,7 +15,15 @@ QUIET_LIBRARIES = ("aiosqlite", "asyncpg", "aiohttp.access", "aiohttp.client", "
 def configure_logging(level: str = "INFO", stream: TextIO = sys.stdout) -> None:
     """JSON lines on stdout for services; tools (`sable db`, `sable discharger keys`) pass
     stderr, which keeps their stdout for results."""
-    logging.basicConfig(format="%(message)s", stream=stream, level=level)
+    # Libraries log through the standard library: their lines become JSON objects too.
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[structlog.stdlib.add_logger_name, structlog.processors.add_log_level,
+                           structlog.processors.TimeStamper(fmt="iso", utc=True)],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, structlog.processors.format_exc_info,
+                    structlog.processors.JSONRenderer()],
+    ))
+    logging.basicConfig(handlers=[handler], level=level)
     # Libraries that log queries with their parameters (usernames of failed logins, credential
     # digests) or request URLs (one-time secrets) stay at WARNING whatever the level (SPEC §12).
     floor = max(logging.WARNING, logging.getLogger().level)
