@@ -135,6 +135,10 @@ class Database:
             raise
         except Exception as e:  # sqlite3.Error and OSError alike: say which file
             pool.shutdown()
+            folder = Path(path).parent
+            if not folder.is_dir():  # not made for you: a mistyped folder would start an empty database
+                raise StoreError(f"cannot open database {path}: the folder {folder} does not exist "
+                                 "(create it, or choose another with --data-dir or --db)") from None
             raise StoreError(f"cannot open database {path}: {e}") from None
         try:
             reader = await aiosqlite.connect(path, isolation_level=None)

@@ -161,8 +161,8 @@ async def test_missing_directory_is_a_store_error_naming_the_path(tmp_path):
     path = str(tmp_path / "no-such-dir" / "x.db")
     with pytest.raises(StoreError) as info:
         await OneTable.open(path)
-    assert path in info.value.message
-    assert info.value.code == "unavailable"
+    assert path in info.value.message and "no-such-dir does not exist" in info.value.message
+    assert "--data-dir" in info.value.message and info.value.code == "unavailable"
 
 
 async def test_migration_statement_may_contain_semicolons(path):
