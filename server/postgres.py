@@ -26,7 +26,7 @@ import structlog
 from clients.tokens import ADMIN, secret_digest
 from server.audit import AuditRecord, AuditRow
 from server.sqlite import RESEAL_PAGE, StoreError
-from server.store import Resealed
+from server.store import Resealed, Resealing
 
 T = TypeVar("T")
 log = structlog.get_logger("sable.postgres")
@@ -388,40 +388,29 @@ class PgDatabase:
     async def reseal(self, columns, fn, audit: AuditRecord, progress=None) -> Resealed:
         """Every value in `columns` replaced by `fn(column, value)` in one transaction, the
         tables locked against writers throughout (see `server.store.ServiceStore.reseal`)."""
-        kept: dict[str, list[str]] = {}
-        counts: dict[str, int] = {}
+        work = Resealing(fn, progress)
         async with self._tx() as c:
             for table in dict.fromkeys(col.table for col in columns):
                 await c.execute(f"LOCK TABLE {table} IN EXCLUSIVE MODE")
             for col in columns:
                 where = f" AND ({col.where})" if col.where else ""
-                total = await c.fetchval(f"SELECT COUNT(*) FROM {col.table} WHERE true{where}")
-                done, last = 0, None
+                work.column(col, await c.fetchval(f"SELECT COUNT(*) FROM {col.table} WHERE true{where}"))
+                last = None
                 while True:
                     after = "" if last is None else f" AND {col.key} > $1"
-                    page = await c.fetch(f"SELECT {col.key}, {col.column} FROM {col.table} WHERE true{where}{after}"
-                                         f" ORDER BY {col.key} LIMIT {RESEAL_PAGE}", *(() if last is None else (last,)))
+                    page = await c.fetch(f"SELECT {col.key}, {col.key}, {col.column} FROM {col.table} WHERE true{where}"
+                                         f"{after} ORDER BY {col.key} LIMIT {RESEAL_PAGE}", *(() if last is None else (last,)))
                     if not page:
                         break
-                    keys, values = [], []
-                    for key, value in page:
-                        new = fn(col, bytes(value))
-                        if new is None:
-                            kept.setdefault(col.table, []).append(bytes(key).hex() if isinstance(key, bytes | memoryview)
-                                                                  else str(key))
-                        else:
-                            keys.append(key)
-                            values.append(new)
+                    updates = work.page(page)  # the row's handle is its key
                     key_type = "bytea" if isinstance(page[0][0], bytes | memoryview) else "text"
                     await c.execute(f"UPDATE {col.table} SET {col.column} = u.v FROM unnest($1::{key_type}[], $2::bytea[])"
-                                    f" AS u(k, v) WHERE {col.table}.{col.key} = u.k", keys, values)
-                    counts[col.table] = counts.get(col.table, 0) + len(keys)
-                    done, last = done + len(page), page[-1][0]
-                    if progress:
-                        progress(col.table, done, total)
-            audit.detail = {**(audit.detail or {}), "resealed": counts, "left": {t: len(k) for t, k in kept.items()}}
+                                    f" AS u(k, v) WHERE {col.table}.{col.key} = u.k",
+                                    [k for _, k in updates], [v for v, _ in updates])
+                    last = page[-1][0]
+            resealed = work.finish(audit)
             await self._audit(c, [audit])
-        return Resealed(counts, kept)
+        return resealed
 
     async def integrity_ok(self) -> bool:
         return await self.ping()

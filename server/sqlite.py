@@ -26,7 +26,7 @@ from clients.errors import Unavailable
 from clients.tokens import ADMIN, secret_digest
 from server.audit import AuditRecord, AuditRow
 from server.groupcommit import GroupCall
-from server.store import Resealed
+from server.store import Resealed, Resealing
 
 T = TypeVar("T")
 
@@ -351,29 +351,18 @@ class Database:
         holds SQLite's write lock throughout (see `server.store.ServiceStore.reseal`). Pages go
         in rowid order, the order rows lie in the file."""
         def run(c: sqlite3.Connection) -> Resealed:
-            kept: dict[str, list[str]] = {}
-            counts: dict[str, int] = {}
+            work = Resealing(fn, progress)
             for col in columns:
                 where = f" AND ({col.where})" if col.where else ""
-                total = c.execute(f"SELECT COUNT(*) FROM {col.table} WHERE 1 = 1{where}").fetchone()[0]
-                done, last = 0, -1
+                work.column(col, c.execute(f"SELECT COUNT(*) FROM {col.table} WHERE 1 = 1{where}").fetchone()[0])
+                last = -1
                 while page := c.execute(f"SELECT rowid, {col.key}, {col.column} FROM {col.table}"
                                         f" WHERE rowid > ?{where} ORDER BY rowid LIMIT {RESEAL_PAGE}", (last,)).fetchall():
-                    updates = []
-                    for rowid, key, value in page:
-                        new = fn(col, bytes(value))
-                        if new is None:
-                            kept.setdefault(col.table, []).append(key.hex() if isinstance(key, bytes) else str(key))
-                        else:
-                            updates.append((new, rowid))
-                    c.executemany(f"UPDATE {col.table} SET {col.column} = ? WHERE rowid = ?", updates)
-                    counts[col.table] = counts.get(col.table, 0) + len(updates)
-                    done, last = done + len(page), page[-1][0]
-                    if progress:
-                        progress(col.table, done, total)
-            audit.detail = {**(audit.detail or {}), "resealed": counts, "left": {t: len(k) for t, k in kept.items()}}
+                    c.executemany(f"UPDATE {col.table} SET {col.column} = ? WHERE rowid = ?", work.page(page))
+                    last = page[-1][0]
+            resealed = work.finish(audit)
             self._audit(c, [audit])
-            return Resealed(counts, kept)
+            return resealed
         # Not through group commit: a failure must not run the whole pass a second time.
         return (await self._run_batch([run]))[0]
 

@@ -45,6 +45,42 @@ Reseal = Callable[[SealedColumn, bytes], "bytes | None"]
 Progress = Callable[[str, int, int], None]  # (table, values done, values in all)
 
 
+class Resealing:
+    """The bookkeeping both backends share in `reseal`, around their own SQL: for each page of
+    (handle, key, value) rows, which values `fn` seals anew, which it leaves (named by key),
+    the counts, the progress calls and the audit detail."""
+
+    def __init__(self, fn: Reseal, progress: Progress | None):
+        self._fn = fn
+        self._progress = progress
+        self.counts: dict[str, int] = {}
+        self.left: dict[str, list[str]] = {}
+
+    def column(self, col: SealedColumn, total: int) -> None:
+        self._col, self._total, self._done = col, total, 0
+
+    def page(self, rows: list) -> list[tuple[bytes, object]]:
+        """(new value, handle) for each row `fn` sealed anew; the handle says which row to update."""
+        col, updates = self._col, []
+        for handle, key, value in rows:
+            new = self._fn(col, bytes(value))
+            if new is None:
+                self.left.setdefault(col.table, []).append(
+                    bytes(key).hex() if isinstance(key, bytes | memoryview) else str(key))
+            else:
+                updates.append((new, handle))
+        self.counts[col.table] = self.counts.get(col.table, 0) + len(updates)
+        self._done += len(rows)
+        if self._progress:
+            self._progress(col.table, self._done, self._total)
+        return updates
+
+    def finish(self, audit: AuditRecord) -> Resealed:
+        audit.detail = {**(audit.detail or {}), "resealed": self.counts,
+                        "left": {t: len(k) for t, k in self.left.items()}}
+        return Resealed(self.counts, self.left)
+
+
 class ServiceStore(Protocol):
     path: str
 
