@@ -30,6 +30,9 @@ class Verified:
     record: TokenRecord
     user: str | None
     caveats: list[Caveat]  # first-party caveats of the token, then of its discharges
+    # Fingerprints of the chain's attenuations that rule 2 could not judge from the record
+    # (past its in-memory cap): the caller must ask the store before allowing (Checker.check).
+    unjudged: tuple[bytes, ...] = ()
 
 
 Walk = tuple[list[bytes], list[Any], list[tuple[int, tokens.RawCaveat, bytes]]]
@@ -129,8 +132,11 @@ def verify(
 ) -> Verified:
     """Judge a presentation. With `access=None` (strip) only time caveats are judged."""
     parse = caveats.parse
-    fps = rec.revoked_fps if rec is not None else None
-    known = chains.get(token) if chains is not None and not fps else None
+    fps = rec.revoked_fps if rec is not None else set()
+    # Only tokens with no revoked attenuations are cached: the others need every signature.
+    cache = chains if fps is not None and not fps else None
+    known = cache.get(token) if cache is not None else None
+    unjudged: tuple[bytes, ...] = ()
     if known is not None:
         # This exact token (all its bytes) already passed rules 1-2 against this id's key,
         # which never changes; location, kind and revocation are re-checked from the record.
@@ -139,11 +145,14 @@ def verify(
     else:
         # Rule 1: a known, unrevoked token whose signature chain is valid.
         sigs, first, third = authenticate(token, rec, location, parse=parse)
+        assert rec is not None
         # Rule 2: no signature along the chain is a revoked attenuation.
-        if fps and not fps.isdisjoint(map(macaroon.fingerprint, sigs)):
+        if fps is None:  # too many to hold in memory: the caller asks the store
+            unjudged = tuple(map(macaroon.fingerprint, sigs[rec.caveat_count:]))
+        elif fps and not fps.isdisjoint(map(macaroon.fingerprint, sigs)):
             raise Denial("this attenuation of the token is revoked")
-        if chains is not None and not fps:
-            chains.put(token, (tuple(first), third))
+        if cache is not None:
+            cache.put(token, (tuple(first), third))
     assert rec is not None
 
     # Rule 3: each third-party caveat has exactly one bound, valid discharge.
@@ -207,7 +216,7 @@ def verify(
             raise Denial(reason)
     if access is not None and access.user is not None and rec.user is not None and access.user != rec.user:
         raise Denial(f"token belongs to user {rec.user!r}, not {access.user!r}")
-    return Verified(token, rec, user, first)
+    return Verified(token, rec, user, first, unjudged)
 
 
 def parse_presentation(texts: list[str], parse=tokens.parse) -> list[Token]:
@@ -255,6 +264,8 @@ class Checker:
         now = time.time()
         try:
             verified = verify(main, discharges, rec, access, now, self.location, self.trusted, self.chains)
+            if verified.unjudged and await self.records.attenuation_revoked(verified.record, verified.unjudged):
+                raise Denial("this attenuation of the token is revoked")
         except Denial as e:
             who = caller if isinstance(caller, Caller) else caller()
             self.denials.add(who.record(

@@ -5,7 +5,10 @@ Traffic: verify 90%, strip 5%, revoke 3%, discharge 2%, from `--concurrency` cli
 service's RSS at start, after warm-up and at the end. Pass: 0 errors and RSS growth after
 warm-up of at most 10%.
 
-    .venv/bin/python -m benchmarks.load --seconds 60
+    .venv/bin/python -m benchmarks.load --seconds 60 [--backend postgresql]
+
+With `--backend postgresql` both services use a throwaway PostgreSQL cluster of their own
+(needs PostgreSQL's server binaries, as the tests do).
 """
 
 from __future__ import annotations
@@ -53,8 +56,9 @@ async def wait_up(http: aiohttp.ClientSession, url: str) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-async def run(seconds: float, concurrency: int, warmup: float) -> dict:
+async def run(seconds: float, concurrency: int, warmup: float, db: dict[str, str] | None = None) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="sable-load-"))
+    db_args = {name: ["--db", url] for name, url in (db or {}).items()}
     admin = tokens.encode(tokens.ADMIN, nacl.utils.random(32))
     a_port, d_port = free_port(), free_port()
     a_url, d_url = f"http://127.0.0.1:{a_port}", f"http://127.0.0.1:{d_port}"
@@ -63,9 +67,10 @@ async def run(seconds: float, concurrency: int, warmup: float) -> dict:
            "SABLE_MASTER_KEY": base64.urlsafe_b64encode(nacl.utils.random(32)).decode().rstrip("=")}
     procs = {
         "discharger": subprocess.Popen([SABLE, "discharger", "serve", "--port", str(d_port), "--data-dir", str(tmp),
-                                        "--log-level", "WARNING"], env=env),
+                                        "--log-level", "WARNING", *db_args.get("discharger", [])], env=env),
         "authority": subprocess.Popen([SABLE, "authority", "serve", "--port", str(a_port), "--data-dir", str(tmp),
-                                       "--config", str(tmp / "sable.toml"), "--log-level", "WARNING"], env=env),
+                                       "--config", str(tmp / "sable.toml"), "--log-level", "WARNING",
+                                       *db_args.get("authority", [])], env=env),
     }
     adm = {"Authorization": f"Bearer {admin}"}
     try:
@@ -163,8 +168,23 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--warmup", type=float, default=10)
+    parser.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
     args = parser.parse_args()
-    out = asyncio.run(run(args.seconds, args.concurrency, min(args.warmup, args.seconds / 2)))
+    warmup = min(args.warmup, args.seconds / 2)
+    if args.backend == "sqlite":
+        out = asyncio.run(run(args.seconds, args.concurrency, warmup))
+    else:
+        from tests.support.postgres import HOW_TO_GET_IT, start_cluster
+
+        cluster = start_cluster()
+        if cluster is None:
+            sys.exit(f"--backend postgresql needs PostgreSQL: {HOW_TO_GET_IT}")
+        try:
+            db = {"authority": cluster.new_database(), "discharger": cluster.new_database()}
+            out = asyncio.run(run(args.seconds, args.concurrency, warmup, db))
+        finally:
+            cluster.destroy()
+    out["backend"] = args.backend
     print(json.dumps(out, indent=2))
     sys.exit(0 if out["pass"] else 1)
 

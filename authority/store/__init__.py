@@ -103,8 +103,14 @@ class AuthorityStore(ServiceStore, Protocol):
         """Bulk load (fixtures, imports): rows as given; revoked ones enter the feed too."""
         ...
 
-    async def load_token(self, token_id: str) -> tuple[TokenRow, frozenset[bytes]] | None:
-        """A token row and the fingerprints of its revoked attenuations."""
+    async def load_token(self, token_id: str, max_fingerprints: int | None = None,
+                         ) -> tuple[TokenRow, frozenset[bytes] | None] | None:
+        """A token row and the fingerprints of its revoked attenuations: None in their place
+        when there are more than `max_fingerprints` (ask `attenuation_revoked` instead)."""
+        ...
+
+    async def attenuation_revoked(self, token_id: str, fingerprints: Iterable[bytes]) -> bool:
+        """Whether any of these signature fingerprints is a revoked attenuation of the token."""
         ...
 
     async def list_tokens(self, org: str) -> list[TokenRow]: ...

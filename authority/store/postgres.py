@@ -249,13 +249,24 @@ class PostgresStore(PgDatabase):
                                           columns=[x.strip().strip('"') for x in _TOKEN_COLS.split(",")])
             await _feed(c, [(r.id, "token", r.revoked_at, None) for r in rows if r.revoked_at is not None])
 
-    async def load_token(self, token_id: str) -> tuple[TokenRow, frozenset[bytes]] | None:
+    async def load_token(self, token_id: str, max_fingerprints: int | None = None,
+                         ) -> tuple[TokenRow, frozenset[bytes] | None] | None:
         async with self._conn() as c:
             row = await c.fetchrow(f"SELECT {_TOKEN_COLS} FROM tokens WHERE id = $1", token_id)
             if row is None:
                 return None
-            fps = await c.fetch("SELECT fingerprint FROM revoked_attenuations WHERE token_id = $1", token_id)
+            limit = None if max_fingerprints is None else max_fingerprints + 1
+            fps = await c.fetch("SELECT fingerprint FROM revoked_attenuations WHERE token_id = $1 LIMIT $2",
+                                token_id, limit)
+        if max_fingerprints is not None and len(fps) > max_fingerprints:
+            return _token(row), None
         return _token(row), frozenset(bytes(r[0]) for r in fps)
+
+    async def attenuation_revoked(self, token_id: str, fingerprints: Iterable[bytes]) -> bool:
+        async with self._conn() as c:
+            return await c.fetchval("SELECT EXISTS (SELECT 1 FROM revoked_attenuations"
+                                    " WHERE token_id = $1 AND fingerprint = ANY($2::bytea[]))",
+                                    token_id, list(fingerprints))
 
     async def user_token_ids(self, username: str) -> list[str]:
         rows = await self._all('SELECT id FROM tokens WHERE ("user" = $1 OR created_by = $1) AND revoked_at IS NULL'

@@ -136,12 +136,25 @@ class SqliteStore(Database):
                           [(r.id, r.revoked_at) for r in rows if r.revoked_at is not None])
         await self._tx(run)
 
-    async def load_token(self, token_id: str) -> tuple[TokenRow, frozenset[bytes]] | None:
+    async def load_token(self, token_id: str, max_fingerprints: int | None = None,
+                         ) -> tuple[TokenRow, frozenset[bytes] | None] | None:
         row = await self._one(f"SELECT {_TOKEN_COLS} FROM tokens WHERE id = ?", (token_id,))
         if row is None:
             return None
-        fps = await self._all("SELECT fingerprint FROM revoked_attenuations WHERE token_id = ?", (token_id,))
+        limit = -1 if max_fingerprints is None else max_fingerprints + 1
+        fps = await self._all("SELECT fingerprint FROM revoked_attenuations WHERE token_id = ? LIMIT ?",
+                              (token_id, limit))
+        if max_fingerprints is not None and len(fps) > max_fingerprints:
+            return _token(row), None
         return _token(row), frozenset(r[0] for r in fps)
+
+    async def attenuation_revoked(self, token_id: str, fingerprints: Iterable[bytes]) -> bool:
+        fps = list(fingerprints)
+        if not fps:
+            return False
+        marks = ", ".join("?" * len(fps))
+        return await self._one(f"SELECT 1 FROM revoked_attenuations WHERE token_id = ? AND fingerprint IN ({marks})"
+                               " LIMIT 1", (token_id, *fps)) is not None
 
     async def user_token_ids(self, username: str) -> list[str]:
         rows = await self._all("SELECT id FROM tokens WHERE (user = ? OR created_by = ?) AND revoked_at IS NULL"

@@ -97,3 +97,96 @@ async def test_apply_drops_revoked_tokens_and_adds_fingerprints_in_place(store):
     assert (await cache.get(revoked_id)).revoked is True
     assert await cache.get(attenuated_id) is attenuated  # not reloaded
     assert attenuated.revoked_fps == {fp}  # the store does not have it: it was added in place
+
+
+# --- one token's revoked attenuations: bounded in memory, judged by the store past the cap ----
+
+
+async def revoke_attenuations(store, token_id: str, n: int) -> list[bytes]:
+    fps = [os.urandom(32) for _ in range(n)]
+    for fp in fps:
+        assert await store.revoke_attenuation(token_id, fp, 200, AuditRecord("revoke")) == []
+    return fps
+
+
+async def test_store_reports_too_many_fingerprints_as_none(store):
+    token_id, _ = await stored_token(store)
+    fps = await revoke_attenuations(store, token_id, 3)
+    assert (await store.load_token(token_id))[1] == frozenset(fps)
+    assert (await store.load_token(token_id, 3))[1] == frozenset(fps)
+    assert (await store.load_token(token_id, 2))[1] is None
+    assert await store.attenuation_revoked(token_id, [os.urandom(32), fps[1]])
+    assert not await store.attenuation_revoked(token_id, [os.urandom(32)])
+    assert not await store.attenuation_revoked(token_id, [])
+    other, _ = await stored_token(store)  # a fingerprint counts only for its own token
+    assert not await store.attenuation_revoked(other, fps)
+
+
+async def test_past_the_cap_a_record_keeps_no_fingerprints_and_the_store_judges(store):
+    token_id, _ = await stored_token(store)
+    cache = TokenCache(store, KeyStore(MASTER), max_revoked=4)
+    fps = await revoke_attenuations(store, token_id, 4)
+    rec = await cache.get(token_id)
+    assert rec.revoked_fps == set(fps)  # at the cap: all in memory
+
+    more = await revoke_attenuations(store, token_id, 1)
+    cache.revoke_attenuation(token_id, more[0])  # the fifth: over the cap
+    assert rec.revoked_fps is None
+    assert await cache.attenuation_revoked(rec, (fps[0],))
+    assert await cache.attenuation_revoked(rec, (os.urandom(32), more[0]))
+
+    cache.invalidate([token_id])  # a reload past the cap holds none either
+    rec = await cache.get(token_id)
+    assert rec.revoked_fps is None
+    assert await cache.attenuation_revoked(rec, (fps[3],))
+
+
+async def test_past_the_cap_clear_answers_are_remembered_until_revoked(store):
+    token_id, _ = await stored_token(store)
+    cache = TokenCache(store, KeyStore(MASTER), max_revoked=4)
+    await revoke_attenuations(store, token_id, 5)
+    rec = await cache.get(token_id)
+    clear = (os.urandom(32), os.urandom(32))
+    assert not await cache.attenuation_revoked(rec, clear)
+    assert rec.cleared == set(clear)
+
+    # Revoked in the store behind the cache's back: the remembered answer still stands...
+    await store.revoke_attenuation(token_id, clear[1], 300, AuditRecord("revoke"))
+    assert not await cache.attenuation_revoked(rec, clear)
+    # ...until the revocation reaches the cache (directly or through the feed).
+    cache.apply([RevocationRow(9, token_id, "attenuation", 300, clear[1])])
+    assert rec.cleared == {clear[0]}
+    assert await cache.attenuation_revoked(rec, clear)
+
+
+async def test_the_clear_set_is_bounded(store):
+    token_id, _ = await stored_token(store)
+    cache = TokenCache(store, KeyStore(MASTER), max_revoked=4)
+    await revoke_attenuations(store, token_id, 5)
+    rec = await cache.get(token_id)
+    for _ in range(20):
+        assert not await cache.attenuation_revoked(rec, (os.urandom(32), os.urandom(32)))
+        assert len(rec.cleared) <= 4
+
+
+async def test_a_clear_answer_that_raced_a_revocation_is_not_kept(store):
+    token_id, _ = await stored_token(store)
+    cache = TokenCache(store, KeyStore(MASTER), max_revoked=4)
+    await revoke_attenuations(store, token_id, 5)
+    rec = await cache.get(token_id)
+    fp = os.urandom(32)
+    real = store.attenuation_revoked
+
+    async def answer_then_revoke(token_id_, fps):
+        answer = await real(token_id_, fps)  # read before the revocation commits
+        await store.revoke_attenuation(token_id, fp, 300, AuditRecord("revoke"))
+        cache.revoke_attenuation(token_id, fp)
+        return answer
+
+    store.attenuation_revoked = answer_then_revoke
+    try:
+        assert not await cache.attenuation_revoked(rec, (fp,))  # this one verify raced it
+    finally:
+        del store.attenuation_revoked
+    assert fp not in rec.cleared
+    assert await cache.attenuation_revoked(rec, (fp,))

@@ -190,6 +190,19 @@ def test_revoked_first_attenuation_step():
     assert denied(narrow, rec) == "this attenuation of the token is revoked"
 
 
+def test_past_the_in_memory_cap_the_attenuation_fingerprints_are_left_to_the_caller():
+    tok, rec = service()
+    narrow = tokens.parse(offline.attenuate(tok, ["hosts worker-7"]))
+    narrower = tokens.parse(offline.attenuate(narrow, ["instances i-1"]))
+    rec.revoked_fps = None  # too many revoked attenuations to hold: the store judges them
+    fp = macaroon.fingerprint
+    assert check(narrower, rec, access=replace(ACCESS, instance="i-1")).unjudged == (
+        fp(narrow.signature), fp(narrower.signature))  # exactly the attenuation steps
+    assert check(tok, rec).unjudged == ()  # as minted: no attenuation to judge
+    rec.revoked_fps = set()
+    assert check(narrower, rec, access=replace(ACCESS, instance="i-1")).unjudged == ()
+
+
 # --- rule 3 -------------------------------------------------------------------------------
 
 
@@ -380,6 +393,17 @@ def test_tokens_with_revoked_attenuations_are_not_cached():
     chains = ChainCache()
     check(tok, rec, chains=chains)
     assert chains.get(tok) is None and len(chains) == 0
+
+
+def test_tokens_past_the_revoked_attenuation_cap_are_not_cached():
+    tok, rec = service()
+    chains = ChainCache()
+    chains.put(tok, ((), []))
+    rec.revoked_fps = None
+    assert check(tok, rec, chains=chains).caveats[0].text == "org acme"  # walked, not the cached entry
+    chains = ChainCache()
+    check(tok, rec, chains=chains)
+    assert len(chains) == 0
 
 
 def test_chain_cache_is_bounded():

@@ -6,6 +6,7 @@ from dataclasses import replace
 import pytest
 from pymacaroons import MACAROON_V2, Macaroon
 
+from authority.records import MAX_REVOKED_IN_MEMORY
 from clients import caveats, offline, tokens
 from tests.support.attacks import holder_third_party, last_char_changed, self_discharge
 from tests.support.fakes import pm_to_string, string_to_pm
@@ -369,3 +370,38 @@ async def test_repeated_presentations_use_the_caches_and_agree(authority):
     further = offline.attenuate(narrower, ["actions r"])
     status, body = await authority.verify([further, authority.discharger.discharge(further)], app="orders", host="h")
     assert status == 403 and "attenuation" in body["message"]
+
+
+async def test_a_token_with_more_revoked_attenuations_than_memory_holds(authority):
+    """Revoke by value is open to any holder, so one token can gather any number of revoked
+    attenuations. Past the in-memory cap its record keeps none and the store judges: memory
+    stays bounded, and every revoked one, before and after the cap, is still denied."""
+    pt = await authority.mint(["apps orders"])
+    revoked = [offline.attenuate(pt, [f"hosts h{i}"]) for i in range(MAX_REVOKED_IN_MEMORY + 6)]
+    for a in revoked:
+        status, body = await authority.post("/v1/revoke", {"tokens": [a]})
+        assert status == 200 and body["revoked"][0]["scope"] == "attenuation", body
+    rec = await authority.service.records.get(tokens.parse(pt).token_id)
+    assert rec.revoked_fps is None  # past the cap: nothing held per revoked attenuation
+
+    async def verify(token, host):
+        return await authority.verify([token, authority.discharger.discharge(token)], app="orders", host=host)
+
+    for i in (0, MAX_REVOKED_IN_MEMORY, len(revoked) - 1):
+        status, body = await verify(revoked[i], f"h{i}")
+        assert status == 403 and body["message"] == "this attenuation of the token is revoked"
+        further = offline.attenuate(revoked[i], ["actions r"])
+        assert (await verify(further, f"h{i}"))[0] == 403
+    status, body = await authority.post("/v1/service-tokens",
+                                        {"tokens": [revoked[1], authority.discharger.discharge(revoked[1])]})
+    assert status == 403, body
+
+    sibling = offline.attenuate(pt, ["hosts ok"])
+    for _ in range(2):  # the second answer comes from the remembered clear fingerprints
+        assert (await verify(sibling, "ok"))[0] == 200
+    assert (await verify(pt, "anything"))[0] == 200
+    assert len(rec.cleared) <= MAX_REVOKED_IN_MEMORY
+
+    await authority.post("/v1/revoke", {"tokens": [sibling]})
+    assert (await verify(sibling, "ok"))[0] == 403  # at once, though it had been found clear
+    assert (await verify(pt, "anything"))[0] == 200
