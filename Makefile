@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench fuzz mutation clean system-packages
+.PHONY: run test lint bench fuzz mutation clean system-packages image image-test
 
 $(STAMP): pyproject.toml
 	@echo "Setting up $(VENV) with Sable and its dependencies (the first time takes a minute or two)..."
@@ -31,6 +31,15 @@ test: $(STAMP) system-packages
 # PostgreSQL for the tests that run on both backends: installed when root with apt-get.
 system-packages:
 	@sh .ci/system-packages.sh
+
+# The container image with podman (deploy/image.sh: a local Debian base unless BASE is set),
+# and a smoke test that starts both services from it (tests/deploy/test_image.py).
+IMAGE ?= localhost/sable:dev
+image:
+	IMAGE=$(IMAGE) sh deploy/image.sh
+
+image-test: $(STAMP) image
+	SABLE_TEST_IMAGE=$(IMAGE) $(BIN)/python -m pytest -q tests/deploy/test_image.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
