@@ -32,12 +32,20 @@ FIRST = ["org acme", "apps orders", "actions rw", "hosts worker-7", "instances i
 
 def timed(fn, n: int) -> float:
     """Best of 7 runs of n calls, µs per call."""
-    best = float("inf")
-    for _ in range(7):
-        t = time.perf_counter()
-        for _ in range(n):
-            fn()
-        best = min(best, (time.perf_counter() - t) / n * 1e6)
+    return paired([fn], n, rounds=7)[0]
+
+
+def paired(fns, n: int, rounds: int = 9) -> list[float]:
+    """Best of `rounds` runs of n calls of each function, µs per call, the functions taking
+    turns within each round: a ratio between them then compares runs made under the same load
+    and clock speed, which on a shared machine drift over seconds."""
+    best = [float("inf")] * len(fns)
+    for _ in range(rounds):
+        for k, fn in enumerate(fns):
+            t = time.perf_counter()
+            for _ in range(n):
+                fn()
+            best[k] = min(best[k], (time.perf_counter() - t) / n * 1e6)
     return best
 
 
@@ -150,7 +158,8 @@ def main(n: int = 5000) -> dict:
     cases["permission + discharge"] = permission_case()
     rows = {}
     for name, (sable, chain, pm) in cases.items():
-        s, c, p = timed(sable, n), timed(chain, n), timed(pm, max(500, n // 5))
+        s, c = paired([sable, chain], n)
+        p = timed(pm, max(500, n // 5))
         rows[name] = {"sable_us": round(s, 2), "hmac_chain_us": round(c, 2), "pymacaroons_us": round(p, 2),
                       "vs_chain": round(s / c, 2), "vs_pymacaroons": round(s / p, 2)}
     targets = ("service, 5 caveats", "permission + discharge")
