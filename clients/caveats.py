@@ -33,6 +33,9 @@ class Access:
     host: str | None = None
     instance: str | None = None
     user: str | None = None
+    # The thumbprint of the key whose DPoP proof this request carried, set only by the code
+    # that checked the proof (clients.dpop), never read from a request's access object.
+    jkt: str | None = None
 
     @classmethod
     def from_dict(cls, data: object) -> Access:
@@ -257,6 +260,32 @@ class User(_NameCaveat):
 
     name: ClassVar[str] = "user"
     field: ClassVar[str] = "user"
+
+
+_THUMBPRINT_RE = re.compile(r"[A-Za-z0-9_-]{43}")  # base64url of a SHA-256 digest
+
+
+@register
+@dataclass(frozen=True, slots=True)
+class CnfJkt(Caveat):
+    """Proof of possession (SPEC §14): allowed only with a valid DPoP proof made with the key
+    of this RFC 7638 thumbprint. A request-dependent caveat: copied, not judged, at strip."""
+
+    name: ClassVar[str] = "cnf-jkt"
+    jkt: str = ""
+
+    @classmethod
+    def parse(cls, text: str, value: str) -> Caveat:
+        if not _THUMBPRINT_RE.fullmatch(value):
+            raise CaveatError("cnf-jkt must be a base64url SHA-256 key thumbprint (43 characters)")
+        return cls(text, value)
+
+    def prohibits(self, access: Access, now: float) -> str | None:
+        if access.jkt is None:
+            return f"caveat {self.text!r} needs a DPoP proof made with that key, and there is none"
+        if access.jkt != self.jkt:
+            return f"caveat {self.text!r}: the DPoP proof is made with another key"
+        return None
 
 
 def parse_strict(text: str) -> Caveat:
