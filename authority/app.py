@@ -146,7 +146,8 @@ async def verify(request: web.Request) -> web.Response:
     checker = _authority(request).checker
     metrics = request.app[VERIFY_METRICS]
     try:
-        verified = await checker.check(checker.parse(req.tokens), req.access, functools.partial(caller, request))
+        verified = await checker.check(checker.parse(req.tokens), req.access, functools.partial(caller, request),
+                                       req.proof)
     except Denial as e:
         metrics.denied.inc()
         return json_response(schemas.denied(str(e)), status=403)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from clients.caveats import Access
+from clients.dpop import ProofRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,7 @@ class Stripped:
 class VerifyRequest:
     tokens: list[str]
     access: Access
+    proof: ProofRequest | None = None  # a DPoP proof (SPEC §14)
 
 
 @dataclass(frozen=True, slots=True)

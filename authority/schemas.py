@@ -13,6 +13,7 @@ from authority.store import OrgRow, TokenRow
 from authority.verification import Verified
 from clients import caveats, tokens
 from clients.caveats import Access, format_time
+from clients.dpop import ProofRequest
 from clients.errors import BadRequest
 from clients.tickets import b64e
 
@@ -74,7 +75,14 @@ def strip_request(body: dict) -> StripRequest:
 
 def verify_request(body: dict) -> VerifyRequest:
     presented = token_list(body.get("tokens"))
-    return VerifyRequest(presented, Access.from_dict(body.get("access")))  # CaveatError is a 400
+    access = Access.from_dict(body.get("access"))  # CaveatError is a 400
+    proof = body.get("proof")
+    if proof is None:
+        return VerifyRequest(presented, access)
+    if not isinstance(proof, dict) or set(proof) != {"dpop", "htm", "htu"} \
+            or not all(isinstance(v, str) for v in proof.values()):
+        raise BadRequest('proof must be {"dpop": JWS, "htm": METHOD, "htu": URL}, all strings')
+    return VerifyRequest(presented, access, ProofRequest(proof["dpop"], proof["htm"], proof["htu"]))
 
 
 def feed_query(query: dict) -> tuple[int | None, float]:

@@ -9,6 +9,7 @@ refused as nested, so self-referencing discharges cost one loop, not a stack ove
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from authority.records import TokenCache, TokenRecord
 from authority.usage import Usage
 from clients import caveats, macaroon, tokens
 from clients.caveats import Access, Caveat
+from clients.dpop import Proof, ProofRequest, ReplayCache, check_proof
 from clients.errors import BadRequest, Denial, Unavailable
 from clients.tokens import DISCHARGE, Token
 from server.audit import Caller
@@ -246,15 +248,17 @@ class Checker:
         self.denials = denials
         self.chains = ChainCache()
         self.parsed = ParseCache()  # for verify only: strip and revoke present new strings
+        self.replay = ReplayCache()  # DPoP proofs of allowed requests (per process, SPEC §14)
 
     def parse(self, texts: list[str]) -> list[Token]:
         """Parse a verify presentation through the cache (repeated strings parse once)."""
         return parse_presentation(texts, self.parsed.parse)
 
     async def check(self, presented: list[Token], access: Access | None,
-                    caller: Caller | Callable[[], Caller]) -> Verified:
+                    caller: Caller | Callable[[], Caller], proof: ProofRequest | None = None) -> Verified:
         """Verify a parsed presentation; raises Denial (audited) or BadRequest. `caller` may be
-        a function making it: only a denial needs it, and most verifies are allowed."""
+        a function making it: only a denial needs it, and most verifies are allowed. A DPoP
+        `proof`, when given, must be valid and unused; its key is what `cnf-jkt` compares."""
         main, discharges = split_presentation(presented)
         if main.prefix == tokens.USER:
             raise Denial("user tokens are not accepted here")
@@ -262,11 +266,19 @@ class Checker:
             raise Unavailable("the revocation feed has not been read for 5 s (database unreachable?)", retry_after=1)
         rec = await self.records.get(main.token_id)  # type: ignore[arg-type]  # not a discharge
         now = time.time()
+        checked: Proof | None = None
         try:
+            if proof is not None and access is not None:
+                valid = check_proof(proof.dpop, htm=proof.htm, htu=proof.htu, token=main.encode(), now=now)
+                self.replay.claim(valid, now)  # a replay raises here, before `checked` is set
+                checked = valid
+                access = dataclasses.replace(access, jkt=valid.jkt)
             verified = verify(main, discharges, rec, access, now, self.location, self.trusted, self.chains)
             if verified.unjudged and await self.records.attenuation_revoked(verified.record, verified.unjudged):
                 raise Denial("this attenuation of the token is revoked")
         except Denial as e:
+            if checked is not None:
+                self.replay.release(checked)
             who = caller if isinstance(caller, Caller) else caller()
             self.denials.add(who.record(
                 "verify_denied", outcome="denied", token_id=main.token_id, org=rec.org if rec else None,
