@@ -185,9 +185,13 @@ class AuthorityClient(_Client):
             body["expires_in"] = expires_in
         return await self.request("POST", "/v1/service-tokens", body)
 
-    async def verify(self, tokens: list[str], access: dict) -> dict:
-        """The decision as a dict: a denial (403) is an answer, not an error."""
-        return await self.request("POST", "/v1/verify", {"tokens": tokens, "access": access}, ok=(403,), idempotent=True)
+    async def verify(self, tokens: list[str], access: dict, proof: dict | None = None) -> dict:
+        """The decision as a dict: a denial (403) is an answer, not an error. With a DPoP
+        `proof` ({"dpop", "htm", "htu"}) it is sent once: a retry would replay it."""
+        body: dict = {"tokens": tokens, "access": access}
+        if proof is not None:
+            body["proof"] = proof
+        return await self.request("POST", "/v1/verify", body, ok=(403,), idempotent=proof is None)
 
     async def revoke(self, token: str) -> list[dict]:
         return (await self.request("POST", "/v1/revoke", {"tokens": [token]}, idempotent=True))["revoked"]

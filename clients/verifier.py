@@ -11,6 +11,9 @@
 - If the feed has been unreachable for longer than `stale_after`, the cache is emptied and
   every check goes to the authority until the feed recovers.
 - If the authority cannot be reached on a miss, the decision is a denial: never an allow.
+- A DPoP proof (`dpop=`, with the request's `htm` and `htu`) is checked here on every call,
+  hits included, against the decision's `cnf-jkt` caveats, and forwarded on a miss; a proof
+  problem is a denial with `error="invalid_dpop_proof"` (SPEC §14).
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from clients import caveats
+from clients import tokens as token_format
+from clients.dpop import Proof, ProofError, ReplayCache, check_proof
+from clients.errors import TokenFormatError
 from clients.sdk import AuthorityClient, SableAPIError
 
 RECENT_REVOCATION = 5.0  # seconds during which a revoked id's decisions are not cached
@@ -63,6 +69,7 @@ class _Entry:
     decision: Decision
     until: float  # monotonic
     timed: tuple[caveats.Caveat, ...]  # time caveats, re-checked on every hit
+    jkts: frozenset[str]  # the keys its cnf-jkt caveats name: a proof with each is needed on every hit
 
 
 class Verifier:
@@ -76,6 +83,7 @@ class Verifier:
         self._entries: OrderedDict[tuple, _Entry] = OrderedDict()
         self._by_id: dict[str, set[tuple]] = {}
         self._recent: dict[str, float] = {}  # id -> monotonic time of its revocation
+        self.replay = ReplayCache()  # DPoP proofs of allowed checks (SPEC §14: per Verifier)
         self._generation = 0
         self._task: asyncio.Task | None = None
         self.cursor: int | None = None
@@ -106,7 +114,25 @@ class Verifier:
 
     # --- checks ----------------------------------------------------------------------------
 
-    async def check(self, tokens: list[str], access: dict) -> Decision:
+    async def check(self, tokens: list[str], access: dict, *, dpop: str | None = None, htm: str | None = None,
+                    htu: str | None = None) -> Decision:
+        proof: Proof | None = None
+        if dpop is not None:
+            if htm is None or htu is None:
+                return Decision(False, "a DPoP proof is checked against the request's htm and htu: give both",
+                                error="bad_request")
+            try:
+                proof = check_proof(dpop, htm=htm, htu=htu, token=_main_token(tokens), now=time.time())
+                self.replay.claim(proof, time.time())
+            except ProofError as e:
+                return Decision(False, e.message, error="invalid_dpop_proof")
+        decision = await self._check(tokens, access, proof, dpop, htm, htu)
+        if proof is not None and not decision.allowed:
+            self.replay.release(proof)  # only allowed requests use a proof up
+        return decision
+
+    async def _check(self, tokens: list[str], access: dict, proof: Proof | None, dpop: str | None,
+                     htm: str | None, htu: str | None) -> Decision:
         key = (tuple(tokens), access.get("org"), access.get("action"), access.get("app"), access.get("host"),
                access.get("instance"), access.get("user"))
         entry = self._entries.get(key)
@@ -121,20 +147,27 @@ class Verifier:
                     if reason:
                         self._drop(key)
                         return Decision(False, reason, entry.decision.id, error="denied")
+                if entry.jkts and (missing := _unproven(entry.jkts, proof)):
+                    return Decision(False, missing, entry.decision.id, error="invalid_dpop_proof")
                 self._entries.move_to_end(key)
                 self.stats.hits += 1
                 return entry.decision
             else:
                 self._drop(key)
         self.stats.misses += 1
-        return await self._ask(key, tokens, access)
+        # A bound token without the right proof is refused here, so the answer says it is the
+        # proof (401 from the middleware), not the token, that is wrong.
+        if missing := _unproven(_bound_keys(tokens), proof):
+            return Decision(False, missing, error="invalid_dpop_proof")
+        forwarded = None if proof is None else {"dpop": dpop, "htm": htm, "htu": htu}
+        return await self._ask(key, tokens, access, forwarded)
 
-    async def _ask(self, key: tuple, tokens: list[str], access: dict) -> Decision:
+    async def _ask(self, key: tuple, tokens: list[str], access: dict, proof: dict | None = None) -> Decision:
         # Cache only if no revocation can slip between the authority's answer and the insert:
         # the feed must already have a cursor, and nothing may be revoked meanwhile.
         generation = self._generation if self.cursor is not None else None
         try:
-            out = await self._client.verify(tokens, access)
+            out = await self._client.verify(tokens, access, proof)
         except SableAPIError as e:
             if e.status in (400, 401, 403, 404, 413, 429) and e.code != "wrong_url":  # a wrong URL fails closed
                 return Decision(False, e.message, error=e.code)
@@ -145,10 +178,12 @@ class Verifier:
         decision = Decision(True, None, out["id"], out["kind"], out["org"], out.get("user"), tuple(out["caveats"]))
         fresh = time.monotonic() - self.stats.last_feed_ok <= self.stale_after
         if generation == self._generation and fresh and decision.id not in self._recent:
-            timed = tuple(c for c in map(caveats.parse, (t.encode() for t in decision.caveats)) if c.time_bound)
+            parsed = [caveats.parse(t.encode()) for t in decision.caveats]
+            timed = tuple(c for c in parsed if c.time_bound)
+            jkts = frozenset(c.jkt for c in parsed if isinstance(c, caveats.CnfJkt))
             cached = Decision(True, None, decision.id, decision.kind, decision.org, decision.user, decision.caveats,
                               cached=True)
-            self._store(key, _Entry(cached, time.monotonic() + self.ttl, timed))
+            self._store(key, _Entry(cached, time.monotonic() + self.ttl, timed, jkts))
         return decision
 
     def _store(self, key: tuple, entry: _Entry) -> None:
@@ -218,3 +253,37 @@ class Verifier:
                     self.clear()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
+
+
+def _main_token(tokens: list[str]) -> str:
+    """The one permission or service token of a presentation, as `ath` hashes it."""
+    main = [t.strip() for t in tokens if not t.strip().startswith(token_format.DISCHARGE)]
+    if len(main) != 1:
+        raise ProofError("a DPoP proof goes with exactly one permission or service token")
+    return main[0]
+
+
+def _bound_keys(tokens: list[str]) -> frozenset[str]:
+    """The keys the presentation's cnf-jkt caveats name (read offline; the authority judges)."""
+    jkts = set()
+    for text in tokens:
+        try:
+            tok = token_format.parse(text)
+        except TokenFormatError:
+            continue  # the authority will say what is wrong with it
+        for c in tok.caveats:
+            if c.vid is None and c.cid.startswith(b"cnf-jkt "):
+                cav = caveats.parse(c.cid)
+                jkts.add(cav.jkt if isinstance(cav, caveats.CnfJkt) else "")
+    return frozenset(jkts)
+
+
+def _unproven(jkts: frozenset[str], proof: Proof | None) -> str | None:
+    """Why a request bound to these keys is not proven by `proof`; None if it is."""
+    if not jkts:
+        return None
+    if proof is None:
+        return "this token is bound to a key (cnf-jkt): send it with a DPoP proof made with that key"
+    if any(jkt != proof.jkt for jkt in jkts):
+        return "the DPoP proof is made with another key than the token's cnf-jkt names"
+    return None

@@ -203,11 +203,18 @@ def caveats_from(apps, actions, hosts, instances, expires_in, extra) -> list[str
 @click.command()
 @click.argument("token")
 @caveat_options
+@click.option("--bind-key", metavar="FILE|THUMBPRINT",
+              help="Bind the token to a key (cnf-jkt): it is then accepted only with a DPoP proof made with "
+                   "that key. A public key file (host.key.pub), the private key file, or its thumbprint.")
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
-def attenuate(token, as_json, **options):
+def attenuate(token, as_json, bind_key, **options):
     """Print a narrower TOKEN (offline)."""
     added = caveats_from(**options)
+    if bind_key is not None:
+        from clients.pop import jkt_of
+
+        added.append(f"cnf-jkt {jkt_of(bind_key)}")
     if not added:
         fail("give at least one caveat to add", EXIT_USAGE)
     out = offline.attenuate(read_token(token), added)
@@ -285,3 +292,14 @@ def revoke(token, as_json):
             click.echo("already revoked", err=True)
         for r in out:
             click.echo(f"revoked {r['scope']} of {r['id']}")
+
+
+@click.command()
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="The private key file to write (PKCS#8 PEM, mode 0600); the public JWK goes to FILE.pub.")
+@handle_errors
+def keygen(out):
+    """Make an Ed25519 key for DPoP proofs (offline); prints its JWK and thumbprint."""
+    from clients.pop import keygen as make_key
+
+    click.echo(json.dumps(make_key(out), indent=2))

@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "discharge": ("clients.cli.holder", "discharge", "Print a discharge for TOKEN's authentication caveat,..."),
     "discharger": ("server.cli", "discharger", "The discharger service."),
     "inspect": ("clients.cli.holder", "inspect", "Show what TOKEN says about itself (offline JSON, never a..."),
+    "keygen": ("clients.cli.holder", "keygen", "Make an Ed25519 key for DPoP proofs (offline); prints its..."),
     "login": ("clients.cli.holder", "login", "Log in to the discharger and keep the session (mode 0600)."),
     "logout": ("clients.cli.holder", "logout", "End the discharger session and forget it."),
     "org": ("clients.cli.admin", "org", "Orgs (admin)."),

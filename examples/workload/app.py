@@ -4,7 +4,9 @@
         python examples/workload/app.py --port 8080
 
 GET needs action `r`, anything else `w`. The host is this machine's hostname, so a token
-attenuated with `--hosts $(hostname)` works here and nowhere else.
+attenuated with `--hosts $(hostname)` works here and nowhere else. With SABLE_PUBLIC_URL set
+(the URL clients use to reach this service), tokens bound to a key (`sable attenuate
+--bind-key`) are accepted with a DPoP proof (SPEC §14).
 """
 
 from __future__ import annotations
@@ -37,8 +39,9 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def create_app(verifier: Verifier) -> web.Application:
-    app = web.Application(middlewares=[sable_middleware(verifier, access_for)])
+def create_app(verifier: Verifier, public_url: str | None = None) -> web.Application:
+    public_url = public_url or os.environ.get("SABLE_PUBLIC_URL")
+    app = web.Application(middlewares=[sable_middleware(verifier, access_for, public_url=public_url)])
     app.router.add_get("/orders", orders)
     app.router.add_post("/orders", orders)
     app.router.add_get("/healthz", healthz)
