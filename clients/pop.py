@@ -13,7 +13,7 @@ import json
 import os
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import aiohttp
 
 from clients.dpop import b64url, normalize_htu, thumbprint, token_hash
 from clients.errors import BadRequest
+from clients.sdk import WireToken
 
 
 def _okp():
@@ -103,16 +104,20 @@ def authorization(token: str, discharges: Sequence[str] = ()) -> str:
     return "DPoP " + ",".join([token.strip(), *(d.strip() for d in discharges)])
 
 
-def session(token: str | Callable[[], str], signer: DPoPSigner, *, discharges: Sequence[str] = (),
+def session(token: str | WireToken, signer: DPoPSigner, *, discharges: Sequence[str] = (),
             **kwargs: Any) -> aiohttp.ClientSession:
     """An aiohttp ClientSession that sends `Authorization: DPoP <token>` and a fresh `DPoP`
-    proof with every request. `token` may be a function returning the token to send (a
-    `clients.sdk.WireToken`'s `current`), called once per request."""
-    current = token if callable(token) else (lambda: token)
+    proof with every request. With a `clients.sdk.WireToken`, what is sent is its current
+    short-lived attenuation (and its discharge), so the long-lived token never leaves."""
+
+    def presentation() -> list[str]:
+        if isinstance(token, WireToken):
+            return token.presentation()
+        return [token, *discharges]
 
     async def add_proof(request: aiohttp.ClientRequest, handler):
-        wire = current()
-        request.headers["Authorization"] = authorization(wire, discharges)
+        wire, *rest = presentation()
+        request.headers["Authorization"] = authorization(wire, rest)
         request.headers["DPoP"] = signer.proof(request.method, str(request.url), wire)
         return await handler(request)
 

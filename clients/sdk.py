@@ -10,17 +10,63 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
+import time
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 import aiohttp
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential, wait_random
 
-from clients import tracing
-from clients.errors import SableAPIError
+from clients import offline, tracing
+from clients import tokens as token_format
+from clients.caveats import format_time
+from clients.errors import BadRequest, SableAPIError
 
-__all__ = ["AuthorityClient", "DischargerClient", "SableAPIError"]
+__all__ = ["AuthorityClient", "DischargerClient", "SableAPIError", "WireToken"]
+
+
+class WireToken:
+    """Just-in-time wire tokens (SPEC §14): what leaves the process is an attenuation of the
+    long-lived token that expires `lifetime` seconds after it was made, remade every `refresh`
+    seconds, so a copy taken off the wire (a log, a proxy) is dead within seconds.
+
+    `token` is a service token, or a permission token with its unbound `discharge`, which is
+    bound afresh to each attenuation. `current()` is the token to send; `presentation()` is
+    it with its discharge, if any. Hosts must keep their clocks within 2 s of the authority's.
+    """
+
+    MIN_LIFETIME = 5.0
+
+    def __init__(self, token: str, discharge: str | None = None, *, lifetime: float = 5.0, refresh: float = 1.0):
+        if not lifetime >= self.MIN_LIFETIME:
+            raise BadRequest(f"lifetime must be at least {self.MIN_LIFETIME:g} s (clocks may differ by 2 s)")
+        if not 0 < refresh < lifetime:
+            raise BadRequest("refresh must be more than 0 and less than the lifetime")
+        kind = token_format.parse(token).kind  # MalformedToken if it is not a token
+        if kind == "permission":
+            if discharge is None:
+                raise BadRequest("a permission token goes with its discharge")
+            token_format.parse(discharge, (token_format.DISCHARGE,))
+        elif kind != "service" or discharge is not None:
+            raise BadRequest("a wire token is made from a service token, or a permission token and its discharge")
+        self._token, self._discharge = token.strip(), discharge
+        self.lifetime, self.refresh = lifetime, refresh
+        self._made = -math.inf  # monotonic time of the current attenuation
+        self._presentation: list[str] = []
+
+    def presentation(self) -> list[str]:
+        now = time.monotonic()
+        if now - self._made >= self.refresh:
+            expires = format_time(math.ceil(time.time() + self.lifetime))
+            wire = offline.attenuate(self._token, [f"expires {expires}"])
+            self._presentation = [wire] if self._discharge is None else [wire, offline.bind(wire, self._discharge)]
+            self._made = now
+        return self._presentation
+
+    def current(self) -> str:
+        return self.presentation()[0]
 
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_RETRIES = 2
@@ -70,7 +116,7 @@ class _Client:
             self._session = aiohttp.ClientSession()
         return self._session
 
-    async def request(self, method: str, path: str, body: dict | None = None, *, bearer: str | None = None,
+    async def request(self, method: str, path: str, body: dict | None = None, *, bearer: str | WireToken | None = None,
                       params: dict | None = None, timeout: float | None = None, ok: tuple[int, ...] = (),
                       idempotent: bool | None = None, headers: dict | None = None) -> dict:
         """Send a request, retrying transient failures; return the JSON body of a 2xx (or of a
@@ -88,6 +134,8 @@ class _Client:
         raise AssertionError("unreachable: tenacity re-raises the last failure")
 
     async def _send(self, method, path, body, bearer, params, timeout, ok, extra=None) -> dict:
+        if isinstance(bearer, WireToken):  # the long-lived token stays here; its attenuation goes
+            bearer = ",".join(bearer.presentation())
         headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
         headers.update(extra or {})
         if not tracing.enabled():
