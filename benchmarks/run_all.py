@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import cli_start, core, postgres, serving, verifier
+from benchmarks import cli_start, core, pop, postgres, serving, verifier
 from server.logs import configure_logging
 
 
@@ -25,6 +25,9 @@ def main() -> None:
     print("\n== caching verifier")
     out["verifier"] = asyncio.run(verifier.main())
     print(json.dumps(out["verifier"], indent=2), flush=True)
+    print("\n== DPoP proofs and just-in-time wire tokens")
+    out["pop"] = pop.main()
+    print(json.dumps(out["pop"], indent=2), flush=True)
     print("\n== HTTP (wrk -t1 -c32)")
     if shutil.which("wrk"):
         out["http"] = serving.main(10)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import re
 from collections import OrderedDict
@@ -100,6 +101,7 @@ def thumbprint(jwk: dict[str, Any]) -> str:
     return jkt
 
 
+@functools.lru_cache(maxsize=4096)  # a workload's URLs repeat; a bad one raises and is not kept
 def normalize_htu(url: str) -> str:
     """The URL as `htu` compares it (SPEC §14): no query or fragment, scheme and host in
     lowercase, no default port, an empty path as `/`."""

@@ -3,6 +3,10 @@
 # `sable login` session), bind the service token to this host, keep it in a private file
 # outside the repository, start the workload in the background, and return once it answers.
 # The service token never leaves this script un-attenuated.
+#
+# DPOP=1: proof of possession (SPEC §14). A key is made on this host (once; it never leaves
+# it), the token is also bound to it (cnf-jkt), and the workload accepts the token only with a
+# fresh DPoP proof made with that key: a copy of the token file alone is useless.
 set -euo pipefail
 : "${PT:?set PT to a permission token (sable token create ...)}"
 PORT=${PORT:-8080}
@@ -11,7 +15,14 @@ PYTHON=${PYTHON:-$(dirname "$(command -v sable)")/python}
 umask 077
 mkdir -p "$(dirname "$TOKEN_FILE")"
 ST=$(sable strip "$PT" --name "workload@$(hostname)")
-HOST_TOKEN=$(sable attenuate "$ST" --hosts "$(hostname)")
+if [ "${DPOP:-0}" = 1 ]; then
+    KEY_FILE=${SABLE_KEY_FILE:-${TOKEN_FILE%.token}.key}
+    [ -f "$KEY_FILE" ] || sable keygen --out "$KEY_FILE" > /dev/null
+    HOST_TOKEN=$(sable attenuate "$ST" --hosts "$(hostname)" --bind-key "$KEY_FILE.pub")
+    export SABLE_PUBLIC_URL=${SABLE_PUBLIC_URL:-http://127.0.0.1:$PORT}
+else
+    HOST_TOKEN=$(sable attenuate "$ST" --hosts "$(hostname)")
+fi
 unset ST
 printf '%s\n' "$HOST_TOKEN" > "$TOKEN_FILE"
 chmod 0600 "$TOKEN_FILE"
@@ -23,6 +34,7 @@ for _ in $(seq 100); do
     if "$PYTHON" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' \
             "http://127.0.0.1:$PORT/healthz" 2>/dev/null; then
         echo "workload ready on http://127.0.0.1:$PORT (pid $PID); its host-bound token is in $TOKEN_FILE" >&2
+        [ "${DPOP:-0}" = 1 ] && echo "bound to the key $KEY_FILE: send it as Authorization: DPoP with a proof (clients.pop)" >&2
         exit 0
     fi
     if ! kill -0 "$PID" 2>/dev/null; then

@@ -146,3 +146,62 @@ async def test_a_stale_revocation_view_is_unavailable_not_a_decision(env):
     assert e.value.message == "the revocation feed has not been read for 5 s (database unreachable?)"
     assert e.value.retry_after == 1 and e.value.code == "unavailable"
     assert (await checker.check(checker.parse([text]), Access("acme", "r"), CALLER)).record.org == "acme"
+
+
+# --- DPoP proofs (SPEC §14) --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def signer(tmp_path_factory):
+    from clients import pop
+
+    path = tmp_path_factory.mktemp("keys") / "host.key"
+    pop.keygen(path)
+    return pop.DPoPSigner(path)
+
+
+def proof_for(signer, text, htu="https://w.example/x"):
+    from clients.dpop import ProofRequest
+
+    return ProofRequest(signer.proof("GET", htu, text), "GET", htu)
+
+
+async def test_a_proof_gives_its_key_to_cnf_jkt_and_is_used_up_once_allowed(env, signer):
+    store, checker = env
+    text, _ = await service(store, ("org acme", f"cnf-jkt {signer.jkt}"))
+    with pytest.raises(Denial, match="needs a DPoP proof"):
+        await checker.check(checker.parse([text]), Access("acme", "r"), CALLER)
+    proof = proof_for(signer, text)
+    v = await checker.check(checker.parse([text]), Access("acme", "r"), CALLER, proof)
+    assert v.caveats[-1].text == f"cnf-jkt {signer.jkt}"
+    assert len(checker.replay) == 1
+    with pytest.raises(Denial, match="already used"):
+        await checker.check(checker.parse([text]), Access("acme", "r"), CALLER, proof)
+    assert len(checker.replay) == 1  # the replay did not release the first claim
+    assert checker.denials.buffer[-1].detail == {"reason": "DPoP proof was already used (replayed jti)"}
+
+
+async def test_a_denied_request_releases_its_proof(env, signer):
+    store, checker = env
+    text, _ = await service(store, ("org acme", f"cnf-jkt {signer.jkt}"))
+    proof = proof_for(signer, text)
+    with pytest.raises(Denial, match="does not allow org"):
+        await checker.check(checker.parse([text]), Access("other", "r"), CALLER, proof)
+    assert len(checker.replay) == 0
+    await checker.check(checker.parse([text]), Access("acme", "r"), CALLER, proof)
+
+
+async def test_a_bad_proof_is_an_audited_denial(env, signer):
+    store, checker = env
+    text, _ = await service(store)
+    other, _ = await service(store)
+    with pytest.raises(Denial, match="another token"):
+        await checker.check(checker.parse([text]), Access("acme", "r"), CALLER, proof_for(signer, other))
+    assert checker.denials.buffer[-1].event == "verify_denied" and len(checker.replay) == 0
+
+
+async def test_strip_ignores_a_proof(env, signer):
+    store, checker = env
+    text, _ = await service(store, ("org acme", f"cnf-jkt {signer.jkt}"))
+    v = await checker.check(checker.parse([text]), None, CALLER, proof_for(signer, text))  # access None: strip
+    assert len(checker.replay) == 0 and v.caveats[-1].text == f"cnf-jkt {signer.jkt}"

@@ -132,3 +132,36 @@ def test_access_cache_answers_only_the_same_access():
     for i in range(cv.ACCESS_CACHE_ENTRIES + 10):
         Access.from_dict({"org": "acme", "action": "r", "app": f"a{i}"})
     assert len(cv._ACCESS_CACHE) <= cv.ACCESS_CACHE_ENTRIES
+
+
+# --- cnf-jkt (SPEC §14) ----------------------------------------------------------------------
+
+JKT = "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
+
+
+def test_cnf_jkt_allows_only_a_proof_made_with_its_key():
+    from dataclasses import replace
+
+    from clients.caveats import Access, CnfJkt, parse
+
+    cav = parse(f"cnf-jkt {JKT}".encode())
+    assert isinstance(cav, CnfJkt) and cav.jkt == JKT and not cav.time_bound
+    access = Access("acme", "r")
+    assert "needs a DPoP proof" in cav.prohibits(access, 0)
+    assert "another key" in cav.prohibits(replace(access, jkt=JKT[:-1] + "A"), 0)
+    assert cav.prohibits(replace(access, jkt=JKT), 0) is None
+
+
+@pytest.mark.parametrize("value", [JKT[:-1], JKT + "A", JKT[:-1] + "=", JKT[:-1] + "+", "", JKT.replace("_", "/")])
+def test_cnf_jkt_value_must_be_a_thumbprint(value):
+    from clients.caveats import Unparseable, parse
+
+    assert isinstance(parse(f"cnf-jkt {value}".encode()), Unparseable)
+
+
+def test_access_jkt_cannot_come_from_a_request():
+    from clients.caveats import Access
+    from clients.errors import CaveatError
+
+    with pytest.raises(CaveatError, match="unknown access field"):
+        Access.from_dict({"org": "acme", "action": "r", "jkt": JKT})

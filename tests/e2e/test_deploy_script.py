@@ -20,7 +20,8 @@ pytestmark = pytest.mark.slow
 DEPLOY = Path(__file__).parents[2] / "examples" / "workload" / "deploy.sh"
 
 
-def test_deploy_waits_for_readiness_and_keeps_the_token_private(dev_stack):
+def deploy(dev_stack, **extra) -> tuple[dict, int, int, Path, dict]:
+    """Run deploy.sh as the README does: (env, port, workload pid, tmp, the user)."""
     proc, dev, tmp = dev_stack
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SABLE_")}
@@ -33,9 +34,14 @@ def test_deploy_waits_for_readiness_and_keeps_the_token_private(dev_stack):
                    env=env, check=True, capture_output=True, text=True)
     pt = subprocess.run(["sable", "token", "create", "--org", "acme", "--apps", "orders"], env=env, check=True,
                         capture_output=True, text=True).stdout.strip()
-    r = subprocess.run(["bash", str(DEPLOY)], env={**env, "PT": pt}, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(["bash", str(DEPLOY)], env={**env, "PT": pt, **extra}, capture_output=True, text=True,
+                       timeout=60)
     assert r.returncode == 0, r.stderr
-    pid = int(re.search(r"\(pid (\d+)\)", r.stderr).group(1))
+    return env, port, int(re.search(r"\(pid (\d+)\)", r.stderr).group(1)), tmp, user
+
+
+def test_deploy_waits_for_readiness_and_keeps_the_token_private(dev_stack):
+    env, port, pid, tmp, user = deploy(dev_stack)
     try:
         token_file = tmp / "cache" / "sable" / "workload.token"
         assert os.stat(token_file).st_mode & 0o077 == 0
@@ -44,5 +50,34 @@ def test_deploy_waits_for_readiness_and_keeps_the_token_private(dev_stack):
         req = urllib.request.Request(f"http://127.0.0.1:{port}/orders", headers={"Authorization": f"Bearer {token}"})
         with urllib.request.urlopen(req, timeout=10) as resp:
             assert resp.status == 200 and json.loads(resp.read())["user"] == user["username"]
+    finally:
+        os.kill(pid, signal.SIGTERM)
+
+
+def test_deploy_with_dpop_binds_the_token_to_a_key_made_on_the_host(dev_stack):
+    import asyncio
+    import urllib.error
+
+    from clients import pop
+
+    env, port, pid, tmp, user = deploy(dev_stack, DPOP="1")
+    try:
+        cache = tmp / "cache" / "sable"
+        key_file, token_file = cache / "workload.key", cache / "workload.token"
+        assert os.stat(key_file).st_mode & 0o077 == 0
+        token = token_file.read_text().strip()
+        signer = pop.DPoPSigner(key_file)
+        assert f"cnf-jkt {signer.jkt}" in json.loads(subprocess.run(
+            ["sable", "inspect", token], env=env, check=True, capture_output=True, text=True).stdout)["caveats"]
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/orders", headers={"Authorization": f"Bearer {token}"})
+        with pytest.raises(urllib.error.HTTPError) as e:  # the token file alone is not enough
+            urllib.request.urlopen(req, timeout=10)
+        assert e.value.code == 401 and e.value.headers["WWW-Authenticate"].startswith("DPoP")
+
+        async def with_key() -> int:
+            async with pop.session(token, signer) as http, http.get(f"http://127.0.0.1:{port}/orders") as resp:
+                return resp.status
+
+        assert asyncio.run(with_key()) == 200
     finally:
         os.kill(pid, signal.SIGTERM)
