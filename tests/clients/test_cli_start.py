@@ -15,7 +15,7 @@ from authority.minting import build
 from clients import tokens
 
 HEAVY = ("aiohttp", "asyncio", "clients.sdk", "server", "authority", "discharger", "nacl", "pathlib", "tempfile",
-         "opentelemetry")
+         "opentelemetry", "joserfc", "cryptography")
 
 PROBE = """
 import json, sys
@@ -31,7 +31,8 @@ print(json.dumps(sorted(m for m in sys.modules if m in heavy or m.split(".")[0] 
 
 
 @pytest.mark.parametrize("args", [["--help"], ["--version"], ["inspect", "TOKEN"],
-                                  ["attenuate", "TOKEN", "--hosts", "worker-7"]])
+                                  ["attenuate", "TOKEN", "--hosts", "worker-7"],
+                                  ["attenuate", "TOKEN", "--bind-key", "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"]])
 def test_offline_commands_load_nothing_heavy(args):
     token = build(KeyStore(bytes(32)), tokens.SERVICE, "http://a", "ab" * 16, ["org acme"])[0].encode()
     argv = [a.replace("TOKEN", token) for a in args]

@@ -320,3 +320,10 @@ def test_flipping_bytes_of_a_good_proof_never_yields_another_claim(signer, at, j
     except ProofError:
         return
     assert checked.jkt == signer.jkt and checked.jti == "j-1"  # e.g. padding-equivalent spellings
+
+
+def test_thumbprint_agrees_with_joserfc(signer, other):
+    from joserfc.jwk import thumbprint as joserfc_thumbprint
+
+    for jwk in (signer.jwk, other.jwk):
+        assert dpop.thumbprint(jwk) == joserfc_thumbprint(jwk)
