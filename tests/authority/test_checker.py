@@ -205,3 +205,24 @@ async def test_strip_ignores_a_proof(env, signer):
     text, _ = await service(store, ("org acme", f"cnf-jkt {signer.jkt}"))
     v = await checker.check(checker.parse([text]), None, CALLER, proof_for(signer, text))  # access None: strip
     assert len(checker.replay) == 0 and v.caveats[-1].text == f"cnf-jkt {signer.jkt}"
+
+
+async def test_past_the_revoked_attenuation_cap_the_store_judges(store):
+    """A record holding none of its revoked attenuations (past the cap) still denies each one."""
+    from clients import macaroon, offline
+
+    usage = Usage(store, DenialLog(), last_used_interval=60)
+    checker = Checker(HERE, frozenset(), TokenCache(store, KEYS, max_revoked=1), usage, usage.denials)
+    text, token_id = await service(store)
+    narrow = [offline.attenuate(text, [f"hosts h{i}"]) for i in range(3)]
+    for t in narrow[:2]:
+        fp = macaroon.fingerprint(tokens.parse(t).signature)
+        await store.revoke_attenuation(token_id, fp, int(time.time()), AuditRecord("revoke"))
+    rec = await checker.records.get(token_id)
+    assert rec.revoked_fps is None
+    for i, t in enumerate(narrow[:2]):
+        with pytest.raises(Denial, match="this attenuation of the token is revoked"):
+            await checker.check(checker.parse([t]), Access("acme", "r", host=f"h{i}"), CALLER)
+    assert checker.denials.buffer[-1].detail == {"reason": "this attenuation of the token is revoked"}
+    v = await checker.check(checker.parse([narrow[2]]), Access("acme", "r", host="h2"), CALLER)
+    assert v.record is rec and rec.cleared == {macaroon.fingerprint(tokens.parse(narrow[2]).signature)}

@@ -156,7 +156,9 @@ def test_cnf_jkt_allows_only_a_proof_made_with_its_key():
 def test_cnf_jkt_value_must_be_a_thumbprint(value):
     from clients.caveats import Unparseable, parse
 
-    assert isinstance(parse(f"cnf-jkt {value}".encode()), Unparseable)
+    cav = parse(f"cnf-jkt {value}".encode())
+    assert isinstance(cav, Unparseable)
+    assert cav.why == "cnf-jkt must be a base64url SHA-256 key thumbprint (43 characters)"
 
 
 def test_access_jkt_cannot_come_from_a_request():
