@@ -226,3 +226,19 @@ async def test_past_the_revoked_attenuation_cap_the_store_judges(store):
     assert checker.denials.buffer[-1].detail == {"reason": "this attenuation of the token is revoked"}
     v = await checker.check(checker.parse([narrow[2]]), Access("acme", "r", host="h2"), CALLER)
     assert v.record is rec and rec.cleared == {macaroon.fingerprint(tokens.parse(narrow[2]).signature)}
+
+
+async def test_a_caller_factory_is_called_only_for_a_denial(env):
+    store, checker = env
+    text, _ = await service(store)
+    made = []
+
+    def make() -> Caller:
+        made.append(1)
+        return CALLER
+
+    await checker.check(checker.parse([text]), Access("acme", "r"), make)
+    assert made == []  # an allowed verify builds no caller
+    with pytest.raises(Denial):
+        await checker.check(checker.parse([text]), Access("other", "r"), make)
+    assert made == [1] and checker.denials.buffer[-1].client == CALLER.client
