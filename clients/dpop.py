@@ -15,8 +15,8 @@ import base64
 import binascii
 import functools
 import hashlib
+import heapq
 import re
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,6 +32,7 @@ ALGORITHMS = ("EdDSA", "Ed25519")
 MAX_JTI = 64
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_HOST = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?")  # names and IPv4 addresses; IPv6 in brackets
 
 
 class ProofError(Denial):
@@ -103,10 +104,11 @@ def thumbprint(jwk: dict[str, Any]) -> str:
     return jkt
 
 
-@functools.lru_cache(maxsize=4096)  # a workload's URLs repeat; a bad one raises and is not kept
-def normalize_htu(url: str) -> str:
-    """The URL as `htu` compares it (SPEC §14): no query or fragment, scheme and host in
-    lowercase, no default port, an empty path as `/`."""
+MAX_HTU = 2048
+
+
+@functools.lru_cache(maxsize=1024)  # a workload's URLs repeat; entries are at most MAX_HTU long
+def _normalize(url: str) -> str:
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -115,10 +117,24 @@ def normalize_htu(url: str) -> str:
     scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
     if scheme not in _DEFAULT_PORTS or not host:
         raise ProofError("DPoP proof: htu must be an http(s) URL with a host")
+    if "@" in parts.netloc:
+        raise ProofError("DPoP proof: htu may not carry user information")
+    if ("[" in parts.netloc) != (":" in host):  # brackets are for IPv6 addresses only
+        raise ProofError("DPoP proof: htu host is not a host name or address")
     if ":" in host:
         host = f"[{host}]"
+    elif not _HOST.fullmatch(host):
+        raise ProofError("DPoP proof: htu host is not a host name or address")
     netloc = host if port is None or port == _DEFAULT_PORTS[scheme] else f"{host}:{port}"
     return f"{scheme}://{netloc}{parts.path or '/'}"
+
+
+def normalize_htu(url: str) -> str:
+    """The URL as `htu` compares it (SPEC §14): no query or fragment, scheme and host in
+    lowercase, no default port, an empty path as `/`; no user information, at most 2 KiB."""
+    if len(url) > MAX_HTU:
+        raise ProofError(f"DPoP proof: htu is longer than {MAX_HTU} characters")
+    return _normalize(url)
 
 
 def _split(proof: object) -> tuple[dict[str, Any], dict[str, Any], bytes, bytes]:
@@ -197,25 +213,36 @@ def check_proof(proof: object, *, htm: str, htu: str, token: str, now: float) ->
 
 
 class ReplayCache:
-    """(jkt, jti) pairs of allowed requests, each kept `seconds` (SPEC §14: 120 s). Bounded:
-    past `max_entries` live pairs, new proofs are refused rather than old ones forgotten,
-    since forgetting one would let it be replayed."""
+    """(jkt, jti) pairs of allowed requests (SPEC §14). Each is kept until its proof could no
+    longer pass the time check anyway (iat + 60 s, at most 120 s), so a replay is denied for
+    as long as the proof is otherwise valid. Bounded: past `max_entries` live pairs in all, or
+    `max_per_key` for one key, new proofs are refused rather than old ones forgotten, since
+    forgetting one would let it be replayed; one key's holder fills only its own quota first."""
 
-    def __init__(self, seconds: float = REPLAY_SECONDS, max_entries: int = 1_000_000):
-        self.seconds = seconds
+    def __init__(self, max_entries: int = 300_000, max_per_key: int = 60_000):
         self.max_entries = max_entries
-        self._until: OrderedDict[tuple[str, str], float] = OrderedDict()  # in expiry order
+        self.max_per_key = max_per_key
+        self._until: dict[tuple[str, str], float] = {}
+        self._heap: list[tuple[float, tuple[str, str]]] = []  # (until, key), soonest first
+        self._per_key: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self._until)
 
     def _expire(self, now: float) -> None:
-        entries = self._until
-        while entries:
-            key, until = next(iter(entries.items()))
-            if until > now:
-                break
-            del entries[key]
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            until, key = heapq.heappop(heap)
+            if self._until.get(key) == until:
+                self._forget(key)
+
+    def _forget(self, key: tuple[str, str]) -> None:
+        del self._until[key]
+        left = self._per_key[key[0]] - 1
+        if left:
+            self._per_key[key[0]] = left
+        else:
+            del self._per_key[key[0]]
 
     def claim(self, proof: Proof, now: float) -> None:
         """Record this proof as used; ProofError if it was used before (or no more can be
@@ -225,10 +252,20 @@ class ReplayCache:
         key = (proof.jkt, proof.jti)
         if key in self._until:
             raise ProofError("DPoP proof was already used (replayed jti)")
+        if self._per_key.get(proof.jkt, 0) >= self.max_per_key:
+            raise ProofError("too many DPoP proofs with this key in the last minute; try again shortly")
         if len(self._until) >= self.max_entries:
-            raise ProofError("too many DPoP proofs in the last 120 s; try again shortly")
-        self._until[key] = now + self.seconds
+            raise ProofError("too many DPoP proofs in the last minute; try again shortly")
+        until = min(now + REPLAY_SECONDS, proof.iat + LEEWAY) + 1  # a second past the last valid moment
+        self._until[key] = until
+        self._per_key[proof.jkt] = self._per_key.get(proof.jkt, 0) + 1
+        heapq.heappush(self._heap, (until, key))
+        if len(self._heap) > 2 * self.max_entries:  # released claims leave stale heap entries
+            self._heap = [(u, k) for k, u in self._until.items()]
+            heapq.heapify(self._heap)
 
     def release(self, proof: Proof) -> None:
         """Forget a claimed proof whose request was denied (only allowed requests count)."""
-        self._until.pop((proof.jkt, proof.jti), None)
+        key = (proof.jkt, proof.jti)
+        if key in self._until:
+            self._forget(key)  # its heap entry is skipped when it comes up

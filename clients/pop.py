@@ -112,13 +112,20 @@ def authorization(token: str, discharges: Sequence[str] = ()) -> str:
 
 
 def session(token: str | WireToken, signer: DPoPSigner, *, discharges: Sequence[str] = (),
-            **kwargs: Any) -> aiohttp.ClientSession:
+            origin: str | None = None, **kwargs: Any) -> aiohttp.ClientSession:
     """An aiohttp ClientSession that sends `Authorization: DPoP <token>` and a fresh `DPoP`
     proof with every request. With a `clients.sdk.WireToken`, what is sent is its current
-    short-lived attenuation (and its discharge), so the long-lived token never leaves."""
+    short-lived attenuation (and its discharge), so the long-lived token never leaves.
+
+    Credentials go to one origin only: `origin` (`https://host[:port]`), else that of the
+    session's first request. A request elsewhere, such as a redirect to another host or from
+    https to http, goes without them."""
     import aiohttp
+    from yarl import URL
 
     from clients.sdk import WireToken
+
+    pinned: list[URL] = [URL(origin).origin()] if origin else []
 
     def presentation() -> list[str]:
         if isinstance(token, WireToken):
@@ -126,6 +133,13 @@ def session(token: str | WireToken, signer: DPoPSigner, *, discharges: Sequence[
         return [token, *discharges]
 
     async def add_proof(request: aiohttp.ClientRequest, handler):
+        here = request.url.origin()
+        if not pinned:
+            pinned.append(here)
+        if here != pinned[0]:  # never hand the token or a proof to another origin
+            request.headers.popall("Authorization", None)
+            request.headers.popall("DPoP", None)
+            return await handler(request)
         wire, *rest = presentation()
         request.headers["Authorization"] = authorization(wire, rest)
         request.headers["DPoP"] = signer.proof(request.method, str(request.url), wire)

@@ -38,12 +38,16 @@ class WireToken:
     """
 
     MIN_LIFETIME = 5.0
+    MAX_LIFETIME = 3600.0  # longer is no longer "just in time"
+    MARGIN = 3.0  # 2 s of clock difference (SPEC §14) and 1 s for the trip
 
     def __init__(self, token: str, discharge: str | None = None, *, lifetime: float = 5.0, refresh: float = 1.0):
-        if not lifetime >= self.MIN_LIFETIME:
-            raise BadRequest(f"lifetime must be at least {self.MIN_LIFETIME:g} s (clocks may differ by 2 s)")
-        if not 0 < refresh < lifetime:
-            raise BadRequest("refresh must be more than 0 and less than the lifetime")
+        if not self.MIN_LIFETIME <= lifetime <= self.MAX_LIFETIME:
+            raise BadRequest(f"lifetime must be from {self.MIN_LIFETIME:g} s (clocks may differ by 2 s) "
+                             f"to {self.MAX_LIFETIME:g} s")
+        if not 0 < refresh <= lifetime - self.MARGIN:
+            raise BadRequest(f"refresh must be more than 0 and at most the lifetime less {self.MARGIN:g} s, so a "
+                             "token sent just before its refresh still has time on a clock 2 s ahead")
         kind = token_format.parse(token).kind  # MalformedToken if it is not a token
         if kind == "permission":
             if discharge is None:

@@ -247,13 +247,23 @@ def test_over_4_kib_is_refused_before_parsing(signer):
 # --- replay ----------------------------------------------------------------------------------
 
 
-def test_a_claimed_proof_cannot_be_claimed_again_for_120_seconds(signer):
+def test_a_claimed_proof_cannot_be_claimed_again_while_it_is_valid(signer):
     replay = ReplayCache()
-    proof = check(jws(signer))
+    proof = check(jws(signer))  # iat = int(NOW)
     replay.claim(proof, NOW)
     with pytest.raises(ProofError, match="already used"):
-        replay.claim(proof, NOW + 119)
-    replay.claim(proof, NOW + 121)  # expired: it is stale by then anyway
+        replay.claim(proof, int(NOW) + 60)  # the last moment the proof passes the time check
+    replay.claim(proof, int(NOW) + 62)  # forgotten once it is stale anyway
+    assert len(replay) == 1
+
+
+def test_a_proof_dated_ahead_is_remembered_until_it_goes_stale(signer):
+    replay = ReplayCache()
+    ahead = check(jws(signer, payload=claims(iat=int(NOW) + 60)))
+    replay.claim(ahead, NOW)
+    with pytest.raises(ProofError, match="already used"):
+        replay.claim(ahead, int(NOW) + 119)
+    replay.claim(ahead, int(NOW) + 122)
 
 
 def test_a_released_proof_can_be_used(signer):
@@ -261,7 +271,19 @@ def test_a_released_proof_can_be_used(signer):
     proof = check(jws(signer))
     replay.claim(proof, NOW)
     replay.release(proof)
+    assert len(replay) == 0
     replay.claim(proof, NOW)
+    with pytest.raises(ProofError, match="already used"):
+        replay.claim(proof, NOW)
+
+
+def test_claim_and_release_cycles_keep_the_heap_bounded(signer):
+    replay = ReplayCache(max_entries=10)
+    proof = check(jws(signer))
+    for _ in range(100):
+        replay.claim(proof, NOW)
+        replay.release(proof)
+    assert len(replay._heap) <= 20 and len(replay) == 0
 
 
 def test_the_same_jti_under_another_key_is_another_proof(signer, other):
@@ -270,18 +292,42 @@ def test_the_same_jti_under_another_key_is_another_proof(signer, other):
     replay.claim(check(jws(other, {"typ": "dpop+jwt", "alg": "EdDSA", "jwk": other.jwk})), NOW)
 
 
-def test_replay_cache_is_bounded_and_refuses_rather_than_forgets(signer):
-    replay = ReplayCache(max_entries=3)
+def test_replay_cache_is_bounded_and_refuses_rather_than_forgets(signer, other):
+    replay = ReplayCache(max_entries=3, max_per_key=10)
     proofs = [check(jws(signer, payload=claims(jti=f"j{i}"))) for i in range(4)]
     for p in proofs[:3]:
         replay.claim(p, NOW)
-    with pytest.raises(ProofError, match="too many"):
+    with pytest.raises(ProofError, match="too many DPoP proofs in the last minute"):
         replay.claim(proofs[3], NOW)
     assert len(replay) == 3
     with pytest.raises(ProofError, match="already used"):
         replay.claim(proofs[0], NOW)  # none was forgotten to make room
-    replay.claim(proofs[3], NOW + 121)  # room again once they expire
+    replay.claim(proofs[3], int(NOW) + 62)  # room again once they are stale
     assert len(replay) == 1
+
+
+def test_one_key_fills_only_its_own_quota(signer, other):
+    replay = ReplayCache(max_entries=100, max_per_key=2)
+    for i in range(2):
+        replay.claim(check(jws(signer, payload=claims(jti=f"j{i}"))), NOW)
+    with pytest.raises(ProofError, match="with this key"):
+        replay.claim(check(jws(signer, payload=claims(jti="j2"))), NOW)
+    replay.claim(check(jws(other, {"typ": "dpop+jwt", "alg": "EdDSA", "jwk": other.jwk})), NOW)
+
+
+@pytest.mark.parametrize("htu, reason", [
+    ("https://user:pw@orders.example/v1/orders", "user information"),
+    ("https://orders.example/" + "x" * 2048, "longer than 2048"),
+    ("https://[v1.x]/v1/orders", "not a URL|host name"),
+    ("https://bad_host/v1/orders", "host name"),
+])
+def test_odd_htus_are_refused(signer, htu, reason):
+    assert re.search(reason, refused(jws(signer, payload=claims(htu=htu)), htu=htu))
+
+
+def test_ipv6_htu_compares_normalized(signer):
+    htu = "https://[2001:DB8::1]:443/x"
+    assert check(jws(signer, payload=claims(htu=htu)), htu="https://[2001:db8::1]/x").jkt == signer.jkt
 
 
 # --- properties ------------------------------------------------------------------------------

@@ -130,3 +130,42 @@ async def test_pop_session_sends_a_fresh_proof_each_request(verifier, keys, boun
                     assert resp.status == 200, await resp.text()
     finally:
         await runner.cleanup()
+
+
+async def test_pop_session_never_sends_credentials_to_another_origin(keys, bound):
+    """A redirect to another host (or another scheme or port) gets neither the token nor a
+    proof, though aiohttp runs client middlewares on every hop."""
+    host, _ = keys
+    seen: list[dict] = []
+
+    async def elsewhere(request):
+        seen.append({k: request.headers.get(k) for k in ("Authorization", "DPoP")})
+        return web.json_response({})
+
+    other_port = free_port()
+    other = web.Application()
+    other.router.add_get("/b", elsewhere)
+    port = free_port()
+
+    async def redirect(request):
+        seen.append({k: request.headers.get(k) for k in ("Authorization", "DPoP")})
+        raise web.HTTPTemporaryRedirect(f"http://localhost:{other_port}/b")
+
+    first = web.Application()
+    first.router.add_get("/a", redirect)
+    runners = [web.AppRunner(first), web.AppRunner(other)]
+    for runner, p in zip(runners, (port, other_port)):
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1" if p == port else "localhost", p).start()
+    try:
+        async with pop.session(bound, host) as http, http.get(f"http://127.0.0.1:{port}/a") as resp:
+            assert resp.status == 200
+        assert seen[0]["Authorization"] == f"DPoP {bound}" and seen[0]["DPoP"]
+        assert seen[1] == {"Authorization": None, "DPoP": None}
+        async with pop.session(bound, host, origin=f"http://localhost:{other_port}") as http:
+            async with http.get(f"http://127.0.0.1:{port}/a", allow_redirects=False) as resp:
+                assert resp.status == 307
+        assert seen[2] == {"Authorization": None, "DPoP": None}  # not the pinned origin
+    finally:
+        for runner in runners:
+            await runner.cleanup()

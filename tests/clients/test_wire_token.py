@@ -33,9 +33,13 @@ async def test_current_is_an_expiring_attenuation_remade_each_refresh(authority)
 
 
 @pytest.mark.parametrize("kwargs, error", [
-    ({"lifetime": 4.9}, "at least 5"),
+    ({"lifetime": 4.9}, "from 5 s"),
     ({"lifetime": 5, "refresh": 5}, "refresh"),
+    ({"lifetime": 5, "refresh": 2.5}, "refresh"),  # could be sent expired to a clock 2 s ahead
     ({"refresh": 0}, "refresh"),
+    ({"lifetime": float("inf")}, "lifetime"),
+    ({"lifetime": float("nan")}, "lifetime"),
+    ({"lifetime": 3601}, "lifetime"),
 ])
 async def test_bad_settings_are_refused(authority, kwargs, error):
     st = await service_token(authority)
