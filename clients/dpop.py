@@ -59,6 +59,8 @@ class Proof:
 
 
 def b64url(data: bytes) -> str:
+    # clients.tickets.b64e is the same, but importing it loads PyNaCl's public-key module,
+    # which `sable attenuate --bind-key` must start without (SPEC §9).
     return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
 
 

@@ -121,9 +121,10 @@ class Verifier:
             if htm is None or htu is None:
                 return Decision(False, "a DPoP proof is checked against the request's htm and htu: give both",
                                 error="bad_request")
+            now = time.time()
             try:
-                proof = check_proof(dpop, htm=htm, htu=htu, token=_main_token(tokens), now=time.time())
-                self.replay.claim(proof, time.time())
+                proof = check_proof(dpop, htm=htm, htu=htu, token=_main_token(tokens), now=now)
+                self.replay.claim(proof, now)
             except ProofError as e:
                 return Decision(False, e.message, error="invalid_dpop_proof")
         decision = await self._check(tokens, access, proof, dpop, htm, htu)

@@ -35,6 +35,19 @@ def pg_url(pg_cluster) -> str:
     return pg_cluster.new_database()
 
 
+@pytest.fixture(scope="session")
+def dpop_keys(tmp_path_factory):
+    """Two DPoP signers with Ed25519 keys made by `sable keygen`'s code: (a host's, a thief's)."""
+    from clients import pop
+
+    made = []
+    for name in ("host.key", "thief.key"):
+        path = tmp_path_factory.mktemp("keys") / name
+        pop.keygen(path)
+        made.append(pop.DPoPSigner(path))
+    return tuple(made)
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request) -> str:
     return request.param

@@ -151,13 +151,9 @@ async def test_a_stale_revocation_view_is_unavailable_not_a_decision(env):
 # --- DPoP proofs (SPEC §14) --------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def signer(tmp_path_factory):
-    from clients import pop
-
-    path = tmp_path_factory.mktemp("keys") / "host.key"
-    pop.keygen(path)
-    return pop.DPoPSigner(path)
+@pytest.fixture
+def signer(dpop_keys):
+    return dpop_keys[0]
 
 
 def proof_for(signer, text, htu="https://w.example/x"):

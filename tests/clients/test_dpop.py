@@ -28,18 +28,14 @@ def b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).decode().rstrip("=")
 
 
-@pytest.fixture(scope="module")
-def signer(tmp_path_factory) -> pop.DPoPSigner:
-    path = tmp_path_factory.mktemp("keys") / "host.key"
-    pop.keygen(path)
-    return pop.DPoPSigner(path)
+@pytest.fixture(scope="module")  # not per test: the Hypothesis properties use them
+def signer(dpop_keys) -> pop.DPoPSigner:
+    return dpop_keys[0]
 
 
 @pytest.fixture(scope="module")
-def other(tmp_path_factory) -> pop.DPoPSigner:
-    path = tmp_path_factory.mktemp("keys") / "other.key"
-    pop.keygen(path)
-    return pop.DPoPSigner(path)
+def other(dpop_keys) -> pop.DPoPSigner:
+    return dpop_keys[1]
 
 
 def seed(signer: pop.DPoPSigner) -> bytes:

@@ -16,14 +16,9 @@ PUBLIC = "http://orders.test"
 CHALLENGE = 'DPoP error="invalid_dpop_proof", algs="EdDSA"'
 
 
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory) -> tuple[pop.DPoPSigner, pop.DPoPSigner]:
-    made = []
-    for name in ("host.key", "thief.key"):
-        path = tmp_path_factory.mktemp("keys") / name
-        pop.keygen(path)
-        made.append(pop.DPoPSigner(path))
-    return made[0], made[1]
+@pytest.fixture
+def keys(dpop_keys):
+    return dpop_keys
 
 
 @pytest.fixture

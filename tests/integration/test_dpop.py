@@ -7,21 +7,16 @@ import time
 
 import pytest
 
-from clients import offline, pop, tokens
+from clients import offline, tokens
 from tests.support import service_token
 
 URL = "https://orders.example/v1/orders"
 HOST = {"app": "orders", "host": "worker-7"}
 
 
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory) -> tuple[pop.DPoPSigner, pop.DPoPSigner]:
-    made = []
-    for name in ("host.key", "thief.key"):
-        path = tmp_path_factory.mktemp("keys") / name
-        pop.keygen(path)
-        made.append(pop.DPoPSigner(path))
-    return made[0], made[1]
+@pytest.fixture
+def keys(dpop_keys):
+    return dpop_keys
 
 
 async def verify(authority, token, proof=None, **access):
