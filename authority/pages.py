@@ -26,6 +26,7 @@ AUTHORITY = web.AppKey("authority", Authority)
 PAGES = web.AppKey("authority_pages", Pages)
 FOLDER = Path(__file__).with_name("templates")
 _TOKEN_ID = re.compile(r"[0-9a-f]{32}")
+_SECRET = re.compile(r"[A-Za-z0-9_-]{16,128}")  # what server.browser.new_secret makes
 routes = web.RouteTableDef()
 page = page_errors(PAGES, SERVICE)
 
@@ -120,8 +121,8 @@ async def console_page(request: web.Request) -> web.Response:
 async def callback(request: web.Request) -> web.Response:
     pages: Pages = request.app[PAGES]
     state, code = request.query.get("state", ""), request.query.get("code", "")
-    if not state or not code or len(state) > 128 or len(code) > 128:
-        raise BadRequest("this sign-in link is incomplete; start again")
+    if not _SECRET.fullmatch(state) or not _SECRET.fullmatch(code):  # the code goes into a header next
+        raise BadRequest("this sign-in link is incomplete or damaged; start again")
     cookie, org = await request.app[AUTHORITY].console.finish(state, pages.cookie(request, SIGNIN_COOKIE), code,
                                                                caller(request))
     resp = _see_other(f"/console/orgs/{org}")

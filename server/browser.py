@@ -15,7 +15,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from clients.errors import BadRequest, Denied, SableError
-from server.http import forwarded_proto
+from server.http import forwarded_proto, refuse_control_characters, refuse_control_in
 
 PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; base-uri 'none'",
@@ -70,7 +70,9 @@ async def read_form(request: web.Request) -> dict[str, str]:
         form = await request.post()
     except (UnicodeDecodeError, LookupError, ValueError, AssertionError, HttpProcessingError):
         raise BadRequest("the form could not be read") from None
-    return {k: v for k, v in form.items() if isinstance(k, str) and isinstance(v, str)}
+    fields = {k: v for k, v in form.items() if isinstance(k, str) and isinstance(v, str)}
+    refuse_control_in(fields)  # SPEC §4: 400 naming the field, before any lookup
+    return fields
 
 
 def new_secret() -> str:
@@ -105,6 +107,7 @@ def page_errors(pages_key: web.AppKey, service: str):
     def wrap(handler):
         async def run(request: web.Request) -> web.StreamResponse:
             try:
+                refuse_control_characters(request)  # as the JSON API does, answered as a page
                 return await handler(request)
             except SableError as e:
                 status = error_for(e).status
@@ -116,6 +119,7 @@ def page_errors(pages_key: web.AppKey, service: str):
                     resp.headers["Retry-After"] = str(e.retry_after or 1)
                 return resp
         run.__name__ = handler.__name__
+        run.renders_page = True  # type: ignore[attr-defined]  # server.http leaves its checks to us
         return run
     return wrap
 

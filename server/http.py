@@ -4,6 +4,7 @@ Nothing here sees a secret's value."""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import re
@@ -38,12 +39,15 @@ STATUS = {
     "access_denied": 400,
     "expired_token": 400,
     "invalid_grant": 400,
+    "invalid_request": 400,
+    "unsupported_grant_type": 400,
 }
 
 log = structlog.get_logger("sable")
 REQUEST_ID = web.RequestKey("request_id", str)
 METRICS = web.AppKey("metrics", Metrics)
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class BodyTooLarge(BadRequest):
@@ -67,6 +71,20 @@ def error_for(e: SableError) -> web.Response:
     if retry_after is None and e.code in ("rate_limited", "unavailable"):
         retry_after = 1  # every 429 and 503 says when to come back (SPEC §4)
     return error_response(e.code, e.message, status, retry_after)
+
+
+def oauth_errors(handler):
+    """For OAuth-style endpoints (RFC 6749 §5.2): every error also carries `error_description`,
+    which OAuth client libraries show (they ignore `message`)."""
+    @functools.wraps(handler)
+    async def run(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except SableError as e:
+            resp = error_for(e)
+            resp.body = orjson.dumps({"error": e.code, "error_description": e.message, "message": e.message})
+            return resp
+    return run
 
 
 @web.middleware
@@ -101,6 +119,8 @@ async def request_middleware(request: web.Request, handler):
 
 async def _answer(request: web.Request, handler, route: str) -> web.StreamResponse:
     try:
+        if not getattr(request.match_info.handler, "renders_page", False):  # pages answer in HTML themselves
+            refuse_control_characters(request)
         return await handler(request)
     except SableError as e:
         return error_for(e)
@@ -114,6 +134,35 @@ async def _answer(request: web.Request, handler, route: str) -> web.StreamRespon
     except Exception:
         log.exception("internal_error", route=route)
         return error_response("internal", "internal error", 500)
+
+
+def _refuse_control(value: str, field: str) -> None:
+    if _CONTROL.search(value):
+        raise BadRequest(f"{field} holds a control character")
+
+
+def refuse_control_characters(request: web.Request) -> None:
+    """400 naming the parameter for a control character (U+0000-U+001F, U+007F) in a query
+    parameter or a path segment (SPEC §4), before anything is looked up: no backend need
+    store or compare such a value."""
+    for key, value in request.query.items():
+        _refuse_control(key, "a query parameter's name")
+        _refuse_control(value, f"query parameter {key}")
+    for key, value in request.match_info.items():
+        _refuse_control(value, f"path segment {{{key}}}")
+
+
+def refuse_control_in(value: object, field: str = "") -> None:
+    """The same rule for a decoded body: every string in it, keys included, naming the field."""
+    if isinstance(value, str):
+        _refuse_control(value, field or "the body")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_control(str(key), f"a field name in {field or 'the body'}")
+            refuse_control_in(item, f"{field}.{key}" if field else str(key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            refuse_control_in(item, f"{field}[{i}]")
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -180,6 +229,7 @@ async def read_json(request: web.Request) -> dict:
         raise BadRequest("body is not valid JSON text") from None
     if not isinstance(body, dict):
         raise BadRequest("body must be a JSON object")
+    refuse_control_in(body)
     return body
 
 

@@ -163,7 +163,7 @@ async def test_device_page_lookups_are_throttled(real_discharger):
     for i in range(25):
         resp = await env.client.get(f"/device?user_code=BBBB-BB{'BCDFGHJKLMNPQRSTVWXZ'[i % 20]}C")
         statuses.append(resp.status)
-    assert 429 in statuses, "25 wrong codes looked up on the page without a throttle"
+    assert 429 in statuses, "25 wrong codes looked up on the page without a throttle"  # its own limit (item 6)
     resp = await env.client.get(f"/device?user_code={got['user_code']}")
     assert "victim laptop" not in await resp.text()
 
@@ -523,6 +523,33 @@ async def test_console_callback_input_checks(authority):
         assert set_cookie_of(resp, "sable_console") in (None, "")
 
 
+# Found in review: with a sign-in really pending for this browser (its state cookie set), a
+# `code` holding CR/LF, NUL or DEL reached the header of the discharger poll and answered 500.
+@pytest.mark.parametrize("bad", ["\r\nSet-Cookie: x=1", "\n", "\x00", "\x7f", " ", "%", "é"])
+@pytest.mark.parametrize("where", ["code", "state"])
+async def test_console_callback_refuses_damaged_codes_with_a_pending_sign_in(authority, bad, where):
+    import json as jsonlib
+    import time as clock
+
+    from authority.pages import SIGNIN_COOKIE
+    from server.browser import new_secret
+
+    env = authority
+    state = new_secret()
+    sealed = env.service.console.keys.master.seal(jsonlib.dumps({
+        "ut": "sable_ut_x", "poll": f"{env.discharger.location}/v1/flows/{new_secret()}", "org": "acme"}).encode())
+    now = int(clock.time())
+    await env.service.store.add_signin(tokens.secret_digest(state), sealed, now + 600, now)
+    values = {"state": state, "code": new_secret()}
+    values[where] = values[where][:20] + bad + values[where][20:]
+    query = "&".join(f"{k}={quote(v, safe='')}" for k, v in values.items())
+    resp = await env.client.get(f"/console/callback?{query}", allow_redirects=False,
+                                headers={"Cookie": f"{SIGNIN_COOKIE}={state}"})
+    assert resp.status == 400, (where, bad, resp.status, await resp.text())
+    assert set_cookie_of(resp, "sable_console") in (None, "")
+    assert "<html" in (await resp.text()).lower()  # a page, as the rest of the console answers
+
+
 # Found in review: the console's form handlers call request.post() outside any SableError, so a
 # malformed form is a 500 there too.
 async def test_garbage_forms_never_500_on_the_console(authority):
@@ -681,3 +708,16 @@ async def test_a_cross_site_link_does_not_sign_the_console_out(dev):
             assert r.status in (303, 404)  # 404: no such org (a sign-in starts only for a real one)
         async with victim.get(f"{dev['a']}/console/orgs/acme", allow_redirects=False) as r:
             assert r.status == 200, "the acme console session was replaced by another org's sign-in"
+
+
+# Found in review: `sable dev`'s discharger trusted X-Forwarded-For from 127.0.0.1, so any local
+# process could name any address and step past the per-address throttles.
+@pytest.mark.slow
+async def test_sable_dev_believes_no_forwarded_address(dev):
+    async with aiohttp.ClientSession() as http:
+        statuses = []
+        for i in range(31):
+            async with http.post(f"{dev['d']}/v1/device/authorize", json={"client_name": "x"},
+                                 headers={"X-Forwarded-For": f"198.51.100.{i + 1}"}) as r:
+                statuses.append(r.status)
+    assert statuses[:30] == [200] * 30 and statuses[30] == 429, "each forged address got its own limit"
