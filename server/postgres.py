@@ -23,6 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import structlog
 
+from clients.errors import BadRequest
 from clients.tokens import ADMIN, secret_digest
 from server.audit import AuditRecord, AuditRow
 from server.sqlite import RESEAL_PAGE, StoreError
@@ -71,7 +72,8 @@ def redact(url: str) -> str:
 
 
 def _describe(e: BaseException) -> str:
-    """What went wrong, in words that never carry the password (asyncpg's messages don't)."""
+    """What went wrong, in words that never carry the password (asyncpg's messages don't) nor
+    an exception's class name (SPEC §12)."""
     if isinstance(e, asyncio.TimeoutError):
         return "timed out"
     if isinstance(e, asyncpg.InvalidPasswordError):
@@ -81,16 +83,26 @@ def _describe(e: BaseException) -> str:
     if isinstance(e, asyncpg.InvalidCatalogNameError):
         return "no such database"
     if isinstance(e, OSError):
-        return e.strerror or type(e).__name__
+        return e.strerror or "the connection failed"
     if isinstance(e, asyncpg.PostgresError):
-        return f"{type(e).__name__}: {e.args[0] if e.args else ''}".rstrip(": ")
-    return type(e).__name__
+        message = str(e.args[0]) if e.args else ""
+        code = getattr(e, "sqlstate", None)
+        return f"{message} (SQLSTATE {code})" if message and code else message or "the server refused the request"
+    if isinstance(e, asyncpg.InterfaceError):  # a protocol error, e.g. from a pooler in between
+        return f"the connection broke: {e}" if str(e) else "the connection broke"
+    return "the connection failed"
 
 
 # What "the database is not there right now" looks like from asyncpg.
 UNREACHABLE = (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
                asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError, asyncpg.CrashShutdownError,
-               asyncpg.QueryCanceledError, asyncpg.TooManyConnectionsError, ConnectionError)
+               asyncpg.QueryCanceledError, asyncpg.TooManyConnectionsError, ConnectionError,
+               asyncpg.InternalClientError)  # what a connection the server ended mid-query can raise
+
+
+# What "try again in a moment" looks like: the transaction lost a lock cycle or a serialization
+# race, or reached a server that is (now) a read-only standby. 503 with Retry-After (SPEC §19).
+RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError, asyncpg.ReadOnlySQLTransactionError)
 
 
 async def _no_reset(conn: asyncpg.Connection) -> None:
@@ -216,44 +228,48 @@ class PgDatabase:
 
     @contextlib.asynccontextmanager
     async def _conn(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection. Whatever the block raises from the driver is translated here,
+        once: unreachable or retryable → StoreError (503 with Retry-After), a value the
+        database cannot take → BadRequest (400). Clients are never told the URL; the log is."""
         try:
             async with self._pool.acquire(timeout=QUERY_TIMEOUT) as c:
                 yield c
         except UNREACHABLE as e:
-            raise StoreError(f"database {self.path} is unavailable: {_describe(e)}", retry_after=1) from None
+            detail = f"database {self.path}: {_describe(e)}"
+            log.warning("database_unavailable", detail=detail)
+            raise StoreError("the database is unavailable; try again shortly", retry_after=1, detail=detail) from None
+        except RETRYABLE as e:
+            detail = f"database {self.path}: {_describe(e)}"
+            log.warning("database_retry", detail=detail)
+            raise StoreError("the database could not complete this request now; try again", retry_after=1,
+                             detail=detail) from None
+        except asyncpg.DataError as e:  # e.g. a character the database's encoding has no room for
+            log.info("database_refused_value", error=getattr(e, "sqlstate", None))
+            raise BadRequest("a value in this request cannot be stored") from None
 
     @contextlib.asynccontextmanager
     async def _tx(self) -> AsyncIterator[asyncpg.Connection]:
         """A transaction; its commit is durable (synchronous_commit at least on) on exit."""
         async with self._conn() as c:
+            tx = c.transaction()
+            await tx.start()
             try:
-                tx = c.transaction()
-                await tx.start()
-                try:
-                    yield c
-                except BaseException:
-                    await tx.rollback()
-                    raise
-                started = time.perf_counter()
-                await tx.commit()
-                if self.commit_observer is not None:
-                    self.commit_observer(time.perf_counter() - started)
-            except UNREACHABLE as e:
-                raise StoreError(f"database {self.path} is unavailable: {_describe(e)}", retry_after=1) from None
+                yield c
+            except BaseException:
+                await tx.rollback()
+                raise
+            started = time.perf_counter()
+            await tx.commit()
+            if self.commit_observer is not None:
+                self.commit_observer(time.perf_counter() - started)
 
     async def _one(self, sql: str, *args: Any) -> Any:
         async with self._conn() as c:
-            try:
-                return await c.fetchrow(sql, *args)
-            except UNREACHABLE as e:
-                raise StoreError(f"database {self.path} is unavailable: {_describe(e)}", retry_after=1) from None
+            return await c.fetchrow(sql, *args)
 
     async def _all(self, sql: str, *args: Any) -> list:
         async with self._conn() as c:
-            try:
-                return list(await c.fetch(sql, *args))
-            except UNREACHABLE as e:
-                raise StoreError(f"database {self.path} is unavailable: {_describe(e)}", retry_after=1) from None
+            return list(await c.fetch(sql, *args))
 
     async def ping(self) -> bool:
         """Whether the database answers now and holds the schema this build serves."""

@@ -53,7 +53,16 @@ RESEAL_PAGE = 2000  # rows per read and update in a master-key rotation
 
 
 class StoreError(Unavailable):
-    """The database is unusable (unreadable file, wrong schema version, wrong master key)."""
+    """The database is unusable (unreadable file, wrong schema version, wrong master key).
+    `message` is what a client is told; `detail` (which database, what the driver said, its
+    password redacted) is for operators: logs and the operator CLI, which prints `str()`."""
+
+    def __init__(self, message: str, *, retry_after: int | None = None, detail: str | None = None):
+        super().__init__(message, retry_after=retry_after)
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.detail})" if self.detail else self.message
 
 
 def _statements(script: str) -> list[str]:

@@ -279,10 +279,17 @@ class PostgresStore(PgDatabase):
 
     async def touch(self, used: dict[str, int]) -> None:
         if used:
+            ids, times = zip(*sorted(used.items()), strict=True)
             async with self._tx() as c:
-                # Sorted: two replicas touching the same tokens take their row locks in one order.
-                await c.executemany("UPDATE tokens SET last_used_at = GREATEST(COALESCE(last_used_at, 0), $1)"
-                                    " WHERE id = $2", sorted(((t, i) for i, t in used.items()), key=lambda x: x[1]))
+                # One statement that never waits for a row lock: a row a revocation, a strip or
+                # another replica holds is skipped (last-used is approximate, and the next flush
+                # takes it). Waiting here, in any order, could close a lock cycle with a
+                # revocation's cascade: a deadlock that would fail the revocation.
+                await c.execute(
+                    "UPDATE tokens t SET last_used_at = GREATEST(COALESCE(t.last_used_at, 0), u.at)"
+                    " FROM unnest($1::text[], $2::bigint[]) AS u(id, at)"
+                    " WHERE t.id = u.id AND t.id IN (SELECT id FROM tokens WHERE id = ANY($1::text[])"
+                    " FOR NO KEY UPDATE SKIP LOCKED)", list(ids), list(times))
 
     # --- revocation ------------------------------------------------------------------------
 

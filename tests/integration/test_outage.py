@@ -61,6 +61,10 @@ async def test_discharger_fails_closed_and_recovers(real_discharger, pg_cluster)
     try:
         status, body, resp = await env.post("/v1/sessions", {"username": "alice", "password": "correct horse"})
         assert (status, body["error"]) == (503, "unavailable") and resp.headers["Retry-After"]
+        # An anonymous client learns that the database is down, not where it is (SPEC §19).
+        said = body["message"]
+        assert "database" in said and "postgres" not in said and "127.0.0.1" not in said
+        assert str(pg_cluster.port) not in said
         assert (await env.client.get("/readyz")).status == 503
     finally:
         pg_cluster.pg_ctl_start()

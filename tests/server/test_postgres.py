@@ -17,6 +17,20 @@ from tests.support import free_port
 from tests.support.postgres import PASSWORD, PASSWORD_ROLE
 
 
+def test_driver_errors_are_described_without_class_names():
+    """SPEC §12: no exception class name in a message. A pooler answering with a protocol
+    error at start-up was shown as `ProtocolViolationError: ...`."""
+    from server.postgres import _describe
+
+    violation = asyncpg.ProtocolViolationError("unsupported startup parameter: search_path")
+    cases = [violation, asyncpg.InterfaceError("cannot perform operation: another operation is in progress"),
+             asyncpg.InternalClientError("cannot switch to state 11"), OSError(), RuntimeError("x")]
+    for error in cases:
+        said = _describe(error)
+        assert said and "Error" not in said and type(error).__name__ not in said, said
+    assert "unsupported startup parameter: search_path" in _describe(violation)
+
+
 def test_redact_hides_only_the_password():
     assert redact("postgresql://bob:hunter2@db:5432/x?sslmode=require") == "postgresql://bob:***@db:5432/x?sslmode=require"
     assert redact("postgresql://bob@db/x") == "postgresql://bob@db/x"
