@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from clients.errors import BadRequest, RateLimited
+from clients.errors import GrantPending, RateLimited
 from discharger import __version__, pages, schemas
 from discharger.config import DischargerConfig
 from discharger.metrics import DischargerMetrics
@@ -19,6 +19,7 @@ from server.http import (
     client_address,
     json_response,
     new_app,
+    oauth_errors,
     parse_networks,
     read_json,
     require_admin,
@@ -26,6 +27,8 @@ from server.http import (
 from server.ratelimit import SlidingCounter, throttle_key
 
 FLOW_STARTS = web.AppKey("flow_starts", SlidingCounter)
+DEVICE_STARTS = web.AppKey("device_starts", SlidingCounter)
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 routes = web.RouteTableDef()
 
 
@@ -154,9 +157,15 @@ async def poll_flow(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/device/authorize")
+@oauth_errors
 async def device_authorize(request: web.Request) -> web.Response:
     d = _d(request)
+    counter, key = request.app[DEVICE_STARTS], throttle_key(client_address(request))
+    wait = counter.retry_after(key)  # each start is a durable row: limited like flow starts
+    if wait is not None:
+        raise RateLimited("too many device logins from this address; try again later", retry_after=wait)
     body = await schemas.read_form_or_json(request)
+    counter.add(key)
     auth = await d.device.authorize(schemas.client_name(body), caller(request))
     base = d.config.public_url.rstrip("/")
     return json_response({
@@ -166,15 +175,16 @@ async def device_authorize(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/device/token")
+@oauth_errors
 async def device_token(request: web.Request) -> web.Response:
     d = _d(request)
     body = await schemas.read_form_or_json(request)
     grant_type = body.get("grant_type")
-    if grant_type is not None and grant_type != "urn:ietf:params:oauth:grant-type:device_code":
-        raise BadRequest("grant_type must be urn:ietf:params:oauth:grant-type:device_code")
+    if grant_type is not None and grant_type != DEVICE_GRANT:
+        raise GrantPending("unsupported_grant_type", f"grant_type must be {DEVICE_GRANT}")
     device_code = body.get("device_code")
     if not isinstance(device_code, str) or not 0 < len(device_code) <= 128:
-        raise BadRequest("device_code is required")
+        raise GrantPending("invalid_request", "device_code is required")
     session, username = await d.device.token(device_code, caller(request))
     return json_response(schemas.device_session(session, username), headers={"Cache-Control": "no-store"})
 
@@ -199,6 +209,7 @@ def create_app(config: DischargerConfig) -> web.Application:
     app.cleanup_ctx.append(lifecycle)
     app[PAGES] = Pages(pages.FOLDER, config.secure)
     app[FLOW_STARTS] = SlidingCounter(30, 60.0)
+    app[DEVICE_STARTS] = SlidingCounter(30, 60.0)
     app[TRUSTED_PROXIES] = parse_networks(config.trusted_proxies)
     app.add_routes(routes)
     app.add_routes(pages.routes)

@@ -24,6 +24,8 @@ INTERVAL = 5
 WRONG_CODES_PER_USER = 5
 WRONG_CODES_PER_ADDRESS = 20
 WRONG_CODE_WINDOW = 60.0
+LOOKS_PER_USER = 10  # wrong codes in page links, apart from the ones typed and posted
+LOOKS_PER_ADDRESS = 30
 
 
 def _now() -> float:  # tests move it
@@ -94,26 +96,30 @@ class DeviceLogins:
         session = await self.sessions.create(row.username, caller, event="device_login")
         return session, row.username
 
-    async def _throttle(self, username: str, client: str) -> tuple[list[str], float]:
-        """Count a code entry against the user and the address; RateLimited if either is over."""
+    async def _throttle(self, username: str, client: str, looking: bool) -> tuple[list[str], float]:
+        """Count a code entry against the user and the address; RateLimited if either is over.
+        Page look-ups count apart from entered codes: a link from another site can make a
+        signed-in browser look codes up, and must not lock its user out of approving."""
         now = _now()
-        limits = [(f"device-user:{self._pseudonym(username)}", WRONG_CODES_PER_USER),
-                  (f"device-addr:{throttle_key(client)}", WRONG_CODES_PER_ADDRESS)]
+        kind, per_user, per_address = ("device-look", LOOKS_PER_USER, LOOKS_PER_ADDRESS) if looking else \
+            ("device", WRONG_CODES_PER_USER, WRONG_CODES_PER_ADDRESS)
+        limits = [(f"{kind}-user:{self._pseudonym(username)}", per_user),
+                  (f"{kind}-addr:{throttle_key(client)}", per_address)]
         wait = await self.store.login_attempt(limits, now, WRONG_CODE_WINDOW)
         if wait is not None:
-            raise RateLimited("too many wrong codes; wait a minute and try again", retry_after=max(1, int(wait) + 1))
+            what = "codes looked up" if looking else "wrong codes"
+            raise RateLimited(f"too many {what}; wait a minute and try again", retry_after=max(1, int(wait) + 1))
         return [s for s, _ in limits], now
 
-    async def find(self, username: str, user_code: str, caller: Caller, count: bool = True) -> GrantRow:
-        """The pending, unexpired grant with this code; NotFound otherwise (and that counts
-        as a wrong code). `count=False` only looks (a page showing a pre-filled code)."""
-        subjects, at = await self._throttle(username, caller.client or "unknown") if count else ([], 0.0)
+    async def find(self, username: str, user_code: str, caller: Caller, looking: bool = False) -> GrantRow:
+        """The pending, unexpired grant with this code; NotFound otherwise, and that counts as
+        a wrong code (`looking`: as a wrong look-up, a page showing a pre-filled code)."""
+        subjects, at = await self._throttle(username, caller.client or "unknown", looking)
         code = normalize(user_code)
         row = await self.store.get_grant("device", lookup=code) if len(code) == 8 else None
         if row is None or row.status != "pending" or _now() >= row.expires_at:
             raise NotFound("no pending device login has that code; check it and try again")
-        if subjects:
-            await self.store.forget_attempt(subjects, at)  # only wrong codes count
+        await self.store.forget_attempt(subjects, at)  # only wrong codes count
         return row
 
     async def decide(self, username: str, user_code: str, approve: bool, caller: Caller) -> GrantRow:

@@ -132,14 +132,19 @@ async def device_page(request: web.Request) -> web.Response:
     if b.user is None:
         return b.to_login()
     code = request.query.get("user_code", "")[:32]
-    grant, error = None, None
+    grant, error, limited = None, None, None
     if code:
-        try:
-            grant = await b.d.device.find(b.user, code, caller(request))  # a miss counts as a wrong code
+        try:  # a miss counts as a wrong look-up, never as a wrong code
+            grant = await b.d.device.find(b.user, code, caller(request), looking=True)
         except NotFound as e:
             error = e.message
-    return b.render("device.html", code=code.upper(), grant=grant, error=error,
+        except RateLimited as e:  # the form still works: check the code and decide
+            error, limited = f"{e.message}, or check the code below and decide", e
+    resp = b.render("device.html", status=429 if limited else 200, code=code.upper(), grant=grant, error=error,
                     requested_at=format_time(grant.created_at) if grant else "")
+    if limited:
+        resp.headers["Retry-After"] = str(limited.retry_after or 1)
+    return resp
 
 
 @routes.post("/device")

@@ -125,9 +125,9 @@ async def test_unknown_expired_and_bad_requests(real_discharger, monkeypatch):
     assert (status, body["error"]) == (400, "invalid_grant")
     got = await authorize(env)
     status, body, _ = await poll(env, got["device_code"], "password")
-    assert status == 400 and body["error"] == "bad_request"
+    assert status == 400 and body["error"] == "unsupported_grant_type"  # RFC 6749 §5.2
     status, body, _ = await env.post("/v1/device/token", {})
-    assert status == 400 and body["error"] == "bad_request"
+    assert status == 400 and body["error"] == "invalid_request"
     later = device._now() + device.EXPIRES_IN + 1
     monkeypatch.setattr(device, "_now", lambda: later)
     status, body, _ = await poll(env, got["device_code"])
@@ -162,3 +162,65 @@ async def test_device_page_needs_sign_in_and_csrf(real_discharger):
     assert resp.status == 403
     status, body, _ = await poll(env, got["device_code"])
     assert body["error"] == "authorization_pending"
+
+
+async def test_every_device_error_carries_error_description(real_discharger):
+    """RFC 6749 §5.2: OAuth clients (oauthlib, Authlib) show `error_description` and nothing
+    else, so every error of both device endpoints carries one (and keeps `message`)."""
+    env = real_discharger
+    got = await authorize(env)
+    answers = [await poll(env, got["device_code"]), await poll(env, got["device_code"]),
+               await poll(env, "not-a-code"), await poll(env, got["device_code"], "password"),
+               await env.post("/v1/device/token", {}),
+               await env.post("/v1/device/authorize", {"client_name": "x" * 65})]
+    errors = [body["error"] for _, body, _ in answers]
+    assert errors == ["authorization_pending", "slow_down", "invalid_grant", "unsupported_grant_type",
+                      "invalid_request", "bad_request"]
+    for status, body, _ in answers:
+        assert status == 400 and body["error_description"] and body["error_description"] == body["message"]
+    form = await env.client.post("/v1/device/token", data={"grant_type": "urn:x", "device_code": "y"})
+    body = await form.json()
+    assert (form.status, body["error"]) == (400, "unsupported_grant_type") and body["error_description"]
+
+
+async def test_device_authorize_is_limited_per_address(real_discharger):
+    """Each start is a durable row: 30 a minute per address (SPEC §11), then 429 with
+    Retry-After."""
+    env = real_discharger
+    for _ in range(30):
+        await authorize(env)
+    status, body, resp = await env.post("/v1/device/authorize", {"client_name": "one too many"})
+    assert status == 429 and int(resp.headers["Retry-After"]) >= 1 and body["error_description"]
+
+
+async def test_page_look_ups_never_lock_the_user_out_of_approving(real_discharger):
+    """Links to /device?user_code=... from another site make a signed-in browser look codes up;
+    they count apart from typed codes, so the user can still approve their own."""
+    env = real_discharger
+    await env.user()
+    got = await authorize(env)
+    await sign_in(env)
+    for i in range(device.LOOKS_PER_USER + 3):
+        resp = await env.client.get(f"/device?user_code=BBBB-BB{'BCDFGHJKLMNPQRSTVWXZ'[i % 20]}C")
+        assert resp.status in (200, 429)
+    assert resp.status == 429 and "Retry-After" in resp.headers
+    page = await resp.text()
+    assert 'name="user_code"' in page  # the form is still there to type the code into
+    resp = await decide(env, got["user_code"])
+    assert resp.status == 200 and "Device approved" in await resp.text()
+
+
+async def test_right_codes_never_count_toward_the_wrong_code_limit(real_discharger):
+    """Only wrong codes count: one user approving more devices in a minute than the wrong-code
+    limit allows is never throttled (the right code's attempt is forgotten)."""
+    env = real_discharger
+    await env.user()
+    await sign_in(env)
+    for _ in range(device.WRONG_CODES_PER_USER + 2):
+        got = await authorize(env)
+        resp = await decide(env, got["user_code"])
+        assert resp.status == 200, await resp.text()
+    for _ in range(device.LOOKS_PER_USER + 2):  # and right codes looked up on the page
+        got = await authorize(env)
+        resp = await env.client.get(f"/device?user_code={got['user_code']}")
+        assert resp.status == 200 and "laptop cli" in await resp.text()
