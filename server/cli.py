@@ -291,7 +291,7 @@ def dev(data_dir, authority_port, discharger_port, database, log_level):
     d_config = DischargerConfig(db_path=database or str(root / "discharger.db"),
                                 master_key=_dev_master_key(root, "discharger"), keys_path=str(root / "discharger.keys"),
                                 public_url=d_url, host=host, port=discharger_port, admin_token=admin,
-                                authority_urls=(a_url,), trusted_proxies=("127.0.0.1/32",))
+                                authority_urls=(a_url,))  # no proxy in front: X-Forwarded-For is not believed
     trust = TrustedDischarger(d_url, asyncio.run(_dev_discharger_keys(d_config)))
     a_config = AuthorityConfig(db_path=database or str(root / "authority.db"),
                                master_key=_dev_master_key(root, "authority"), public_url=a_url,
