@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from clients.dpop import b64url, normalize_htu, thumbprint, token_hash
+from clients.dpop import ProofError, b64url, normalize_htu, thumbprint, token_hash
 from clients.errors import BadRequest
 
 if TYPE_CHECKING:  # aiohttp and the SDK load only when a session is made: the CLI starts without them
@@ -69,12 +69,16 @@ def jkt_of(value: str) -> str:
             data = f.read(64 * 1024)
     except OSError as e:
         raise BadRequest(f"cannot read {value}: {e.strerror}") from None
+    only = "only Ed25519 keys bind (make one with `sable keygen --out FILE`)"
     if data.lstrip().startswith(b"{"):
         try:
             return thumbprint(json.loads(data))
-        except ValueError:
-            raise BadRequest(f"{value} is not a JSON Web Key") from None
-    return DPoPSigner(value).jkt
+        except (ValueError, ProofError):  # not JSON, or not an Ed25519 public JWK
+            raise BadRequest(f"--bind-key {value}: not an Ed25519 public key; {only}") from None
+    try:
+        return DPoPSigner(value).jkt
+    except BadRequest:
+        raise BadRequest(f"--bind-key {value}: not an Ed25519 key file; {only}") from None
 
 
 class DPoPSigner:

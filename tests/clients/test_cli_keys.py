@@ -43,3 +43,26 @@ def test_bind_key_refuses_what_is_not_a_key(tmp_path):
     for value in ("nonsense", str(tmp_path / "notes.txt"), str(tmp_path / "missing.pub")):
         r = sable(dict(os.environ), "attenuate", make_token(), "--bind-key", value)
         assert r.returncode != 0 and r.stderr.strip() and "Traceback" not in r.stderr, value
+
+
+def test_bind_key_given_another_kind_of_key_is_a_usage_error(tmp_path):
+    """An EC or RSA key, private (PEM) or public (JWK), is a usage error (exit 2) that names
+    --bind-key and says only Ed25519 keys bind: not a DPoP proof's words, nor exit 1."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from joserfc.jwk import ECKey
+
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    pem = ec_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                               serialization.NoEncryption())
+    (tmp_path / "ec.key").write_bytes(pem)
+    (tmp_path / "ec.key.pub").write_text(json.dumps(ECKey.import_key(pem).as_dict(private=False)))
+    rsa_pem = rsa.generate_private_key(65537, 2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    (tmp_path / "rsa.key").write_bytes(rsa_pem)
+    (tmp_path / "private.jwk").write_text(json.dumps({"kty": "OKP", "crv": "Ed25519", "x": "A" * 43, "d": "B" * 43}))
+    for name in ("ec.key", "ec.key.pub", "rsa.key", "private.jwk"):
+        r = sable(dict(os.environ), "attenuate", make_token(), "--bind-key", str(tmp_path / name))
+        assert r.returncode == 2, (name, r.stderr)
+        assert "--bind-key" in r.stderr and "only Ed25519 keys bind" in r.stderr, r.stderr
+        assert "DPoP proof" not in r.stderr and "Error" not in r.stderr, r.stderr
