@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from clients.errors import ConfigError
 from clients.tickets import b64d, key_id
+from clients.urls import service_url
 from server.masterkey import load_master_key
 from server.settings import database, picker, read_toml
 
@@ -93,6 +94,9 @@ def load(config_path: str | None = None, **flags) -> AuthorityConfig:
     if not 1 <= config.ticket_ttl <= 300:
         raise ConfigError("ticket_ttl must be from 1 to 300 seconds")
     config.discharger_url = pick("discharger")
+    for setting, url in [("public_url", config.public_url), ("discharger", config.discharger_url or "")] + \
+            [("a discharger's location", d.location) for d in dischargers]:
+        service_url(url, setting)
     if dischargers and config.discharger_url:
         raise ConfigError("give the discharger either as a URL or with its keys in the config, not both")
     return config

@@ -23,6 +23,7 @@ from clients import offline, tracing
 from clients import tokens as token_format
 from clients.caveats import format_time
 from clients.errors import BadRequest, SableAPIError
+from clients.urls import service_url
 
 __all__ = ["AuthorityClient", "DischargerClient", "SableAPIError", "WireToken"]
 
@@ -94,7 +95,7 @@ class _Client:
     def __init__(self, base_url: str, *, admin_token: str | None = None, timeout: float = DEFAULT_TIMEOUT,
                  retries: int = DEFAULT_RETRIES, session: aiohttp.ClientSession | None = None,
                  user_credential: str | None = None):
-        self.base_url = base_url.rstrip("/")
+        self.base_url = service_url(base_url, f"the {self.ROLE} URL")
         self.admin_token = admin_token
         # Instead of the admin credential, for the authority's self-service calls: a user token
         # and its bound discharge, "sable_ut_...,sable_dt_...".

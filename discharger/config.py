@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clients.errors import ConfigError
+from clients.urls import service_url
 from server.masterkey import load_master_key
 from server.settings import database, picker, read_toml
 
@@ -55,7 +56,7 @@ def load(config_path: str | None = None, **flags) -> DischargerConfig:
     scheme = "https" if pick("tls_cert") else "http"
     if pick("metrics_host") and not pick("metrics_port"):
         raise ConfigError("metrics_host needs metrics_port (the port /metrics moves to)")
-    return DischargerConfig(
+    config = DischargerConfig(
         db_path=database(flags, section, data_dir, "discharger"),
         master_key=flags.get("master_key") or load_master_key(pick("master_key_file")),
         keys_path=pick("keys") or str(Path(data_dir) / "discharger.keys"),
@@ -71,6 +72,9 @@ def load(config_path: str | None = None, **flags) -> DischargerConfig:
         metrics_host=pick("metrics_host"),
         metrics_port=int(pick("metrics_port")) if pick("metrics_port") else None,
     )
+    for setting, url in [("public_url", config.public_url)] + [("authority_url", u) for u in config.authority_urls]:
+        service_url(url, setting)
+    return config
 
 
 def _urls(value) -> list[str]:

@@ -280,3 +280,34 @@ def test_waiting_for_a_discharger_is_said_on_stderr(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_service_urls_with_credentials_are_refused_without_echoing_them(tmp_path):
+    """A URL's user:password@ would reach error messages and trace spans, and aiohttp refuses
+    it beside an Authorization header with a traceback: every command refuses it up front,
+    naming the setting, exit 2, the password nowhere in the output."""
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path), "SABLE_ADMIN_TOKEN": "sable_adm_x",
+           "SABLE_AUTHORITY_URL": "http://ops:hunter2secret@127.0.0.1:1",
+           "SABLE_DISCHARGER_URL": "http://ops:hunter2secret@127.0.0.1:2"}
+    for args in (["token", "list", "--org", "acme"], ["org", "create", "beta"],
+                 ["token", "revoke", "0" * 32], ["login", "-u", "alice", "--password-stdin"]):
+        r = subprocess.run([SABLE, *args], env=env, input="pw\n", capture_output=True, text=True, timeout=30)
+        assert r.returncode == 2, (args, r.stderr)
+        assert "hunter2secret" not in r.stdout + r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+        assert "user name or password" in r.stderr and "URL" in r.stderr, (args, r.stderr)
+
+
+def test_service_configs_refuse_urls_with_credentials(tmp_path):
+    from authority.config import load as load_authority
+    from clients.errors import ConfigError
+    from discharger.config import load as load_discharger
+
+    key = tmp_path / "master.key"
+    key.write_bytes(os.urandom(32).hex().encode())
+    key.chmod(0o600)
+    for load, flags in ((load_authority, {"discharger": "http://u:p4ss@127.0.0.1:8701"}),
+                        (load_authority, {"public_url": "https://u:p4ss@auth.example"}),
+                        (load_discharger, {"authority_url": ["https://u:p4ss@auth.example"]})):
+        with pytest.raises(ConfigError) as caught:
+            load(None, master_key_file=str(key), **flags)
+        assert "p4ss" not in str(caught.value) and "user name or password" in str(caught.value)
