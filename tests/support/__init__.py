@@ -3,6 +3,8 @@ steps. Test modules import from here, never from each other."""
 
 from __future__ import annotations
 
+import itertools
+import os
 import socket
 import subprocess
 import sys
@@ -19,10 +21,32 @@ from clients.tickets import b64d
 SABLE = str(Path(sys.executable).parent / "sable")
 
 
+def _port_block() -> range:
+    """This pytest worker's own ports, below the kernel's ephemeral range (32768 and up here).
+    A port the kernel hands out (`bind(0)`) can be taken again by any outgoing connection
+    between the test choosing it and a child process binding it; that race made `sable dev`
+    exit 2 on a busy machine. Ports outside that range are taken only by tests, and each
+    worker draws from its own block, so none of them collide."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    start = 20000 + (index % 8) * 1500
+    return range(start, start + 1500)
+
+
+_ports = itertools.cycle(_port_block())
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nobody listens on now, from this worker's block (see `_port_block`)."""
+    for _ in range(1500):
+        port = next(_ports)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in this test worker's block")
 
 
 def sable(env, *args, stdin=None) -> subprocess.CompletedProcess:

@@ -12,11 +12,12 @@ import glob
 import itertools
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+from tests.support import free_port
 
 PASSWORD_ROLE, PASSWORD = "sable_pw", "s3cret-pw-42"
 HOW_TO_GET_IT = "apt-get install -y postgresql  (or run `make test` as root on Debian/Ubuntu)"
@@ -34,10 +35,6 @@ def bin_dir() -> Path | None:
     return Path(on_path).parent if on_path else None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Cluster:
@@ -46,7 +43,7 @@ class Cluster:
         self.root = Path(tempfile.mkdtemp(prefix="sable-pg-"))
         self.data = self.root / "data"
         self.log = self.root / "log"
-        self.port = _free_port()
+        self.port = free_port()
         self._as_postgres = os.geteuid() == 0
         self._names = itertools.count(1)
 
