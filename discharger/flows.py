@@ -37,13 +37,20 @@ class Started:
     expires_in: int
 
 
-def describe(t: TicketContents) -> str:
-    """What approving a ticket grants, in words for the approval page."""
-    if t.purpose == "user":
-        return f"Sign in to the console of org {t.org}" if t.role == "member" else \
-            f"Sign in to the console of org {t.org} as {t.role}"
+def describe(t: TicketContents, to_console: bool) -> tuple[str, str | None]:
+    """What approving a ticket grants, worded by where its discharge goes (for the approval
+    page): a heading, and a plain warning when it hands a user's rights to a program."""
+    if t.purpose == "user" and to_console:
+        return (f"Sign in to the console of org {t.org}" if t.role == "member" else
+                f"Sign in to the console of org {t.org} as {t.role}"), None
+    if t.purpose == "user":  # the discharge goes to whoever holds the poll URL
+        heading = f"Let a program act as you in org {t.org}" + (" with admin rights" if t.role == "admin" else "")
+        power = ("list, create and revoke any of the org's tokens" if t.role == "admin" else
+                 "list the org's tokens, create tokens and revoke the ones you made")
+        return heading, (f"The program that started this request gets your {t.role} rights in org {t.org} for "
+                         f"a few minutes: it can {power}. Approve only if you started it yourself.")
     name = f' "{t.name}"' if t.name else ""
-    return f"Authorize permission token{name} for org {t.org}"
+    return f"Authorize permission token{name} for org {t.org}", None
 
 
 class Flows:
@@ -59,8 +66,9 @@ class Flows:
         contents = await self.keys.open(ticket)  # TicketError (400) before anything is stored
         user_secret, poll_secret = new_secret(), new_secret()
         now = int(_now())
-        data = {"ticket": b64e(ticket), "return_to": return_to, "what": describe(contents), "org": contents.org,
-                "role": contents.role, "client": caller.client}
+        what, warning = describe(contents, self.returns_to_authority(return_to))
+        data = {"ticket": b64e(ticket), "return_to": return_to, "what": what, "warning": warning,
+                "org": contents.org, "role": contents.role, "client": caller.client}
         row = GrantRow(tokens.secret_digest(user_secret), "flow", tokens.secret_digest(poll_secret).hex(), data,
                        "pending", now, now + EXPIRES_IN)
         await self.store.add_grant(row, now)

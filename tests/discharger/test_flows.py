@@ -76,7 +76,7 @@ async def test_deny_and_too_low_a_role_are_403(real_discharger):
     assert resp.status == 403 and (await resp.json())["error"] == "denied"
     got = await start(env, sealed_ticket(env, role="admin", purpose="user"))
     html, resp = await answer(env, got["user_url"])
-    assert "Sign in to the console of org acme as admin" in html
+    assert "Let a program act as you in org acme with admin rights" in html
     assert resp.status == 403
     resp = await env.client.get(path(got["poll_url"]))
     assert resp.status == 403
@@ -148,10 +148,10 @@ async def test_sessionless_starts_are_rate_limited(real_discharger):
 
 def test_descriptions():
     from clients.tickets import TicketContents
-    assert flows.describe(TicketContents(bytes(32), "acme", 60, "permission", "ci", "member")) == \
-        'Authorize permission token "ci" for org acme'
-    assert flows.describe(TicketContents(bytes(32), "acme", 60, "user", None, "member")) == \
-        "Sign in to the console of org acme"
+    assert flows.describe(TicketContents(bytes(32), "acme", 60, "permission", "ci", "member"), False) == \
+        ('Authorize permission token "ci" for org acme', None)
+    assert flows.describe(TicketContents(bytes(32), "acme", 60, "user", None, "member"), True) == \
+        ("Sign in to the console of org acme", None)
 
 
 async def test_an_expired_flow_is_410(real_discharger, monkeypatch):
@@ -165,3 +165,33 @@ async def test_an_expired_flow_is_410(real_discharger, monkeypatch):
     await sign_in(env)
     resp = await env.client.get(path(got["user_url"]))
     assert resp.status == 410
+
+
+async def test_the_approval_page_says_where_the_discharge_goes(aiohttp_client, console_discharger, admin_token):
+    """A user-token flow returning to a configured authority's console is a console sign-in; one
+    without (its discharge goes to whoever holds poll_url) says that a program gets the user's
+    rights, and an admin-role one says so plainly (found in review: both read "Sign in to the
+    console")."""
+    from discharger.app import create_app
+    from tests.conftest import DischargerEnv
+
+    env = DischargerEnv(await aiohttp_client(create_app(console_discharger)), console_discharger, admin_token)
+    await env.user(orgs=[{"org": "acme", "role": "admin"}])
+    await sign_in(env)
+    console = "http://authority.test:8700/console/callback?state=abc"
+    cases = [({"return_to": console}, "member", "Sign in to the console of org acme", None),
+             ({"return_to": console}, "admin", "Sign in to the console of org acme as admin", None),
+             ({}, "member", "Let a program act as you in org acme", "your member rights in org acme"),
+             ({"return_to": "https://evil.test/console/x"}, "admin",
+              "Let a program act as you in org acme with admin rights", "revoke any of the org"),
+             ({}, "admin", "with admin rights", "your admin rights in org acme")]
+    for extra, role, heading, warning in cases:
+        got = await start(env, sealed_ticket(env, purpose="user", role=role), **extra)
+        html = unescape(await (await env.client.get(path(got["user_url"]))).text())
+        assert heading in html, (extra, role)
+        assert ("Sign in to the console" in html) == (warning is None), (extra, role)
+        if warning:
+            assert warning in html, (extra, role)
+    got = await start(env, sealed_ticket(env, name="ci-deploy"))
+    html = unescape(await (await env.client.get(path(got["user_url"]))).text())
+    assert 'Authorize permission token "ci-deploy" for org acme' in html and "Let a program" not in html
