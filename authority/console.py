@@ -6,6 +6,13 @@ a user token and an interactive discharge, never from a session shared between s
 2. `finish`: only with the same state as the browser's cookie, the discharge is fetched with
    the approval's one-time code, verified with the user token once, and a console session
    made. Sessions store only {user, org, role, expires_at}, keyed by a cookie's digest.
+
+A session lasts no longer than the discharge it was made from (SPEC §19): minutes. Past it,
+the next page signs in again through the discharger, which approves a console sign-in
+without a prompt for a browser signed in there, checking the user again each time: a
+disabled user, or one who lost the org or the role, loses the console within a discharge's
+lifetime. The role is the user's own, from the discharge's `role` caveat when the discharger
+adds one (the user token's otherwise). Offboarding at the authority ends sessions at once.
 """
 
 from __future__ import annotations
@@ -20,15 +27,16 @@ from authority.keystore import KeyStore
 from authority.minting import Minting
 from authority.selfservice import Member, SelfService
 from authority.store import AuthorityStore, ConsoleSessionRow
-from clients import offline, tokens
+from clients import caveats, offline, tokens
 from clients.errors import Denied, Gone, Unavailable
 from clients.sdk import DischargerClient, SableAPIError
 from clients.tickets import b64e
 from server.audit import Caller
 from server.browser import new_secret
 
-SESSION_TTL = 3600
+SESSION_TTL = 3600  # at most; the discharge's expiry (300 s by default) ends a session sooner
 SIGNIN_TTL = 600
+NOTICES = ("expired",)  # why a sign-in started, shown once it is done
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +63,7 @@ class Console:
             raise Unavailable("this authority trusts no discharger, so nobody can sign in")
         return DischargerClient(dischargers[0].location, retries=1)
 
-    async def start(self, org: str, role: str, caller: Caller) -> SignIn:
+    async def start(self, org: str, role: str, caller: Caller, notice: str | None = None) -> SignIn:
         state = new_secret()
         ut = self.minting.mint_user(org, role, caller).token
         ticket = tokens.parse(ut).caveats[-1].cid
@@ -67,12 +75,13 @@ class Console:
         except SableAPIError as e:
             raise Unavailable(f"the discharger did not start a sign-in: {e.message}", retry_after=5) from None
         now = int(time.time())
-        sealed = self.keys.master.seal(json.dumps({"ut": ut, "poll": flow["poll_url"], "org": org}).encode())
+        sealed = self.keys.master.seal(json.dumps({"ut": ut, "poll": flow["poll_url"], "org": org,
+                                                   "notice": notice if notice in NOTICES else None}).encode())
         await self.store.add_signin(tokens.secret_digest(state), sealed, now + SIGNIN_TTL, now)
         return SignIn(state, flow["user_url"])
 
-    async def finish(self, state: str, cookie: str | None, code: str, caller: Caller) -> tuple[str, str]:
-        """(new session cookie, org) once the flow this browser started was approved."""
+    async def finish(self, state: str, cookie: str | None, code: str, caller: Caller) -> tuple[str, str, str | None]:
+        """(new session cookie, org, notice) once the flow this browser started was approved."""
         if not cookie or not hmac.compare_digest(state.encode(), cookie.encode()):
             raise Denied("this sign-in was started in another browser (or its cookie expired); start again")
         sealed = await self.store.take_signin(tokens.secret_digest(state), int(time.time()))
@@ -91,15 +100,19 @@ class Console:
             raise Denied("sign-in was not approved yet; start again")
         ut = started["ut"]
         member = await self.selfservice.member([ut, offline.bind(ut, got["discharge"])], "r", caller)
-        return await self._session(member, caller), member.org
+        # Verified above. The discharge came from the discharger to us, never through a
+        # holder, so its `role` is the discharger's word (the lowest, should there be more).
+        said = [caveats.parse(c.cid) for c in tokens.parse(got["discharge"]).caveats if not c.third_party]
+        until = min([c.at for c in said if isinstance(c, caveats.Expires)] + [int(time.time()) + SESSION_TTL])
+        member = Member(member.username, member.org, caveats.lowest_role(said) or member.role)
+        return await self._session(member, until, caller), member.org, started.get("notice")
 
-    async def _session(self, m: Member, caller: Caller) -> str:
+    async def _session(self, m: Member, until: int, caller: Caller) -> str:
         cookie = new_secret()
         now = int(time.time())
-        audit = caller.record("console_login", user=m.username, org=m.org, detail={"role": m.role})
+        audit = caller.record("console_login", user=m.username, org=m.org, detail={"role": m.role, "until": until})
         await self.store.create_console_session(tokens.secret_digest(cookie),
-                                                ConsoleSessionRow(m.username, m.org, m.role, now + SESSION_TTL),
-                                                now, audit)
+                                                ConsoleSessionRow(m.username, m.org, m.role, until), now, audit)
         audit.emit()
         return cookie
 

@@ -74,8 +74,8 @@ class Minting:
                 cav = caveats.parse_strict(text)
             except CaveatError as e:
                 raise CaveatError(f"caveat {text[:80]!r}: {e}") from None
-            if isinstance(cav, caveats.User):
-                raise BadRequest("the user caveat is added by the discharger, not at mint")
+            if isinstance(cav, caveats.User | caveats.Role):
+                raise BadRequest(f"the {cav.name} caveat is added by the discharger, not at mint")
         if not self.config.dischargers:
             raise Conflict("this authority trusts no discharger, so it cannot mint")
         if not await self.store.org_exists(req.org):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
+from urllib.parse import urlencode
 
 from aiohttp import web
 
@@ -27,6 +28,8 @@ PAGES = web.AppKey("authority_pages", Pages)
 FOLDER = Path(__file__).with_name("templates")
 _TOKEN_ID = re.compile(r"[0-9a-f]{32}")
 _SECRET = re.compile(r"[A-Za-z0-9_-]{16,128}")  # what server.browser.new_secret makes
+NOTICES = {"expired": "Your console session had ended, so you were signed in again. "
+                      "What you last sent was not done: do it again if you still want it."}
 routes = web.RouteTableDef()
 page = page_errors(PAGES, SERVICE)
 
@@ -56,10 +59,15 @@ async def _signed_in_form(request: web.Request) -> tuple[str, Member, str, dict]
     """For a form posted to an org's console: (org, member, cookie, fields), after the sign-in
     and CSRF checks (403 otherwise)."""
     org = _org(request)
-    signed_in = await _signed_in(request, org)
-    if signed_in is None:
+    cookie = request.app[PAGES].cookie(request, COOKIE)
+    member = await request.app[AUTHORITY].console.member(cookie)
+    if cookie is not None and member is None:
+        await _form(request, cookie)  # CSRF first: another site's post learns nothing
+        # The session ended (it lasts no longer than its discharge): nothing is done; the page
+        # signs in again and says so.
+        raise web.HTTPSeeOther(f"/console/orgs/{org}?notice=expired", headers={"Cache-Control": "no-store"})
+    if cookie is None or member is None or member.org != org:
         raise Denied("sign in to this org's console first")
-    member, cookie = signed_in
     return org, member, cookie, await _form(request, cookie)
 
 
@@ -88,7 +96,7 @@ async def _render(request: web.Request, member: Member, cookie: str, status: int
                      "expires": format_time(r.expires_at) if r.expires_at else "never",
                      "last_used": format_time(r.last_used_at) if r.last_used_at else "never", "status": state,
                      "revocable": state == "active" and a.selfservice.may_revoke(member, r)})
-    context = {"new_token": None, "new_name": None, "error": None, **extra}
+    context = {"new_token": None, "new_name": None, "error": None, "notice": None, **extra}
     return request.app[PAGES].render("console.html", status=status, service=SERVICE, user=member.username,
                                      role=member.role, org=member.org, rows=rows,
                                      csrf=a.console.csrf(cookie), **context)
@@ -104,13 +112,15 @@ async def stylesheet(request: web.Request) -> web.Response:
 async def console_page(request: web.Request) -> web.Response:
     org = _org(request)
     signed_in = await _signed_in(request, org)
+    notice = request.query.get("notice")
     if signed_in is not None:
-        return await _render(request, *signed_in)
+        return await _render(request, *signed_in, notice=NOTICES.get(notice or ""))
     a: Authority = request.app[AUTHORITY]
     if not await a.store.org_exists(org):
         raise NotFound(f"org {org!r} does not exist")
+    # The discharge tells the user's own role; ?role=admin asks the discharger to insist on it.
     role = "admin" if request.query.get("role") == "admin" else "member"
-    started = await a.console.start(org, role, caller(request))
+    started = await a.console.start(org, role, caller(request), notice=notice)
     resp = _see_other(started.user_url)
     request.app[PAGES].set_cookie(request, resp, SIGNIN_COOKIE, started.cookie, max_age=600)
     return resp
@@ -123,9 +133,9 @@ async def callback(request: web.Request) -> web.Response:
     state, code = request.query.get("state", ""), request.query.get("code", "")
     if not _SECRET.fullmatch(state) or not _SECRET.fullmatch(code):  # the code goes into a header next
         raise BadRequest("this sign-in link is incomplete or damaged; start again")
-    cookie, org = await request.app[AUTHORITY].console.finish(state, pages.cookie(request, SIGNIN_COOKIE), code,
-                                                               caller(request))
-    resp = _see_other(f"/console/orgs/{org}")
+    cookie, org, notice = await request.app[AUTHORITY].console.finish(state, pages.cookie(request, SIGNIN_COOKIE),
+                                                                       code, caller(request))
+    resp = _see_other(f"/console/orgs/{org}" + (f"?{urlencode({'notice': notice})}" if notice in NOTICES else ""))
     pages.clear_cookie(request, resp, SIGNIN_COOKIE)
     pages.set_cookie(request, resp, COOKIE, cookie)  # a new value at every sign-in: no fixation
     return resp

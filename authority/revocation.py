@@ -34,7 +34,11 @@ class Revocation:
         return ids
 
     async def revoke_user(self, username: str, caller: Caller) -> list[str]:
-        """Offboarding: revoke every token a user made or holds, with cascade; the ids revoked."""
+        """Offboarding: end the user's console sessions at once (SPEC §19), then revoke every
+        token they made or hold, with cascade; the ids revoked."""
+        audit = caller.record("console_logout", user=username, detail={"by": "offboarding"})
+        if await self.store.end_console_sessions(username, audit):
+            audit.emit()
         revoked: list[str] = []
         for token_id in await self.store.user_token_ids(username):
             audit = caller.record("revoke", token_id=token_id, user=username, detail={"by": "user"})

@@ -106,6 +106,9 @@ def info(config: AuthorityConfig, version: str, worker: int) -> dict:
         "version": version,
         "worker": worker,
         "location": config.public_url,
+        # Every caveat this authority understands: a discharger adds a newer one to its
+        # discharges only once each authority it serves lists it (SPEC §16, §19).
+        "caveats": sorted(caveats.REGISTRY),
         "dischargers": [
             {"location": d.location, "public_keys": [{"kid": k, "key": b64e(v)} for k, v in d.public_keys]}
             for d in config.dischargers

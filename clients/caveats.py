@@ -262,6 +262,35 @@ class User(_NameCaveat):
     field: ClassVar[str] = "user"
 
 
+ROLES = ("member", "admin")  # lowest first
+
+
+@register
+@dataclass(frozen=True, slots=True)
+class Role(Caveat):
+    """Added by the discharger to a discharge (SPEC §19): the user's role in the ticket's org,
+    so the console signs in with it. It always holds; it grants nothing by itself. A holder may
+    append more to a discharge, so a reader takes the lowest (`lowest_role`)."""
+
+    name: ClassVar[str] = "role"
+    role: str = "member"
+
+    @classmethod
+    def parse(cls, text: str, value: str) -> Caveat:
+        if value not in ROLES:
+            raise CaveatError("role must be member or admin")
+        return cls(text, value)
+
+    def prohibits(self, access: Access, now: float) -> str | None:
+        return None
+
+
+def lowest_role(parsed: list[Caveat]) -> str | None:
+    """The lowest `role` among these caveats, or None when there is none."""
+    roles = [c.role for c in parsed if isinstance(c, Role)]
+    return min(roles, key=ROLES.index) if roles else None
+
+
 _THUMBPRINT_RE = re.compile(r"[A-Za-z0-9_-]{43}")  # base64url of a SHA-256 digest
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import nacl.public
 
+from clients.caveats import ROLES  # lowest first; re-exported for the discharger
 from clients.errors import TicketError
 
 VERSION = 1
@@ -25,7 +26,6 @@ MAX_TTL = 300
 
 
 PURPOSES = ("permission", "user")
-ROLES = ("member", "admin")
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ import time
 from clients import macaroon
 from clients.caveats import format_time
 from clients.errors import Denied
+from discharger.authorities import Authorities
 from discharger.config import DischargerConfig
 from discharger.keys import DischargerKeys
 from discharger.model import Discharge, role_at_least
@@ -15,10 +16,12 @@ from server.audit import Caller
 
 
 class Discharges:
-    def __init__(self, config: DischargerConfig, store: DischargerStore, keys: DischargerKeys):
+    def __init__(self, config: DischargerConfig, store: DischargerStore, keys: DischargerKeys,
+                 authorities: Authorities):
         self.config = config
         self.store = store
         self.keys = keys
+        self.authorities = authorities
 
     async def issue(self, username: str, ticket: bytes, caller: Caller) -> Discharge:
         """A discharge for `username` (already authenticated by session); TicketError (400) if
@@ -39,7 +42,10 @@ class Discharges:
         audit.emit()
         if refusal is not None:
             raise Denied(refusal)
+        assert user is not None
         expires_at = int(time.time()) + min(self.config.discharge_ttl, contents.ttl)
-        token = macaroon.discharge(contents.caveat_key, ticket, self.config.public_url,
-                                   [f"user {username}", f"expires {format_time(expires_at)}"])
+        said = [f"user {username}", f"expires {format_time(expires_at)}"]
+        if "role" in await self.authorities.understood():  # the user's own role: the console signs in with it
+            said.append(f"role {user.roles[contents.org]}")
+        token = macaroon.discharge(contents.caveat_key, ticket, self.config.public_url, said)
         return Discharge(token.encode(), expires_at)

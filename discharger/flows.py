@@ -68,7 +68,7 @@ class Flows:
         now = int(_now())
         what, warning = describe(contents, self.returns_to_authority(return_to))
         data = {"ticket": b64e(ticket), "return_to": return_to, "what": what, "warning": warning,
-                "org": contents.org, "role": contents.role, "client": caller.client}
+                "org": contents.org, "role": contents.role, "purpose": contents.purpose, "client": caller.client}
         row = GrantRow(tokens.secret_digest(user_secret), "flow", tokens.secret_digest(poll_secret).hex(), data,
                        "pending", now, now + EXPIRES_IN)
         await self.store.add_grant(row, now)
@@ -103,20 +103,33 @@ class Flows:
             and target.path.startswith("/console/") and "\\" not in return_to and target.username is None \
             and not any(seg in (".", "..") for seg in segments)
 
-    async def decide(self, username: str, user_secret: str, approve: bool, caller: Caller) -> tuple[GrantRow, str | None]:
+    async def _may_approve(self, username: str, row: GrantRow) -> bool:
+        user = await self.store.get_user(username)
+        return user is not None and not user.disabled and role_at_least(user.roles.get(row.data["org"]),
+                                                                         row.data["role"])
+
+    async def approves_silently(self, username: str, row: GrantRow) -> bool:
+        """Whether this flow is approved without a prompt (SPEC §19): a console sign-in (a user
+        token's flow returning to a configured authority's /console/) for a signed-in user who
+        may approve it. So a console session, which lasts no longer than its discharge, renews
+        itself, and each renewal checks the user again (disabled, membership, role)."""
+        return row.data.get("purpose") == "user" and self.returns_to_authority(row.data["return_to"]) \
+            and await self._may_approve(username, row)
+
+    async def decide(self, username: str, user_secret: str, approve: bool, caller: Caller,
+                     prompted: bool = True) -> tuple[GrantRow, str | None]:
         """Record the user's answer. Returns the row and, for an approved flow that returns to
         an authority, the one-time code to hand back; Denied if the user may not approve."""
         row = await self.pending(user_secret)
-        user = await self.store.get_user(username)
-        allowed = user is not None and not user.disabled and role_at_least(user.roles.get(row.data["org"]),
-                                                                            row.data["role"])
+        allowed = await self._may_approve(username, row)
         row.status, row.username = ("approved" if approve and allowed else "denied"), username
         code = None
         if row.status == "approved" and self.returns_to_authority(row.data["return_to"]):
             code = new_secret()
             row.code_hash, row.code_expires_at = tokens.secret_digest(code), int(_now()) + CODE_TTL
         audit = caller.record("flow_approve" if row.status == "approved" else "flow_deny", user=username,
-                              org=row.data["org"], outcome="ok" if row.status == "approved" else "denied")
+                              org=row.data["org"], outcome="ok" if row.status == "approved" else "denied",
+                              detail=None if prompted else {"prompted": False})
         if not await self.store.update_grant(row, "pending", audit):
             raise Gone("this request was already answered")
         audit.emit()

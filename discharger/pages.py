@@ -67,6 +67,13 @@ class Browser:
         return _see_other(f"/login?{urlencode({'next': self.request.path_qs})}")
 
 
+def _returning(grant, code: str) -> web.Response:
+    """Back to where an approved flow returns (a configured authority's console), with its
+    one-time code."""
+    return_to = grant.data["return_to"]
+    return _see_other(return_to + ("&" if "?" in return_to else "?") + urlencode({"code": code}))
+
+
 def _see_other(location: str) -> web.Response:
     return web.Response(status=303, headers={"Location": location, "Cache-Control": "no-store"})
 
@@ -173,6 +180,10 @@ async def flow_page(request: web.Request) -> web.Response:
         return b.to_login()
     secret = request.match_info["secret"]
     grant = await b.d.flows.pending(secret)
+    if await b.d.flows.approves_silently(b.user, grant):  # a console sign-in: no prompt (SPEC §19)
+        grant, code = await b.d.flows.decide(b.user, secret, True, caller(request), prompted=False)
+        assert code is not None  # it returns to an authority: approves_silently checked
+        return _returning(grant, code)
     return b.render("approve.html", what=grant.data["what"], grant=grant, action=f"/flows/{quote(secret)}",
                     requested_at=format_time(grant.created_at))
 
@@ -187,8 +198,7 @@ async def flow_decide(request: web.Request) -> web.Response:
     approve = form.get("action") == "approve"
     grant, code = await b.d.flows.decide(b.user, request.match_info["secret"], approve, caller(request))
     if code is not None:
-        return_to = grant.data["return_to"]
-        return _see_other(return_to + ("&" if "?" in return_to else "?") + urlencode({"code": code}))
+        return _returning(grant, code)
     if approve:
         return b.message("Approved", "You can close this window and return to where you started.", tone="ok")
     return b.message("Denied", "Nothing was approved.", tone="bad")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 
 from clients import tokens
+from discharger.authorities import Authorities
 from discharger.browser import BrowserSessions
 from discharger.config import DischargerConfig
 from discharger.device import DeviceLogins
@@ -29,7 +30,7 @@ class Discharger:
         self.hasher = hasher
         self.sessions = Sessions(config, store, hasher, keys.master)
         self.users = Users(store, hasher, self.sessions.forget_failures)
-        self.discharges = Discharges(config, store, keys)
+        self.discharges = Discharges(config, store, keys, Authorities(config.authority_urls))
         self.browser = BrowserSessions(config, store, self.sessions, keys.master)
         self.device = DeviceLogins(store, self.sessions, keys.master.pseudonym)
         self.flows = Flows(config.public_url, config.authority_urls, store, keys, self.discharges)

@@ -371,6 +371,14 @@ class PostgresStore(PgDatabase):
         async with self._tx() as c:
             await c.execute("DELETE FROM console_sessions WHERE hash = $1", digest)
 
+    async def end_console_sessions(self, username: str, audit: AuditRecord) -> int:
+        async with self._tx() as c:
+            ended = int((await c.execute("DELETE FROM console_sessions WHERE username = $1", username)).split()[-1])
+            if ended:
+                audit.detail = {**(audit.detail or {}), "sessions": ended}
+                await self._audit(c, [audit])
+        return ended
+
     async def add_signin(self, digest: bytes, sealed: bytes, expires_at: int, now: int) -> None:
         async with self._tx() as c:
             await c.execute("DELETE FROM console_signins WHERE expires_at <= $1", now)

@@ -257,6 +257,15 @@ class SqliteStore(Database):
             c.execute("DELETE FROM console_sessions WHERE hash = ?", (digest,))
         await self._tx(run)
 
+    async def end_console_sessions(self, username: str, audit: AuditRecord) -> int:
+        def run(c: sqlite3.Connection) -> int:
+            ended = c.execute("DELETE FROM console_sessions WHERE username = ?", (username,)).rowcount
+            if ended:
+                audit.detail = {**(audit.detail or {}), "sessions": ended}
+                self._audit(c, [audit])
+            return ended
+        return await self._tx(run)
+
     async def add_signin(self, digest: bytes, sealed: bytes, expires_at: int, now: int) -> None:
         def run(c: sqlite3.Connection) -> None:
             c.execute("DELETE FROM console_signins WHERE expires_at <= ?", (now,))

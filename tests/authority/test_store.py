@@ -212,3 +212,18 @@ async def test_revocation_feed_is_ordered_exclusive_and_limited(store):
     assert await store.revocations_after(feed[0].seq, 100) == feed[1:]
     assert await store.revocations_after(0, 2) == feed[:2]
     assert await store.revocations_after(feed[-1].seq, 100) == []
+
+
+async def test_end_console_sessions_of_one_user(store):
+    from authority.store import ConsoleSessionRow
+
+    for i, user in enumerate(("alice", "alice", "bob")):
+        await store.create_console_session(bytes([i]) * 32, ConsoleSessionRow(user, "acme", "member", 10**10), 1,
+                                           AuditRecord("console_login", user=user))
+    assert await store.end_console_sessions("alice", AuditRecord("console_logout", user="alice")) == 2
+    assert await store.console_session(bytes([0]) * 32, 2) is None and await store.console_session(bytes([1]) * 32, 2) is None
+    assert (await store.console_session(bytes([2]) * 32, 2)).username == "bob"
+    (row,) = await store.audit_rows("console_logout")
+    assert row.user == "alice" and row.detail == {"sessions": 2}
+    assert await store.end_console_sessions("alice", AuditRecord("console_logout", user="alice")) == 0
+    assert len(await store.audit_rows("console_logout")) == 1  # nothing ended, nothing recorded

@@ -110,18 +110,17 @@ async def test_device_approval_and_denial(env, browser, shot):
             assert (status, body["error"]) == (400, "access_denied")
 
 
-async def test_interactive_discharge_returns_to_the_console_with_a_code(env, browser, shot):
+async def test_a_console_sign_in_returns_to_the_console_with_a_code_without_a_prompt(env, browser, shot):
+    """SPEC §19: a console sign-in flow for a member, once signed in, is approved on opening."""
     return_to = "http://127.0.0.1:1/console/callback?state=s1"
     status, flow = await env.api("POST", "/v1/discharges", {"ticket": b64e(sealed_ticket(env, purpose="user")),
                                                             "interactive": True, "return_to": return_to})
     assert status == 202
     page = await browser.new_page()
     await page.goto(flow["user_url"])
-    await sign_in(page)
-    await page.get_by_text("Sign in to the console of org acme").wait_for()
-    await shot(page, "1-approve-page")
+    await shot(page, "1-sign-in-first")
     async with page.expect_request(lambda r: r.url.startswith(return_to)) as req:
-        await page.get_by_role("button", name="Approve").click()
+        await sign_in(page)
     code = parse_qs(urlsplit((await req.value).url).query)["code"][0]
     status, _ = await env.api("GET", urlsplit(flow["poll_url"]).path)
     assert status == 403  # approved, but released only with the code

@@ -257,3 +257,25 @@ async def test_failures_before_a_user_existed_do_not_lock_them_out(real_discharg
     assert status == 429
     await env.user("newcomer")
     assert (await env.login("newcomer")).startswith(tokens.SESSION)
+
+
+@pytest.mark.parametrize("reachable", [True, False])
+async def test_role_is_added_only_once_every_configured_authority_lists_it(
+        aiohttp_client, discharger_config, admin_token, authority, reachable):
+    """SPEC §16/§19: an earlier authority denies unknown caveats, so `role` goes into discharges
+    only once every configured authority's /v1/info lists it; one that does not answer holds it
+    back (and none configured adds nothing)."""
+    from clients import offline
+    from discharger.app import create_app
+    from tests.conftest import DischargerEnv
+    from tests.support import authority_url, free_port
+
+    urls = (authority_url(authority),) + (() if reachable else (f"http://127.0.0.1:{free_port()}",))
+    discharger_config.authority_urls = urls
+    env = DischargerEnv(await aiohttp_client(create_app(discharger_config)), discharger_config, admin_token)
+    await env.user(orgs=[{"org": "acme", "role": "admin"}])
+    session = await env.login()
+    status, body, _ = await env.discharge(session, b64e(sealed_ticket(env)))
+    assert status == 201, body
+    said = offline.inspect(body["discharge"])["caveats"]
+    assert ("role admin" in said) == reachable, said

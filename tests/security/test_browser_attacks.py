@@ -126,6 +126,15 @@ async def test_state_changes_need_post(real_discharger):
 async def test_next_never_leaves_the_site(real_discharger, target):
     env = real_discharger
     await env.user()
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in target):  # refused outright (SPEC §4), with a page
+        resp = await env.client.get("/login?" + "next=" + quote(target, safe=""), allow_redirects=False)
+        assert resp.status == 400 and "next" in await resp.text()
+        token = csrf_of(await (await env.client.get("/login")).text())
+        resp = await env.client.post("/login", data={"csrf": token, "username": "alice",
+                                                     "password": "correct horse", "next": target},
+                                     allow_redirects=False)
+        assert resp.status == 400 and "Location" not in resp.headers
+        return
     page = await (await env.client.get("/login?" + "next=" + quote(target, safe=""))).text()
     assert 'name="next" value="/"' in page
     resp = await env.client.post("/login", data={"csrf": csrf_of(page), "username": "alice",
@@ -441,11 +450,14 @@ async def test_a_crash_on_a_flow_url_logs_no_secret(real_discharger):
 
 async def console_cookie(env, user="alice", org="acme", role="member") -> str:
     """A console session as the callback makes it (the sign-in itself is probed against `dev`)."""
+    import time as clock
+
     from authority.selfservice import Member
     from server.audit import Caller
 
     await env.create_org(org)
-    return await env.service.console._session(Member(user, org, role), Caller("127.0.0.1", "test"))
+    return await env.service.console._session(Member(user, org, role), int(clock.time()) + 300,
+                                              Caller("127.0.0.1", "test"))
 
 
 async def console_page(env, cookie: str, org="acme"):
@@ -641,8 +653,8 @@ def jar() -> aiohttp.CookieJar:
 
 
 async def console_sign_in(http: aiohttp.ClientSession, dev: dict, org: str = "acme") -> str:
-    """Start a console sign-in, sign in to the discharger and approve; returns the callback URL
-    the approval redirects to (not yet followed)."""
+    """Start a console sign-in and sign in to the discharger, which approves it without a
+    prompt; returns the callback URL the approval redirects to (not yet followed)."""
     async with http.get(f"{dev['a']}/console/orgs/{org}", allow_redirects=False) as r:
         assert r.status == 303, await r.text()
         user_url = r.headers["Location"]
@@ -651,9 +663,7 @@ async def console_sign_in(http: aiohttp.ClientSession, dev: dict, org: str = "ac
     async with http.post(f"{dev['d']}/login", data={"csrf": token, "username": "alice", "password": dev["password"],
                                                       "next": urlsplit(user_url).path}, allow_redirects=False) as r:
         assert r.status == 303
-    async with http.get(user_url) as r:
-        token = csrf_of(await r.text())
-    async with http.post(user_url, data={"csrf": token, "action": "approve"}, allow_redirects=False) as r:
+    async with http.get(user_url, allow_redirects=False) as r:
         assert r.status == 303, await r.text()
         return r.headers["Location"]
 
