@@ -205,3 +205,19 @@ async def test_the_approval_page_says_where_the_discharge_goes(aiohttp_client, c
     got = await start(env, sealed_ticket(env, name="ci-deploy"))
     html = unescape(await (await env.client.get(path(got["user_url"]))).text())
     assert 'Authorize permission token "ci-deploy" for org acme' in html and "Let a program" not in html
+
+
+async def test_a_flow_with_an_untrusted_return_to_is_never_released_to_a_poller(real_discharger):
+    """A flow asked to return somewhere that is not a configured authority's console gets no
+    one-time code when approved, and its discharge is then released to nobody: a poller with
+    the poll URL alone (or any Sable-Flow-Code) is refused, before and after."""
+    env = real_discharger
+    await env.user()
+    await sign_in(env)
+    for return_to in ("https://evil.test/console/callback?state=x", "http://authority.test:8700/console/x"):
+        got = await start(env, sealed_ticket(env, purpose="user"), return_to=return_to)
+        html, resp = await answer(env, got["user_url"])
+        assert resp.status == 200 and "Approved" in await resp.text(), html  # shown, not redirected
+        for headers in ({}, {"Sable-Flow-Code": "x" * 43}):
+            resp = await env.client.get(path(got["poll_url"]), headers=headers)
+            assert resp.status == 403 and "one-time code" in (await resp.json())["message"], headers
