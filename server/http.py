@@ -138,7 +138,7 @@ async def _answer(request: web.Request, handler, route: str) -> web.StreamRespon
 
 def _refuse_control(value: str, field: str) -> None:
     if _CONTROL.search(value):
-        raise BadRequest(f"{field} holds a control character")
+        raise BadRequest(f"{field[:80]} holds a control character")
 
 
 def refuse_control_characters(request: web.Request) -> None:
@@ -152,17 +152,20 @@ def refuse_control_characters(request: web.Request) -> None:
         _refuse_control(value, f"path segment {{{key}}}")
 
 
-def refuse_control_in(value: object, field: str = "") -> None:
-    """The same rule for a decoded body: every string in it, keys included, naming the field."""
-    if isinstance(value, str):
-        _refuse_control(value, field or "the body")
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _refuse_control(str(key), f"a field name in {field or 'the body'}")
-            refuse_control_in(item, f"{field}.{key}" if field else str(key))
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            refuse_control_in(item, f"{field}[{i}]")
+def refuse_control_in(body: object) -> None:
+    """The same rule for a decoded body: every string in it, keys included, naming the field.
+    A loop, not recursion: JSON may nest 1,024 deep."""
+    stack: list[tuple[object, str]] = [(body, "")]
+    while stack:
+        value, field = stack.pop()
+        if isinstance(value, str):
+            _refuse_control(value, field or "the body")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                _refuse_control(str(key), f"a field name in {field or 'the body'}")
+                stack.append((item, f"{field}.{key}" if field else str(key)))
+        elif isinstance(value, list):
+            stack.extend((item, f"{field}[{i}]") for i, item in enumerate(value))
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -61,3 +61,12 @@ async def test_discharger_json_form_and_pages(real_discharger, ch):
     assert resp.status == 400 and "user_code" in await resp.text()
     status, body, _ = await env.post("/v1/device/token", {"device_code": got["device_code"]})
     assert body["error"] == "authorization_pending"  # nothing was approved
+
+
+async def test_a_deeply_nested_body_is_checked_without_recursion(authority):
+    """orjson accepts nesting up to 1,024 deep; the check walks it with a loop (a recursive
+    walk ran out of stack and answered 500)."""
+    for inner in ('"x\\u0000"', '"x"'):
+        body = '{"tokens": ["x"], "access": ' + "[" * 1000 + inner + "]" * 1000 + "}"
+        resp = await authority.client.post("/v1/verify", data=body, headers={"Content-Type": "application/json"})
+        assert resp.status == 400, await resp.text()
