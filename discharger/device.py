@@ -61,7 +61,7 @@ class DeviceLogins:
         while True:
             code = "".join(secrets.choice(ALPHABET) for _ in range(8))
             row = GrantRow(tokens.secret_digest(device_code), "device", code,
-                           {"client_name": client_name, "client": caller.client, "at": now},
+                           {"client_name": client_name, "client": caller.client},
                            "pending", now, now + EXPIRES_IN, interval=INTERVAL)
             if await self.store.add_grant(row, now):
                 break

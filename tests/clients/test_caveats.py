@@ -167,3 +167,20 @@ def test_access_jkt_cannot_come_from_a_request():
 
     with pytest.raises(CaveatError, match="unknown access field"):
         Access.from_dict({"org": "acme", "action": "r", "jkt": JKT})
+
+
+def test_role_always_holds_and_the_lowest_is_taken():
+    """`role` (SPEC §19) tells the console the user's role; it allows every request. A holder
+    may append more to a discharge, so a reader takes the lowest."""
+    for value in ("member", "admin"):
+        cav = caveats.parse_strict(f"role {value}")
+        assert isinstance(cav, caveats.Role) and cav.role == value and cav.text == f"role {value}"
+        assert cav.prohibits(caveats.Access("acme", "rwcdC"), 0) is None and not cav.time_bound
+    for bad in ("role owner", "role Admin", "role ", "role member,admin"):
+        with pytest.raises(CaveatError, match="^role must be member or admin$"):
+            caveats.parse_strict(bad)
+    parsed = [caveats.parse(t) for t in (b"org acme", b"role admin", b"role member", b"role admin")]
+    assert caveats.lowest_role(parsed) == "member"
+    assert caveats.lowest_role([caveats.parse(b"role admin")]) == "admin"
+    assert caveats.lowest_role([caveats.parse(b"org acme"), caveats.parse(b"role owner")]) is None
+    assert caveats.lowest_role([]) is None

@@ -224,3 +224,79 @@ async def test_right_codes_never_count_toward_the_wrong_code_limit(real_discharg
         got = await authorize(env)
         resp = await env.client.get(f"/device?user_code={got['user_code']}")
         assert resp.status == 200 and "laptop cli" in await resp.text()
+
+
+async def test_every_device_refusal_says_why(real_discharger, monkeypatch):
+    """Each way a device login is refused, with its RFC 8628 code and its exact words."""
+    env = real_discharger
+    await env.user()
+    got = await authorize(env)
+    status, body, _ = await poll(env, "not-a-code")
+    assert (body["error"], body["error_description"]) == ("invalid_grant", "unknown or already used device code")
+    await sign_in(env)
+    resp = await decide(env, "BBBB-BBBB")
+    assert resp.status == 404 and "no pending device login has that code; check it and try again" in await resp.text()
+    for _ in range(device.WRONG_CODES_PER_USER - 1):
+        await decide(env, "BBBB-BBBB")
+    resp = await decide(env, got["user_code"])
+    assert resp.status == 429 and "too many wrong codes; wait a minute and try again" in await resp.text()
+    assert 1 <= int(resp.headers["Retry-After"]) <= 61
+    looked = None
+    for i in range(device.LOOKS_PER_USER + 1):
+        looked = await env.client.get(f"/device?user_code=BBBB-BB{'BCDFGHJKLMNPQRSTVWXZ'[i % 20]}C")
+    assert "too many codes looked up; wait a minute and try again, or check the code below and decide" \
+        in await looked.text()
+
+    later = await authorize(env)
+    row = await env.service.store.get_grant("device", lookup=later["user_code"].replace("-", ""))
+    monkeypatch.setattr(device, "_now", lambda: float(row.expires_at))  # expired at exactly expires_at
+    status, body, _ = await poll(env, later["device_code"])
+    assert (body["error"], body["error_description"]) == ("expired_token", "the device code has expired; start again")
+
+
+async def test_an_approver_disabled_before_the_poll_gets_no_session(real_discharger):
+    env = real_discharger
+    await env.user()
+    got = await authorize(env)
+    await sign_in(env)
+    assert (await decide(env, got["user_code"])).status == 200
+    status, _, _ = await env.post("/v1/users/alice/disable", {}, env.admin)
+    assert status == 200
+    await unthrottle(env, got["device_code"])
+    status, body, _ = await poll(env, got["device_code"])
+    assert (status, body["error"], body["error_description"]) == (
+        400, "access_denied", "the user who approved this device is disabled")
+
+
+async def test_a_decided_code_is_not_found_again(real_discharger):
+    env = real_discharger
+    await env.user()
+    await sign_in(env)
+    for first in ("approve", "deny"):
+        got = await authorize(env)
+        assert (await decide(env, got["user_code"], first)).status == 200
+        for again in ("approve", "deny"):
+            resp = await decide(env, got["user_code"], again)
+            assert resp.status == 404, (first, again)
+        resp = await env.client.get(f"/device?user_code={got['user_code']}")
+        assert "laptop cli" not in await resp.text()
+
+
+async def test_device_logins_are_audited(real_discharger):
+    import structlog
+
+    env = real_discharger
+    await env.user()
+    with structlog.testing.capture_logs() as logs:
+        approved, denied = await authorize(env), await authorize(env)
+    assert [e["event"] for e in logs if e["event"].startswith("device_")] == ["device_authorize"] * 2
+    await sign_in(env)
+    await decide(env, approved["user_code"])
+    await decide(env, denied["user_code"], "deny")
+    await unthrottle(env, approved["device_code"])
+    status, _, _ = await poll(env, approved["device_code"])
+    assert status == 200
+    rows = [(r.event, r.user, r.outcome) for r in await env.service.store.audit_rows()
+            if r.event.startswith("device_")]
+    assert rows == [("device_approve", "alice", "ok"), ("device_deny", "alice", "denied"),
+                    ("device_login", "alice", "ok")]

@@ -8,6 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from clients import tokens
 from clients.tickets import b64e
 from discharger import flows
 from tests.discharger.test_device import csrf_of, sign_in
@@ -152,10 +153,22 @@ async def test_sessionless_starts_are_rate_limited(real_discharger):
 
 def test_descriptions():
     from clients.tickets import TicketContents
-    assert flows.describe(TicketContents(bytes(32), "acme", 60, "permission", "ci", "member"), False) == \
-        ('Authorize permission token "ci" for org acme', None)
-    assert flows.describe(TicketContents(bytes(32), "acme", 60, "user", None, "member"), True) == \
-        ("Sign in to the console of org acme", None)
+
+    def said(purpose, name, role, to_console):
+        return flows.describe(TicketContents(bytes(32), "acme", 60, purpose, name, role), to_console)
+
+    assert said("permission", "ci", "member", False) == ('Authorize permission token "ci" for org acme', None)
+    assert said("permission", None, "member", False) == ("Authorize permission token for org acme", None)
+    assert said("user", None, "member", True) == ("Sign in to the console of org acme", None)
+    assert said("user", None, "admin", True) == ("Sign in to the console of org acme as admin", None)
+    assert said("user", None, "member", False) == (
+        "Let a program act as you in org acme",
+        "The program that started this request gets your member rights in org acme for a few minutes: it can "
+        "list the org's tokens, create tokens and revoke the ones you made. Approve only if you started it yourself.")
+    assert said("user", None, "admin", False) == (
+        "Let a program act as you in org acme with admin rights",
+        "The program that started this request gets your admin rights in org acme for a few minutes: it can "
+        "list, create and revoke any of the org's tokens. Approve only if you started it yourself.")
 
 
 async def test_an_expired_flow_is_410(real_discharger, monkeypatch):
@@ -221,3 +234,113 @@ async def test_a_flow_with_an_untrusted_return_to_is_never_released_to_a_poller(
         for headers in ({}, {"Sable-Flow-Code": "x" * 43}):
             resp = await env.client.get(path(got["poll_url"]), headers=headers)
             assert resp.status == 403 and "one-time code" in (await resp.json())["message"], headers
+
+
+async def test_every_refusal_says_why(aiohttp_client, console_discharger, admin_token, monkeypatch):
+    """Each way a flow is refused, with its status and its exact words (people read them)."""
+    from discharger.app import create_app
+    from tests.conftest import DischargerEnv
+
+    env = DischargerEnv(await aiohttp_client(create_app(console_discharger)), console_discharger, admin_token)
+    await env.user()
+    await sign_in(env)
+
+    async def poll_says(url, code=None):
+        resp = await env.client.get(path(url), headers={"Sable-Flow-Code": code} if code else {})
+        return resp.status, (await resp.json()).get("message")
+
+    assert await poll_says("http://discharger.test/v1/flows/nope") == (404, "unknown poll URL")
+    page = await env.client.get("/flows/nope")
+    assert page.status == 404 and "this sign-in link is unknown" in await page.text()
+
+    denied = await start(env, sealed_ticket(env))
+    await answer(env, denied["user_url"], "deny")
+    assert await poll_says(denied["poll_url"]) == (403, "the user denied this request, or may not approve it")
+    page = await env.client.get(path(denied["user_url"]))
+    assert page.status == 410 and "this request was already answered" in await page.text()
+
+    too_high = await start(env, sealed_ticket(env, role="admin"))
+    _, resp = await answer(env, too_high["user_url"])
+    assert resp.status == 403 and "you need role admin in org acme to approve this" in await resp.text()
+
+    collected = await start(env, sealed_ticket(env))
+    await answer(env, collected["user_url"])
+    assert (await poll_says(collected["poll_url"]))[0] == 200
+    assert await poll_says(collected["poll_url"]) == (410, "this discharge was already collected")
+
+    console = await start(env, sealed_ticket(env, purpose="user"),
+                          return_to="http://authority.test:8700/console/callback?state=s")
+    _, resp = await answer(env, console["user_url"], follow=False)
+    code = parse_qs(urlsplit(resp.headers["Location"]).query)["code"][0]
+    once = "this flow's discharge is released only with its one-time code (Sable-Flow-Code)"
+    assert await poll_says(console["poll_url"]) == (403, once)
+    assert await poll_says(console["poll_url"], "x" * 43) == (403, once)
+    row = await env.service.store.get_grant("flow", lookup=tokens.secret_digest(path(console["poll_url"]).rsplit(
+        "/", 1)[1]).hex())
+    monkeypatch.setattr(flows, "_now", lambda: float(row.code_expires_at))  # the code's last instant has passed
+    assert await poll_says(console["poll_url"], code) == (410, "the one-time code has expired; start again")
+
+    pending = await start(env, sealed_ticket(env))
+    row = await env.service.store.get_grant("flow", lookup=tokens.secret_digest(path(pending["poll_url"]).rsplit(
+        "/", 1)[1]).hex())
+    monkeypatch.setattr(flows, "_now", lambda: float(row.expires_at))  # expired at exactly expires_at
+    assert await poll_says(pending["poll_url"]) == (410, "this request has expired; start again")
+    page = await env.client.get(path(pending["user_url"]))
+    assert page.status == 410 and "this sign-in link has expired; start again" in await page.text()
+
+
+async def test_flows_are_audited(aiohttp_client, console_discharger, admin_token):
+    """Who approved or denied which org's flow, and whether without a prompt."""
+    import structlog
+
+    from discharger.app import create_app
+    from tests.conftest import DischargerEnv
+
+    env = DischargerEnv(await aiohttp_client(create_app(console_discharger)), console_discharger, admin_token)
+    await env.user()
+    await sign_in(env)
+    with structlog.testing.capture_logs() as logs:
+        prompted = await start(env, sealed_ticket(env))
+    assert [(e["event"], e.get("org")) for e in logs if e["event"] == "flow_start"] == [("flow_start", "acme")]
+    await answer(env, prompted["user_url"])
+    denied = await start(env, sealed_ticket(env))
+    await answer(env, denied["user_url"], "deny")
+    silent = await start(env, sealed_ticket(env, purpose="user"),
+                         return_to="http://authority.test:8700/console/callback?state=s")
+    resp = await env.client.get(path(silent["user_url"]), allow_redirects=False)
+    assert resp.status == 303 and "code=" in resp.headers["Location"]  # approved on opening, no page
+    rows = [(r.event, r.user, r.org, r.outcome, r.detail)
+            for r in await env.service.store.audit_rows() if r.event.startswith("flow_")]
+    assert rows == [("flow_approve", "alice", "acme", "ok", None), ("flow_deny", "alice", "acme", "denied", None),
+                    ("flow_approve", "alice", "acme", "ok", {"prompted": False})]
+
+
+async def test_only_a_console_sign_in_is_approved_without_a_prompt(aiohttp_client, console_discharger, admin_token):
+    from discharger.app import create_app
+    from tests.conftest import DischargerEnv
+
+    env = DischargerEnv(await aiohttp_client(create_app(console_discharger)), console_discharger, admin_token)
+    await env.user()
+    await sign_in(env)
+    console = "http://authority.test:8700/console/callback?state=s"
+    for ticket, extra in ((sealed_ticket(env), {"return_to": console}),  # a permission token's flow
+                          (sealed_ticket(env, purpose="user"), {}),  # no return_to
+                          (sealed_ticket(env, purpose="user"), {"return_to": "https://evil.test/console/x"}),
+                          (sealed_ticket(env, purpose="user", role="admin"), {"return_to": console})):  # role too low
+        got = await start(env, ticket, **extra)
+        resp = await env.client.get(path(got["user_url"]), allow_redirects=False)
+        assert resp.status == 200 and "Approve" in await resp.text(), extra
+    got = await start(env, sealed_ticket(env, purpose="user"), return_to=console)
+    resp = await env.client.get(path(got["user_url"]), allow_redirects=False)
+    assert resp.status == 303 and resp.headers["Location"].startswith(console + "&code=")
+
+
+async def test_urls_under_a_public_url_with_a_trailing_slash(aiohttp_client, discharger_config, admin_token):
+    from discharger.app import create_app
+    from tests.conftest import DischargerEnv
+
+    discharger_config.public_url = "http://discharger.test/"
+    env = DischargerEnv(await aiohttp_client(create_app(discharger_config)), discharger_config, admin_token)
+    got = await start(env, sealed_ticket(env))
+    assert got["user_url"].startswith("http://discharger.test/flows/")
+    assert got["poll_url"].startswith("http://discharger.test/v1/flows/")

@@ -405,3 +405,11 @@ async def test_a_token_with_more_revoked_attenuations_than_memory_holds(authorit
     await authority.post("/v1/revoke", {"tokens": [sibling]})
     assert (await verify(sibling, "ok"))[0] == 403  # at once, though it had been found clear
     assert (await verify(pt, "anything"))[0] == 200
+
+
+@pytest.mark.parametrize("caveat", ["user alice", "role admin"])
+async def test_the_discharger_s_caveats_cannot_be_minted(authority, caveat):
+    """`user` and `role` are the discharger's word about who signed in; a mint may not add them."""
+    await authority.create_org()
+    status, body = await authority.post("/v1/tokens", {"org": "acme", "caveats": [caveat]}, authority.admin)
+    assert status == 400 and body["message"] == f"the {caveat.split()[0]} caveat is added by the discharger, not at mint"
