@@ -300,3 +300,14 @@ async def test_device_logins_are_audited(real_discharger):
             if r.event.startswith("device_")]
     assert rows == [("device_approve", "alice", "ok"), ("device_deny", "alice", "denied"),
                     ("device_login", "alice", "ok")]
+
+
+async def test_a_code_is_not_found_from_the_instant_it_expires(real_discharger, monkeypatch):
+    env = real_discharger
+    await env.user()
+    got = await authorize(env)
+    await sign_in(env)
+    row = await env.service.store.get_grant("device", lookup=got["user_code"].replace("-", ""))
+    monkeypatch.setattr(device, "_now", lambda: float(row.expires_at))
+    resp = await decide(env, got["user_code"])
+    assert resp.status == 404

@@ -344,3 +344,22 @@ async def test_urls_under_a_public_url_with_a_trailing_slash(aiohttp_client, dis
     got = await start(env, sealed_ticket(env))
     assert got["user_url"].startswith("http://discharger.test/flows/")
     assert got["poll_url"].startswith("http://discharger.test/v1/flows/")
+
+
+@pytest.mark.parametrize("return_to, trusted", [
+    ("http://authority.test:8700/console/callback?state=s", True),
+    ("http://authority.test:8700/console/", True),
+    (None, False), ("", False),
+    ("https://authority.test:8700/console/callback", False),  # another scheme
+    ("http://authority.test:8701/console/callback", False),  # another port
+    ("http://evil.test:8700/console/callback", False),
+    ("http://authority.test:8700/consoles/x", False), ("http://authority.test:8700/", False),
+    ("http://authority.test:8700/console/../v1/tokens", False), ("http://authority.test:8700/console/./x", False),
+    ("http://authority.test:8700/console/%2e%2e/x", False),
+    ("http://authority.test:8700/console/x\\y", False),
+    ("http://u@authority.test:8700/console/x", False),
+    ("http://authority.test:99999/console/x", False),  # no such port: unparseable
+])
+def test_only_a_configured_authority_s_console_is_returned_to(return_to, trusted):
+    f = flows.Flows("http://discharger.test", ("http://authority.test:8700",), None, None, None)  # type: ignore[arg-type]
+    assert f.returns_to_authority(return_to) is trusted
