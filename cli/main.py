@@ -1,10 +1,10 @@
-"""The `sable` command line (SPEC §6, §12).
+"""The `sable` command line (SPEC §6, §12): its entry point and the registry of commands.
 
-Every command is imported only when it runs: holder and admin commands from this package,
-the commands that run services (`authority`, `discharger`, `dev`, `dev-env`, `admin`, `db`)
-from `server.cli`. So the client side never loads server code, and offline commands
-(`inspect`, `attenuate`, `--help`, `--version`) start without aiohttp or the services.
-`tests/clients/test_cli_reference.py` checks the short help here against each command's own.
+Every command is imported only when it runs: holder and admin commands from `clients.cli`,
+the commands that run or change services (`authority`, `discharger`, `dev`, `dev-env`,
+`admin`, `db`) from this package, one module a group. So offline commands (`inspect`,
+`attenuate`, `--help`, `--version`) start without aiohttp or the services.
+`tests/cli/test_reference.py` checks the short help here against each command's own.
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ import click
 
 # name -> (module, attribute, the short help `sable --help` shows)
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "admin": ("server.cli", "admin", "Admin credentials and master keys."),
+    "admin": ("cli.admin", "admin", "Admin credentials and master keys."),
     "attenuate": ("clients.cli.holder", "attenuate", "Print a narrower TOKEN (offline)."),
-    "authority": ("server.cli", "authority", "The authority service."),
-    "db": ("server.cli", "db", "A service's database: schema status and upgrades."),
-    "dev": ("server.cli", "dev", "Run both services locally (SQLite under the data dir, or..."),
-    "dev-env": ("server.cli", "dev_env", "Print shell exports for talking to `sable dev`: eval..."),
+    "authority": ("cli.serve", "authority", "The authority service."),
+    "db": ("cli.db", "db", "A service's database: schema status and upgrades."),
+    "dev": ("cli.dev", "dev", "Run both services locally (SQLite under the data dir, or..."),
+    "dev-env": ("cli.dev", "dev_env", "Print shell exports for talking to `sable dev`: eval..."),
     "discharge": ("clients.cli.holder", "discharge", "Print a discharge for TOKEN's authentication caveat,..."),
-    "discharger": ("server.cli", "discharger", "The discharger service."),
+    "discharger": ("cli.serve", "discharger", "The discharger service."),
     "inspect": ("clients.cli.holder", "inspect", "Show what TOKEN says about itself (offline JSON, never a..."),
     "keygen": ("clients.cli.holder", "keygen", "Make an Ed25519 key for DPoP proofs (offline); prints its..."),
     "login": ("clients.cli.holder", "login", "Log in to the discharger and keep the session (mode 0600)."),

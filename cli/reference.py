@@ -1,18 +1,18 @@
 """docs/CLI.md, written from the commands themselves so it cannot drift from them:
 
-    .venv/bin/python -m clients.cli.reference > docs/CLI.md
+    .venv/bin/python -m cli.reference > docs/CLI.md
 
-`tests/clients/test_cli_reference.py` fails when the file and the commands differ."""
+`tests/cli/test_reference.py` fails when the file and the commands differ."""
 
 from __future__ import annotations
 
 import click
 
-from clients.cli.main import COMMANDS, main
+from cli.main import COMMANDS, main
 
 HEADER = """# The `sable` command line
 
-Generated from the commands by `python -m clients.cli.reference`; each section is that
+Generated from the commands by `python -m cli.reference`; each section is that
 command's `--help`. Exit codes: 0 success, 1 denied or failed, 2 usage or input error, 3 a
 service unreachable or unavailable (worth retrying).
 """

@@ -70,7 +70,7 @@ def supervise(workers: int) -> int:
     """Run `workers` copies of this command on one port; stop them all on SIGINT/SIGTERM, or
     when one exits (so a supervisor such as systemd restarts the whole service). Workers may
     start together: schema migrations take the database's lock."""
-    args = [sys.executable, "-m", "clients.cli.main", *sys.argv[1:]]
+    args = [sys.executable, "-m", "cli.main", *sys.argv[1:]]
     # One folder for every worker's metric values, so any worker's /metrics reports them all.
     metrics_dir = os.environ.get(MULTIPROC_ENV) or tempfile.mkdtemp(prefix="sable-metrics-")
     env = {**os.environ, MULTIPROC_ENV: metrics_dir}

@@ -65,6 +65,17 @@ class StoreError(Unavailable):
         return f"{self.message} ({self.detail})" if self.detail else self.message
 
 
+def table_names(path: str | Path) -> set[str]:
+    """The tables a SQLite file holds (which service's data it is). Opened read-write, so
+    closing the last connection removes the -shm file (a read-only one leaves it, and the
+    file would then look open by a service)."""
+    conn = sqlite3.connect(path)
+    try:
+        return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    finally:
+        conn.close()
+
+
 def _statements(script: str) -> list[str]:
     """A migration script as single statements (executescript would commit on its own).
     A `;` ends a statement only where SQLite agrees it is complete (not inside a string or

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from authority.store import open_store as authority_store
-from clients.cli.main import main
+from cli.main import main
 from discharger.store import open_store as discharger_store
 
 

@@ -1,6 +1,6 @@
 """The CLI's documentation cannot drift (SPEC §12): `sable --help` lists each command with its
-own short help (kept in `clients/cli/main.py` so listing imports nothing), every command has
-help text, and docs/CLI.md is what `python -m clients.cli.reference` writes."""
+own short help (kept in `cli/main.py` so listing imports nothing), every command has
+help text, and docs/CLI.md is what `python -m cli.reference` writes."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import click
 import pytest
 
-from clients.cli import reference
-from clients.cli.main import COMMANDS, main
+from cli import reference
+from cli.main import COMMANDS, main
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "CLI.md"
 
@@ -37,7 +37,7 @@ def test_every_command_has_help_text():
 
 
 def test_docs_cli_md_is_current():
-    assert DOC.read_text() == reference.render(), "run: .venv/bin/python -m clients.cli.reference > docs/CLI.md"
+    assert DOC.read_text() == reference.render(), "run: .venv/bin/python -m cli.reference > docs/CLI.md"
 
 
 def test_data_commands_take_json():

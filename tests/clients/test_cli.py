@@ -13,9 +13,9 @@ import nacl.utils
 import pytest
 from click.testing import CliRunner
 
+from cli.main import main
 from clients import tokens
 from clients.cli.common import DURATION
-from clients.cli.main import main
 from tests.support import SABLE, free_port, sable, wait_healthy
 
 pytestmark = pytest.mark.slow  # real `sable` subprocesses

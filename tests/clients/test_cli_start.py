@@ -19,7 +19,7 @@ HEAVY = ("aiohttp", "asyncio", "clients.sdk", "server", "authority", "discharger
 
 PROBE = """
 import json, sys
-from clients.cli.main import main
+from cli.main import main
 heavy = json.loads(sys.argv[2])
 sys.argv = ["sable", *json.loads(sys.argv[1])]
 try:

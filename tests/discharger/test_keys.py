@@ -14,7 +14,7 @@ import nacl.public
 import pytest
 from click.testing import CliRunner
 
-from clients.cli.main import main as cli
+from cli.main import main as cli
 from clients.tickets import b64d, b64e
 from discharger import keys as keys_module
 from discharger.app import DISCHARGER, create_app

@@ -13,7 +13,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from authority.store import TABLES, open_store
-from clients.cli.main import main
+from cli.main import main
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "v0.1.0"
 

@@ -1,0 +1,138 @@
+"""`sable authority serve` and `sable discharger serve`: each service on its address, with
+/metrics on its own when asked."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import click
+
+from clients import tracing
+from clients.cli.common import EXIT_USAGE, fail, handle_errors
+from server.launcher import announce, is_worker, serve, supervise, tls_context
+from server.logs import configure_logging
+
+
+def _service_options(port: int):
+    def wrap(fn):
+        for opt in reversed([
+            click.option("--host", help="Listen address (default 127.0.0.1)."),
+            click.option("--port", type=int, help=f"Listen port (default {port})."),
+            click.option("--public-url", help="The URL clients use (default: the listen address)."),
+            click.option("--data-dir", type=click.Path(file_okay=False), help="Where the database lives (default ./var)."),
+            click.option("--db", metavar="PATH|URL",
+                         help="A SQLite file or a postgresql:// URL (else SABLE_DATABASE_URL, the TOML key "
+                              "`database`, or <data-dir>/<service>.db)."),
+            click.option("--config", "config_path", type=click.Path(dir_okay=False), help="A TOML settings file."),
+            click.option("--tls-cert", type=click.Path(dir_okay=False)),
+            click.option("--tls-key", type=click.Path(dir_okay=False)),
+            click.option("--log-level", default="INFO", show_default=True),
+            click.option("--metrics-port", type=click.IntRange(1, 65535),
+                         help="Serve /metrics on this port instead of the main one (which then answers 404)."),
+            click.option("--metrics-host", help="The address for --metrics-port (default: --host)."),
+        ]):
+            fn = opt(fn)
+        return fn
+    return wrap
+
+
+def _sites(app, config, tls) -> list:
+    """The service's app on its address, and /metrics on its own if one is configured."""
+    from server.http import METRICS, metrics_app
+
+    sites = [(app, config.host, config.port, tls)]
+    if config.metrics_port:
+        sites.append((metrics_app(app[METRICS]), config.metrics_host or config.host, config.metrics_port, None))
+    return sites
+
+
+@click.group()
+def authority():
+    """The authority service."""
+
+
+@authority.command("serve")
+@_service_options(8700)
+@click.option("--discharger", help="URL of the discharger to trust (https, or a loopback address); its keys "
+                                   "come from its /v1/info, refreshed every 60 s.")
+@click.option("--master-key-file", type=click.Path(dir_okay=False), help="Else SABLE_MASTER_KEY is used.")
+@click.option("--workers", type=click.IntRange(1, 64),
+              help="Worker processes sharing the port (SO_REUSEPORT) and the database (default 1; TOML "
+                   "`workers`, env SABLE_AUTHORITY_WORKERS).")
+@click.option("--trusted-proxy", multiple=True, metavar="CIDR",
+              help="A reverse proxy whose X-Forwarded-For names the client and whose X-Forwarded-Proto sets the "
+                   "scheme for cookies. Repeatable; TOML `trusted_proxy`.")
+@handle_errors
+def authority_serve(config_path, tls_cert, tls_key, log_level, workers, trusted_proxy, **flags):
+    """Run the authority."""
+    from authority.app import create_app
+    from authority.config import load
+    from authority.dischargers import fetch
+    from server.http import parse_networks
+
+    configure_logging(log_level)
+    tracing.configure_from_env("sable-authority")
+    config = load(config_path, tls_cert=tls_cert, trusted_proxy=list(trusted_proxy) or None, workers=workers,
+                  **flags)
+    workers = config.workers
+    try:
+        parse_networks(config.trusted_proxies)
+    except ValueError as e:
+        fail(str(e), EXIT_USAGE)
+    tls = tls_context(tls_cert, tls_key)
+    worker = is_worker()
+    if workers > 1 and not worker:
+        sys.exit(supervise(workers))
+
+    async def main():
+        if config.discharger_url:  # refreshed every 60 s once running
+            config.dischargers = [await fetch(config.discharger_url, attempts=30,
+                                              progress=lambda m: click.echo(f"sable: {m}", err=True))]
+        if not config.dischargers:
+            click.echo("sable: warning: no discharger configured; minting is disabled", err=True)
+        await serve(_sites(create_app(config), config, tls), lambda: announce("authority", config.public_url),
+                    reuse_port=worker)
+
+    asyncio.run(main())
+
+
+@click.group()
+def discharger():
+    """The discharger service."""
+
+
+@discharger.command("serve")
+@_service_options(8701)
+@click.option("--master-key-file", type=click.Path(dir_okay=False), help="Else SABLE_MASTER_KEY is used.")
+@click.option("--keys", type=click.Path(dir_okay=False),
+              help="A 0.1.0 key file to move into the database (default <data-dir>/discharger.keys, if present).")
+@click.option("--authority-url", multiple=True,
+              help="An authority's public URL whose /console/ an approved browser sign-in may return to "
+                   "(repeatable; TOML `authority_url`).")
+@click.option("--trusted-proxy", multiple=True, metavar="CIDR",
+              help="A peer whose X-Forwarded-For names the client (a reverse proxy; the authorities, whose "
+                   "console starts sign-ins for browsers). Repeatable; TOML `trusted_proxy`.")
+@handle_errors
+def discharger_serve(config_path, tls_cert, tls_key, log_level, authority_url, trusted_proxy, **flags):
+    """Run the discharger."""
+    from discharger.app import create_app
+    from discharger.config import load
+    from server.http import parse_networks
+
+    configure_logging(log_level)
+    tracing.configure_from_env("sable-discharger")
+    config = load(config_path, tls_cert=tls_cert, authority_url=list(authority_url) or None,
+                  trusted_proxy=list(trusted_proxy) or None, **flags)
+    try:
+        parse_networks(config.trusted_proxies)
+    except ValueError as e:
+        fail(str(e), EXIT_USAGE)
+    tls = tls_context(tls_cert, tls_key)
+    asyncio.run(serve(_sites(create_app(config), config, tls), lambda: announce("discharger", config.public_url)))
+
+
+# `sable discharger keys ...` lives beside the other offline database commands.
+from cli.keys import keys as _keys  # noqa: E402
+
+discharger.add_command(_keys)
