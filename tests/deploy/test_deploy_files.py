@@ -79,3 +79,15 @@ def test_dockerfile_runs_unprivileged_with_a_healthcheck():
     hadolint = Path(sys.executable).parent / "hadolint"
     r = subprocess.run([str(hadolint), str(DEPLOY / "Dockerfile")], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_the_image_copies_every_package_the_project_installs():
+    """The image builds from COPYed folders: a package missing there installs nothing and the
+    `sable` entry point fails to import (as cli/ did when it was new)."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[2]
+    include = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = {pattern.rstrip("*") for pattern in include}
+    copied = set(re.findall(r"^COPY (\w+) \1$", (root / "deploy" / "Dockerfile").read_text(), re.M))
+    assert packages <= copied, sorted(packages - copied)
