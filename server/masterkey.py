@@ -102,7 +102,7 @@ class MasterKey:
     async def check(self, store, location: str) -> None:
         """Record the check value in a new database, or refuse a key that does not open it."""
         from server.postgres import redact
-        from server.sqlite import StoreError
+        from server.store import StoreError
 
         if not self.matches(await store.ensure_meta(CHECK_KEY, self.check_value())):
             raise StoreError(f"the master key does not match database {redact(location)}: "

@@ -26,8 +26,7 @@ import structlog
 from clients.errors import BadRequest
 from clients.tokens import ADMIN, secret_digest
 from server.audit import AuditRecord, AuditRow
-from server.sqlite import RESEAL_PAGE, StoreError
-from server.store import Resealed, Resealing
+from server.store import POSTGRES_SCHEMES, RESEAL_PAGE, Resealed, Resealing, StoreError
 
 T = TypeVar("T")
 log = structlog.get_logger("sable.postgres")
@@ -55,7 +54,7 @@ CREATE TABLE IF NOT EXISTS audit (
 
 
 def is_url(location: str) -> bool:
-    return location.startswith(("postgresql://", "postgres://"))
+    return location.startswith(POSTGRES_SCHEMES)
 
 
 def redact(url: str) -> str:

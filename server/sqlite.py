@@ -22,11 +22,10 @@ from typing import Any, ClassVar, TypeVar
 
 import aiosqlite
 
-from clients.errors import Unavailable
 from clients.tokens import ADMIN, secret_digest
 from server.audit import AuditRecord, AuditRow
 from server.groupcommit import GroupCall
-from server.store import Resealed, Resealing
+from server.store import RESEAL_PAGE, Resealed, Resealing, StoreError
 
 T = TypeVar("T")
 
@@ -49,20 +48,6 @@ CREATE TABLE IF NOT EXISTS audit (
 """
 
 
-RESEAL_PAGE = 2000  # rows per read and update in a master-key rotation
-
-
-class StoreError(Unavailable):
-    """The database is unusable (unreadable file, wrong schema version, wrong master key).
-    `message` is what a client is told; `detail` (which database, what the driver said, its
-    password redacted) is for operators: logs and the operator CLI, which prints `str()`."""
-
-    def __init__(self, message: str, *, retry_after: int | None = None, detail: str | None = None):
-        super().__init__(message, retry_after=retry_after)
-        self.detail = detail
-
-    def __str__(self) -> str:
-        return f"{self.message} ({self.detail})" if self.detail else self.message
 
 
 def table_names(path: str | Path) -> set[str]:

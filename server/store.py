@@ -5,9 +5,37 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
+from clients.errors import Unavailable
 from server.audit import AuditRecord, AuditRow
+
+RESEAL_PAGE = 2000  # rows per read and update in a master-key rotation
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")  # a location that starts so is PostgreSQL's
+
+
+class StoreError(Unavailable):
+    """The database is unusable (unreadable file, wrong schema version, wrong master key).
+    `message` is what a client is told; `detail` (which database, what the driver said, its
+    password redacted) is for operators: logs and the operator CLI, which prints `str()`."""
+
+    def __init__(self, message: str, *, retry_after: int | None = None, detail: str | None = None):
+        super().__init__(message, retry_after=retry_after)
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.detail})" if self.detail else self.message
+
+
+async def open_backend(location: str, sqlite: Callable[[], Any], postgres: Callable[[], Any], migrate: bool = True,
+                       role: str = "service") -> Any:
+    """A service's store at `location`: a `postgresql://` URL opens `postgres()`'s class, else a
+    SQLite file path `sqlite()`'s (each imported only when chosen). The schema is brought to
+    this build's version unless `migrate` is False (then only checked). `role` is "tool" for
+    `sable db` commands, so they can tell themselves from running services."""
+    if location.startswith(POSTGRES_SCHEMES):
+        return await postgres().open(location, migrate=migrate, role=role)
+    return await sqlite().open(location, migrate=migrate)
 
 # The tables every service has, with their columns, before the service's own.
 COMMON_TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (

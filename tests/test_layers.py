@@ -50,3 +50,15 @@ def test_only_storage_backends_speak_sqlite():
 def test_the_sable_entry_point_is_the_top_floor():
     text = (ROOT / "pyproject.toml").read_text()
     assert 'sable = "cli.main:main"' in text
+
+
+def test_storage_backends_import_the_seam_never_each_other():
+    """`server.store` is the seam (StoreError, open_backend, the shared Protocol); a SQLite
+    backend never imports a PostgreSQL one, nor the other way round."""
+    backends = {"sqlite": ["server/sqlite.py", "authority/store/sqlite.py", "discharger/store/sqlite.py"],
+                "postgres": ["server/postgres.py", "authority/store/postgres.py", "discharger/store/postgres.py"]}
+    for kind, other in (("sqlite", "postgres"), ("postgres", "sqlite")):
+        for path in backends[kind]:
+            names = imported(ROOT / path)
+            wrong = {n for n in names if n.split(".")[-1] == other or n == f"server.{other}"}
+            assert not wrong, f"{path} imports {sorted(wrong)}"

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from server.audit import AuditRecord, AuditRow
-from server.sqlite import StoreError
-from server.store import COMMON_SEALED, COMMON_TABLES, SealedColumn, ServiceStore
+from server.store import COMMON_SEALED, COMMON_TABLES, SealedColumn, ServiceStore, StoreError, open_backend
 
 __all__ = ["AuditRow", "AuthorityStore", "ConsoleSessionRow", "OrgRow", "RevocationRow", "StoreError", "TokenRow",
            "open_store"]
@@ -154,15 +153,13 @@ class AuthorityStore(ServiceStore, Protocol):
 
 
 async def open_store(location: str, migrate: bool = True, role: str = "service") -> AuthorityStore:
-    """The store at `location`: a `postgresql://` URL, else a SQLite file path. The schema is
-    brought to this build's version unless `migrate` is False (then only checked). `role` is
-    "tool" for `sable db` commands, so they can tell themselves from running services."""
-    from server.postgres import is_url
+    """The store at `location` (a `postgresql://` URL, else a SQLite file): see `open_backend`."""
+    def sqlite() -> Any:
+        from authority.store.sqlite import SqliteStore
+        return SqliteStore
 
-    if is_url(location):
+    def postgres() -> Any:
         from authority.store.postgres import PostgresStore
+        return PostgresStore
 
-        return await PostgresStore.open(location, migrate=migrate, role=role)
-    from authority.store.sqlite import SqliteStore
-
-    return await SqliteStore.open(location, migrate=migrate)
+    return await open_backend(location, sqlite, postgres, migrate, role)

@@ -5,11 +5,10 @@ Protocol. SQLite (`discharger.store.sqlite`) is the embedded default."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from server.audit import AuditRecord, AuditRow
-from server.sqlite import StoreError
-from server.store import COMMON_SEALED, COMMON_TABLES, SealedColumn, ServiceStore
+from server.store import COMMON_SEALED, COMMON_TABLES, SealedColumn, ServiceStore, StoreError, open_backend
 
 __all__ = ["AuditRow", "DischargerStore", "GrantRow", "StoreError", "UserRow", "open_store"]
 
@@ -110,15 +109,13 @@ class DischargerStore(ServiceStore, Protocol):
 
 
 async def open_store(location: str, migrate: bool = True, role: str = "service") -> DischargerStore:
-    """The store at `location`: a `postgresql://` URL, else a SQLite file path. The schema is
-    brought to this build's version unless `migrate` is False (then only checked). `role` is
-    "tool" for `sable db` commands, so they can tell themselves from running services."""
-    from server.postgres import is_url
+    """The store at `location` (a `postgresql://` URL, else a SQLite file): see `open_backend`."""
+    def sqlite() -> Any:
+        from discharger.store.sqlite import SqliteStore
+        return SqliteStore
 
-    if is_url(location):
+    def postgres() -> Any:
         from discharger.store.postgres import PostgresStore
+        return PostgresStore
 
-        return await PostgresStore.open(location, migrate=migrate, role=role)
-    from discharger.store.sqlite import SqliteStore
-
-    return await SqliteStore.open(location, migrate=migrate)
+    return await open_backend(location, sqlite, postgres, migrate, role)

@@ -14,7 +14,7 @@ import pytest
 from authority.store import open_store
 from clients.errors import BadRequest
 from server.audit import AuditRecord
-from server.sqlite import StoreError
+from server.store import StoreError
 from tests.authority.test_store import insert, revoked_at, token
 
 

@@ -13,7 +13,7 @@ from authority.records import TokenRecord
 from authority.store import TokenRow
 from authority.usage import Usage
 from server.audit import AuditRecord
-from server.sqlite import StoreError
+from server.store import StoreError
 
 
 async def new_record(store) -> TokenRecord:

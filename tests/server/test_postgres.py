@@ -12,7 +12,7 @@ import pytest
 
 from authority.store.postgres import PostgresStore
 from server.postgres import redact
-from server.sqlite import StoreError
+from server.store import StoreError
 from tests.support import free_port
 from tests.support.postgres import PASSWORD, PASSWORD_ROLE
 

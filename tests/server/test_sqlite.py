@@ -12,7 +12,8 @@ import pytest
 from clients import tokens
 from clients.tokens import secret_digest
 from server.audit import AuditRecord
-from server.sqlite import COMMON_V1, Database, StoreError
+from server.sqlite import COMMON_V1, Database
+from server.store import StoreError
 
 V1 = COMMON_V1 + "CREATE TABLE t (x INTEGER);"
 V2 = "ALTER TABLE t ADD COLUMN y INTEGER NOT NULL DEFAULT 7;"
