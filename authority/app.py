@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -75,7 +76,8 @@ async def user_token(request: web.Request) -> web.Response:
 
 @routes.get("/v1/info")
 async def info(request: web.Request) -> web.Response:
-    return json_response(schemas.info(_authority(request).config, __version__, os.getpid()))
+    a = _authority(request)
+    return json_response(schemas.info(a.config, a.trust, __version__, os.getpid()))
 
 
 @routes.post("/v1/orgs")
@@ -186,7 +188,9 @@ async def _ready(app: web.Application) -> bool:
     return a.feed.fresh() and await a.store.ping()
 
 
-def create_app(config: AuthorityConfig) -> web.Application:
+def create_app(config: AuthorityConfig, say: Callable[[str], None] | None = None) -> web.Application:
+    """The authority as an aiohttp app; its start-up opens the store and learns the trusted
+    discharger's keys (`say` hears about waiting for it: the CLI prints it)."""
     metrics = AuthorityMetrics()
     app = new_app(_ready, metrics, metrics_route=not config.metrics_port)
     app[VERIFY_METRICS] = metrics
@@ -195,7 +199,7 @@ def create_app(config: AuthorityConfig) -> web.Application:
     app[TRUSTED_PROXIES] = parse_networks(config.trusted_proxies)
 
     async def lifecycle(app: web.Application):
-        authority = await Authority.open(config)
+        authority = await Authority.open(config, say)
         app[AUTHORITY] = authority
         await authority.start()
         metrics.watch(authority)

@@ -58,10 +58,10 @@ class Console:
         return self.keys.master.pseudonym(f"console-csrf:{cookie}")
 
     def _discharger(self) -> DischargerClient:
-        dischargers = self.minting.config.dischargers
-        if not dischargers:
+        discharger = self.minting.trust.first()
+        if discharger is None:
             raise Unavailable("this authority trusts no discharger, so nobody can sign in")
-        return DischargerClient(dischargers[0].location, retries=1)
+        return DischargerClient(discharger.location, retries=1)
 
     async def start(self, org: str, role: str, caller: Caller, notice: str | None = None) -> SignIn:
         state = new_secret()

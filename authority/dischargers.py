@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit
 
 import structlog
@@ -68,17 +68,47 @@ async def fetch(url: str, attempts: int = 1, timeout: float = 5.0,
     raise AssertionError("unreachable")
 
 
-class KeyRefresh:
-    """Keeps `config.dischargers` current with the discharger at `config.discharger_url`."""
+class TrustedDischargers:
+    """The dischargers this authority trusts, with their current keys. The authority owns it:
+    given in the configuration (pinned), or fetched from `discharger_url` at start-up
+    (`load`) and kept current by `KeyRefresh`. The configuration itself is never written."""
 
-    def __init__(self, config: AuthorityConfig, store: AuthorityStore, every: float = REFRESH_EVERY):
-        self.config = config
+    def __init__(self, configured: Sequence[TrustedDischarger] = ()):
+        self.current: tuple[TrustedDischarger, ...] = tuple(configured)
+
+    @classmethod
+    async def load(cls, config: AuthorityConfig, say: Callable[[str], None] | None = None,
+                   attempts: int = 30) -> TrustedDischargers:
+        """The configured dischargers, else the one at `config.discharger_url` (waited for up
+        to `attempts` seconds, so services can start in any order; `say` hears about it)."""
+        trust = cls(config.dischargers)
+        if config.discharger_url and not trust.current:
+            trust.current = (await fetch(config.discharger_url, attempts=attempts, progress=say),)
+        if not trust.current and say is not None:
+            say("warning: no discharger configured; minting is disabled")
+        return trust
+
+    def first(self) -> TrustedDischarger | None:
+        """The discharger tickets are sealed to, if any."""
+        return self.current[0] if self.current else None
+
+    def locations(self) -> frozenset[str]:
+        return frozenset(d.location for d in self.current)
+
+
+class KeyRefresh:
+    """Keeps `trust` current with the discharger at `url` (every 60 s)."""
+
+    def __init__(self, trust: TrustedDischargers, url: str | None, store: AuthorityStore,
+                 every: float = REFRESH_EVERY):
+        self.trust = trust
+        self.url = url
         self.store = store
         self.every = every
         self._task: asyncio.Task | None = None
 
     async def start(self) -> None:
-        if self.config.discharger_url:
+        if self.url:
             self._task = asyncio.create_task(self._loop())
 
     async def stop(self) -> None:
@@ -93,14 +123,14 @@ class KeyRefresh:
 
     async def refresh(self) -> bool:
         """Fetch the keys once; True if they changed. Failures are logged and change nothing."""
-        url = self.config.discharger_url
+        url = self.url
         assert url is not None
         try:
             fresh = await fetch(url)
         except (ConfigError, SableError) as e:
             log.warning("discharger_keys_refresh_failed", url=url, error=str(e))
             return False
-        current = self.config.dischargers[0] if self.config.dischargers else None
+        current = self.trust.first()
         if current is not None and fresh.location != current.location:
             # The location is what verification trusts; it changes only with the configuration.
             log.warning("discharger_keys_refresh_refused", url=url,
@@ -110,7 +140,7 @@ class KeyRefresh:
             return False
         old = {kid for kid, _ in current.public_keys} if current else set()
         new = {kid for kid, _ in fresh.public_keys}
-        self.config.dischargers = [fresh]
+        self.trust.current = (fresh,)
         audit = AuditRecord("discharger_keys", detail={
             "discharger": fresh.location, "current": fresh.public_keys[0][0],
             "added": sorted(new - old), "removed": sorted(old - new)})

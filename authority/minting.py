@@ -9,6 +9,7 @@ import time
 import nacl.utils
 
 from authority.config import AuthorityConfig, TrustedDischarger
+from authority.dischargers import TrustedDischargers
 from authority.keystore import KeyStore
 from authority.model import Minted, MintRequest, Stripped, StripRequest
 from authority.store import AuthorityStore, TokenRow
@@ -58,11 +59,19 @@ def _expiry(now: int, seconds: int) -> str:
 
 
 class Minting:
-    def __init__(self, config: AuthorityConfig, store: AuthorityStore, keys: KeyStore, checker: Checker):
+    def __init__(self, config: AuthorityConfig, store: AuthorityStore, keys: KeyStore, checker: Checker,
+                 trust: TrustedDischargers):
         self.config = config
         self.store = store
         self.keys = keys
         self.checker = checker
+        self.trust = trust
+
+    def _discharger(self) -> TrustedDischarger:
+        found = self.trust.first()
+        if found is None:
+            raise Conflict("this authority trusts no discharger, so it cannot mint")
+        return found
 
     async def mint(self, req: MintRequest, caller: Caller, created_by: str = "@admin") -> Minted:
         """A permission token: `org O`, the given caveats, `expires`, the authentication caveat.
@@ -76,8 +85,7 @@ class Minting:
                 raise CaveatError(f"caveat {text[:80]!r}: {e}") from None
             if isinstance(cav, caveats.User | caveats.Role):
                 raise BadRequest(f"the {cav.name} caveat is added by the discharger, not at mint")
-        if not self.config.dischargers:
-            raise Conflict("this authority trusts no discharger, so it cannot mint")
+        discharger = self._discharger()
         if not await self.store.org_exists(req.org):
             raise NotFound(f"org {req.org!r} does not exist")
         now = int(time.time())
@@ -87,7 +95,7 @@ class Minting:
         first = [f"org {req.org}", *req.caveats, _expiry(now, expires_in)]
         token_id = new_token_id()
         token, sealed = build(self.keys, tokens.PERMISSION, self.config.public_url, token_id, first,
-                              self.config.dischargers[0], req.org, self.config.ticket_ttl, req.name)
+                              discharger, req.org, self.config.ticket_ttl, req.name)
         row = TokenRow(token_id, "permission", req.name, req.org, None, None, len(token.caveats), sealed, now,
                        created_by=created_by, caveats=first, expires_at=now + expires_in)
         audit = caller.record("mint", token_id=token_id, org=req.org, user=None if created_by == "@admin" else created_by)
@@ -98,12 +106,11 @@ class Minting:
     def mint_user(self, org: str, role: str, caller: Caller) -> Minted:
         """A user token (SPEC §11): `org O`, `expires` in 12 h, and the authentication caveat
         for O needing `role`. Not stored: its key derives from its identifier."""
-        if not self.config.dischargers:
-            raise Conflict("this authority trusts no discharger, so it cannot mint")
+        discharger = self._discharger()
         now = int(time.time())
         first = [f"org {org}", _expiry(now, USER_TOKEN_TTL)]
         token_id = new_token_id()
-        token, _ = build(self.keys, tokens.USER, self.config.public_url, token_id, first, self.config.dischargers[0],
+        token, _ = build(self.keys, tokens.USER, self.config.public_url, token_id, first, discharger,
                          org, self.config.ticket_ttl, None, role)
         caller.record("user_token", token_id=token_id, org=org, detail={"role": role}).emit()
         return Minted(token.encode(), token_id, first)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from authority.config import AuthorityConfig
+from authority.dischargers import TrustedDischargers
 from authority.minting import MAX_EXPIRES_IN
 from authority.model import FeedPage, Minted, MintRequest, Revoked, Stripped, StripRequest, VerifyRequest
 from authority.store import OrgRow, TokenRow
@@ -100,7 +101,7 @@ def feed_query(query: dict) -> tuple[int | None, float]:
 # --- results -------------------------------------------------------------------------------
 
 
-def info(config: AuthorityConfig, version: str, worker: int) -> dict:
+def info(config: AuthorityConfig, trust: TrustedDischargers, version: str, worker: int) -> dict:
     return {
         "service": "sable-authority",
         "version": version,
@@ -111,7 +112,7 @@ def info(config: AuthorityConfig, version: str, worker: int) -> dict:
         "caveats": sorted(caveats.REGISTRY),
         "dischargers": [
             {"location": d.location, "public_keys": [{"kid": k, "key": b64e(v)} for k, v in d.public_keys]}
-            for d in config.dischargers
+            for d in trust.current
         ],
     }
 

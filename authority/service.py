@@ -10,11 +10,12 @@ and starts and stops their background work. Handlers reach the parts through it:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from authority.audit import DenialLog
 from authority.config import AuthorityConfig
 from authority.console import Console
-from authority.dischargers import KeyRefresh
+from authority.dischargers import KeyRefresh, TrustedDischargers
 from authority.feed import RevocationFeed
 from authority.keystore import KeyStore
 from authority.listing import Listing
@@ -30,25 +31,28 @@ from clients import tokens
 
 
 class Authority:
-    def __init__(self, config: AuthorityConfig, store: AuthorityStore, keys: KeyStore):
+    def __init__(self, config: AuthorityConfig, store: AuthorityStore, keys: KeyStore, trust: TrustedDischargers):
         self.config = config
         self.store = store
+        self.trust = trust
         self.records = TokenCache(store, keys, config.key_cache_size)
         self.feed = RevocationFeed(store, self.records, config.feed_poll_interval)
         self.usage = Usage(store, DenialLog(), config.last_used_interval, config.flush_interval)
-        trusted = frozenset(d.location for d in config.dischargers)
-        self.checker = Checker(config.public_url, trusted, self.records, self.usage, self.usage.denials,
+        self.checker = Checker(config.public_url, trust.locations(), self.records, self.usage, self.usage.denials,
                                self.feed.fresh, keys.user_token_signature)
         self.orgs = Orgs(store)
-        self.minting = Minting(config, store, keys, self.checker)
+        self.minting = Minting(config, store, keys, self.checker, trust)
         self.revocation = Revocation(store, self.records, self.feed, config.public_url)
         self.listing = Listing(store, self.usage)
         self.selfservice = SelfService(self.checker, self.minting, self.listing, self.revocation, store)
         self.console = Console(config.public_url, store, keys, self.minting, self.selfservice)
-        self.discharger_keys = KeyRefresh(config, store)
+        self.discharger_keys = KeyRefresh(trust, config.discharger_url, store)
 
     @classmethod
-    async def open(cls, config: AuthorityConfig) -> Authority:
+    async def open(cls, config: AuthorityConfig, say: Callable[[str], None] | None = None) -> Authority:
+        """Open the store and the keys, and learn the trusted discharger's keys (fetched from
+        its URL when the configuration gives one: `say` hears about the wait)."""
+        trust = await TrustedDischargers.load(config, say)
         keys = KeyStore(config.master_key)
         store = await open_store(config.db_path)
         try:
@@ -59,7 +63,7 @@ class Authority:
         except BaseException:
             await store.close()
             raise
-        return cls(config, store, keys)
+        return cls(config, store, keys, trust)
 
     async def start(self) -> None:
         await self.feed.start()

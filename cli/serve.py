@@ -68,7 +68,6 @@ def authority_serve(config_path, tls_cert, tls_key, log_level, workers, trusted_
     """Run the authority."""
     from authority.app import create_app
     from authority.config import load
-    from authority.dischargers import fetch
     from server.http import parse_networks
 
     configure_logging(log_level)
@@ -85,16 +84,9 @@ def authority_serve(config_path, tls_cert, tls_key, log_level, workers, trusted_
     if workers > 1 and not worker:
         sys.exit(supervise(workers))
 
-    async def main():
-        if config.discharger_url:  # refreshed every 60 s once running
-            config.dischargers = [await fetch(config.discharger_url, attempts=30,
-                                              progress=lambda m: click.echo(f"sable: {m}", err=True))]
-        if not config.dischargers:
-            click.echo("sable: warning: no discharger configured; minting is disabled", err=True)
-        await serve(_sites(create_app(config), config, tls), lambda: announce("authority", config.public_url),
-                    reuse_port=worker)
-
-    asyncio.run(main())
+    say = lambda message: click.echo(f"sable: {message}", err=True)  # noqa: E731
+    asyncio.run(serve(_sites(create_app(config, say), config, tls), lambda: announce("authority", config.public_url),
+                      reuse_port=worker))
 
 
 @click.group()

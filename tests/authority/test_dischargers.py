@@ -99,12 +99,12 @@ async def test_a_discharger_that_renames_itself_is_not_followed(pair, admin_toke
 async def test_the_refresh_runs_on_its_own(pair, admin_token):
     server, client, config = pair
     authority = client.app[AUTHORITY]
-    refresh = KeyRefresh(config, authority.store, every=0.05)
+    refresh = KeyRefresh(authority.trust, config.discharger_url, authority.store, every=0.05)
     await refresh.start()
     try:
         new_kid = await server.app[DISCHARGER].keys.rotate()
         deadline = time.monotonic() + 2
-        while config.dischargers[0].public_keys[0][0] != new_kid:
+        while authority.trust.current[0].public_keys[0][0] != new_kid:
             assert time.monotonic() < deadline, "the keys were never refreshed"
             await asyncio.sleep(0.02)
     finally:
@@ -116,4 +116,20 @@ async def test_configured_keys_are_pinned(authority, discharger):
     assert authority.config.discharger_url is None
     await refresh.start()
     assert refresh._task is None  # nothing to fetch: the configured keys stay
-    assert authority.config.dischargers == [discharger.trust]
+    assert authority.service.trust.current == (discharger.trust,)
+
+
+async def test_create_app_learns_the_discharger_s_keys_by_itself(aiohttp_server, aiohttp_client, discharger_config,
+                                                               db_location, admin_token):
+    """`create_app(config)` starts an authority on its own: the keys of a discharger given by
+    URL are fetched in its start-up, and the configuration is never written."""
+    server = await aiohttp_server(discharger_app(discharger_config))
+    url = str(server.make_url("")).rstrip("/")
+    discharger_config.public_url = url
+    config = AuthorityConfig(db_path=db_location("authority"), master_key=nacl.utils.random(32),
+                             public_url="http://authority.test", discharger_url=url, admin_token=admin_token)
+    client = await aiohttp_client(authority_app(config))
+    assert config.dischargers == []
+    assert client.app[AUTHORITY].trust.first().location == url
+    kid = await mint_kid(client, admin_token)
+    assert kid == server.app[DISCHARGER].keys.public_keys()[0]["kid"]
