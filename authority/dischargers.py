@@ -21,6 +21,7 @@ from authority.config import AuthorityConfig, TrustedDischarger, discharger_from
 from authority.store import AuthorityStore
 from clients.errors import ConfigError, SableError
 from server.audit import AuditRecord
+from server.periodic import Periodic
 
 log = structlog.get_logger("sable.authority.dischargers")
 
@@ -104,22 +105,18 @@ class KeyRefresh:
         self.trust = trust
         self.url = url
         self.store = store
-        self.every = every
-        self._task: asyncio.Task | None = None
+        self._loop = Periodic("discharger_keys_refresh", self.refresh, every)
 
     async def start(self) -> None:
-        if self.url:
-            self._task = asyncio.create_task(self._loop())
+        if self.url:  # keys given in the configuration are pinned
+            self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await self._loop.stop()
 
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.every)
-            await self.refresh()
+    @property
+    def running(self) -> bool:
+        return self._loop.task is not None
 
     async def refresh(self) -> bool:
         """Fetch the keys once; True if they changed. Failures are logged and change nothing."""

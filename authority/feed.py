@@ -20,6 +20,7 @@ import structlog
 
 from authority.records import TokenCache
 from authority.store import AuthorityStore
+from server.periodic import Periodic
 
 log = structlog.get_logger("sable.feed")
 MAX_ENTRIES = 1000
@@ -33,27 +34,23 @@ class RevocationFeed:
         self._interval = interval
         self.head = 0
         self._changed = asyncio.Condition()
-        self._poke = asyncio.Event()
-        self._task: asyncio.Task | None = None
+        self._loop = Periodic("feed_poll", self.poll, interval, at_start=True)
         self.read_at = time.monotonic()  # when a read of the table last completed
 
     async def start(self) -> None:
         self.head = await self._store.revocation_head()
         self.read_at = time.monotonic()
         await self._store.watch_feed(self.poke)
-        self._task = asyncio.create_task(self._run())
+        self._loop.start()
 
     def fresh(self) -> bool:
         return time.monotonic() - self.read_at <= STALE_AFTER
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._loop.stop()
 
     def poke(self) -> None:
-        self._poke.set()
+        self._loop.wake()
 
     async def poll(self) -> None:
         while True:
@@ -66,19 +63,6 @@ class RevocationFeed:
             self.head = rows[-1].seq
             async with self._changed:
                 self._changed.notify_all()
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.poll()
-            except Exception:
-                log.exception("feed_poll_failed")
-            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that lands
-            # as the poke arrives (frequent with NOTIFY wake-ups), and stop() then waits forever.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._interval):
-                    await self._poke.wait()
-            self._poke.clear()
 
     async def wait_past(self, cursor: int, timeout: float) -> None:
         """Return once the head is past `cursor`, or after `timeout` seconds."""

@@ -4,13 +4,13 @@ token) and the buffered denied-verify audit records, flushed together every `flu
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import structlog
 
 from authority.audit import DenialLog
 from authority.records import TokenRecord
 from authority.store import AuthorityStore
+from server.periodic import Periodic
 
 log = structlog.get_logger("sable.authority")
 
@@ -24,7 +24,7 @@ class Usage:
         self.flush_interval = flush_interval
         self.pending: dict[str, int] = {}  # token id -> last use not yet written
         self._writing: dict[str, int] = {}  # being written now: still the freshest until it commits
-        self._task: asyncio.Task | None = None
+        self._loop = Periodic("flush", self.flush, flush_interval)
         self._flushing = asyncio.Lock()  # an explicit flush waits for the background one
 
     def used(self, rec: TokenRecord, now: int) -> None:
@@ -58,19 +58,8 @@ class Usage:
                 self._writing = {}
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._loop.stop()
         await self.flush()
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.flush_interval)
-            try:
-                await self.flush()
-            except Exception:
-                log.exception("flush_failed")

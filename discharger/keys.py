@@ -11,7 +11,6 @@ moves that file's keys in and deletes the file.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import stat
@@ -27,6 +26,7 @@ from discharger.store import DischargerStore, StoreError
 from discharger.tickets import open_ticket
 from server.audit import AuditRecord
 from server.masterkey import MasterKey
+from server.periodic import Periodic
 
 log = structlog.get_logger("sable.discharger.keys")
 
@@ -44,7 +44,7 @@ class DischargerKeys:
         self.master = master
         self._keys: list[tuple[str, nacl.public.PrivateKey]] = []
         self._loaded_at = 0.0
-        self._task: asyncio.Task | None = None
+        self._loop = Periodic("discharger_keys_reload", lambda: self.refresh(max_age=0), RELOAD_EVERY)
 
     @classmethod
     async def load(cls, store: DischargerStore, master: MasterKey, legacy_file: str | None = None) -> DischargerKeys:
@@ -88,17 +88,10 @@ class DischargerKeys:
             log.warning("discharger_keys_reload_failed", error=str(e))
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._reload_loop())
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
-    async def _reload_loop(self) -> None:
-        while True:
-            await asyncio.sleep(RELOAD_EVERY)
-            await self.refresh(max_age=0)
+        await self._loop.stop()
 
     def public_keys(self) -> list[dict]:
         """For /v1/info: newest first."""

@@ -12,8 +12,6 @@ worker's scrape reads them all, counters and histograms summed, gauges as each d
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 from collections.abc import Callable
 
@@ -28,6 +26,7 @@ from prometheus_client import (
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from server.audit import AuditRecord
+from server.periodic import Periodic
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -49,7 +48,7 @@ class Metrics:
         self._children: dict[tuple[str, str, int], tuple] = {}
         self._pending: dict[tuple[str, str, int], int] = {}  # requests counted since the last flush
         self._refreshers: list[Callable[[], None]] = [self._flush]
-        self._task: asyncio.Task | None = None
+        self._loop = Periodic("metrics_refresh", self.refresh, REFRESH_EVERY, at_start=True)
 
     # --- recording -----------------------------------------------------------------------------
 
@@ -91,18 +90,10 @@ class Metrics:
 
     async def start(self) -> None:
         if os.environ.get(MULTIPROC_ENV):
-            self._task = asyncio.create_task(self._refresh_loop())
+            self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _refresh_loop(self) -> None:
-        while True:
-            self.refresh()
-            await asyncio.sleep(REFRESH_EVERY)
+        await self._loop.stop()
 
     # --- the scrape ------------------------------------------------------------------------------
 

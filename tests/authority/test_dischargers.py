@@ -115,7 +115,7 @@ async def test_configured_keys_are_pinned(authority, discharger):
     refresh = authority.service.discharger_keys
     assert authority.config.discharger_url is None
     await refresh.start()
-    assert refresh._task is None  # nothing to fetch: the configured keys stay
+    assert not refresh.running  # nothing to fetch: the configured keys stay
     assert authority.service.trust.current == (discharger.trust,)
 
 

@@ -68,7 +68,7 @@ async def test_the_background_reload_picks_up_a_rotation(real_discharger, monkey
     env = real_discharger
     keys = env.service.keys
     await keys.stop()
-    monkeypatch.setattr(keys_module, "RELOAD_EVERY", 0.05)
+    keys._loop.every = 0.05  # instead of RELOAD_EVERY
     await keys.start()
     other = await DischargerKeys.load(env.service.store, MasterKey(env.config.master_key))
     new_kid = await other.rotate()

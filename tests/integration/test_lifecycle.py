@@ -245,7 +245,7 @@ async def test_last_used_is_written_off_the_hot_path(authority):
     pt = await authority.mint()
     st = await strip(authority, pt)
     usage = authority.service.usage
-    usage._task.cancel()  # hold the background flush (every 50 ms here), so a slow run can't race it
+    await usage._loop.stop()  # hold the background flush (every 50 ms here), so a slow run can't race it
     for _ in range(5):
         assert await authority.allowed([st["token"]])
     row, _ = await authority.service.store.load_token(st["id"])
