@@ -84,6 +84,32 @@ SEALED: tuple[SealedColumn, ...] = (
 
 
 class AuthorityStore(ServiceStore, Protocol):
+    """What every backend keeps true, whatever its SQL (each held by a contract test that runs
+    on SQLite and on PostgreSQL, in `tests/authority/test_store.py` unless named):
+
+    1. Lineage on insert: a service token goes in only while its parent is unrevoked and no
+       attenuation it was stripped from is revoked, checked at commit; else `insert_token`
+       is False (`test_child_of_*`; a strip racing a revocation, both orders:
+       `tests/integration/test_strip_race.py`).
+    2. Cascade: revoking a token revokes every descendant not yet revoked, in the same
+       transaction, and returns only those newly revoked (`test_revoke_token_*`); revoking an
+       attenuation revokes the service tokens stripped from it or a further attenuation of it
+       (`test_revoke_attenuation_revokes_tokens_stripped_from_it`).
+    3. Feed order: every revocation, cascaded ones included, gets a feed entry in the same
+       transaction; entries are numbered in commit order (an attenuation's entry before its
+       cascade's), `revocations_after` is exclusive and limited, and a reader following the
+       cursor never passes an entry that commits later, even with writers on several
+       replicas (`test_revocation_feed_is_ordered_exclusive_and_limited`,
+       `tests/integration/test_replicas.py`).
+    4. Atomic with its audit row: a mint or strip, a revocation, a console session made or
+       ended; nothing is half done after a crash (`tests/integration/test_crash.py`,
+       `tests/integration/test_pg_crash.py`).
+    5. One use: `take_signin` hands a sign-in out once (`test_a_sign_in_is_taken_once`).
+    6. The last-used flush (`touch`) is approximate and never waits for a row another
+       transaction holds, so it cannot close a lock cycle with a revocation
+       (`tests/authority/test_store_postgres.py`).
+    """
+
     async def ensure_meta(self, key: str, value: bytes) -> bytes: ...
 
     # orgs

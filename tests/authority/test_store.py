@@ -227,3 +227,12 @@ async def test_end_console_sessions_of_one_user(store):
     assert row.user == "alice" and row.detail == {"sessions": 2}
     assert await store.end_console_sessions("alice", AuditRecord("console_logout", user="alice")) == 0
     assert len(await store.audit_rows("console_logout")) == 1  # nothing ended, nothing recorded
+
+
+async def test_a_sign_in_is_taken_once(store):
+    await store.add_signin(b"s" * 32, b"sealed", 100, 1)
+    taken = await asyncio.gather(*[store.take_signin(b"s" * 32, 2) for _ in range(5)])
+    assert taken.count(b"sealed") == 1 and taken.count(None) == 4
+    await store.add_signin(b"t" * 32, b"late", 100, 1)
+    assert await store.take_signin(b"t" * 32, 100) is None  # at its expiry instant: gone
+    assert await store.take_signin(b"t" * 32, 2) is None  # and taken by that try
