@@ -31,10 +31,32 @@ def _service_options(port: int):
             click.option("--metrics-port", type=click.IntRange(1, 65535),
                          help="Serve /metrics on this port instead of the main one (which then answers 404)."),
             click.option("--metrics-host", help="The address for --metrics-port (default: --host)."),
+            click.option("--master-key-file", type=click.Path(dir_okay=False), help="Else SABLE_MASTER_KEY is used."),
+            click.option("--trusted-proxy", multiple=True, metavar="CIDR",
+                         help="A reverse proxy whose X-Forwarded-For names the client and whose X-Forwarded-Proto "
+                              "sets the scheme for cookies (at the discharger, also the authorities, whose console "
+                              "starts sign-ins for browsers). Repeatable; TOML `trusted_proxy`."),
         ]):
             fn = opt(fn)
         return fn
     return wrap
+
+
+def _settings(service: str, log_level: str, trusted_proxy: tuple[str, ...], **flags):
+    """The service's settings from its options (and file and environment), with logging and
+    tracing set up; a bad --trusted-proxy is a usage error."""
+    from cli.services import services
+    from server.http import parse_networks
+
+    configure_logging(log_level)
+    tracing.configure_from_env(f"sable-{service}")
+    config = services()[service].load_config(flags.pop("config_path"), trusted_proxy=list(trusted_proxy) or None,
+                                             **flags)
+    try:
+        parse_networks(config.trusted_proxies)
+    except ValueError as e:
+        fail(str(e), EXIT_USAGE)
+    return config
 
 
 def _sites(app, config, tls) -> list:
@@ -56,34 +78,19 @@ def authority():
 @_service_options(8700)
 @click.option("--discharger", help="URL of the discharger to trust (https, or a loopback address); its keys "
                                    "come from its /v1/info, refreshed every 60 s.")
-@click.option("--master-key-file", type=click.Path(dir_okay=False), help="Else SABLE_MASTER_KEY is used.")
 @click.option("--workers", type=click.IntRange(1, 64),
               help="Worker processes sharing the port (SO_REUSEPORT) and the database (default 1; TOML "
                    "`workers`, env SABLE_AUTHORITY_WORKERS).")
-@click.option("--trusted-proxy", multiple=True, metavar="CIDR",
-              help="A reverse proxy whose X-Forwarded-For names the client and whose X-Forwarded-Proto sets the "
-                   "scheme for cookies. Repeatable; TOML `trusted_proxy`.")
 @handle_errors
-def authority_serve(config_path, tls_cert, tls_key, log_level, workers, trusted_proxy, **flags):
+def authority_serve(tls_cert, tls_key, **flags):
     """Run the authority."""
     from authority.app import create_app
-    from authority.config import load
-    from server.http import parse_networks
 
-    configure_logging(log_level)
-    tracing.configure_from_env("sable-authority")
-    config = load(config_path, tls_cert=tls_cert, trusted_proxy=list(trusted_proxy) or None, workers=workers,
-                  **flags)
-    workers = config.workers
-    try:
-        parse_networks(config.trusted_proxies)
-    except ValueError as e:
-        fail(str(e), EXIT_USAGE)
+    config = _settings("authority", tls_cert=tls_cert, **flags)
     tls = tls_context(tls_cert, tls_key)
     worker = is_worker()
-    if workers > 1 and not worker:
-        sys.exit(supervise(workers))
-
+    if config.workers > 1 and not worker:
+        sys.exit(supervise(config.workers))
     say = lambda message: click.echo(f"sable: {message}", err=True)  # noqa: E731
     asyncio.run(serve(_sites(create_app(config, say), config, tls), lambda: announce("authority", config.public_url),
                       reuse_port=worker))
@@ -96,30 +103,17 @@ def discharger():
 
 @discharger.command("serve")
 @_service_options(8701)
-@click.option("--master-key-file", type=click.Path(dir_okay=False), help="Else SABLE_MASTER_KEY is used.")
 @click.option("--keys", type=click.Path(dir_okay=False),
               help="A 0.1.0 key file to move into the database (default <data-dir>/discharger.keys, if present).")
 @click.option("--authority-url", multiple=True,
               help="An authority's public URL whose /console/ an approved browser sign-in may return to "
                    "(repeatable; TOML `authority_url`).")
-@click.option("--trusted-proxy", multiple=True, metavar="CIDR",
-              help="A peer whose X-Forwarded-For names the client (a reverse proxy; the authorities, whose "
-                   "console starts sign-ins for browsers). Repeatable; TOML `trusted_proxy`.")
 @handle_errors
-def discharger_serve(config_path, tls_cert, tls_key, log_level, authority_url, trusted_proxy, **flags):
+def discharger_serve(tls_cert, tls_key, authority_url, **flags):
     """Run the discharger."""
     from discharger.app import create_app
-    from discharger.config import load
-    from server.http import parse_networks
 
-    configure_logging(log_level)
-    tracing.configure_from_env("sable-discharger")
-    config = load(config_path, tls_cert=tls_cert, authority_url=list(authority_url) or None,
-                  trusted_proxy=list(trusted_proxy) or None, **flags)
-    try:
-        parse_networks(config.trusted_proxies)
-    except ValueError as e:
-        fail(str(e), EXIT_USAGE)
+    config = _settings("discharger", tls_cert=tls_cert, authority_url=list(authority_url) or None, **flags)
     tls = tls_context(tls_cert, tls_key)
     asyncio.run(serve(_sites(create_app(config), config, tls), lambda: announce("discharger", config.public_url)))
 

@@ -1,12 +1,75 @@
-"""Reading service settings: flags win over the TOML file, which wins over defaults."""
+"""Service settings: what every service has (`ServiceSettings`, read by `common`), and
+reading them: flags win over the environment, which wins over the TOML file, which wins over
+defaults."""
 
 from __future__ import annotations
 
+import os
 import tomllib
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from clients.errors import ConfigError
+from clients.urls import service_url
+
+# The keys every service's TOML table may hold; each service adds its own.
+COMMON_KEYS = frozenset({"host", "port", "public_url", "data_dir", "database", "db", "master_key_file", "tls_cert",
+                         "tls_key", "trusted_proxy", "metrics_host", "metrics_port"})
+
+
+@dataclass
+class ServiceSettings:
+    """What every service is configured with; each service's config adds its own fields."""
+
+    db_path: str
+    master_key: bytes
+    public_url: str
+    host: str = "127.0.0.1"
+    port: int = 0
+    admin_token: str | None = None  # SABLE_ADMIN_TOKEN: accepted, stored hashed
+    trusted_proxies: tuple[str, ...] = ()  # peers whose X-Forwarded-For/-Proto are believed
+    metrics_host: str | None = None  # /metrics on its own address (then not on the main port)
+    metrics_port: int | None = None
+
+    @property
+    def secure(self) -> bool:
+        return self.public_url.startswith("https://")
+
+
+def as_list(value: Any) -> list[str]:
+    """A setting that may be one value or several."""
+    if not value:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+def common(name: str, default_port: int, config_path: str | None, flags: dict,
+           known: frozenset[str]) -> tuple[dict[str, Any], Callable[..., Any], dict, str]:
+    """Read the settings every service has, for service `name` (its TOML table `[name]`, whose
+    keys must be in `known`; its environment prefix `SABLE_<NAME>_`): (ServiceSettings'
+    fields, `pick` for the service's own settings, the TOML table, the data dir)."""
+    from server.masterkey import load_master_key
+
+    section = read_toml(config_path, name, known)
+    pick = picker(flags, section, f"SABLE_{name.upper()}_")
+    data_dir = pick("data_dir", "./var")
+    host, port = pick("host", "127.0.0.1"), int(pick("port", default_port))
+    scheme = "https" if pick("tls_cert") else "http"
+    if pick("metrics_host") and not pick("metrics_port"):
+        raise ConfigError("metrics_host needs metrics_port (the port /metrics moves to)")
+    fields = {
+        "db_path": database(flags, section, data_dir, name),
+        "master_key": flags.get("master_key") or load_master_key(pick("master_key_file")),
+        "public_url": service_url(pick("public_url") or f"{scheme}://{host}:{port}", "public_url"),
+        "host": host,
+        "port": port,
+        "admin_token": os.environ.get("SABLE_ADMIN_TOKEN") or None,
+        "trusted_proxies": tuple(as_list(pick("trusted_proxy"))),
+        "metrics_host": pick("metrics_host"),
+        "metrics_port": int(pick("metrics_port")) if pick("metrics_port") else None,
+    }
+    return fields, pick, section, data_dir
 
 SECTIONS = ("authority", "discharger")
 
