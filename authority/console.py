@@ -36,7 +36,6 @@ from server.browser import new_secret
 
 SESSION_TTL = 3600  # at most; the discharge's expiry (300 s by default) ends a session sooner
 SIGNIN_TTL = 600
-NOTICES = ("expired",)  # why a sign-in started, shown once it is done
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +63,8 @@ class Console:
         return DischargerClient(discharger.location, retries=1)
 
     async def start(self, org: str, role: str, caller: Caller, notice: str | None = None) -> SignIn:
+        """Begin a sign-in; `notice` (why it began, one of the pages' known notices) comes back
+        from `finish` to be shown once signed in."""
         state = new_secret()
         ut = self.minting.mint_user(org, role, caller).token
         ticket = tokens.parse(ut).caveats[-1].cid
@@ -76,7 +77,7 @@ class Console:
             raise Unavailable(f"the discharger did not start a sign-in: {e.message}", retry_after=5) from None
         now = int(time.time())
         sealed = self.keys.master.seal(json.dumps({"ut": ut, "poll": flow["poll_url"], "org": org,
-                                                   "notice": notice if notice in NOTICES else None}).encode())
+                                                   "notice": notice}).encode())
         await self.store.add_signin(tokens.secret_digest(state), sealed, now + SIGNIN_TTL, now)
         return SignIn(state, flow["user_url"])
 

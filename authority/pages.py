@@ -120,7 +120,7 @@ async def console_page(request: web.Request) -> web.Response:
         raise NotFound(f"org {org!r} does not exist")
     # The discharge tells the user's own role; ?role=admin asks the discharger to insist on it.
     role = "admin" if request.query.get("role") == "admin" else "member"
-    started = await a.console.start(org, role, caller(request), notice=notice)
+    started = await a.console.start(org, role, caller(request), notice=notice if notice in NOTICES else None)
     resp = _see_other(started.user_url)
     request.app[PAGES].set_cookie(request, resp, SIGNIN_COOKIE, started.cookie, max_age=600)
     return resp

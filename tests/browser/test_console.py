@@ -106,3 +106,24 @@ async def test_console_headers(dev, browser):
     assert resp.headers["x-frame-options"] == "DENY"
     assert resp.headers["content-security-policy"] == "default-src 'self'; frame-ancestors 'none'; base-uri 'none'"
     assert resp.headers["referrer-policy"] == "no-referrer"
+
+
+async def test_a_form_sent_after_the_session_ended_signs_in_again_and_says_so(dev, browser, shot):
+    """SPEC §19: the session ended (made so in the database, as five minutes would); pressing
+    Create signs in again through the discharger without a prompt, creates nothing, and the
+    page says what happened."""
+    import sqlite3
+    from contextlib import closing
+    from pathlib import Path
+
+    page = await browser.new_page()
+    await sign_in_to_console(page, dev)
+    with closing(sqlite3.connect(Path(dev["log"]).parent / "var" / "authority.db")) as db, db:
+        db.execute("UPDATE console_sessions SET expires_at = 1")
+    await page.get_by_label("Name").fill("late")
+    await page.get_by_role("button", name="Create").click()
+    await page.get_by_text("Your console session had ended, so you were signed in again.").wait_for()
+    await page.get_by_role("heading", name="Tokens of org acme").wait_for()
+    assert await page.locator("code#new-token").count() == 0
+    assert await page.get_by_role("row").filter(has_text="late").count() == 0
+    await shot(page, "signed-in-again")
