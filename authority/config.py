@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from clients.errors import ConfigError
 from clients.tickets import b64d, key_id
@@ -16,9 +16,9 @@ class TrustedDischarger:
     public_keys: tuple[tuple[str, bytes], ...]  # (kid, X25519 public key); the first seals new tickets
 
 
-@dataclass
+@dataclass(frozen=True)
 class AuthorityConfig(ServiceSettings):
-    dischargers: list[TrustedDischarger] = field(default_factory=list)  # pinned keys, from the config
+    dischargers: tuple[TrustedDischarger, ...] = ()  # pinned keys, from the config
     discharger_url: str | None = None  # else its keys are fetched from here and refreshed
     port: int = 8700
     ticket_ttl: int = 300
@@ -52,7 +52,7 @@ KEYS = COMMON_KEYS | frozenset({"ticket_ttl", "revoke_per_minute", "key_cache_si
 def load(config_path: str | None = None, **flags) -> AuthorityConfig:
     """Settings from flags, the environment (SABLE_AUTHORITY_*), the TOML file, then defaults."""
     fields, pick, section, _ = common("authority", 8700, config_path, flags, KEYS)
-    dischargers = [discharger_from_info(d) for d in section.get("dischargers", [])]
+    dischargers = tuple(discharger_from_info(d) for d in section.get("dischargers", []))
     config = AuthorityConfig(
         **fields,
         dischargers=dischargers,

@@ -49,7 +49,7 @@ class Stack:
             info = await d.info()
         trust = TrustedDischarger(self.d_url, tuple((k["kid"], b64d(k["key"])) for k in info["public_keys"]))
         self.a_config = AuthorityConfig(str(self.dir / "authority.db"), nacl.utils.random(32), self.a_url,
-                                        dischargers=[trust], port=self.a_port, admin_token=self.admin,
+                                        dischargers=(trust,), port=self.a_port, admin_token=self.admin,
                                         **self.authority_settings)
         await self._start(authority_app(self.a_config), self.a_port)
         return self

@@ -87,7 +87,7 @@ def dev(data_dir, authority_port, discharger_port, database, log_level):
     trust = TrustedDischarger(d_url, asyncio.run(_dev_discharger_keys(d_config)))
     a_config = AuthorityConfig(db_path=database or str(root / "authority.db"),
                                master_key=_dev_master_key(root, "authority"), public_url=a_url,
-                               dischargers=[trust], discharger_url=d_url, host=host, port=authority_port,
+                               dischargers=(trust,), discharger_url=d_url, host=host, port=authority_port,
                                admin_token=admin)
 
     async def ready():

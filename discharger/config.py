@@ -9,7 +9,7 @@ from clients.urls import service_url
 from server.settings import COMMON_KEYS, ServiceSettings, as_list, common
 
 
-@dataclass
+@dataclass(frozen=True)
 class DischargerConfig(ServiceSettings):
     # master_key seals the X25519 keys in the database
     keys_path: str | None = None  # a 0.1.0 key file, moved into the database on first start

@@ -18,9 +18,11 @@ COMMON_KEYS = frozenset({"host", "port", "public_url", "data_dir", "database", "
                          "tls_key", "trusted_proxy", "metrics_host", "metrics_port"})
 
 
-@dataclass
+@dataclass(frozen=True)
 class ServiceSettings:
-    """What every service is configured with; each service's config adds its own fields."""
+    """What every service is configured with; each service's config adds its own fields.
+    Frozen: a running service's settings never change (a test makes another with
+    `dataclasses.replace`)."""
 
     db_path: str
     master_key: bytes

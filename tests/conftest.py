@@ -105,7 +105,7 @@ def authority_config(db_location, discharger, admin_token) -> AuthorityConfig:
         db_path=db_location("authority"),
         master_key=nacl.utils.random(32),
         public_url=AUTHORITY_URL,
-        dischargers=[discharger.trust],
+        dischargers=(discharger.trust,),
         admin_token=admin_token,
         feed_poll_interval=0.05,
         flush_interval=0.05,

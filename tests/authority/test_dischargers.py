@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 
 import nacl.utils
 import pytest
@@ -19,6 +20,7 @@ from clients.errors import ConfigError
 from clients.tickets import ticket_kid
 from discharger.app import DISCHARGER
 from discharger.app import create_app as discharger_app
+from tests.support import free_port
 
 
 @pytest.mark.parametrize("url", ["https://login.example.com", "http://127.0.0.1:8701", "http://[::1]:8701",
@@ -42,12 +44,12 @@ def test_plain_http_names_the_fix():
 @pytest.fixture
 async def pair(aiohttp_server, aiohttp_client, discharger_config, db_location, admin_token):
     """A real discharger on a loopback port, and an authority that trusts it by URL."""
-    server = await aiohttp_server(discharger_app(discharger_config))
-    url = str(server.make_url("")).rstrip("/")
-    discharger_config.public_url = url
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = await aiohttp_server(discharger_app(replace(discharger_config, public_url=url)), port=port)
     trust = await fetch(url)
     config = AuthorityConfig(db_path=db_location("authority"), master_key=nacl.utils.random(32),
-                             public_url="http://authority.test", dischargers=[trust], discharger_url=url,
+                             public_url="http://authority.test", dischargers=(trust,), discharger_url=url,
                              admin_token=admin_token)
     client = await aiohttp_client(authority_app(config))
     return server, client, config
@@ -90,7 +92,8 @@ async def test_a_failed_refresh_keeps_the_last_keys(pair, admin_token):
 async def test_a_discharger_that_renames_itself_is_not_followed(pair, admin_token):
     server, client, config = pair
     kid = await mint_kid(client, admin_token)
-    server.app[DISCHARGER].config.public_url = "http://elsewhere.test"
+    renamed = server.app[DISCHARGER]
+    renamed.config = replace(renamed.config, public_url="http://elsewhere.test")
     await server.app[DISCHARGER].keys.rotate()
     assert await client.app[AUTHORITY].discharger_keys.refresh() is False
     assert await mint_kid(client, admin_token) == kid
@@ -123,13 +126,13 @@ async def test_create_app_learns_the_discharger_s_keys_by_itself(aiohttp_server,
                                                                db_location, admin_token):
     """`create_app(config)` starts an authority on its own: the keys of a discharger given by
     URL are fetched in its start-up, and the configuration is never written."""
-    server = await aiohttp_server(discharger_app(discharger_config))
-    url = str(server.make_url("")).rstrip("/")
-    discharger_config.public_url = url
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = await aiohttp_server(discharger_app(replace(discharger_config, public_url=url)), port=port)
     config = AuthorityConfig(db_path=db_location("authority"), master_key=nacl.utils.random(32),
                              public_url="http://authority.test", discharger_url=url, admin_token=admin_token)
     client = await aiohttp_client(authority_app(config))
-    assert config.dischargers == []
+    assert config.dischargers == ()
     assert client.app[AUTHORITY].trust.first().location == url
     kid = await mint_kid(client, admin_token)
     assert kid == server.app[DISCHARGER].keys.public_keys()[0]["kid"]

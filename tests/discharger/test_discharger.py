@@ -1,7 +1,9 @@
+
 """The real discharger on loopback: users, logins, throttling, discharges and key rotation."""
 
 import asyncio
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -271,7 +273,7 @@ async def test_role_is_added_only_once_every_configured_authority_lists_it(
     from tests.support import authority_url, free_port
 
     urls = (authority_url(authority),) + (() if reachable else (f"http://127.0.0.1:{free_port()}",))
-    discharger_config.authority_urls = urls
+    discharger_config = replace(discharger_config, authority_urls=urls)
     env = DischargerEnv(await aiohttp_client(create_app(discharger_config)), discharger_config, admin_token)
     await env.user(orgs=[{"org": "acme", "role": "admin"}])
     session = await env.login()

@@ -3,6 +3,7 @@ in a signed-in browser (the test client's cookie jar), collect once by polling."
 
 from __future__ import annotations
 
+from dataclasses import replace
 from html import unescape
 from urllib.parse import parse_qs, urlsplit
 
@@ -17,8 +18,7 @@ from tests.support import sealed_ticket
 
 @pytest.fixture
 def console_discharger(discharger_config):
-    discharger_config.authority_urls = ("http://authority.test:8700",)
-    return discharger_config
+    return replace(discharger_config, authority_urls=("http://authority.test:8700",))
 
 
 async def start(env, ticket: bytes, **extra):
@@ -339,7 +339,7 @@ async def test_urls_under_a_public_url_with_a_trailing_slash(aiohttp_client, dis
     from discharger.app import create_app
     from tests.conftest import DischargerEnv
 
-    discharger_config.public_url = "http://discharger.test/"
+    discharger_config = replace(discharger_config, public_url="http://discharger.test/")
     env = DischargerEnv(await aiohttp_client(create_app(discharger_config)), discharger_config, admin_token)
     got = await start(env, sealed_ticket(env))
     assert got["user_url"].startswith("http://discharger.test/flows/")

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import time
+from dataclasses import replace
 
 import nacl.public
 import pytest
@@ -100,9 +101,8 @@ async def test_replicas_starting_together_make_one_first_key(discharger_config):
 
 async def test_a_wrong_master_key_is_refused_at_start(discharger_config, aiohttp_client):
     await aiohttp_client(create_app(discharger_config))  # writes the check value and a key
-    discharger_config.master_key = bytes.fromhex("77" * 32)
     with pytest.raises(StoreError, match="master key"):
-        await aiohttp_client(create_app(discharger_config))
+        await aiohttp_client(create_app(replace(discharger_config, master_key=bytes.fromhex("77" * 32))))
 
 
 def test_a_key_file_that_others_can_read_is_not_imported(tmp_path):

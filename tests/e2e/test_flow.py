@@ -1,3 +1,4 @@
+
 """The whole flow with both real services: once through the SDK, once through the CLI as a
 user would type it, in subprocesses with real ports."""
 
@@ -5,6 +6,7 @@ import json
 import os
 import subprocess
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -24,8 +26,7 @@ async def test_walkthrough_through_the_sdk(aiohttp_server, real_discharger, auth
     d_url = str(d_server.make_url("")).rstrip("/")
     info = await (await real_discharger.client.get("/v1/info")).json()
     trust = TrustedDischarger(info["location"], tuple((k["kid"], b64d(k["key"])) for k in info["public_keys"]))
-    authority_config.dischargers = [trust]
-    a_server = await aiohttp_server(create_authority_app(authority_config))
+    a_server = await aiohttp_server(create_authority_app(replace(authority_config, dischargers=(trust,))))
     a_url = str(a_server.make_url("")).rstrip("/")
 
     async with AuthorityClient(a_url, admin_token=admin_token) as a, DischargerClient(d_url, admin_token=admin_token) as d:

@@ -36,7 +36,7 @@ class Server:
         # No revoke rate limit here: the properties are about bodies, and a 429 answered before
         # the body is read would hide them.
         config = AuthorityConfig(f"{self.tmp.name}/a.db", nacl.utils.random(32), "http://authority.test",
-                                 dischargers=[self.discharger.trust], admin_token=self.admin,
+                                 dischargers=(self.discharger.trust,), admin_token=self.admin,
                                  revoke_per_minute=10**9)
         self.runner = web.AppRunner(create_app(config))
         self.loop.run_until_complete(self.runner.setup())

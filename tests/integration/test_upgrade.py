@@ -57,7 +57,7 @@ async def test_authority_data_upgrades_and_verifies(aiohttp_client, data, made):
     trust = TrustedDischarger(DISCHARGER_URL, legacy_public_keys(data / "discharger.keys"))
     dev = json.loads((data / "dev.json").read_text())
     config = AuthorityConfig(db_path=str(data / "authority.db"), master_key=load_master_key(str(data / "master.key")),
-                             public_url=AUTHORITY_URL, dischargers=[trust], admin_token=dev["admin_token"])
+                             public_url=AUTHORITY_URL, dischargers=(trust,), admin_token=dev["admin_token"])
     client = await aiohttp_client(authority_app(config))
 
     async def verify(token, host="worker-7"):

@@ -8,6 +8,7 @@ was written and was fixed: it keeps the weakness from coming back.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from urllib.parse import parse_qs, quote, urlsplit
 
 import aiohttp
@@ -32,7 +33,7 @@ async def console_env(aiohttp_client, discharger_config, admin_token):
     from discharger.app import create_app
     from tests.conftest import DischargerEnv
 
-    discharger_config.authority_urls = (AUTHORITY_AT,)
+    discharger_config = replace(discharger_config, authority_urls=(AUTHORITY_AT,))
     return DischargerEnv(await aiohttp_client(create_app(discharger_config)), discharger_config, admin_token)
 
 

@@ -7,6 +7,7 @@ import asyncio
 import time
 import urllib.error
 import urllib.request
+from dataclasses import replace
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -86,7 +87,7 @@ async def test_discharger_counts_logins_discharges_and_hashing(real_discharger):
     for _ in range(2):
         status, _, _ = await d.post("/v1/sessions", {"username": "alice", "password": "wrong"})
         assert status == 401
-    d.service.config.user_failures = 2  # the next attempt is over the limit
+    d.service.sessions.config = replace(d.service.sessions.config, user_failures=2)  # the next one is over
     status, _, _ = await d.post("/v1/sessions", {"username": "alice", "password": "wrong"})
     assert status == 429
     status, body, _ = await d.discharge(session, b64e(sealed_ticket(d)))

@@ -5,6 +5,8 @@ a raw path, a query, a token or a secret."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import aiohttp
 import nacl.utils
 import pytest
@@ -48,14 +50,13 @@ async def stack(aiohttp_server, discharger_config, db_location, admin_token):
     """The real discharger and an authority trusting it, both on loopback ports."""
     a_port, d_port = free_port(), free_port()
     a_url, d_url = f"http://127.0.0.1:{a_port}", f"http://127.0.0.1:{d_port}"
-    discharger_config.public_url = d_url
-    discharger_config.authority_urls = (a_url,)
+    discharger_config = replace(discharger_config, public_url=d_url, authority_urls=(a_url,))
     await aiohttp_server(create_discharger_app(discharger_config), port=d_port)
     async with aiohttp.ClientSession() as http:
         async with http.get(d_url + "/v1/info") as r:
             trust = discharger_from_info(await r.json())
     config = AuthorityConfig(db_path=db_location("authority"), master_key=nacl.utils.random(32), public_url=a_url,
-                             dischargers=[trust], admin_token=admin_token)
+                             dischargers=(trust,), admin_token=admin_token)
     await aiohttp_server(create_authority_app(config), port=a_port)
     return a_url, d_url
 
