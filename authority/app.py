@@ -19,7 +19,6 @@ from authority.service import Authority
 from clients import tokens
 from clients.caveats import NAME_RE
 from clients.errors import BadRequest, Denial, NotFound, RateLimited
-from server.browser import Pages
 from server.http import (
     TRUSTED_PROXIES,
     bearer,
@@ -31,6 +30,7 @@ from server.http import (
     read_json,
     require_admin,
 )
+from server.pagekit import Pages
 from server.ratelimit import SlidingCounter, throttle_key
 
 REVOKE_LIMIT = web.AppKey("revoke_limit", SlidingCounter)

@@ -23,16 +23,16 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
-from authority.keystore import KeyStore
 from authority.minting import Minting
+from authority.root_keys import RootKeys
 from authority.selfservice import Member, SelfService
 from authority.store import AuthorityStore, ConsoleSessionRow
 from clients import caveats, offline, tokens
-from clients.errors import Denied, Gone, Unavailable
+from clients.errors import Forbidden, Gone, Unavailable
 from clients.sdk import DischargerClient, SableAPIError
 from clients.tickets import b64e
 from server.audit import Caller
-from server.browser import new_secret
+from server.pagekit import new_secret
 
 SESSION_TTL = 3600  # at most; the discharge's expiry (300 s by default) ends a session sooner
 SIGNIN_TTL = 600
@@ -45,7 +45,7 @@ class SignIn:
 
 
 class Console:
-    def __init__(self, public_url: str, store: AuthorityStore, keys: KeyStore, minting: Minting,
+    def __init__(self, public_url: str, store: AuthorityStore, keys: RootKeys, minting: Minting,
                  selfservice: SelfService):
         self.public_url = public_url.rstrip("/")
         self.store = store
@@ -84,9 +84,9 @@ class Console:
     async def finish(self, state: str, cookie: str | None, code: str, caller: Caller) -> tuple[str, str, str | None]:
         """(new session cookie, org, notice) once the flow this browser started was approved."""
         if not cookie or not hmac.compare_digest(state.encode(), cookie.encode()):
-            raise Denied("this sign-in was started in another browser (or its cookie expired); start again")
+            raise Forbidden("this sign-in was started in another browser (or its cookie expired); start again")
         sealed = await self.store.take_signin(tokens.secret_digest(state), int(time.time()))
-        plain = self.keys.master.open(sealed) if sealed else None
+        plain = self.keys.master.unseal(sealed) if sealed else None
         if plain is None:
             raise Gone("this sign-in has expired or was already used; start again")
         started = json.loads(plain)
@@ -96,9 +96,9 @@ class Console:
         except SableAPIError as e:
             if e.code == "unavailable":
                 raise Unavailable(f"the discharger is unreachable: {e.message}", retry_after=5) from None
-            raise Denied(f"sign-in was not approved: {e.message}") from None
+            raise Forbidden(f"sign-in was not approved: {e.message}") from None
         if got is None:
-            raise Denied("sign-in was not approved yet; start again")
+            raise Forbidden("sign-in was not approved yet; start again")
         ut = started["ut"]
         member = await self.selfservice.member([ut, offline.bind(ut, got["discharge"])], "r", caller)
         # Verified above. The discharge came from the discharger to us, never through a

@@ -10,12 +10,12 @@ import nacl.utils
 
 from authority.config import AuthorityConfig, TrustedDischarger
 from authority.dischargers import TrustedDischargers
-from authority.keystore import KeyStore
 from authority.model import Minted, MintRequest, Stripped, StripRequest
+from authority.root_keys import RootKeys
 from authority.store import AuthorityStore, TokenRow
 from authority.verification import Checker, parse_presentation
 from clients import caveats, macaroon, tickets, tokens
-from clients.errors import BadRequest, CaveatError, Conflict, Denied, NotFound
+from clients.errors import BadRequest, CaveatError, Conflict, Forbidden, NotFound
 from clients.tokens import Token
 from server.audit import Caller
 
@@ -28,7 +28,7 @@ def new_token_id() -> str:
     return nacl.utils.random(16).hex()
 
 
-def build(keys: KeyStore, prefix: str, location: str, token_id: str, first_party: list[str],
+def build(keys: RootKeys, prefix: str, location: str, token_id: str, first_party: list[str],
           discharger: TrustedDischarger | None = None, org: str = "",
           ticket_ttl: int = tickets.MAX_TTL, name: str | None = None, role: str = "member") -> tuple[Token, bytes]:
     """Sign a new token; returns it with its sealed root key for storage (b"" for a user
@@ -59,7 +59,7 @@ def _expiry(now: int, seconds: int) -> str:
 
 
 class Minting:
-    def __init__(self, config: AuthorityConfig, store: AuthorityStore, keys: KeyStore, checker: Checker,
+    def __init__(self, config: AuthorityConfig, store: AuthorityStore, keys: RootKeys, checker: Checker,
                  trust: TrustedDischargers):
         self.config = config
         self.store = store
@@ -145,6 +145,6 @@ class Minting:
         sigs = macaroon.chain(rec.sig0, pt.caveats)  # type: ignore[arg-type]  # verified: key opened
         lineage = [macaroon.fingerprint(s) for s in sigs[rec.caveat_count:]]
         if not await self.store.insert_token(row, audit, lineage):
-            raise Denied("token or this attenuation of it is revoked")
+            raise Forbidden("token or this attenuation of it is revoked")
         audit.emit()
         return Stripped(token.encode(), token_id, rec.id, verified.user, kept)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from clients.caveats import Access
-from clients.dpop import ProofRequest
+from clients.proof_check import ProofRequest
 
 
 @dataclass(frozen=True, slots=True)

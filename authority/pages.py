@@ -16,9 +16,9 @@ from authority.selfservice import Member
 from authority.service import Authority
 from clients import caveats
 from clients.caveats import NAME_RE, format_time
-from clients.errors import BadRequest, Denied, NotFound
-from server.browser import Pages, check_csrf, css, page_errors, read_form
+from clients.errors import BadRequest, Forbidden, NotFound
 from server.http import caller
+from server.pagekit import Pages, check_csrf, css, page_errors, read_form
 
 COOKIE = "sable_console"
 SIGNIN_COOKIE = "sable_console_signin"  # apart, so starting a sign-in never ends a session
@@ -27,7 +27,7 @@ AUTHORITY = web.AppKey("authority", Authority)
 PAGES = web.AppKey("authority_pages", Pages)
 FOLDER = Path(__file__).with_name("templates")
 _TOKEN_ID = re.compile(r"[0-9a-f]{32}")
-_SECRET = re.compile(r"[A-Za-z0-9_-]{16,128}")  # what server.browser.new_secret makes
+_SECRET = re.compile(r"[A-Za-z0-9_-]{16,128}")  # what server.pagekit.new_secret makes
 NOTICES = {"expired": "Your console session had ended, so you were signed in again. "
                       "What you last sent was not done: do it again if you still want it."}
 routes = web.RouteTableDef()
@@ -67,7 +67,7 @@ async def _signed_in_form(request: web.Request) -> tuple[str, Member, str, dict]
         # signs in again and says so.
         raise web.HTTPSeeOther(f"/console/orgs/{org}?notice=expired", headers={"Cache-Control": "no-store"})
     if cookie is None or member is None or member.org != org:
-        raise Denied("sign in to this org's console first")
+        raise Forbidden("sign in to this org's console first")
     return org, member, cookie, await _form(request, cookie)
 
 
@@ -180,7 +180,7 @@ async def logout(request: web.Request) -> web.Response:
     pages: Pages = request.app[PAGES]
     cookie = pages.cookie(request, COOKIE)
     if cookie is None:
-        raise Denied("not signed in")
+        raise Forbidden("not signed in")
     await _form(request, cookie)
     await request.app[AUTHORITY].console.sign_out(cookie)
     resp = web.Response(text="", status=303, headers={"Location": "/console/signed-out", "Cache-Control": "no-store"})

@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from authority.keystore import KeyStore
+from authority.root_keys import RootKeys
 from authority.store import AuthorityStore, RevocationRow
 
 MAX_REVOKED_IN_MEMORY = 64  # per token; memory per record stays a few KiB whatever is revoked
@@ -40,7 +40,7 @@ class TokenRecord:
 
 
 class TokenCache:
-    def __init__(self, store: AuthorityStore, keys: KeyStore, max_entries: int = 100_000,
+    def __init__(self, store: AuthorityStore, keys: RootKeys, max_entries: int = 100_000,
                  max_revoked: int = MAX_REVOKED_IN_MEMORY):
         self._store = store
         self._keys = keys

@@ -14,8 +14,8 @@ from authority.store import OrgRow, TokenRow
 from authority.verification import Verified
 from clients import caveats, tokens
 from clients.caveats import Access, format_time
-from clients.dpop import ProofRequest
 from clients.errors import BadRequest
+from clients.proof_check import ProofRequest
 from clients.tickets import b64e
 
 MAX_NAME = 200

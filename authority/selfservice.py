@@ -14,7 +14,7 @@ from authority.store import AuthorityStore, TokenRow
 from authority.verification import Checker, parse_presentation
 from clients import tokens
 from clients.caveats import Access
-from clients.errors import Denial, Denied, NotFound, TokenFormatError, Unauthorized
+from clients.errors import Denial, Forbidden, NotFound, TokenFormatError, Unauthorized
 from server.audit import Caller
 
 
@@ -53,12 +53,12 @@ class SelfService:
 
     async def mint(self, m: Member, req: MintRequest, caller: Caller) -> Minted:
         if req.org != m.org:
-            raise Denied(f"your user token is for org {m.org!r}, not {req.org!r}")
+            raise Forbidden(f"your user token is for org {m.org!r}, not {req.org!r}")
         return await self.minting.mint(req, caller, created_by=m.username)
 
     async def tokens(self, m: Member, org: str | None) -> list[TokenRow]:
         if org is not None and org != m.org:
-            raise Denied(f"your user token is for org {m.org!r}, not {org!r}")
+            raise Forbidden(f"your user token is for org {m.org!r}, not {org!r}")
         return await self.listing.tokens(m.org)
 
     def may_revoke(self, m: Member, row: TokenRow) -> bool:
@@ -70,8 +70,8 @@ class SelfService:
             raise NotFound("no token with that id")
         row = loaded[0]
         if row.org != m.org:
-            raise Denied("that token is not in your org")
+            raise Forbidden("that token is not in your org")
         if not self.may_revoke(m, row):
-            raise Denied("members may revoke only tokens they created or that belong to them; "
+            raise Forbidden("members may revoke only tokens they created or that belong to them; "
                          f"an admin of org {m.org!r} may revoke any")
         return await self.revocation.revoke_id(token_id, caller)

@@ -17,12 +17,12 @@ from authority.config import AuthorityConfig
 from authority.console import Console
 from authority.dischargers import KeyRefresh, TrustedDischargers
 from authority.feed import RevocationFeed
-from authority.keystore import KeyStore
 from authority.listing import Listing
 from authority.minting import Minting
 from authority.orgs import Orgs
 from authority.records import TokenCache
 from authority.revocation import Revocation
+from authority.root_keys import RootKeys
 from authority.selfservice import SelfService
 from authority.store import AuthorityStore, open_store
 from authority.usage import Usage
@@ -31,7 +31,7 @@ from clients import tokens
 
 
 class Authority:
-    def __init__(self, config: AuthorityConfig, store: AuthorityStore, keys: KeyStore, trust: TrustedDischargers):
+    def __init__(self, config: AuthorityConfig, store: AuthorityStore, keys: RootKeys, trust: TrustedDischargers):
         self.config = config
         self.store = store
         self.trust = trust
@@ -53,7 +53,7 @@ class Authority:
         """Open the store and the keys, and learn the trusted discharger's keys (fetched from
         its URL when the configuration gives one: `say` hears about the wait)."""
         trust = await TrustedDischargers.load(config, say)
-        keys = KeyStore(config.master_key)
+        keys = RootKeys(config.master_key)
         store = await open_store(config.db_path)
         try:
             await keys.master.check(store, config.db_path)

@@ -20,8 +20,8 @@ from authority.records import TokenCache, TokenRecord
 from authority.usage import Usage
 from clients import caveats, macaroon, tokens
 from clients.caveats import Access, Caveat
-from clients.dpop import Proof, ProofRequest, ReplayCache, check_proof
 from clients.errors import BadRequest, Denial, Unavailable
+from clients.proof_check import Proof, ProofRequest, ReplayCache, check_proof
 from clients.tokens import DISCHARGE, Token
 from server.audit import Caller
 
@@ -85,7 +85,7 @@ class ParseCache:
         return tok
 
 
-def split_presentation(presented: list[Token]) -> tuple[Token, list[Token]]:
+def separate_discharges(presented: list[Token]) -> tuple[Token, list[Token]]:
     """(the one permission or service token, its discharges); BadRequest if not exactly one."""
     main = [t for t in presented if t.prefix != DISCHARGE]
     if len(main) != 1:
@@ -259,7 +259,7 @@ class Checker:
         """Verify a parsed presentation; raises Denial (audited) or BadRequest. `caller` may be
         a function making it: only a denial needs it, and most verifies are allowed. A DPoP
         `proof`, when given, must be valid and unused; its key is what `cnf-jkt` compares."""
-        main, discharges = split_presentation(presented)
+        main, discharges = separate_discharges(presented)
         if main.prefix == tokens.USER:
             raise Denial("user tokens are not accepted here")
         if not self.fresh():
@@ -291,7 +291,7 @@ class Checker:
     async def check_user(self, presented: list[Token], access: Access, caller: Caller) -> tuple[Verified, str, str]:
         """Verify a user token with its discharge (self-service and the console): returns the
         verification, the org and the role signed into the token at mint. Denial otherwise."""
-        main, discharges = split_presentation(presented)
+        main, discharges = separate_discharges(presented)
         if main.prefix != tokens.USER:
             raise Denial("a user token (sable_ut_) is required here")
         if self.user_signature is None:

@@ -27,14 +27,14 @@ def _median_ms(argv: list[str], runs: int = 15, stdin: str | None = None) -> flo
 def main() -> dict:
     import compileall
 
-    from authority.keystore import KeyStore
     from authority.minting import build
+    from authority.root_keys import RootKeys
     from clients import tokens
 
     # As an installed wheel has them (pip compiles at install), even where the environment
     # says not to write bytecode (PYTHONDONTWRITEBYTECODE).
     compileall.compile_dir(str(Path(__file__).parents[1] / "clients"), quiet=1)
-    token = build(KeyStore(bytes(32)), tokens.SERVICE, "http://a", "ab" * 16, ["org acme"])[0].encode()
+    token = build(RootKeys(bytes(32)), tokens.SERVICE, "http://a", "ab" * 16, ["org acme"])[0].encode()
     out = {"python -c pass": _median_ms([sys.executable, "-c", "pass"])}
     for name, argv in (("--version", [SABLE, "--version"]), ("--help", [SABLE, "--help"]),
                        ("inspect", [SABLE, "inspect", token]),

@@ -18,9 +18,9 @@ import time
 from pymacaroons import Macaroon
 from pymacaroons import Verifier as PMVerifier
 
-from authority.keystore import KeyStore
 from authority.minting import build
 from authority.records import TokenRecord
+from authority.root_keys import RootKeys
 from authority.verification import verify
 from clients import caveats, offline, tokens
 from clients.caveats import Access
@@ -50,7 +50,7 @@ def paired(fns, n: int, rounds: int = 9) -> list[float]:
 
 
 def service_case(n_caveats: int):
-    keys = KeyStore(bytes(32))
+    keys = RootKeys(bytes(32))
     token_id = "ab" * 16
     texts = (FIRST * 5)[:n_caveats]
     tok, sealed = build(keys, tokens.SERVICE, LOCATION, token_id, texts)
@@ -91,8 +91,8 @@ def _pymacaroons(text, discharges, keys, token_id, sealed, texts):
     return run
 
 
-def _root_key(keys: KeyStore, token_id: str, sealed: bytes) -> bytes:
-    plain = keys.master.open(sealed)  # benchmark only: pymacaroons needs the raw root key
+def _root_key(keys: RootKeys, token_id: str, sealed: bytes) -> bytes:
+    plain = keys.master.unseal(sealed)  # benchmark only: pymacaroons needs the raw root key
     assert plain is not None
     return plain[16:]
 
@@ -103,18 +103,18 @@ def permission_case():
 
     from authority.config import TrustedDischarger
     from clients.tickets import key_id
-    from discharger.tickets import open_ticket
+    from discharger.tickets import unseal_ticket
 
     private = nacl.public.PrivateKey.generate()
     kid = key_id(bytes(private.public_key))
     trust = TrustedDischarger("http://discharger.test", ((kid, bytes(private.public_key)),))
-    keys = KeyStore(bytes(32))
+    keys = RootKeys(bytes(32))
     token_id = "cd" * 16
     texts = FIRST[:3] + [f"expires {caveats.format_time(int(time.time()) + 3600)}"]
     tok, sealed = build(keys, tokens.PERMISSION, LOCATION, token_id, texts, trust, "acme")
     text = tok.encode()
     ticket = tok.caveats[-1].cid
-    contents = open_ticket({kid: private}, ticket)
+    contents = unseal_ticket({kid: private}, ticket)
     m = Macaroon(location=trust.location, identifier=ticket, key=contents.caveat_key, version=MACAROON_V2)
     m.add_first_party_caveat("user alice")
     m.add_first_party_caveat(f"expires {caveats.format_time(int(time.time()) + 300)}")

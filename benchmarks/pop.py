@@ -1,6 +1,6 @@
 """Proof of possession and just-in-time wire tokens (SPEC §9, §14).
 
-- DPoP proof check: `clients.dpop.check_proof` plus the replay claim, per proof (each with its
+- DPoP proof check: `clients.proof_check.check_proof` plus the replay claim, per proof (each with its
   own jti), against a bare PyNaCl Ed25519 verify of the same signature in the same run.
   Target: at most 100 µs per proof.
 - JIT: `--clients` simulated clients, each sending 100 checks a second through one caching
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from benchmarks.core import paired
 from benchmarks.stack import running
-from clients import dpop, offline, pop
+from clients import offline, pop, proof_check
 from clients.sdk import WireToken
 from clients.verifier import Verifier
 from server.logs import configure_logging
@@ -28,7 +28,7 @@ URL = "https://orders.example/v1/orders"
 TOKEN = "sable_st_" + "A" * 300
 
 
-def proof_check(n: int = 2000) -> dict:
+def proof_checks(n: int = 2000) -> dict:
     import nacl.bindings
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -38,16 +38,16 @@ def proof_check(n: int = 2000) -> dict:
     proofs = [signer.proof("GET", URL, TOKEN, now=now) for _ in range(n)]
     head, body, sig = proofs[0].split(".")
     message = f"{head}.{body}".encode()
-    signature = dpop._unb64url(sig, "signature")
-    public = dpop._unb64url(signer.jwk["x"], "x")
-    dpop.check_proof(proofs[0], htm="GET", htu=URL, token=TOKEN, now=now)  # load joserfc first
-    state = {"i": 0, "replay": dpop.ReplayCache()}
+    signature = proof_check._unb64url(sig, "signature")
+    public = proof_check._unb64url(signer.jwk["x"], "x")
+    proof_check.check_proof(proofs[0], htm="GET", htu=URL, token=TOKEN, now=now)  # load joserfc first
+    state = {"i": 0, "replay": proof_check.ReplayCache()}
 
     def check():
         i = state["i"] = (state["i"] + 1) % n
         if i == 0:
-            state["replay"] = dpop.ReplayCache()  # a new round of the same proofs
-        proof = dpop.check_proof(proofs[i], htm="GET", htu=URL, token=TOKEN, now=now)
+            state["replay"] = proof_check.ReplayCache()  # a new round of the same proofs
+        proof = proof_check.check_proof(proofs[i], htm="GET", htu=URL, token=TOKEN, now=now)
         state["replay"].claim(proof, now)
 
     def bare():
@@ -87,7 +87,7 @@ async def jit(clients: int = 20, seconds: float = 10.0, rate: float = 100.0) -> 
 
 
 def main() -> dict:
-    return {"dpop": proof_check(), "jit": asyncio.run(jit())}
+    return {"dpop": proof_checks(), "jit": asyncio.run(jit())}
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from benchmarks.stack import free_port
 from clients import macaroon, offline, tokens
 from clients.tickets import key_id
 from clients.tokens import RawCaveat, Token
-from discharger.tickets import open_ticket
+from discharger.tickets import unseal_ticket
 
 SABLE = str(Path(sys.executable).parent / "sable")
 BARE = Path(__file__).with_name("bare_app.py")
@@ -110,7 +110,7 @@ class Authority:
 
     def discharge(self, pt: str) -> str:
         ticket = [c for c in tokens.parse(pt).caveats if c.third_party][0].cid
-        contents = open_ticket({self.kid: self.private}, ticket)
+        contents = unseal_ticket({self.kid: self.private}, ticket)
         texts = [b"user bench", f"expires {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(time.time() + 300))}".encode()]
         sig = macaroon.initial_signature(contents.caveat_key, ticket)
         for t in texts:

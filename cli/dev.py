@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 import nacl.utils
 
-from cli.keys import open_keys
+from cli.discharger_keys import open_keys
 from clients import tokens, tracing
 from clients.cli.common import EXIT_USAGE, fail, handle_errors, write_private
 from clients.errors import Unavailable

@@ -119,6 +119,6 @@ def discharger_serve(tls_cert, tls_key, authority_url, **flags):
 
 
 # `sable discharger keys ...` lives beside the other offline database commands.
-from cli.keys import keys as _keys  # noqa: E402
+from cli.discharger_keys import keys as _keys  # noqa: E402
 
 discharger.add_command(_keys)

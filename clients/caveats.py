@@ -34,7 +34,7 @@ class Access:
     instance: str | None = None
     user: str | None = None
     # The thumbprint of the key whose DPoP proof this request carried, set only by the code
-    # that checked the proof (clients.dpop), never read from a request's access object.
+    # that checked the proof (clients.proof_check), never read from a request's access object.
     jkt: str | None = None
 
     @classmethod

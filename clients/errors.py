@@ -31,7 +31,9 @@ class Unauthorized(SableError):
     code = "unauthorized"
 
 
-class Denied(SableError):
+class Forbidden(SableError):
+    """The caller is known but may not do this (403)."""
+
     code = "denied"
 
 
@@ -89,7 +91,7 @@ class TicketError(BadRequest):
     """A ticket that cannot be decoded or opened."""
 
 
-class Denial(Denied):
+class Denial(Forbidden):
     """Verification failed; the message names the rule or caveat, never a secret."""
 
 

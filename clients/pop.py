@@ -16,8 +16,8 @@ import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from clients.dpop import ProofError, b64url, normalize_htu, thumbprint, token_hash
 from clients.errors import BadRequest
+from clients.proof_check import ProofError, b64url, normalize_htu, thumbprint, token_hash
 
 if TYPE_CHECKING:  # aiohttp and the SDK load only when a session is made: the CLI starts without them
     import aiohttp

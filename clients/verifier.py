@@ -28,8 +28,8 @@ import aiohttp
 
 from clients import caveats
 from clients import tokens as token_format
-from clients.dpop import Proof, ProofError, ReplayCache, check_proof
 from clients.errors import TokenFormatError
+from clients.proof_check import Proof, ProofError, ReplayCache, check_proof
 from clients.sdk import AuthorityClient, SableAPIError
 
 RECENT_REVOCATION = 5.0  # seconds during which a revoked id's decisions are not cached

@@ -11,7 +11,6 @@ from discharger.config import DischargerConfig
 from discharger.metrics import DischargerMetrics
 from discharger.pages import DISCHARGER, PAGES
 from discharger.service import Discharger
-from server.browser import Pages
 from server.http import (
     TRUSTED_PROXIES,
     bearer,
@@ -24,6 +23,7 @@ from server.http import (
     read_json,
     require_admin,
 )
+from server.pagekit import Pages
 from server.ratelimit import SlidingCounter, throttle_key
 
 FLOW_STARTS = web.AppKey("flow_starts", SlidingCounter)

@@ -15,7 +15,7 @@ from discharger.model import Session
 from discharger.sessions import Sessions
 from discharger.store import DischargerStore, GrantRow
 from server.audit import Caller
-from server.browser import new_secret
+from server.pagekit import new_secret
 from server.ratelimit import throttle_key
 
 ALPHABET = "BCDFGHJKLMNPQRSTVWXZ"  # no vowels: no words; no look-alikes

@@ -6,17 +6,17 @@ import time
 
 from clients import macaroon
 from clients.caveats import format_time
-from clients.errors import Denied
+from clients.errors import Forbidden
 from discharger.authorities import Authorities
 from discharger.config import DischargerConfig
-from discharger.keys import DischargerKeys
 from discharger.model import Discharge, role_at_least
 from discharger.store import DischargerStore
+from discharger.ticket_keys import TicketKeys
 from server.audit import Caller
 
 
 class Discharges:
-    def __init__(self, config: DischargerConfig, store: DischargerStore, keys: DischargerKeys,
+    def __init__(self, config: DischargerConfig, store: DischargerStore, keys: TicketKeys,
                  authorities: Authorities):
         self.config = config
         self.store = store
@@ -25,8 +25,8 @@ class Discharges:
 
     async def issue(self, username: str, ticket: bytes, caller: Caller) -> Discharge:
         """A discharge for `username` (already authenticated by session); TicketError (400) if
-        the ticket can't be opened, Denied (403) if the user may not have one."""
-        contents = await self.keys.open(ticket)
+        the ticket can't be opened, Forbidden (403) if the user may not have one."""
+        contents = await self.keys.unseal_ticket(ticket)
         user = await self.store.get_user(username)
         audit = caller.record("discharge", user=username, org=contents.org)
         refusal = None
@@ -41,7 +41,7 @@ class Discharges:
         await self.store.write_audit([audit])
         audit.emit()
         if refusal is not None:
-            raise Denied(refusal)
+            raise Forbidden(refusal)
         assert user is not None
         expires_at = int(time.time()) + min(self.config.discharge_ttl, contents.ttl)
         said = [f"user {username}", f"expires {format_time(expires_at)}"]

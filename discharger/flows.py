@@ -13,14 +13,14 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 from clients import tokens
-from clients.errors import Denied, Gone, NotFound
+from clients.errors import Forbidden, Gone, NotFound
 from clients.tickets import TicketContents, b64d, b64e
 from discharger.discharges import Discharges
-from discharger.keys import DischargerKeys
 from discharger.model import Discharge, role_at_least
 from discharger.store import DischargerStore, GrantRow
+from discharger.ticket_keys import TicketKeys
 from server.audit import Caller
-from server.browser import new_secret
+from server.pagekit import new_secret
 
 EXPIRES_IN = 600
 CODE_TTL = 60
@@ -55,7 +55,7 @@ def describe(t: TicketContents, to_console: bool) -> tuple[str, str | None]:
 
 class Flows:
     def __init__(self, public_url: str, authority_urls: tuple[str, ...], store: DischargerStore,
-                 keys: DischargerKeys, discharges: Discharges):
+                 keys: TicketKeys, discharges: Discharges):
         self.public_url = public_url.rstrip("/")
         self.authority_urls = authority_urls
         self.store = store
@@ -63,7 +63,7 @@ class Flows:
         self.discharges = discharges
 
     async def start(self, ticket: bytes, return_to: str | None, caller: Caller) -> Started:
-        contents = await self.keys.open(ticket)  # TicketError (400) before anything is stored
+        contents = await self.keys.unseal_ticket(ticket)  # TicketError (400) before anything is stored
         user_secret, poll_secret = new_secret(), new_secret()
         now = int(_now())
         what, warning = describe(contents, self.returns_to_authority(return_to))
@@ -134,7 +134,7 @@ class Flows:
             raise Gone("this request was already answered")
         audit.emit()
         if approve and not allowed:
-            raise Denied(f"you need role {row.data['role']} in org {row.data['org']} to approve this")
+            raise Forbidden(f"you need role {row.data['role']} in org {row.data['org']} to approve this")
         return row, code
 
     async def poll(self, poll_secret: str, flow_code: str | None, caller: Caller) -> Discharge | None:
@@ -145,18 +145,18 @@ class Flows:
         if row.status == "used":
             raise Gone("this discharge was already collected")
         if row.status == "denied":
-            raise Denied("the user denied this request, or may not approve it")
+            raise Forbidden("the user denied this request, or may not approve it")
         if _now() >= row.expires_at:
             raise Gone("this request has expired; start again")
         if row.status == "pending":
             return None
         if row.code_hash is not None:  # started with return_to: only the browser's code releases it
             if not flow_code or not hmac.compare_digest(tokens.secret_digest(flow_code), row.code_hash):
-                raise Denied("this flow's discharge is released only with its one-time code (Sable-Flow-Code)")
+                raise Forbidden("this flow's discharge is released only with its one-time code (Sable-Flow-Code)")
             if _now() >= (row.code_expires_at or 0):
                 raise Gone("the one-time code has expired; start again")
         elif row.data["return_to"]:
-            raise Denied("this flow's discharge is released only with its one-time code (Sable-Flow-Code)")
+            raise Forbidden("this flow's discharge is released only with its one-time code (Sable-Flow-Code)")
         row.status = "used"
         if not await self.store.update_grant(row, "approved"):
             raise Gone("this discharge was already collected")

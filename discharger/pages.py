@@ -1,6 +1,6 @@
 """The discharger's pages (SPEC §11): sign-in, device approval and interactive-discharge
 approval. They work without JavaScript. Handlers call the same domain objects as the JSON
-API; `server.browser` supplies templates, headers, cookies and CSRF checks."""
+API; `server.pagekit` supplies templates, headers, cookies and CSRF checks."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from urllib.parse import quote, urlencode
 from aiohttp import web
 
 from clients.caveats import format_time
-from clients.errors import BadRequest, Denied, NotFound, RateLimited, Unauthorized
+from clients.errors import BadRequest, Forbidden, NotFound, RateLimited, Unauthorized
 from discharger.model import Credentials
 from discharger.service import Discharger
-from server.browser import Pages, check_csrf, css, new_secret, page_errors, read_form, safe_next
 from server.http import caller
+from server.pagekit import Pages, check_csrf, css, new_secret, page_errors, read_form, safe_next
 
 COOKIE = "sable_browser"
 SERVICE = "discharger"
@@ -59,7 +59,7 @@ class Browser:
         """The posted form, after the CSRF check (403 without the token for this cookie)."""
         form = await read_form(self.request)
         if self.new_cookie:  # no cookie, so no form of ours can be behind this post
-            raise Denied("this form has expired or did not come from this site; reload the page and try again")
+            raise Forbidden("this form has expired or did not come from this site; reload the page and try again")
         check_csrf(self.csrf, form)
         return form
 

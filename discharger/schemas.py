@@ -70,8 +70,8 @@ def ticket(body: dict) -> bytes:
 
 async def read_form_or_json(request) -> dict:
     """A JSON object, or RFC 8628's form fields (application/x-www-form-urlencoded)."""
-    from server.browser import read_form
     from server.http import read_json
+    from server.pagekit import read_form
 
     if request.content_type == "application/x-www-form-urlencoded":
         return await read_form(request)

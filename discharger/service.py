@@ -9,21 +9,21 @@ import time
 
 from clients import tokens
 from discharger.authorities import Authorities
-from discharger.browser import BrowserSessions
+from discharger.browser_sessions import BrowserSessions
 from discharger.config import DischargerConfig
 from discharger.device import DeviceLogins
 from discharger.discharges import Discharges
 from discharger.flows import Flows
-from discharger.keys import DischargerKeys
 from discharger.passwords import Hasher
 from discharger.sessions import Sessions
 from discharger.store import DischargerStore, open_store
+from discharger.ticket_keys import TicketKeys
 from discharger.users import Users
 from server.masterkey import MasterKey
 
 
 class Discharger:
-    def __init__(self, config: DischargerConfig, store: DischargerStore, keys: DischargerKeys, hasher: Hasher):
+    def __init__(self, config: DischargerConfig, store: DischargerStore, keys: TicketKeys, hasher: Hasher):
         self.config = config
         self.store = store
         self.keys = keys
@@ -42,7 +42,7 @@ class Discharger:
         hasher = Hasher(config.password_limits, config.hash_threads, config.hash_queue)
         try:
             await master.check(store, config.db_path)
-            keys = await DischargerKeys.load(store, master, config.keys_path)
+            keys = await TicketKeys.load(store, master, config.keys_path)
             if config.admin_token:
                 await store.add_admin(tokens.secret_digest(config.admin_token), int(time.time()))
             await hasher.start()

@@ -9,7 +9,7 @@ from clients.errors import TicketError
 from clients.tickets import TicketContents, decode_payload, ticket_kid
 
 
-def open_ticket(private_keys: dict[str, nacl.public.PrivateKey], ticket: bytes) -> TicketContents:
+def unseal_ticket(private_keys: dict[str, nacl.public.PrivateKey], ticket: bytes) -> TicketContents:
     """Decrypt a ticket with the key its kid names. Raises TicketError on any defect."""
     key = private_keys.get(ticket_kid(ticket))
     if key is None:

@@ -86,7 +86,7 @@ class MasterKey:
     def seal(self, plain: bytes) -> bytes:
         return bytes(self._box.encrypt(plain))
 
-    def open(self, sealed: bytes) -> bytes | None:
+    def unseal(self, sealed: bytes) -> bytes | None:
         """The plaintext, or None if `sealed` was not sealed with this key (or is damaged)."""
         try:
             return self._box.decrypt(sealed)
@@ -97,7 +97,7 @@ class MasterKey:
         return self.seal(_CHECK)
 
     def matches(self, check_value: bytes) -> bool:
-        return self.open(check_value) == _CHECK
+        return self.unseal(check_value) == _CHECK
 
     async def check(self, store, location: str) -> None:
         """Record the check value in a new database, or refuse a key that does not open it."""
@@ -137,7 +137,7 @@ async def rotate(store, columns, current: MasterKey, new: MasterKey, progress=No
     await check_rotation(store, current, new)
 
     def reseal(column, value: bytes) -> bytes | None:
-        plain = current.open(value)
+        plain = current.unseal(value)
         if plain is None:
             if column.required:
                 raise ConfigError(f"a value in {column.table}.{column.column} does not open with the current "

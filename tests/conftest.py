@@ -74,7 +74,7 @@ def pytest_runtest_logreport(report):
 
 
 def pytest_terminal_summary(terminalreporter):
-    from tests.browser.conftest import HOW_TO_GET_CHROMIUM
+    from tests.chromium.conftest import HOW_TO_GET_CHROMIUM
 
     for missing, what, how in ((_pg_missing, "PostgreSQL", postgres.HOW_TO_GET_IT),
                                (_chromium_missing, "Chromium", HOW_TO_GET_CHROMIUM)):

@@ -9,9 +9,9 @@ import time
 import pytest
 
 from authority.audit import DenialLog
-from authority.keystore import KeyStore
 from authority.minting import build
 from authority.records import TokenCache
+from authority.root_keys import RootKeys
 from authority.store import TokenRow, open_store
 from authority.usage import Usage
 from authority.verification import Checker, ParseCache, parse_presentation
@@ -21,7 +21,7 @@ from clients.errors import BadRequest, Denial, TokenFormatError, Unavailable
 from server.audit import AuditRecord, Caller
 
 HERE = "http://authority.test"
-KEYS = KeyStore(bytes(32))
+KEYS = RootKeys(bytes(32))
 CALLER = Caller("127.0.0.1", "rid-1")
 
 
@@ -157,7 +157,7 @@ def signer(dpop_keys):
 
 
 def proof_for(signer, text, htu="https://w.example/x"):
-    from clients.dpop import ProofRequest
+    from clients.proof_check import ProofRequest
 
     return ProofRequest(signer.proof("GET", htu, text), "GET", htu)
 

@@ -11,8 +11,8 @@ import time
 import pytest
 
 from authority.feed import RevocationFeed
-from authority.keystore import KeyStore
 from authority.records import TokenCache
+from authority.root_keys import RootKeys
 from authority.store import TokenRow
 from server.audit import AuditRecord
 
@@ -21,7 +21,7 @@ LONG = 10.0
 
 @pytest.fixture
 def cache(store):
-    return TokenCache(store, KeyStore(os.urandom(32)))
+    return TokenCache(store, RootKeys(os.urandom(32)))
 
 
 @pytest.fixture

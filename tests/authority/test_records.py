@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import os
 
-from authority.keystore import KeyStore
 from authority.records import TokenCache
+from authority.root_keys import RootKeys
 from authority.store import RevocationRow, TokenRow
 from server.audit import AuditRecord
 
 MASTER = os.urandom(32)
 
 
-async def stored_token(store, keys: KeyStore = KeyStore(MASTER)) -> tuple[str, bytes]:
+async def stored_token(store, keys: RootKeys = RootKeys(MASTER)) -> tuple[str, bytes]:
     """A permission token in the store: its id and initial signature."""
     token_id = os.urandom(16).hex()
     sealed, sig0 = keys.new_token_key(token_id, b"\x01" + bytes.fromhex(token_id))
@@ -30,14 +30,14 @@ async def revoke_behind_the_cache(store, token_id: str) -> None:
 
 
 async def test_unknown_id_is_none_and_not_cached(store):
-    cache = TokenCache(store, KeyStore(MASTER))
+    cache = TokenCache(store, RootKeys(MASTER))
     assert await cache.get(os.urandom(16).hex()) is None
     assert len(cache) == 0
 
 
 async def test_record_carries_the_tokens_initial_signature(store):
     token_id, sig0 = await stored_token(store)
-    cache = TokenCache(store, KeyStore(MASTER))
+    cache = TokenCache(store, RootKeys(MASTER))
     rec = await cache.get(token_id)
     assert rec.sig0 == sig0
     assert (rec.id, rec.kind, rec.org, rec.user, rec.parent, rec.caveat_count) == (
@@ -49,13 +49,13 @@ async def test_record_carries_the_tokens_initial_signature(store):
 
 async def test_wrong_master_key_gives_no_signature(store):
     token_id, _ = await stored_token(store)
-    rec = await TokenCache(store, KeyStore(os.urandom(32))).get(token_id)
+    rec = await TokenCache(store, RootKeys(os.urandom(32))).get(token_id)
     assert rec is not None and rec.sig0 is None
 
 
 async def test_cache_is_a_bounded_lru(store):
     a, b, c = [(await stored_token(store))[0] for _ in range(3)]
-    cache = TokenCache(store, KeyStore(MASTER), max_entries=2)
+    cache = TokenCache(store, RootKeys(MASTER), max_entries=2)
     await cache.get(a)
     await cache.get(b)
     await cache.get(a)  # now b is the least recently used
@@ -70,7 +70,7 @@ async def test_cache_is_a_bounded_lru(store):
 
 async def test_invalidate_drops_the_record(store):
     token_id, _ = await stored_token(store)
-    cache = TokenCache(store, KeyStore(MASTER))
+    cache = TokenCache(store, RootKeys(MASTER))
     before = await cache.get(token_id)
     await revoke_behind_the_cache(store, token_id)
     assert (await cache.get(token_id)).revoked is False
@@ -82,7 +82,7 @@ async def test_invalidate_drops_the_record(store):
 async def test_apply_drops_revoked_tokens_and_adds_fingerprints_in_place(store):
     revoked_id, _ = await stored_token(store)
     attenuated_id, _ = await stored_token(store)
-    cache = TokenCache(store, KeyStore(MASTER))
+    cache = TokenCache(store, RootKeys(MASTER))
     await cache.get(revoked_id)
     attenuated = await cache.get(attenuated_id)
     await revoke_behind_the_cache(store, revoked_id)
@@ -124,7 +124,7 @@ async def test_store_reports_too_many_fingerprints_as_none(store):
 
 async def test_past_the_cap_a_record_keeps_no_fingerprints_and_the_store_judges(store):
     token_id, _ = await stored_token(store)
-    cache = TokenCache(store, KeyStore(MASTER), max_revoked=4)
+    cache = TokenCache(store, RootKeys(MASTER), max_revoked=4)
     fps = await revoke_attenuations(store, token_id, 4)
     rec = await cache.get(token_id)
     assert rec.revoked_fps == set(fps)  # at the cap: all in memory
@@ -143,7 +143,7 @@ async def test_past_the_cap_a_record_keeps_no_fingerprints_and_the_store_judges(
 
 async def test_past_the_cap_clear_answers_are_remembered_until_revoked(store):
     token_id, _ = await stored_token(store)
-    cache = TokenCache(store, KeyStore(MASTER), max_revoked=4)
+    cache = TokenCache(store, RootKeys(MASTER), max_revoked=4)
     await revoke_attenuations(store, token_id, 5)
     rec = await cache.get(token_id)
     clear = (os.urandom(32), os.urandom(32))
@@ -161,7 +161,7 @@ async def test_past_the_cap_clear_answers_are_remembered_until_revoked(store):
 
 async def test_the_clear_set_is_bounded(store):
     token_id, _ = await stored_token(store)
-    cache = TokenCache(store, KeyStore(MASTER), max_revoked=4)
+    cache = TokenCache(store, RootKeys(MASTER), max_revoked=4)
     await revoke_attenuations(store, token_id, 5)
     rec = await cache.get(token_id)
     for _ in range(20):
@@ -171,7 +171,7 @@ async def test_the_clear_set_is_bounded(store):
 
 async def test_a_clear_answer_that_raced_a_revocation_is_not_kept(store):
     token_id, _ = await stored_token(store)
-    cache = TokenCache(store, KeyStore(MASTER), max_revoked=4)
+    cache = TokenCache(store, RootKeys(MASTER), max_revoked=4)
     await revoke_attenuations(store, token_id, 5)
     rec = await cache.get(token_id)
     fp = os.urandom(32)

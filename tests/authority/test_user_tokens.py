@@ -9,9 +9,9 @@ import time
 import pytest
 
 from authority.audit import DenialLog
-from authority.keystore import KeyStore
 from authority.minting import build
 from authority.records import TokenCache
+from authority.root_keys import RootKeys
 from authority.usage import Usage
 from authority.verification import Checker
 from clients import offline, tokens
@@ -26,7 +26,7 @@ CALLER = Caller("127.0.0.1", "rid-1")
 
 @pytest.fixture
 async def env(store):
-    keys = KeyStore(bytes(32))
+    keys = RootKeys(bytes(32))
     await keys.load_user_key(store)
     fake = FakeDischarger()
     usage = Usage(store, DenialLog())
@@ -111,7 +111,7 @@ async def test_check_user_denials(env):
     forged = tokens.Token(tokens.USER, HERE, parse(ut).identifier, parse(ut).caveats, bytes(32)).encode()
     await denied([forged, fake.discharge(ut)], match="signature")
     # Another authority's user-token key: the same identifier, another derived key.
-    stranger = KeyStore(bytes(32))
+    stranger = RootKeys(bytes(32))
     stranger._user_key = os.urandom(32)
     await denied([user_token(stranger, fake), fake.discharge(ut)])
     # Not a user token, or an authority without user tokens.
@@ -131,10 +131,10 @@ async def test_the_user_comes_from_the_authentication_discharge_only(env):
     # A discharge without a user caveat names nobody: refused.
     from pymacaroons import MACAROON_V2, Macaroon
 
-    from discharger.tickets import open_ticket
+    from discharger.tickets import unseal_ticket
     from tests.support.fakes import pm_to_string
     cav = fake.ticket(ut)
-    key = open_ticket({fake.kid: fake.private}, cav.cid).caveat_key
+    key = unseal_ticket({fake.kid: fake.private}, cav.cid).caveat_key
     m = Macaroon(location=cav.location, identifier=cav.cid, key=key, version=MACAROON_V2)
     m.add_first_party_caveat(f"expires {format_time(int(time.time()) + 60)}")
     bare = offline.bind(ut, pm_to_string(tokens.DISCHARGE, m))

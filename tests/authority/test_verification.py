@@ -10,10 +10,10 @@ from dataclasses import replace
 
 import pytest
 
-from authority.keystore import KeyStore
 from authority.minting import build
 from authority.records import TokenRecord
-from authority.verification import ChainCache, Denial, authenticate, split_presentation, verify
+from authority.root_keys import RootKeys
+from authority.verification import ChainCache, Denial, authenticate, separate_discharges, verify
 from clients import macaroon, offline, tokens
 from clients.caveats import Access, format_time
 from clients.errors import BadRequest
@@ -21,7 +21,7 @@ from clients.tokens import RawCaveat, Token
 from tests.support.fakes import FakeDischarger
 
 HERE = "http://authority.test"
-KEYS = KeyStore(bytes(32))
+KEYS = RootKeys(bytes(32))
 D = FakeDischarger()
 TRUSTED = frozenset([D.location])
 NOW = time.time()
@@ -427,7 +427,7 @@ def test_forged_token_is_never_cached():
 def test_split_presentation():
     tok, _ = permission()
     dt = discharge(tok)
-    assert split_presentation([dt, tok]) == (tok, [dt])
+    assert separate_discharges([dt, tok]) == (tok, [dt])
     for bad in ([dt], [tok, tok], []):
         with pytest.raises(BadRequest, match="^a presentation holds exactly one permission or service token$"):
-            split_presentation(bad)
+            separate_discharges(bad)

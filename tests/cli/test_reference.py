@@ -45,11 +45,11 @@ def test_data_commands_take_json():
 
     from click.testing import CliRunner
 
-    from authority.keystore import KeyStore
     from authority.minting import build
+    from authority.root_keys import RootKeys
     from clients import tokens
 
-    token = build(KeyStore(bytes(32)), tokens.SERVICE, "http://a", "ab" * 16, ["org acme"])[0].encode()
+    token = build(RootKeys(bytes(32)), tokens.SERVICE, "http://a", "ab" * 16, ["org acme"])[0].encode()
     r = CliRunner().invoke(main, ["attenuate", token, "--hosts", "worker-7", "--json"])
     assert r.exit_code == 0 and json.loads(r.output)["added"] == ["hosts worker-7"]
     r = CliRunner(env={"XDG_CONFIG_HOME": "/nonexistent-sable-test"}).invoke(main, ["logout", "--json"])

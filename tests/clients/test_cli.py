@@ -243,11 +243,11 @@ def test_a_connected_client_does_not_hold_up_a_stop(tmp_path):
 
 
 def test_input_errors_name_the_flag_and_give_hints():
-    from authority.keystore import KeyStore
     from authority.minting import build
+    from authority.root_keys import RootKeys
 
     runner = CliRunner()
-    token = build(KeyStore(bytes(32)), tokens.SERVICE, "http://a", "ab" * 16, ["org acme"])[0].encode()
+    token = build(RootKeys(bytes(32)), tokens.SERVICE, "http://a", "ab" * 16, ["org acme"])[0].encode()
     r = runner.invoke(main, ["verify", token, "--org", "acme", "--action", "x"])
     assert r.exit_code == 2 and "--action" in r.output and "access." not in r.output
     r = runner.invoke(main, ["inspect", f'"{token}"'])

@@ -6,7 +6,7 @@ import json
 import os
 import stat
 
-from clients import dpop, offline, tokens
+from clients import offline, proof_check, tokens
 from tests.support import sable
 
 
@@ -19,7 +19,7 @@ def test_keygen_writes_a_private_key_and_its_public_jwk(tmp_path):
     r = sable(dict(os.environ), "keygen", "--out", str(tmp_path / "host.key"))
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    assert out["jkt"] == dpop.thumbprint(out["jwk"])
+    assert out["jkt"] == proof_check.thumbprint(out["jwk"])
     assert stat.S_IMODE(os.stat(tmp_path / "host.key").st_mode) == 0o600
     assert stat.S_IMODE(os.stat(tmp_path / "host.key.pub").st_mode) == 0o644
     assert json.loads((tmp_path / "host.key.pub").read_text()) == out["jwk"]

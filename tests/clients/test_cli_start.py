@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from authority.keystore import KeyStore
 from authority.minting import build
+from authority.root_keys import RootKeys
 from clients import tokens
 
 HEAVY = ("aiohttp", "asyncio", "clients.sdk", "server", "authority", "discharger", "nacl", "pathlib", "tempfile",
@@ -34,7 +34,7 @@ print(json.dumps(sorted(m for m in sys.modules if m in heavy or m.split(".")[0] 
                                   ["attenuate", "TOKEN", "--hosts", "worker-7"],
                                   ["attenuate", "TOKEN", "--bind-key", "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"]])
 def test_offline_commands_load_nothing_heavy(args):
-    token = build(KeyStore(bytes(32)), tokens.SERVICE, "http://a", "ab" * 16, ["org acme"])[0].encode()
+    token = build(RootKeys(bytes(32)), tokens.SERVICE, "http://a", "ab" * 16, ["org acme"])[0].encode()
     argv = [a.replace("TOKEN", token) for a in args]
     r = subprocess.run([sys.executable, "-c", PROBE, json.dumps(argv), json.dumps(HEAVY)],
                        capture_output=True, text=True, timeout=30)

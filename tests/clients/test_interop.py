@@ -4,13 +4,13 @@ import base64
 
 from pymacaroons import MACAROON_V2, Macaroon, Verifier
 
-from authority.keystore import KeyStore
 from authority.minting import build
+from authority.root_keys import RootKeys
 from clients import macaroon, offline, tokens
 from tests.support.fakes import FakeDischarger, pm_to_string, string_to_pm
 
 
-class RecordingKeyStore(KeyStore):
+class RecordingKeyStore(RootKeys):
     """Keeps the root key so plain pymacaroons can verify with it."""
 
     def new_token_key(self, token_id, identifier):

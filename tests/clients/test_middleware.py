@@ -66,8 +66,8 @@ async def test_permission_token_with_discharge_in_one_header(workload, authority
 
 
 async def test_an_unreachable_authority_is_503_not_a_denial(aiohttp_client, monkeypatch):
-    from authority.keystore import KeyStore
     from authority.minting import build
+    from authority.root_keys import RootKeys
     from clients import tokens
     from tests.support import free_port
 
@@ -75,7 +75,7 @@ async def test_an_unreachable_authority_is_503_not_a_denial(aiohttp_client, monk
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens here
     verifier = Verifier(url)
     client = await aiohttp_client(create_app(verifier))
-    tok, _ = build(KeyStore(bytes(32)), tokens.SERVICE, url, "ab" * 16, ["org acme"])
+    tok, _ = build(RootKeys(bytes(32)), tokens.SERVICE, url, "ab" * 16, ["org acme"])
     resp = await client.get("/orders", headers={"Authorization": f"Bearer {tok.encode()}"})
     assert resp.status == 503 and resp.headers["Retry-After"] == "1"
     body = await resp.text()

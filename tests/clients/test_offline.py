@@ -1,7 +1,7 @@
 import pytest
 
-from authority.keystore import KeyStore
 from authority.minting import build
+from authority.root_keys import RootKeys
 from clients import caveats, offline, tokens
 from tests.support.fakes import FakeDischarger
 
@@ -10,7 +10,7 @@ D = FakeDischarger()
 
 @pytest.fixture
 def token() -> str:
-    tok, _ = build(KeyStore(bytes(32)), tokens.PERMISSION, "http://auth", "12" * 16, ["org acme"], D.trust, "acme")
+    tok, _ = build(RootKeys(bytes(32)), tokens.PERMISSION, "http://auth", "12" * 16, ["org acme"], D.trust, "acme")
     return tok.encode()
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from clients import tickets
 from clients.errors import TicketError
-from discharger.tickets import open_ticket
+from discharger.tickets import unseal_ticket
 
 
 def keys():
@@ -18,7 +18,7 @@ def keys():
 
 def test_seal_and_open_carry_purpose_name_and_role():
     private, public = keys()
-    got = open_ticket(private, tickets.seal(public, bytes(range(32)), "acme", 120, "user", "ci-deploy", "admin"))
+    got = unseal_ticket(private, tickets.seal(public, bytes(range(32)), "acme", 120, "user", "ci-deploy", "admin"))
     assert got == tickets.TicketContents(bytes(range(32)), "acme", 120, "user", "ci-deploy", "admin")
 
 

@@ -1,6 +1,6 @@
 """Device login (RFC 8628, SPEC §11) on the real discharger: the JSON endpoints and the
 browser's approval form, driven over HTTP with the test client's cookie jar (the same flow
-in real Chromium is in tests/browser)."""
+in real Chromium is in tests/chromium)."""
 
 from __future__ import annotations
 

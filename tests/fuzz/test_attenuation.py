@@ -7,15 +7,15 @@ from dataclasses import replace
 from hypothesis import given
 from hypothesis import strategies as st
 
-from authority.keystore import KeyStore
 from authority.minting import build
 from authority.records import TokenRecord
+from authority.root_keys import RootKeys
 from authority.verification import Denial, verify
 from clients import caveats, macaroon, tokens
 from clients.caveats import Access
 from clients.tokens import RawCaveat
 
-KEYS = KeyStore(bytes(32))
+KEYS = RootKeys(bytes(32))
 NAMES = st.sampled_from(["a", "b", "c"])
 NOW = int(time.time())
 TIMES = st.sampled_from([caveats.format_time(NOW + d) for d in (-3600, -1, 1, 3600)])

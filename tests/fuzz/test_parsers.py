@@ -3,14 +3,14 @@
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from authority.keystore import KeyStore
 from authority.minting import build
+from authority.root_keys import RootKeys
 from clients import caveats, tokens
 from clients.tokens import TokenFormatError
 from tests.support.fakes import FakeDischarger
 
 _D = FakeDischarger()
-_VALID, _ = build(KeyStore(bytes(32)), tokens.PERMISSION, "http://a", "ab" * 16, ["org acme", "apps x"], _D.trust, "acme")
+_VALID, _ = build(RootKeys(bytes(32)), tokens.PERMISSION, "http://a", "ab" * 16, ["org acme", "apps x"], _D.trust, "acme")
 VALID_RAW = tokens.to_bytes(_VALID)
 PREFIXES = st.sampled_from(tokens.MACAROON_PREFIXES)
 

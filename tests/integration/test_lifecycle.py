@@ -9,8 +9,8 @@ import nacl.utils
 import pytest
 
 from authority.app import create_app
-from authority.keystore import KeyStore
 from authority.records import TokenCache
+from authority.root_keys import RootKeys
 from authority.service import Authority
 from authority.store import StoreError, open_store
 from clients import offline, tokens
@@ -307,7 +307,7 @@ async def test_database_copy_without_the_master_key_verifies_nothing(authority, 
     # ...and even bypassing that check, no sealed root key opens.
     store = await open_store(stolen)
     try:
-        rec = await TokenCache(store, KeyStore(nacl.utils.random(32))).get(st["id"])
+        rec = await TokenCache(store, RootKeys(nacl.utils.random(32))).get(st["id"])
         assert rec is not None and rec.sig0 is None
     finally:
         await store.close()

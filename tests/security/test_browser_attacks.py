@@ -545,7 +545,7 @@ async def test_console_callback_refuses_damaged_codes_with_a_pending_sign_in(aut
     import time as clock
 
     from authority.pages import SIGNIN_COOKIE
-    from server.browser import new_secret
+    from server.pagekit import new_secret
 
     env = authority
     state = new_secret()

@@ -17,7 +17,7 @@ SECRET_DETAIL = "do-not-leak-this-detail"
 RAISES = {
     "bad_request": errors.BadRequest("bad field"),
     "unauthorized": errors.Unauthorized("who are you"),
-    "denied": errors.Denied("no access"),
+    "denied": errors.Forbidden("no access"),
     "not_found": errors.NotFound("no such thing"),
     "conflict": errors.Conflict("exists"),
     "rate_limited": errors.RateLimited("slow down", retry_after=7),

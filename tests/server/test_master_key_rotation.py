@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from authority.keystore import KeyStore
+from authority.root_keys import RootKeys
 from authority.store import SEALED as AUTHORITY_SEALED
 from authority.store import TokenRow
 from authority.store import open_store as authority_store
-from discharger.keys import DischargerKeys
 from discharger.store import SEALED as DISCHARGER_SEALED
 from discharger.store import open_store as discharger_store
+from discharger.ticket_keys import TicketKeys
 from server.masterkey import CHECK_KEY, MasterKey, create_key_file, read_key_file
 from tests.support import SABLE, free_port
 from tests.support.devstack import running_dev
@@ -86,8 +86,8 @@ def test_rotated_keys_keep_every_token_discharge_and_session_working(tmp_path):
         old_key, new_key = MasterKey(read_key_file(old)), MasterKey(read_key_file(new))
         for k, value in after.items():
             assert value != before[service][k]
-            assert old_key.open(value) is None
-            assert new_key.open(value) == old_key.open(before[service][k]) is not None
+            assert old_key.unseal(value) is None
+            assert new_key.unseal(value) == old_key.unseal(before[service][k]) is not None
         shutil.move(old, tmp_path / f"{service}.key.old")
         shutil.move(new, old)  # `sable dev` keeps its keys in the data dir
         # Running it again finds the work done.
@@ -124,7 +124,7 @@ async def _authority_db(location: str, key: bytes, tokens: int, junk: int = 0, d
     """An authority database sealed with `key`: `tokens` tokens with sealed keys (each its own
     unless not `distinct`), plus `junk` whose sealed keys open with no key (damaged rows).
     Returns the junk ids."""
-    keys = KeyStore(key)
+    keys = RootKeys(key)
     store = await authority_store(location)
     try:
         await keys.master.check(store, location)
@@ -217,7 +217,7 @@ def test_kill_9_mid_rotation_leaves_the_old_key_working(tmp_path):
     conn.close()
     old_key = MasterKey(key)
     assert old_key.matches(check) and events == 0
-    assert all(old_key.open(v) is not None for v in sample)  # not one row half-moved
+    assert all(old_key.unseal(v) is not None for v in sample)  # not one row half-moved
 
     r = _rotate(str(db), old, new)  # the same command again finishes the job with the same new key
     assert r.returncode == 0, r.stderr
@@ -239,7 +239,7 @@ def test_postgres_rotation_for_both_services(tmp_path, pg_url):
         try:
             master = MasterKey(d_key)
             await master.check(store, pg_url)
-            keys = await DischargerKeys.load(store, master)
+            keys = await TicketKeys.load(store, master)
             await keys.rotate()
             return [k["kid"] for k in keys.public_keys()]
         finally:
@@ -268,10 +268,10 @@ def test_postgres_rotation_for_both_services(tmp_path, pg_url):
         try:
             await MasterKey(key).check(store, pg_url)
             if service == "discharger":
-                keys = await DischargerKeys.load(store, MasterKey(key))
+                keys = await TicketKeys.load(store, MasterKey(key))
                 assert [k["kid"] for k in keys.public_keys()] == kids
             else:
-                ks = KeyStore(key)
+                ks = RootKeys(key)
                 await ks.load_user_key(store)
                 row = (await store.load_token(f"{4999:032x}"))
                 assert row is not None and ks.initial_signature(row[0].id, row[0].sealed_key, b"id") is not None

@@ -13,8 +13,8 @@ import urllib.request
 from pathlib import Path
 
 from authority.config import TrustedDischarger
-from authority.keystore import KeyStore
 from authority.minting import build
+from authority.root_keys import RootKeys
 from clients import offline, tokens
 from clients.tickets import b64d
 
@@ -89,7 +89,7 @@ def ticket_for(env, org="acme", ttl=300, keys=None) -> tuple[str, bytes]:
     """A permission token whose authentication caveat is sealed to this discharger."""
     keys = keys or env.service.keys
     trust = TrustedDischarger(env.config.public_url, tuple((k["kid"], b64d(k["key"])) for k in keys.public_keys()))
-    tok, _ = build(KeyStore(bytes(32)), tokens.PERMISSION, "http://auth", "ab" * 16, [f"org {org}"], trust, org, ttl)
+    tok, _ = build(RootKeys(bytes(32)), tokens.PERMISSION, "http://auth", "ab" * 16, [f"org {org}"], trust, org, ttl)
     ticket = [c for c in tok.caveats if c.third_party][0].cid
     return tok.encode(), ticket
 

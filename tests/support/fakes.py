@@ -15,7 +15,7 @@ from pymacaroons import MACAROON_V2, Macaroon
 from authority.config import TrustedDischarger
 from clients import caveats, offline, tokens
 from clients.tickets import key_id
-from discharger.tickets import open_ticket
+from discharger.tickets import unseal_ticket
 
 DISCHARGER_URL = "http://127.0.0.1:8701"
 
@@ -45,12 +45,12 @@ class FakeDischarger:
 
     def discharge_key(self, token: str, index: int = 0) -> bytes:
         """The caveat key sealed in the token's ticket, as the real discharger would open it."""
-        return open_ticket({self.kid: self.private}, self.ticket(token, index).cid).caveat_key
+        return unseal_ticket({self.kid: self.private}, self.ticket(token, index).cid).caveat_key
 
     def discharge(self, token: str, user: str = "alice", ttl: int = 300, bind: bool = True,
                   extra: list[str] = (), index: int = 0, now: float | None = None) -> str:
         cav = self.ticket(token, index)
-        contents = open_ticket({self.kid: self.private}, cav.cid)
+        contents = unseal_ticket({self.kid: self.private}, cav.cid)
         m = Macaroon(location=cav.location, identifier=cav.cid, key=contents.caveat_key, version=MACAROON_V2)
         m.add_first_party_caveat(f"user {user}")
         m.add_first_party_caveat(f"expires {caveats.format_time(int(now or time.time()) + ttl)}")

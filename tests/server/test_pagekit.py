@@ -1,13 +1,13 @@
-"""The browser kit (`server.browser`): where a redirect may go, cookie names and flags, CSRF."""
+"""The browser kit (`server.pagekit`): where a redirect may go, cookie names and flags, CSRF."""
 
 from __future__ import annotations
 
 import pytest
 from aiohttp import web
 
-from clients.errors import Denied
+from clients.errors import Forbidden
 from discharger.pages import FOLDER
-from server.browser import Pages, check_csrf, safe_next
+from server.pagekit import Pages, check_csrf, safe_next
 
 
 @pytest.mark.parametrize("value", ["/", "/device?user_code=BCDF-GHJK", "/flows/abc", "/a/b?next=//x"])
@@ -50,5 +50,5 @@ async def test_cookies_are_host_only_httponly_lax_and_secure_under_https(aiohttp
 def test_csrf_must_match():
     check_csrf("abc", {"csrf": "abc"})
     for form in ({}, {"csrf": "abd"}, {"csrf": ""}, None):
-        with pytest.raises(Denied):
+        with pytest.raises(Forbidden):
             check_csrf("abc", form)

@@ -14,7 +14,7 @@ import jinja2
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from clients.errors import BadRequest, Denied, SableError
+from clients.errors import BadRequest, Forbidden, SableError
 from server.http import forwarded_proto, refuse_control_characters, refuse_control_in
 
 PAGE_HEADERS = {
@@ -81,10 +81,10 @@ def new_secret() -> str:
 
 
 def check_csrf(expected: str, form: Any) -> None:
-    """Denied (403) unless the form's `csrf` field is the token tied to this browser's cookie."""
+    """Forbidden (403) unless the form's `csrf` field is the token tied to this browser's cookie."""
     given = form.get("csrf") if form is not None else None
     if not isinstance(given, str) or not hmac.compare_digest(given.encode(), expected.encode()):
-        raise Denied("this form has expired or did not come from this site; reload the page and try again")
+        raise Forbidden("this form has expired or did not come from this site; reload the page and try again")
 
 
 def safe_next(value: str | None) -> str:

@@ -18,7 +18,7 @@ from clients import macaroon
 from server.masterkey import MasterKey
 
 
-class KeyStore:
+class RootKeys:
     def __init__(self, master_key: bytes):
         self.master = MasterKey(master_key)
         self._user_key: bytes | None = None
@@ -26,7 +26,7 @@ class KeyStore:
     async def load_user_key(self, store) -> None:
         """The user-token key from the database (made on first start; replicas agree on one)."""
         sealed = await store.ensure_meta("user_token_key", self.master.seal(nacl.utils.random(32)))
-        key = self.master.open(sealed)
+        key = self.master.unseal(sealed)
         if key is None or len(key) != 32:
             raise ValueError("the stored user-token key does not open with this master key")
         self._user_key = key
@@ -45,7 +45,7 @@ class KeyStore:
 
     def initial_signature(self, token_id: str, sealed: bytes, identifier: bytes) -> bytes | None:
         """The token's first signature, or None if the sealed key is not ours or not this token's."""
-        plain = self.master.open(sealed)
+        plain = self.master.unseal(sealed)
         if plain is None:
             return None
         tid = bytes.fromhex(token_id)

@@ -34,14 +34,14 @@ def _key_options(fn):
 async def open_keys(config, action):
     """Run `action(keys)` on the discharger keys in `config`'s database (moving a 0.1.0 key
     file in first), checking the master key as the service would."""
-    from discharger.keys import DischargerKeys
     from discharger.store import open_store
+    from discharger.ticket_keys import TicketKeys
     from server.masterkey import MasterKey
 
     master = MasterKey(config.master_key)
     async with opened(open_store, config.db_path, role="tool") as store:
         await master.check(store, config.db_path)
-        return await action(await DischargerKeys.load(store, master, config.keys_path))
+        return await action(await TicketKeys.load(store, master, config.keys_path))
 
 
 def _with_keys(config_path, flags, action):
@@ -87,7 +87,7 @@ def keys_rotate(config_path, **flags):
 @handle_errors
 def keys_retire(kid, config_path, **flags):
     """Stop accepting tickets sealed to KID."""
-    from discharger.keys import KeyChangeError
+    from discharger.ticket_keys import KeyChangeError
 
     async def action(keys):
         await keys.retire(kid)

@@ -17,10 +17,10 @@ from click.testing import CliRunner
 
 from cli.main import main as cli
 from clients.tickets import b64d, b64e
-from discharger import keys as keys_module
+from discharger import ticket_keys as keys_module
 from discharger.app import DISCHARGER, create_app
-from discharger.keys import DischargerKeys
 from discharger.store import StoreError, open_store
+from discharger.ticket_keys import TicketKeys
 from server.masterkey import MasterKey
 from tests.support import SABLE, ticket_for
 
@@ -32,8 +32,8 @@ async def test_keys_are_sealed_with_the_master_key(real_discharger):
     kid, sealed = rows[0]
     private = bytes(dict(env.service.keys._keys)[kid])
     assert private not in sealed  # only ciphertext in the database
-    assert MasterKey(bytes(32)).open(sealed) is None
-    assert MasterKey(env.config.master_key).open(sealed) == private
+    assert MasterKey(bytes(32)).unseal(sealed) is None
+    assert MasterKey(env.config.master_key).unseal(sealed) == private
 
 
 async def test_a_rotation_through_another_replica_reaches_this_one(real_discharger, aiohttp_client):
@@ -71,7 +71,7 @@ async def test_the_background_reload_picks_up_a_rotation(real_discharger, monkey
     await keys.stop()
     keys._loop.every = 0.05  # instead of RELOAD_EVERY
     await keys.start()
-    other = await DischargerKeys.load(env.service.store, MasterKey(env.config.master_key))
+    other = await TicketKeys.load(env.service.store, MasterKey(env.config.master_key))
     new_kid = await other.rotate()
     deadline = time.monotonic() + 2
     while keys.public_keys()[0]["kid"] != new_kid:
@@ -91,7 +91,7 @@ async def test_replicas_starting_together_make_one_first_key(discharger_config):
     async def start():
         store = await open_store(discharger_config.db_path)
         try:
-            keys = await DischargerKeys.load(store, MasterKey(discharger_config.master_key))
+            keys = await TicketKeys.load(store, MasterKey(discharger_config.master_key))
             return keys.public_keys()
         finally:
             await store.close()
@@ -164,6 +164,6 @@ async def test_a_key_file_beside_a_database_that_has_keys_is_not_imported_nor_de
     path = tmp_path / "discharger.keys"
     path.write_text(json.dumps({"keys": [{"kid": "x", "private": b64e(bytes(stray))}]}))
     os.chmod(path, 0o600)
-    keys = await DischargerKeys.load(env.service.store, MasterKey(env.config.master_key), str(path))
+    keys = await TicketKeys.load(env.service.store, MasterKey(env.config.master_key), str(path))
     assert keys.public_keys() == before  # the database's keys win...
     assert path.exists()  # ...and a file holding a key they lack is left for the operator

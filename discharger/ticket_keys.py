@@ -23,7 +23,7 @@ import structlog
 from clients.errors import ConfigError, TicketError
 from clients.tickets import TicketContents, b64d, b64e, key_id, ticket_kid
 from discharger.store import DischargerStore, StoreError
-from discharger.tickets import open_ticket
+from discharger.tickets import unseal_ticket
 from server.audit import AuditRecord
 from server.masterkey import MasterKey
 from server.periodic import Periodic
@@ -38,7 +38,7 @@ class KeyChangeError(ConfigError):
     """A key operation that cannot be done (an unknown kid, the only key)."""
 
 
-class DischargerKeys:
+class TicketKeys:
     def __init__(self, store: DischargerStore, master: MasterKey):
         self.store = store
         self.master = master
@@ -47,7 +47,7 @@ class DischargerKeys:
         self._loop = Periodic("discharger_keys_reload", lambda: self.refresh(max_age=0), RELOAD_EVERY)
 
     @classmethod
-    async def load(cls, store: DischargerStore, master: MasterKey, legacy_file: str | None = None) -> DischargerKeys:
+    async def load(cls, store: DischargerStore, master: MasterKey, legacy_file: str | None = None) -> TicketKeys:
         """The keys in the database; on an empty key table, those of a 0.1.0 key file (moved
         in), else a first new key."""
         keys = cls(store, master)
@@ -67,7 +67,7 @@ class DischargerKeys:
         rows = await self.store.list_keys()
         keys = []
         for kid, sealed in rows:
-            plain = self.master.open(sealed)
+            plain = self.master.unseal(sealed)
             key = nacl.public.PrivateKey(plain) if plain is not None and len(plain) == 32 else None
             if key is None or key_id(bytes(key.public_key)) != kid:
                 raise StoreError(f"discharger key {kid} cannot be opened with this master key")
@@ -116,18 +116,18 @@ class DischargerKeys:
         audit.emit()
         await self.reload()
 
-    async def open(self, ticket: bytes) -> TicketContents:
+    async def unseal_ticket(self, ticket: bytes) -> TicketContents:
         """Open a ticket; TicketError if it can't be. A key id we don't hold may be a rotation
         through another replica: re-read the keys first (rate-limited)."""
         held = dict(self._keys)
         try:
             unknown = ticket_kid(ticket) not in held
         except TicketError:
-            unknown = False  # open_ticket says what is wrong with it
+            unknown = False  # unseal_ticket says what is wrong with it
         if unknown and time.monotonic() - self._loaded_at > UNKNOWN_KID_RELOAD:
             await self.reload()
             held = dict(self._keys)
-        return open_ticket(held, ticket)
+        return unseal_ticket(held, ticket)
 
 
 def _read_legacy(path: str) -> list[nacl.public.PrivateKey] | None:

@@ -13,8 +13,8 @@ from discharger.model import Credentials
 from discharger.sessions import Sessions
 from discharger.store import DischargerStore
 from server.audit import Caller
-from server.browser import new_secret
 from server.masterkey import MasterKey
+from server.pagekit import new_secret
 
 
 class BrowserSessions:

@@ -1,4 +1,4 @@
-"""DPoP proofs (SPEC §14) from the attacker's side: `clients.dpop.check_proof` and the replay
+"""DPoP proofs (SPEC §14) from the attacker's side: `clients.proof_check.check_proof` and the replay
 cache, with real Ed25519 keys. Every bad proof is a ProofError naming what is wrong; nothing
 else escapes, whatever the bytes (the Hypothesis properties at the end)."""
 
@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clients import dpop, pop
-from clients.dpop import ProofError, ReplayCache, check_proof
+from clients import pop, proof_check
+from clients.proof_check import ProofError, ReplayCache, check_proof
 
 TOKEN = "sable_st_" + "A" * 40
 URL = "https://orders.example/v1/orders"
@@ -44,7 +44,7 @@ def seed(signer: pop.DPoPSigner) -> bytes:
 
 
 def claims(**changes) -> dict:
-    base = {"jti": "j-1", "htm": "GET", "htu": URL, "iat": int(NOW), "ath": dpop.token_hash(TOKEN)}
+    base = {"jti": "j-1", "htm": "GET", "htu": URL, "iat": int(NOW), "ath": proof_check.token_hash(TOKEN)}
     base.update(changes)
     return {k: v for k, v in base.items() if v is not ...}
 
@@ -81,7 +81,7 @@ def test_the_signers_proof_yields_its_key_thumbprint(signer):
 def test_thumbprint_is_rfc7638():
     # RFC 8037 appendix A.3's Ed25519 key and thumbprint.
     jwk = {"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}
-    assert dpop.thumbprint(jwk) == "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
+    assert proof_check.thumbprint(jwk) == "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
 
 
 @pytest.mark.parametrize("sent, expected", [
@@ -368,4 +368,4 @@ def test_thumbprint_agrees_with_joserfc(signer, other):
     from joserfc.jwk import thumbprint as joserfc_thumbprint
 
     for jwk in (signer.jwk, other.jwk):
-        assert dpop.thumbprint(jwk) == joserfc_thumbprint(jwk)
+        assert proof_check.thumbprint(jwk) == joserfc_thumbprint(jwk)
