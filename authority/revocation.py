@@ -12,7 +12,7 @@ from authority.store import AuthorityStore
 from authority.verification import authenticate, parse_presentation
 from clients import macaroon, tokens
 from clients.errors import BadRequest, Conflict, NotFound
-from server.audit import Caller
+from server.audit import AuditFor, AuditRecord, Caller
 
 
 class Revocation:
@@ -25,7 +25,7 @@ class Revocation:
     async def revoke_id(self, token_id: str, caller: Caller) -> list[str]:
         """Revoke a token and its descendants; the ids newly revoked."""
         audit = caller.record("revoke", token_id=token_id, detail={"by": "id"})
-        ids = await self.store.revoke_token(token_id, int(time.time()), audit)
+        ids = await self.store.revoke_token(token_id, int(time.time()), _revoked_ids(audit))
         if ids is None:
             raise NotFound("no token with that id")
         if ids:
@@ -37,12 +37,12 @@ class Revocation:
         """Offboarding: end the user's console sessions at once (SPEC §19), then revoke every
         token they made or hold, with cascade; the ids revoked."""
         audit = caller.record("console_logout", user=username, detail={"by": "offboarding"})
-        if await self.store.end_console_sessions(username, audit):
+        if await self.store.end_console_sessions(username, lambda n: audit.add(sessions=n) if n else None):
             audit.emit()
         revoked: list[str] = []
         for token_id in await self.store.user_token_ids(username):
             audit = caller.record("revoke", token_id=token_id, user=username, detail={"by": "user"})
-            ids = await self.store.revoke_token(token_id, int(time.time()), audit) or []
+            ids = await self.store.revoke_token(token_id, int(time.time()), _revoked_ids(audit)) or []
             if ids:
                 audit.emit()
             self._revoked(ids)
@@ -64,12 +64,14 @@ class Revocation:
         audit = caller.record("revoke", token_id=rec.id, parent=rec.parent, org=rec.org)
         if len(tok.caveats) == rec.caveat_count:
             audit.detail = {"by": "value", "scope": "token"}
-            stale = await self.store.revoke_token(rec.id, now, audit) or []
+            stale = await self.store.revoke_token(rec.id, now, _revoked_ids(audit)) or []
             revoked = [Revoked(i, "token") for i in stale]
         else:
             audit.detail = {"by": "value", "scope": "attenuation", "depth": len(tok.caveats)}
             fingerprint = macaroon.fingerprint(sigs[-1])
-            children = await self.store.revoke_attenuation(rec.id, fingerprint, now, audit)
+            # The attenuation itself is revoked: recorded even when nothing was stripped from it.
+            children = await self.store.revoke_attenuation(
+                rec.id, fingerprint, now, lambda ids: audit.add(revoked=ids) if ids else audit)
             if children is None:
                 return []
             self.records.revoke_attenuation(rec.id, fingerprint)  # at once, not at the feed's next poll
@@ -101,3 +103,8 @@ class Revocation:
                 rows = await self.store.revocations_after(after, MAX_ENTRIES)
         cursor = rows[-1].seq if rows else after
         return FeedPage(cursor, [FeedEntry(r.token_id, r.at) for r in rows])
+
+
+def _revoked_ids(audit: AuditRecord) -> AuditFor[list[str]]:
+    """A token revocation is recorded, with the ids it revoked, only if it revoked any."""
+    return lambda ids: audit.add(revoked=ids) if ids else None

@@ -8,10 +8,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import structlog
 
 log = structlog.get_logger("sable.audit")
+
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -29,11 +32,22 @@ class AuditRecord:
     # told of the record when it is emitted (the service's metrics count events this way)
     observer: Callable[[AuditRecord], None] | None = field(default=None, repr=False, compare=False)
 
+    def add(self, **detail) -> AuditRecord:
+        """This record with more detail (what a write changed): for an `AuditFor`."""
+        self.detail = {**(self.detail or {}), **detail}
+        return self
+
     def emit(self) -> None:
         fields = {k: getattr(self, k) for k in ("outcome", "client", "token_id", "parent", "org", "user")}
         log.info(self.event, **{k: v for k, v in fields.items() if v is not None}, **(self.detail or {}))
         if self.observer is not None:
             self.observer(self)
+
+
+# How the domain audits a write whose record depends on what it changed: the store calls it
+# with the change inside the write's transaction and stores the record it returns (None:
+# nothing to record). The domain says what happened; the store keeps it atomic.
+AuditFor = Callable[[T], "AuditRecord | None"]
 
 
 @dataclass(frozen=True, slots=True)

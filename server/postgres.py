@@ -25,10 +25,11 @@ import structlog
 
 from clients.errors import BadRequest
 from clients.tokens import ADMIN, secret_digest
-from server.audit import AuditRecord, AuditRow
+from server.audit import AuditFor, AuditRecord, AuditRow
 from server.store import POSTGRES_SCHEMES, RESEAL_PAGE, Resealed, Resealing, StoreError
 
 T = TypeVar("T")
+Change = TypeVar("Change")
 log = structlog.get_logger("sable.postgres")
 
 QUERY_TIMEOUT = 3.0  # seconds: with the pool wait below, a request learns of an outage in < 5 s
@@ -314,6 +315,13 @@ class PgDatabase:
         return bool(self._listeners) and all(x.conn is not None and not x.conn.is_closed() for x in self._listeners)
 
     # --- what every service stores -----------------------------------------------------------------
+
+    @classmethod
+    async def _audit_for(cls, c: asyncpg.Connection, audit: AuditFor[Change], change: Change) -> None:
+        """Store the record `audit` makes of `change` (if any) in this transaction."""
+        record = audit(change)
+        if record is not None:
+            await cls._audit(c, [record])
 
     @staticmethod
     async def _audit(c: asyncpg.Connection, records: list[AuditRecord]) -> None:

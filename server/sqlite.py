@@ -23,11 +23,12 @@ from typing import Any, ClassVar, TypeVar
 import aiosqlite
 
 from clients.tokens import ADMIN, secret_digest
-from server.audit import AuditRecord, AuditRow
+from server.audit import AuditFor, AuditRecord, AuditRow
 from server.groupcommit import GroupCall
 from server.store import RESEAL_PAGE, Resealed, Resealing, StoreError
 
 T = TypeVar("T")
+Change = TypeVar("Change")
 
 # Version 1 is the schema Sable 0.1.0 created, so its databases need no change.
 COMMON_V1 = """
@@ -256,6 +257,13 @@ class Database:
             return list(await cur.fetchall())
 
     # --- what every service stores -------------------------------------------------------------
+
+    @classmethod
+    def _audit_for(cls, conn: sqlite3.Connection, audit: AuditFor[Change], change: Change) -> None:
+        """Store the record `audit` makes of `change` (if any) in this transaction."""
+        record = audit(change)
+        if record is not None:
+            cls._audit(conn, [record])
 
     @staticmethod
     def _audit(conn: sqlite3.Connection, records: list[AuditRecord]) -> None:

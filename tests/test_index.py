@@ -22,7 +22,6 @@ ELSEWHERE: dict[str, tuple[str, ...]] = {
     "authority/model.py": ("tests/integration/test_verify.py",),
     "authority/orgs.py": ("tests/integration/test_lifecycle.py",),
     "authority/pages.py": ("tests/chromium/test_console.py", "tests/security/test_browser_attacks.py"),
-    "authority/revocation.py": ("tests/security/test_revocation_bypass.py", "tests/integration/test_lifecycle.py"),
     "authority/schemas.py": ("tests/fuzz/test_verify_endpoint.py", "tests/integration/test_verify.py"),
     "authority/service.py": ("tests/integration/test_lifecycle.py",),
     "authority/store/postgres.py": ("tests/authority/test_store.py", "tests/authority/test_store_postgres.py"),

@@ -6,15 +6,16 @@ database location; SQLite (`authority.store.sqlite`) is the embedded default.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import json
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from server.audit import AuditRecord, AuditRow
+from server.audit import AuditFor, AuditRecord, AuditRow
 from server.store import COMMON_SEALED, COMMON_TABLES, SealedColumn, ServiceStore, StoreError, open_backend
 
-__all__ = ["AuditRow", "AuthorityStore", "ConsoleSessionRow", "OrgRow", "RevocationRow", "StoreError", "TokenRow",
-           "open_store"]
+__all__ = ["TOKEN_COLUMNS", "AuditRow", "AuthorityStore", "ConsoleSessionRow", "OrgRow", "RevocationRow", "StoreError",
+           "TokenRow", "open_store", "token_row", "token_values"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,12 +61,33 @@ class RevocationRow:
     fingerprint: bytes | None = None
 
 
+# A token row's columns, in `TokenRow`'s field order: the one list both backends read and write.
+TOKEN_COLUMNS = ("id", "kind", "name", "org", "parent", "user", "caveat_count", "sealed_key", "created_at",
+                 "revoked_at", "last_used_at", "created_by", "caveats", "expires_at")
+
+
+def token_values(row: TokenRow) -> tuple:
+    """A row's values in `TOKEN_COLUMNS` order, as stored (the caveats as JSON text)."""
+    values = [getattr(row, c) for c in TOKEN_COLUMNS]
+    if row.caveats is not None:
+        values[TOKEN_COLUMNS.index("caveats")] = json.dumps(row.caveats)
+    return tuple(values)
+
+
+def token_row(values: Sequence[Any]) -> TokenRow:
+    """The row read back from values in `TOKEN_COLUMNS` order."""
+    row = TokenRow(*values)
+    row.sealed_key = bytes(row.sealed_key)
+    if row.caveats is not None:
+        row.caveats = json.loads(row.caveats)  # type: ignore[arg-type]  # stored as JSON text
+    return row
+
+
 # Every table and column, parents before children: what `sable db copy` moves.
 TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     *COMMON_TABLES,
     ("orgs", ("name", "created_at")),
-    ("tokens", ("id", "kind", "name", "org", "parent", "user", "caveat_count", "sealed_key", "created_at",
-                "revoked_at", "last_used_at", "created_by", "caveats", "expires_at")),
+    ("tokens", TOKEN_COLUMNS),
     ("revoked_attenuations", ("fingerprint", "token_id", "revoked_at")),
     ("strip_lineage", ("fingerprint", "service_id")),
     ("revocations", ("seq", "token_id", "scope", "at", "fingerprint")),
@@ -103,7 +125,11 @@ class AuthorityStore(ServiceStore, Protocol):
        `tests/integration/test_replicas.py`).
     4. Atomic with its audit row: a mint or strip, a revocation, a console session made or
        ended; nothing is half done after a crash (`tests/integration/test_crash.py`,
-       `tests/integration/test_pg_crash.py`).
+       `tests/integration/test_pg_crash.py`). The domain decides what the row says: a write
+       given an `AuditRecord` stores it only if it changed something; one given an
+       `AuditFor` stores what that function makes of the change (None: no row), so the
+       store never composes an audit itself (`test_revoke_token_returns_only_newly_revoked`;
+       the domain's rules: `tests/authority/test_revocation.py`).
     5. One use: `take_signin` hands a sign-in out once (`test_a_sign_in_is_taken_once`).
     6. The last-used flush (`touch`) is approximate and never waits for a row another
        transaction holds, so it cannot close a lock cycle with a revocation
@@ -145,14 +171,16 @@ class AuthorityStore(ServiceStore, Protocol):
     async def touch(self, used: dict[str, int]) -> None: ...
 
     # revocation and the feed
-    async def revoke_token(self, token_id: str, now: int, audit: AuditRecord) -> list[str] | None:
-        """Revoke a token and every descendant not yet revoked: their ids. None if unknown."""
+    async def revoke_token(self, token_id: str, now: int, audit: AuditFor[list[str]]) -> list[str] | None:
+        """Revoke a token and every descendant not yet revoked: their ids (given to `audit`).
+        None if unknown."""
         ...
 
     async def revoke_attenuation(self, token_id: str, fingerprint: bytes, now: int,
-                                 audit: AuditRecord) -> list[str] | None:
+                                 audit: AuditFor[list[str]]) -> list[str] | None:
         """Revoke one attenuation and every service token stripped from it or a further
-        attenuation of it. None if it was revoked already; else the service tokens' ids."""
+        attenuation of it. None if it was revoked already; else the service tokens' ids
+        (given to `audit`)."""
         ...
 
     async def revocations_after(self, after: int, limit: int) -> list[RevocationRow]: ...
@@ -163,9 +191,9 @@ class AuthorityStore(ServiceStore, Protocol):
                                      audit: AuditRecord) -> None: ...
     async def console_session(self, digest: bytes, now: int) -> ConsoleSessionRow | None: ...
     async def delete_console_session(self, digest: bytes) -> None: ...
-    async def end_console_sessions(self, username: str, audit: AuditRecord) -> int:
-        """End every console session of this user (offboarding): how many there were; the
-        audit record (its detail gains `sessions`) is written only if there were any."""
+    async def end_console_sessions(self, username: str, audit: AuditFor[int]) -> int:
+        """End every console session of this user (offboarding): how many there were (given
+        to `audit`)."""
         ...
     async def add_signin(self, digest: bytes, sealed: bytes, expires_at: int, now: int) -> None: ...
     async def take_signin(self, digest: bytes, now: int) -> bytes | None:

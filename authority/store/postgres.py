@@ -23,8 +23,17 @@ from typing import Any
 
 import asyncpg
 
-from authority.store import ConsoleSessionRow, OrgRow, RevocationRow, StoreError, TokenRow
-from server.audit import AuditRecord
+from authority.store import (
+    TOKEN_COLUMNS,
+    ConsoleSessionRow,
+    OrgRow,
+    RevocationRow,
+    StoreError,
+    TokenRow,
+    token_row,
+    token_values,
+)
+from server.audit import AuditFor, AuditRecord
 from server.groupcommit import GroupCall
 from server.postgres import COMMON_V1, PgDatabase
 
@@ -68,19 +77,7 @@ CREATE TABLE IF NOT EXISTS revocations (
 );
 """
 
-_TOKEN_COLS = ('id, kind, name, org, parent, "user", caveat_count, sealed_key, created_at, revoked_at, last_used_at,'
-               ' created_by, caveats, expires_at')
-
-
-def _token_args(r: TokenRow) -> tuple:
-    return (r.id, r.kind, r.name, r.org, r.parent, r.user, r.caveat_count, r.sealed_key, r.created_at,
-            r.revoked_at, r.last_used_at, r.created_by, json.dumps(r.caveats) if r.caveats is not None else None,
-            r.expires_at)
-
-
-def _token(r: asyncpg.Record) -> TokenRow:
-    return TokenRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bytes(r[7]), r[8], r[9], r[10], r[11],
-                    json.loads(r[12]) if r[12] is not None else None, r[13])
+_TOKEN_COLS = ", ".join(f'"{c}"' for c in TOKEN_COLUMNS)  # "user" is a keyword here
 
 
 async def _feed(c: asyncpg.Connection, entries: list[tuple]) -> None:
@@ -226,7 +223,7 @@ class PostgresStore(PgDatabase):
         flat: list[bytes] = []
         for i in order:
             row, a, lineage = items[i]
-            values.append((*_token_args(row), len(flat), len(lineage), a.at, a.event, a.outcome, a.request_id,
+            values.append((*token_values(row), len(flat), len(lineage), a.at, a.event, a.outcome, a.request_id,
                            a.client, a.token_id, a.parent, a.org, a.user,
                            json.dumps(a.detail) if a.detail else None))
             flat.extend(lineage)
@@ -245,8 +242,8 @@ class PostgresStore(PgDatabase):
         async with self._tx() as c:
             await c.executemany("INSERT INTO orgs (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
                                 sorted({(r.org, r.created_at) for r in rows}))
-            await c.copy_records_to_table("tokens", records=[_token_args(r) for r in rows],
-                                          columns=[x.strip().strip('"') for x in _TOKEN_COLS.split(",")])
+            await c.copy_records_to_table("tokens", records=[token_values(r) for r in rows],
+                                          columns=list(TOKEN_COLUMNS))
             await _feed(c, [(r.id, "token", r.revoked_at, None) for r in rows if r.revoked_at is not None])
 
     async def load_token(self, token_id: str, max_fingerprints: int | None = None,
@@ -259,8 +256,8 @@ class PostgresStore(PgDatabase):
             fps = await c.fetch("SELECT fingerprint FROM revoked_attenuations WHERE token_id = $1 LIMIT $2",
                                 token_id, limit)
         if max_fingerprints is not None and len(fps) > max_fingerprints:
-            return _token(row), None
-        return _token(row), frozenset(bytes(r[0]) for r in fps)
+            return token_row(row), None
+        return token_row(row), frozenset(bytes(r[0]) for r in fps)
 
     async def attenuation_revoked(self, token_id: str, fingerprints: Iterable[bytes]) -> bool:
         async with self._conn() as c:
@@ -275,7 +272,7 @@ class PostgresStore(PgDatabase):
 
     async def list_tokens(self, org: str) -> list[TokenRow]:
         rows = await self._all(f"SELECT {_TOKEN_COLS} FROM tokens WHERE org = $1 ORDER BY created_at, id", org)
-        return [_token(r) for r in rows]
+        return [token_row(r) for r in rows]
 
     async def touch(self, used: dict[str, int]) -> None:
         if used:
@@ -308,19 +305,17 @@ class PostgresStore(PgDatabase):
         )
         return sorted(r[0] for r in rows)
 
-    async def revoke_token(self, token_id: str, now: int, audit: AuditRecord) -> list[str] | None:
+    async def revoke_token(self, token_id: str, now: int, audit: AuditFor[list[str]]) -> list[str] | None:
         async with self._tx() as c:
             if await c.fetchval("SELECT 1 FROM tokens WHERE id = $1 FOR UPDATE", token_id) is None:
                 return None
             ids = await self._cascade(c, [token_id], now)
             await _feed(c, [(i, "token", now, None) for i in ids])
-            if ids:
-                audit.detail = {**(audit.detail or {}), "revoked": ids}
-                await self._audit(c, [audit])
+            await self._audit_for(c, audit, ids)
             return ids
 
     async def revoke_attenuation(self, token_id: str, fingerprint: bytes, now: int,
-                                 audit: AuditRecord) -> list[str] | None:
+                                 audit: AuditFor[list[str]]) -> list[str] | None:
         async with self._tx() as c:
             await c.execute("SELECT 1 FROM tokens WHERE id = $1 FOR UPDATE", token_id)  # see the module doc
             done = await c.fetchval(
@@ -333,9 +328,7 @@ class PostgresStore(PgDatabase):
             # The attenuation's entry first, then its cascade, as on SQLite. The feed lock is
             # taken last, after every row lock, so it never waits inside a lock cycle.
             await _feed(c, [(token_id, "attenuation", now, fingerprint)] + [(i, "token", now, None) for i in ids])
-            if ids:
-                audit.detail = {**(audit.detail or {}), "revoked": ids}
-            await self._audit(c, [audit])
+            await self._audit_for(c, audit, ids)
             return ids
 
     async def revocations_after(self, after: int, limit: int) -> list[RevocationRow]:
@@ -371,12 +364,10 @@ class PostgresStore(PgDatabase):
         async with self._tx() as c:
             await c.execute("DELETE FROM console_sessions WHERE hash = $1", digest)
 
-    async def end_console_sessions(self, username: str, audit: AuditRecord) -> int:
+    async def end_console_sessions(self, username: str, audit: AuditFor[int]) -> int:
         async with self._tx() as c:
             ended = int((await c.execute("DELETE FROM console_sessions WHERE username = $1", username)).split()[-1])
-            if ended:
-                audit.detail = {**(audit.detail or {}), "sessions": ended}
-                await self._audit(c, [audit])
+            await self._audit_for(c, audit, ended)
         return ended
 
     async def add_signin(self, digest: bytes, sealed: bytes, expires_at: int, now: int) -> None:

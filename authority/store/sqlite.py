@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Iterable
 
-from authority.store import ConsoleSessionRow, OrgRow, RevocationRow, TokenRow
-from server.audit import AuditRecord
+from authority.store import TOKEN_COLUMNS, ConsoleSessionRow, OrgRow, RevocationRow, TokenRow, token_row, token_values
+from server.audit import AuditFor, AuditRecord
 from server.sqlite import COMMON_V1, Database
 
 V1 = """
@@ -68,20 +67,8 @@ CREATE TABLE IF NOT EXISTS console_signins (
 );
 """
 
-_TOKEN_COLS = ("id, kind, name, org, parent, user, caveat_count, sealed_key, created_at, revoked_at, last_used_at,"
-               " created_by, caveats, expires_at")
-_INSERT_TOKEN = f"INSERT INTO tokens ({_TOKEN_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-
-
-def _token_args(r: TokenRow) -> tuple:
-    return (r.id, r.kind, r.name, r.org, r.parent, r.user, r.caveat_count, r.sealed_key, r.created_at,
-            r.revoked_at, r.last_used_at, r.created_by, json.dumps(r.caveats) if r.caveats is not None else None,
-            r.expires_at)
-
-
-def _token(r: tuple) -> TokenRow:
-    return TokenRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11],
-                    json.loads(r[12]) if r[12] is not None else None, r[13])
+_TOKEN_COLS = ", ".join(TOKEN_COLUMNS)
+_INSERT_TOKEN = f"INSERT INTO tokens ({_TOKEN_COLS}) VALUES ({', '.join('?' * len(TOKEN_COLUMNS))})"
 
 
 class SqliteStore(Database):
@@ -118,7 +105,7 @@ class SqliteStore(Database):
             for fp in lineage:
                 if c.execute("SELECT 1 FROM revoked_attenuations WHERE fingerprint = ?", (fp,)).fetchone():
                     return False
-            c.execute(_INSERT_TOKEN, _token_args(row))
+            c.execute(_INSERT_TOKEN, token_values(row))
             c.executemany("INSERT INTO strip_lineage (fingerprint, service_id) VALUES (?, ?)",
                           [(fp, row.id) for fp in lineage])
             self._audit(c, [audit])
@@ -131,7 +118,7 @@ class SqliteStore(Database):
         def run(c: sqlite3.Connection) -> None:
             c.executemany("INSERT OR IGNORE INTO orgs (name, created_at) VALUES (?, ?)",
                           {(r.org, r.created_at) for r in rows})
-            c.executemany(_INSERT_TOKEN, [_token_args(r) for r in rows])
+            c.executemany(_INSERT_TOKEN, [token_values(r) for r in rows])
             c.executemany("INSERT INTO revocations (token_id, scope, at) VALUES (?, 'token', ?)",
                           [(r.id, r.revoked_at) for r in rows if r.revoked_at is not None])
         await self._tx(run)
@@ -145,8 +132,8 @@ class SqliteStore(Database):
         fps = await self._all("SELECT fingerprint FROM revoked_attenuations WHERE token_id = ? LIMIT ?",
                               (token_id, limit))
         if max_fingerprints is not None and len(fps) > max_fingerprints:
-            return _token(row), None
-        return _token(row), frozenset(r[0] for r in fps)
+            return token_row(row), None
+        return token_row(row), frozenset(r[0] for r in fps)
 
     async def attenuation_revoked(self, token_id: str, fingerprints: Iterable[bytes]) -> bool:
         fps = list(fingerprints)
@@ -163,7 +150,7 @@ class SqliteStore(Database):
 
     async def list_tokens(self, org: str) -> list[TokenRow]:
         rows = await self._all(f"SELECT {_TOKEN_COLS} FROM tokens WHERE org = ? ORDER BY created_at, id", (org,))
-        return [_token(r) for r in rows]
+        return [token_row(r) for r in rows]
 
     async def touch(self, used: dict[str, int]) -> None:
         if not used:
@@ -192,19 +179,17 @@ class SqliteStore(Database):
         c.executemany("INSERT INTO revocations (token_id, scope, at) VALUES (?, 'token', ?)", [(i, now) for i in ids])
         return ids
 
-    async def revoke_token(self, token_id: str, now: int, audit: AuditRecord) -> list[str] | None:
+    async def revoke_token(self, token_id: str, now: int, audit: AuditFor[list[str]]) -> list[str] | None:
         def run(c: sqlite3.Connection) -> list[str] | None:
             if c.execute("SELECT 1 FROM tokens WHERE id = ?", (token_id,)).fetchone() is None:
                 return None
             ids = self._cascade(c, [token_id], now)
-            if ids:
-                audit.detail = {**(audit.detail or {}), "revoked": ids}
-                self._audit(c, [audit])
+            self._audit_for(c, audit, ids)
             return ids
         return await self._tx(run)
 
     async def revoke_attenuation(self, token_id: str, fingerprint: bytes, now: int,
-                                 audit: AuditRecord) -> list[str] | None:
+                                 audit: AuditFor[list[str]]) -> list[str] | None:
         def run(c: sqlite3.Connection) -> list[str] | None:
             cur = c.execute(
                 "INSERT OR IGNORE INTO revoked_attenuations (fingerprint, token_id, revoked_at) VALUES (?, ?, ?)",
@@ -216,9 +201,7 @@ class SqliteStore(Database):
                       (token_id, now, fingerprint))
             children = c.execute("SELECT service_id FROM strip_lineage WHERE fingerprint = ?", (fingerprint,))
             ids = self._cascade(c, [r[0] for r in children.fetchall()], now)
-            if ids:
-                audit.detail = {**(audit.detail or {}), "revoked": ids}
-            self._audit(c, [audit])
+            self._audit_for(c, audit, ids)
             return ids
         return await self._tx(run)
 
@@ -257,12 +240,10 @@ class SqliteStore(Database):
             c.execute("DELETE FROM console_sessions WHERE hash = ?", (digest,))
         await self._tx(run)
 
-    async def end_console_sessions(self, username: str, audit: AuditRecord) -> int:
+    async def end_console_sessions(self, username: str, audit: AuditFor[int]) -> int:
         def run(c: sqlite3.Connection) -> int:
             ended = c.execute("DELETE FROM console_sessions WHERE username = ?", (username,)).rowcount
-            if ended:
-                audit.detail = {**(audit.detail or {}), "sessions": ended}
-                self._audit(c, [audit])
+            self._audit_for(c, audit, ended)
             return ended
         return await self._tx(run)
 

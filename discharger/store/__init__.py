@@ -62,6 +62,26 @@ SEALED: tuple[SealedColumn, ...] = (*COMMON_SEALED, SealedColumn("keys", "kid", 
 
 
 class DischargerStore(ServiceStore, Protocol):
+    """What every backend keeps true, whatever its SQL (each held by a contract test that runs
+    on SQLite and on PostgreSQL, in `tests/discharger/test_store.py` unless named):
+
+    1. Atomic with its audit row: a write given an `AuditRecord` stores it in its own
+       transaction, and only if it changed something (`test_duplicate_user_is_refused_*`,
+       `test_set_orgs_of_unknown_user_is_false`, `test_disable_user`).
+    2. A password change ends every session of the user, API and browser, in the same
+       transaction (`test_a_password_change_ends_every_session_of_the_user`).
+    3. Once: `update_grant` changes a grant only from the status the caller read, so of
+       concurrent approvals or releases one wins (`test_a_grant_changes_state_once`); a
+       lookup (a user code) names one grant (`test_a_lookup_names_one_grant`).
+    4. Keys: replicas starting together make one first key set; the last key is never
+       retired; `list_keys` is newest first
+       (`test_the_first_keys_are_made_once_and_the_last_is_never_retired`).
+    5. The login throttle checks and counts in one step, so parallel attempts through any
+       number of replicas never pass the limit (`test_the_throttle_counts_no_attempt_past_its_limit`,
+       `tests/discharger/test_throttle.py`).
+    6. Sessions are found only before their expiry; making one drops the expired
+       (`test_session_lookup_until_expiry`, `test_new_session_purges_expired_ones`).
+    """
 
     # `roles` maps each org of the user to "member" or "admin".
     async def create_user(self, username: str, password_hash: bytes, roles: dict[str, str], now: int,

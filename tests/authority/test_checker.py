@@ -19,6 +19,7 @@ from clients import tokens
 from clients.caveats import Access
 from clients.errors import BadRequest, Denial, TokenFormatError, Unavailable
 from server.audit import AuditRecord, Caller
+from tests.support import audited
 
 HERE = "http://authority.test"
 KEYS = RootKeys(bytes(32))
@@ -213,7 +214,7 @@ async def test_past_the_revoked_attenuation_cap_the_store_judges(store):
     narrow = [offline.attenuate(text, [f"hosts h{i}"]) for i in range(3)]
     for t in narrow[:2]:
         fp = macaroon.fingerprint(tokens.parse(t).signature)
-        await store.revoke_attenuation(token_id, fp, int(time.time()), AuditRecord("revoke"))
+        await store.revoke_attenuation(token_id, fp, int(time.time()), audited(AuditRecord("revoke")))
     rec = await checker.records.get(token_id)
     assert rec.revoked_fps is None
     for i, t in enumerate(narrow[:2]):

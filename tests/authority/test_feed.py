@@ -15,6 +15,7 @@ from authority.records import TokenCache
 from authority.root_keys import RootKeys
 from authority.store import TokenRow
 from server.audit import AuditRecord
+from tests.support import audited
 
 LONG = 10.0
 
@@ -39,7 +40,7 @@ async def new_token(store) -> str:
 
 
 async def revoke(store, token_id: str) -> None:
-    assert await store.revoke_token(token_id, 200, AuditRecord("revoke")) == [token_id]
+    assert await store.revoke_token(token_id, 200, audited(AuditRecord("revoke"))) == [token_id]
 
 
 async def test_start_takes_the_stores_head(store, feed):

@@ -12,6 +12,7 @@ from authority.records import TokenCache
 from authority.root_keys import RootKeys
 from authority.store import RevocationRow, TokenRow
 from server.audit import AuditRecord
+from tests.support import audited
 
 MASTER = os.urandom(32)
 
@@ -26,7 +27,7 @@ async def stored_token(store, keys: RootKeys = RootKeys(MASTER)) -> tuple[str, b
 
 
 async def revoke_behind_the_cache(store, token_id: str) -> None:
-    assert await store.revoke_token(token_id, 200, AuditRecord("revoke")) == [token_id]
+    assert await store.revoke_token(token_id, 200, audited(AuditRecord("revoke"))) == [token_id]
 
 
 async def test_unknown_id_is_none_and_not_cached(store):
@@ -105,7 +106,7 @@ async def test_apply_drops_revoked_tokens_and_adds_fingerprints_in_place(store):
 async def revoke_attenuations(store, token_id: str, n: int) -> list[bytes]:
     fps = [os.urandom(32) for _ in range(n)]
     for fp in fps:
-        assert await store.revoke_attenuation(token_id, fp, 200, AuditRecord("revoke")) == []
+        assert await store.revoke_attenuation(token_id, fp, 200, audited(AuditRecord("revoke"))) == []
     return fps
 
 
@@ -151,7 +152,7 @@ async def test_past_the_cap_clear_answers_are_remembered_until_revoked(store):
     assert rec.cleared == set(clear)
 
     # Revoked in the store behind the cache's back: the remembered answer still stands...
-    await store.revoke_attenuation(token_id, clear[1], 300, AuditRecord("revoke"))
+    await store.revoke_attenuation(token_id, clear[1], 300, audited(AuditRecord("revoke")))
     assert not await cache.attenuation_revoked(rec, clear)
     # ...until the revocation reaches the cache (directly or through the feed).
     cache.apply([RevocationRow(9, token_id, "attenuation", 300, clear[1])])
@@ -179,7 +180,7 @@ async def test_a_clear_answer_that_raced_a_revocation_is_not_kept(store):
 
     async def answer_then_revoke(token_id_, fps):
         answer = await real(token_id_, fps)  # read before the revocation commits
-        await store.revoke_attenuation(token_id, fp, 300, AuditRecord("revoke"))
+        await store.revoke_attenuation(token_id, fp, 300, audited(AuditRecord("revoke")))
         cache.revoke_attenuation(token_id, fp)
         return answer
 

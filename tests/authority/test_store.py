@@ -8,6 +8,7 @@ import os
 
 from authority.store import RevocationRow, TokenRow
 from server.audit import AuditRecord
+from tests.support import audited
 
 
 def new_id() -> str:
@@ -63,7 +64,7 @@ async def test_insert_and_load_round_trip(store):
 async def test_child_of_a_revoked_parent_is_refused(store):
     parent = token()
     await insert(store, parent)
-    await store.revoke_token(parent.id, 200, AuditRecord("revoke"))
+    await store.revoke_token(parent.id, 200, audited(AuditRecord("revoke")))
     child = token(parent=parent.id)
     assert not await store.insert_token(child, mint())
     assert await store.load_token(child.id) is None
@@ -78,7 +79,7 @@ async def test_child_with_a_revoked_lineage_fingerprint_is_refused(store):
     parent = token()
     await insert(store, parent)
     fp = os.urandom(32)
-    assert await store.revoke_attenuation(parent.id, fp, 200, AuditRecord("revoke")) == []
+    assert await store.revoke_attenuation(parent.id, fp, 200, audited(AuditRecord("revoke"))) == []
     assert not await store.insert_token(token(parent=parent.id), mint(), [os.urandom(32), fp])
     assert await store.insert_token(token(parent=parent.id), mint(), [os.urandom(32)])
 
@@ -88,9 +89,9 @@ async def test_concurrent_inserts_each_get_their_own_outcome(store):
     must not take the others down with it, and each result must reach its own caller."""
     parent, revoked = token(), token()
     await insert(store, parent, revoked)
-    await store.revoke_token(revoked.id, 200, AuditRecord("revoke"))
+    await store.revoke_token(revoked.id, 200, audited(AuditRecord("revoke")))
     fp = os.urandom(32)
-    assert await store.revoke_attenuation(parent.id, fp, 200, AuditRecord("revoke")) == []
+    assert await store.revoke_attenuation(parent.id, fp, 200, audited(AuditRecord("revoke"))) == []
     good = [token(parent=parent.id) for _ in range(20)]
     lineages = [[os.urandom(32) for _ in range(i % 4)] for i in range(20)]
     refused = [token(parent=revoked.id), token(parent=parent.id)]
@@ -111,7 +112,7 @@ async def test_concurrent_inserts_each_get_their_own_outcome(store):
     # Every stored lineage fingerprint leads its revocation to the right token.
     for row, lin in zip(good, lineages):
         for i, f in enumerate(lin):  # the first revokes it; the rest find it revoked already
-            assert await store.revoke_attenuation(parent.id, f, 300, AuditRecord("revoke")) == ([] if i else [row.id])
+            assert await store.revoke_attenuation(parent.id, f, 300, audited(AuditRecord("revoke"))) == ([] if i else [row.id])
     assert len(await store.audit_rows("mint")) == 2 + 20
 
 
@@ -152,12 +153,12 @@ async def test_revoke_token_cascades_to_descendants(store):
     await insert(store, root, other, child, grandchild)
 
     audit = AuditRecord("revoke", detail={"why": "test"})
-    assert sorted(await store.revoke_token(root.id, 300, audit)) == sorted([root.id, child.id, grandchild.id])
+    assert sorted(await store.revoke_token(root.id, 300, audited(audit))) == sorted([root.id, child.id, grandchild.id])
     for t in (root, child, grandchild):
         assert await revoked_at(store, t.id) == 300
     assert await revoked_at(store, other.id) is None
     (row,) = await store.audit_rows("revoke")
-    assert row.detail["why"] == "test" and sorted(row.detail["revoked"]) == sorted([root.id, child.id, grandchild.id])
+    assert row.detail["why"] == "test" and sorted(row.detail["changed"]) == sorted([root.id, child.id, grandchild.id])
 
 
 async def test_revoke_token_returns_only_newly_revoked(store):
@@ -166,12 +167,12 @@ async def test_revoke_token_returns_only_newly_revoked(store):
     grandchild = token(parent=child.id)
     await insert(store, root, child, grandchild)
 
-    assert sorted(await store.revoke_token(child.id, 300, AuditRecord("revoke"))) == sorted([child.id, grandchild.id])
-    assert await store.revoke_token(root.id, 400, AuditRecord("revoke")) == [root.id]
+    assert sorted(await store.revoke_token(child.id, 300, audited(AuditRecord("revoke")))) == sorted([child.id, grandchild.id])
+    assert await store.revoke_token(root.id, 400, audited(AuditRecord("revoke"))) == [root.id]
     assert await revoked_at(store, child.id) == 300  # the first revocation time stands
-    assert await store.revoke_token(root.id, 500, AuditRecord("revoke")) == []
-    assert await store.revoke_token(new_id(), 500, AuditRecord("revoke")) is None
-    assert len(await store.audit_rows("revoke")) == 2  # no audit row when nothing changed
+    assert await store.revoke_token(root.id, 500, audited(AuditRecord("revoke"))) == []
+    assert await store.revoke_token(new_id(), 500, audited(AuditRecord("revoke"))) is None
+    assert len(await store.audit_rows("revoke")) == 2  # the domain's None writes no row
 
 
 async def test_revoke_attenuation_revokes_tokens_stripped_from_it(store):
@@ -184,13 +185,13 @@ async def test_revoke_attenuation_revokes_tokens_stripped_from_it(store):
     await insert(store, unrelated, lineage=[other_fp])
     await insert(store, grandchild)
 
-    revoked = await store.revoke_attenuation(parent.id, fp, 300, AuditRecord("revoke_attenuation"))
+    revoked = await store.revoke_attenuation(parent.id, fp, 300, audited(AuditRecord("revoke_attenuation")))
     assert sorted(revoked) == sorted([stripped.id, grandchild.id])
     assert await revoked_at(store, parent.id) is None
     assert await revoked_at(store, unrelated.id) is None
     assert await revoked_at(store, grandchild.id) == 300
     assert (await store.load_token(parent.id))[1] == frozenset({fp})
-    assert await store.revoke_attenuation(parent.id, fp, 400, AuditRecord("revoke_attenuation")) is None
+    assert await store.revoke_attenuation(parent.id, fp, 400, audited(AuditRecord("revoke_attenuation"))) is None
 
 
 async def test_revocation_feed_is_ordered_exclusive_and_limited(store):
@@ -198,9 +199,9 @@ async def test_revocation_feed_is_ordered_exclusive_and_limited(store):
     await insert(store, a, b)
     assert await store.revocation_head() == 0
     fp = os.urandom(32)
-    await store.revoke_token(a.id, 10, AuditRecord("revoke"))
-    await store.revoke_attenuation(b.id, fp, 20, AuditRecord("revoke_attenuation"))
-    await store.revoke_token(b.id, 30, AuditRecord("revoke"))
+    await store.revoke_token(a.id, 10, audited(AuditRecord("revoke")))
+    await store.revoke_attenuation(b.id, fp, 20, audited(AuditRecord("revoke_attenuation")))
+    await store.revoke_token(b.id, 30, audited(AuditRecord("revoke")))
 
     feed = await store.revocations_after(0, 100)
     assert [r.seq for r in feed] == sorted(r.seq for r in feed)
@@ -220,12 +221,12 @@ async def test_end_console_sessions_of_one_user(store):
     for i, user in enumerate(("alice", "alice", "bob")):
         await store.create_console_session(bytes([i]) * 32, ConsoleSessionRow(user, "acme", "member", 10**10), 1,
                                            AuditRecord("console_login", user=user))
-    assert await store.end_console_sessions("alice", AuditRecord("console_logout", user="alice")) == 2
+    assert await store.end_console_sessions("alice", audited(AuditRecord("console_logout", user="alice"))) == 2
     assert await store.console_session(bytes([0]) * 32, 2) is None and await store.console_session(bytes([1]) * 32, 2) is None
     assert (await store.console_session(bytes([2]) * 32, 2)).username == "bob"
     (row,) = await store.audit_rows("console_logout")
-    assert row.user == "alice" and row.detail == {"sessions": 2}
-    assert await store.end_console_sessions("alice", AuditRecord("console_logout", user="alice")) == 0
+    assert row.user == "alice" and row.detail == {"changed": 2}
+    assert await store.end_console_sessions("alice", audited(AuditRecord("console_logout", user="alice"))) == 0
     assert len(await store.audit_rows("console_logout")) == 1  # nothing ended, nothing recorded
 
 

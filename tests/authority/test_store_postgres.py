@@ -16,6 +16,7 @@ from clients.errors import BadRequest
 from server.audit import AuditRecord
 from server.store import StoreError
 from tests.authority.test_store import insert, revoked_at, token
+from tests.support import audited
 
 
 @pytest.fixture
@@ -64,7 +65,7 @@ async def test_a_deadlocked_revocation_is_unavailable_and_changes_nothing(pg):
     tx = raw.transaction()
     await tx.start()
     await raw.execute("UPDATE tokens SET last_used_at = 1 WHERE id = $1", child.id)
-    revoking = asyncio.create_task(store.revoke_token(root.id, 9, AuditRecord("revoke")))
+    revoking = asyncio.create_task(store.revoke_token(root.id, 9, audited(AuditRecord("revoke"))))
     await asyncio.sleep(0.3)  # the revocation holds the root and waits for the child
     closing = asyncio.create_task(raw.execute("UPDATE tokens SET last_used_at = 1 WHERE id = $1", root.id))
     with pytest.raises(StoreError) as caught:
@@ -74,7 +75,7 @@ async def test_a_deadlocked_revocation_is_unavailable_and_changes_nothing(pg):
     await asyncio.wait_for(closing, 5)
     await tx.rollback()
     assert await revoked_at(store, root.id) is None and await revoked_at(store, child.id) is None
-    assert await store.revoke_token(root.id, 10, AuditRecord("revoke")) == sorted([root.id, child.id])
+    assert await store.revoke_token(root.id, 10, audited(AuditRecord("revoke"))) == sorted([root.id, child.id])
 
 
 async def test_a_read_only_server_is_unavailable(pg_url, pg):

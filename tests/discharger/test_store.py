@@ -1,13 +1,15 @@
 """Unit tests for the discharger's stores, through `discharger.store.open_store` on each
-backend (a real SQLite file, a real PostgreSQL database): users, memberships and sessions."""
+backend (a real SQLite file, a real PostgreSQL database): the contract `DischargerStore` states."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import os
 
 import pytest
 
-from discharger.store import UserRow, open_store
+from discharger.store import GrantRow, UserRow, open_store
 from server.audit import AuditRecord
 
 HASH = b"argon2id-hash"
@@ -109,3 +111,60 @@ async def test_delete_session(store):
     assert not await store.delete_session(digest)
     assert await store.session_user(digest, 100) is None
     assert await store.session_user(other, 100) == "alice"
+
+
+async def test_a_password_change_ends_every_session_of_the_user(store):
+    await add_alice(store)
+    await store.create_user("bob", HASH, {"acme": "member"}, 100, audit())
+    api, browser, bobs = session_digest(), session_digest(), session_digest()
+    await store.create_session(api, "alice", 10**10, 100, audit("session_create"))
+    await store.create_browser_session(browser, "alice", 10**10, 100, audit("browser_login"))
+    await store.create_session(bobs, "bob", 10**10, 100, audit("session_create"))
+    assert await store.set_password("alice", b"new-hash", audit("user_passwd"))
+    assert await store.session_user(api, 100) is None and await store.browser_session_user(browser, 100) is None
+    assert await store.session_user(bobs, 100) == "bob"
+    assert not await store.set_password("nobody", b"x", audit("user_passwd"))
+    assert len(await store.audit_rows("user_passwd")) == 1  # a refused write records nothing
+
+
+# --- grants, keys and the throttle: each step taken once, across replicas ------------------------
+
+
+def grant(lookup: str = "ABCD-EFGH") -> GrantRow:
+    return GrantRow(os.urandom(32), "device", lookup, {"org": "acme"}, "pending", 100, 10**10)
+
+
+async def test_a_grant_changes_state_once(store):
+    row = grant()
+    assert await store.add_grant(row, 100)
+    approved = dataclasses.replace(row, status="approved", username="alice")
+    done = await asyncio.gather(*[store.update_grant(approved, "pending", audit("device_approve")) for _ in range(5)])
+    assert done.count(True) == 1
+    assert len(await store.audit_rows("device_approve")) == 1
+    assert (await store.get_grant("device", lookup=row.lookup)).status == "approved"
+
+
+async def test_a_lookup_names_one_grant(store):
+    first = grant()
+    assert await store.add_grant(first, 100)
+    assert not await store.add_grant(grant(first.lookup), 100)
+    assert (await store.get_grant("device", lookup=first.lookup)).hash == first.hash
+
+
+async def test_the_first_keys_are_made_once_and_the_last_is_never_retired(store):
+    made = await asyncio.gather(*[store.add_keys_if_none([(f"k{i}", b"sealed")], 100, audit("keys_create"))
+                                  for i in range(5)])
+    assert made.count(True) == 1 and len(await store.list_keys()) == 1
+    assert len(await store.audit_rows("keys_create")) == 1
+    (kid, _), = await store.list_keys()
+    await store.add_key("newer", b"sealed2", 200, audit("key_rotate"))
+    assert [k for k, _ in await store.list_keys()] == ["newer", kid]  # newest first
+    assert await store.retire_key("nope", audit("key_retire")) == "unknown"
+    assert await store.retire_key(kid, audit("key_retire")) == "ok"
+    assert await store.retire_key("newer", audit("key_retire")) == "last"
+    assert len(await store.audit_rows("key_retire")) == 1
+
+
+async def test_the_throttle_counts_no_attempt_past_its_limit(store):
+    waits = await asyncio.gather(*[store.login_attempt([("user:alice", 5)], 1000.0, 60.0) for _ in range(12)])
+    assert waits.count(None) == 5 and all(w is not None and 0 < w <= 60 for w in waits if w is not None)

@@ -144,3 +144,9 @@ class AuthorityProcess:
         if self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(timeout=15)
+
+
+def audited(record):
+    """An `AuditFor` for store tests: `record` with what the write changed (detail `changed`),
+    nothing when it changed nothing."""
+    return lambda change: record.add(changed=change) if change else None
