@@ -13,10 +13,11 @@ from __future__ import annotations
 class SableError(Exception):
     code = "bad_request"
 
-    def __init__(self, message: str, *, retry_after: int | None = None):
+    def __init__(self, message: str, *, retry_after: int | None = None, reason: str | None = None):
         super().__init__(message)
         self.message = message
         self.retry_after = retry_after
+        self.reason = reason  # a finer cause than `code` (SPEC §15), e.g. "mfa_required"
 
 
 class MalformedToken(SableError):

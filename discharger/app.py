@@ -110,8 +110,8 @@ async def login(request: web.Request) -> web.Response:
 
 @routes.get("/v1/sessions/current")
 async def current_session(request: web.Request) -> web.Response:
-    user, expires_at = await _d(request).sessions.current(bearer(request))
-    return json_response(schemas.current_session(user.username, user.roles, expires_at))
+    user, session = await _d(request).sessions.current(bearer(request))
+    return json_response(schemas.current_session(user.username, user.roles, session.expires_at, session.auth_method))
 
 
 @routes.delete("/v1/sessions/current")
@@ -125,10 +125,10 @@ async def discharge(request: web.Request) -> web.Response:
     d = _d(request)
     if bearer(request) is None:  # no session: only an interactive discharge may start
         return await _start_flow(request, d)
-    username = await d.sessions.user(bearer(request))  # 401 before the body is read
+    session = await d.sessions.find(bearer(request))  # 401 before the body is read
     ticket = schemas.ticket(await read_json(request))
-    return json_response(schemas.discharge(await d.discharges.issue(username, ticket, caller(request))),
-                             status=201)
+    issued = await d.discharges.issue(session.username, ticket, caller(request), session.auth_method)
+    return json_response(schemas.discharge(issued), status=201)
 
 
 async def _start_flow(request: web.Request, d: Discharger) -> web.Response:

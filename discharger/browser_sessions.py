@@ -11,7 +11,7 @@ from clients import tokens
 from discharger.config import DischargerConfig
 from discharger.model import Credentials
 from discharger.sessions import Sessions
-from discharger.store import DischargerStore
+from discharger.store import DischargerStore, SessionRow
 from server.audit import Caller
 from server.masterkey import MasterKey
 from server.pagekit import new_secret
@@ -31,23 +31,32 @@ class BrowserSessions:
         """A new cookie value for a signed-in browser (the password checked as for the API,
         throttle included)."""
         username = await self.sessions.authenticate(creds, caller)
+        return await self.start(username, "password", caller)
+
+    async def start(self, username: str, auth_method: str, caller: Caller) -> str:
+        """A new cookie value for a browser whose user is authenticated (`auth_method` says how)."""
         cookie = new_secret()
         now = int(time.time())
-        audit = caller.record("browser_login", user=username)
+        audit = caller.record("browser_login", user=username, detail={"auth_method": auth_method})
         await self.store.create_browser_session(tokens.secret_digest(cookie), username,
-                                                now + self.config.session_ttl, now, audit)
+                                                now + self.config.session_ttl, now, audit, auth_method)
         audit.emit()
         return cookie
 
-    async def user(self, cookie: str | None) -> str | None:
-        """The signed-in user, while enabled."""
+    async def signed_in(self, cookie: str | None) -> SessionRow | None:
+        """The browser's session, while its user is enabled."""
         if not cookie:
             return None
-        username = await self.store.browser_session_user(tokens.secret_digest(cookie), int(time.time()))
-        if username is None:
+        found = await self.store.browser_session(tokens.secret_digest(cookie), int(time.time()))
+        if found is None:
             return None
-        user = await self.store.get_user(username)
-        return username if user is not None and not user.disabled else None
+        user = await self.store.get_user(found.username)
+        return found if user is not None and not user.disabled else None
+
+    async def user(self, cookie: str | None) -> str | None:
+        """The signed-in user, while enabled."""
+        found = await self.signed_in(cookie)
+        return found.username if found else None
 
     async def sign_out(self, cookie: str | None) -> None:
         if cookie:

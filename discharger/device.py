@@ -93,7 +93,8 @@ class DeviceLogins:
         user = await self.store.get_user(row.username)
         if user is None or user.disabled:
             raise GrantPending("access_denied", "the user who approved this device is disabled")
-        session = await self.sessions.create(row.username, caller, event="device_login")
+        method = row.data.get("auth_method", "password")  # the approving browser's
+        session = await self.sessions.create(row.username, caller, event="device_login", auth_method=method)
         return session, row.username
 
     async def _throttle(self, username: str, client: str, looking: bool) -> tuple[list[str], float]:
@@ -122,9 +123,11 @@ class DeviceLogins:
         await self.store.forget_attempt(subjects, at)  # only wrong codes count
         return row
 
-    async def decide(self, username: str, user_code: str, approve: bool, caller: Caller) -> GrantRow:
+    async def decide(self, username: str, user_code: str, approve: bool, caller: Caller,
+                     auth_method: str = "password") -> GrantRow:
         row = await self.find(username, user_code, caller)
         row.status, row.username = ("approved" if approve else "denied"), username
+        row.data = {**row.data, "auth_method": auth_method}
         audit = caller.record("device_approve" if approve else "device_deny", user=username,
                               outcome="ok" if approve else "denied")
         if not await self.store.update_grant(row, "pending", audit):

@@ -23,12 +23,12 @@ class Discharges:
         self.keys = keys
         self.authorities = authorities
 
-    async def issue(self, username: str, ticket: bytes, caller: Caller) -> Discharge:
+    async def issue(self, username: str, ticket: bytes, caller: Caller, auth_method: str = "password") -> Discharge:
         """A discharge for `username` (already authenticated by session); TicketError (400) if
         the ticket can't be opened, Forbidden (403) if the user may not have one."""
         contents = await self.keys.unseal_ticket(ticket)
         user = await self.store.get_user(username)
-        audit = caller.record("discharge", user=username, org=contents.org)
+        audit = caller.record("discharge", user=username, org=contents.org, detail={"auth_method": auth_method})
         refusal = None
         if user is None or user.disabled:
             refusal = "user is disabled"
@@ -48,4 +48,4 @@ class Discharges:
         if "role" in await self.authorities.understood():  # the user's own role: the console signs in with it
             said.append(f"role {user.roles[contents.org]}")
         token = macaroon.discharge(contents.caveat_key, ticket, self.config.public_url, said)
-        return Discharge(token.encode(), expires_at)
+        return Discharge(token.encode(), expires_at, auth_method)

@@ -117,12 +117,13 @@ class Flows:
             and await self._may_approve(username, row)
 
     async def decide(self, username: str, user_secret: str, approve: bool, caller: Caller,
-                     prompted: bool = True) -> tuple[GrantRow, str | None]:
+                     prompted: bool = True, auth_method: str = "password") -> tuple[GrantRow, str | None]:
         """Record the user's answer. Returns the row and, for an approved flow that returns to
         an authority, the one-time code to hand back; Denied if the user may not approve."""
         row = await self.pending(user_secret)
         allowed = await self._may_approve(username, row)
         row.status, row.username = ("approved" if approve and allowed else "denied"), username
+        row.data = {**row.data, "auth_method": auth_method}
         code = None
         if row.status == "approved" and self.returns_to_authority(row.data["return_to"]):
             code = new_secret()
@@ -161,4 +162,5 @@ class Flows:
         if not await self.store.update_grant(row, "approved"):
             raise Gone("this discharge was already collected")
         assert row.username is not None
-        return await self.discharges.issue(row.username, b64d(row.data["ticket"]), caller)
+        return await self.discharges.issue(row.username, b64d(row.data["ticket"]), caller,
+                                           row.data.get("auth_method", "password"))

@@ -13,6 +13,7 @@ from clients.caveats import format_time
 from clients.errors import BadRequest, Forbidden, NotFound, RateLimited, Unauthorized
 from discharger.model import Credentials
 from discharger.service import Discharger
+from discharger.store import SessionRow
 from server.http import caller
 from server.pagekit import Pages, check_csrf, css, new_secret, page_errors, read_form, safe_next
 
@@ -28,26 +29,28 @@ page = page_errors(PAGES, SERVICE)
 class Browser:
     """One request's view of the browser: its cookie, signed-in user and CSRF token."""
 
-    def __init__(self, request: web.Request, cookie: str | None, user: str | None):
+    def __init__(self, request: web.Request, cookie: str | None, session: SessionRow | None):
         self.request = request
         self.d: Discharger = request.app[DISCHARGER]
         self.pages: Pages = request.app[PAGES]
         self.new_cookie = cookie is None  # a first visit gets a (signed-out) cookie to tie forms to
         self.cookie = cookie or new_secret()
-        self.user = user
+        self.user = session.username if session else None
+        self.auth_method = session.auth_method if session else None
 
     @classmethod
     async def of(cls, request: web.Request) -> Browser:
         pages: Pages = request.app[PAGES]
         cookie = pages.cookie(request, COOKIE)
-        return cls(request, cookie, await request.app[DISCHARGER].browser.user(cookie))
+        return cls(request, cookie, await request.app[DISCHARGER].browser.signed_in(cookie))
 
     @property
     def csrf(self) -> str:
         return self.d.browser.csrf(self.cookie)
 
     def render(self, name: str, status: int = 200, **context) -> web.Response:
-        resp = self.pages.render(name, status=status, service=SERVICE, user=self.user, csrf=self.csrf, **context)
+        resp = self.pages.render(name, status=status, service=SERVICE, user=self.user, auth_method=self.auth_method,
+                                 csrf=self.csrf, **context)
         if self.new_cookie:
             self.pages.set_cookie(self.request, resp, COOKIE, self.cookie)
         return resp
@@ -164,7 +167,7 @@ async def device_decide(request: web.Request) -> web.Response:
     approve = form.get("action") == "approve"
     code = form.get("user_code", "")[:32]
     try:
-        await b.d.device.decide(b.user, code, approve, caller(request))
+        await b.d.device.decide(b.user, code, approve, caller(request), b.auth_method or "password")
     except NotFound as e:
         return b.render("device.html", status=404, code=code.upper(), grant=None, error=e.message, requested_at="")
     if approve:
@@ -181,7 +184,8 @@ async def flow_page(request: web.Request) -> web.Response:
     secret = request.match_info["secret"]
     grant = await b.d.flows.pending(secret)
     if await b.d.flows.approves_silently(b.user, grant):  # a console sign-in: no prompt (SPEC §19)
-        grant, code = await b.d.flows.decide(b.user, secret, True, caller(request), prompted=False)
+        grant, code = await b.d.flows.decide(b.user, secret, True, caller(request), prompted=False,
+                                             auth_method=b.auth_method or "password")
         assert code is not None  # it returns to an authority: approves_silently checked
         return _returning(grant, code)
     return b.render("approve.html", what=grant.data["what"], grant=grant, action=f"/flows/{quote(secret)}",
@@ -196,7 +200,8 @@ async def flow_decide(request: web.Request) -> web.Response:
         return b.to_login()
     form = await b.form()
     approve = form.get("action") == "approve"
-    grant, code = await b.d.flows.decide(b.user, request.match_info["secret"], approve, caller(request))
+    grant, code = await b.d.flows.decide(b.user, request.match_info["secret"], approve, caller(request),
+                                         auth_method=b.auth_method or "password")
     if code is not None:
         return _returning(grant, code)
     if approve:

@@ -9,7 +9,7 @@ from clients import tokens
 from clients.caveats import NAME_RE, format_time
 from clients.errors import BadRequest
 from clients.tickets import b64d
-from discharger.model import ROLES, Credentials, Discharge, Membership, NewUser, Session
+from discharger.model import ROLES, USERNAME_RE, USERNAME_RULE, Credentials, Discharge, Membership, NewUser, Session
 
 MAX_PASSWORD = 1024
 MIN_PASSWORD = 8
@@ -39,8 +39,8 @@ def _orgs(value: Any) -> dict[str, str]:
 def new_user(body: dict) -> NewUser:
     username, password = body.get("username"), body.get("password")
     orgs = _orgs(body.get("orgs", []))
-    if not isinstance(username, str) or not NAME_RE.fullmatch(username):
-        raise BadRequest("username must match [A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+    if not isinstance(username, str) or not USERNAME_RE.fullmatch(username):
+        raise BadRequest(USERNAME_RULE)
     if not isinstance(password, str) or not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
         raise BadRequest(f"password must be {MIN_PASSWORD} to {MAX_PASSWORD} characters")
     return NewUser(username, password, orgs)
@@ -100,7 +100,7 @@ def return_to(body: dict) -> str | None:
 def device_session(s: Session, username: str) -> dict:
     return {"session": s.secret, "access_token": s.secret, "token_type": "Bearer",
             "expires_in": max(0, s.expires_at - int(time.time())), "expires_at": format_time(s.expires_at),
-            "username": username}
+            "username": username, "auth_method": s.auth_method}
 
 
 def password(body: dict) -> str:
@@ -115,9 +115,9 @@ def user_row(u) -> dict:
             "disabled": u.disabled}
 
 
-def current_session(username: str, roles: dict[str, str], expires_at: int) -> dict:
+def current_session(username: str, roles: dict[str, str], expires_at: int, auth_method: str) -> dict:
     return {"username": username, "orgs": sorted(roles), "roles": dict(sorted(roles.items())),
-            "expires_at": format_time(expires_at)}
+            "expires_at": format_time(expires_at), "auth_method": auth_method}
 
 
 def user(m: Membership) -> dict:
@@ -125,8 +125,8 @@ def user(m: Membership) -> dict:
 
 
 def session(s: Session) -> dict:
-    return {"session": s.secret, "expires_at": format_time(s.expires_at)}
+    return {"session": s.secret, "expires_at": format_time(s.expires_at), "auth_method": s.auth_method}
 
 
 def discharge(d: Discharge) -> dict:
-    return {"discharge": d.token, "expires_at": format_time(d.expires_at)}
+    return {"discharge": d.token, "expires_at": format_time(d.expires_at), "auth_method": d.auth_method}

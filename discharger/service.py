@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 
 from clients import tokens
+from clients.errors import ConfigError
 from discharger.authorities import Authorities
 from discharger.browser_sessions import BrowserSessions
 from discharger.config import DischargerConfig
@@ -42,6 +43,7 @@ class Discharger:
         hasher = Hasher(config.password_limits, config.hash_threads, config.hash_queue)
         try:
             await master.check(store, config.db_path)
+            await _refuse_principal_like_usernames(store)
             keys = await TicketKeys.load(store, master, config.keys_path)
             if config.admin_token:
                 await store.add_admin(tokens.secret_digest(config.admin_token), int(time.time()))
@@ -57,3 +59,12 @@ class Discharger:
         await self.keys.stop()
         self.hasher.close()
         await self.store.close()
+
+
+async def _refuse_principal_like_usernames(store: DischargerStore) -> None:
+    """`:` is kept for principals (SPEC §15, §16): a database holding a user with one in its
+    name is refused at start, naming the user, so no principal can ever be confused with them."""
+    for user in await store.list_users():
+        if ":" in user.username:
+            raise ConfigError(f"user {user.username!r} has a ':' in its name, which is kept for principals "
+                              "(ci:NAME); rename or remove that user with the previous version, then start again")

@@ -12,7 +12,7 @@ from clients.errors import RateLimited, TokenFormatError, Unauthorized
 from discharger.config import DischargerConfig
 from discharger.model import Credentials, Session
 from discharger.passwords import Hasher
-from discharger.store import DischargerStore, UserRow
+from discharger.store import DischargerStore, SessionRow, UserRow
 from server.audit import Caller
 from server.masterkey import MasterKey
 from server.ratelimit import throttle_key
@@ -76,35 +76,41 @@ class Sessions:
         username = await self.authenticate(creds, caller)
         return await self.create(username, caller)
 
-    async def create(self, username: str, caller: Caller, event: str = "login") -> Session:
-        """A new API session for a user already authenticated (by password or device approval)."""
+    async def create(self, username: str, caller: Caller, event: str = "login",
+                     auth_method: str = "password") -> Session:
+        """A new API session for a user already authenticated (by password, or by a device
+        approval, which passes on how its browser signed in)."""
         now = int(time.time())
         secret = tokens.encode(tokens.SESSION, nacl.utils.random(32))
         expires_at = now + self.config.session_ttl
-        audit = caller.record(event, user=username)
-        await self.store.create_session(tokens.secret_digest(secret), username, expires_at, now, audit)
+        audit = caller.record(event, user=username, detail={"auth_method": auth_method})
+        await self.store.create_session(tokens.secret_digest(secret), username, expires_at, now, audit, auth_method)
         audit.emit()
-        return Session(secret, expires_at)
+        return Session(secret, expires_at, auth_method)
 
     async def user(self, session: str | None) -> str:
         """The username a session secret belongs to; Unauthorized if none or expired."""
+        return (await self.find(session)).username
+
+    async def find(self, session: str | None) -> SessionRow:
+        """The session a secret names (who, until when, how it was made); Unauthorized if none
+        or expired."""
         try:
             tokens.parse_secret(session or "", tokens.SESSION)
         except TokenFormatError:
             raise Unauthorized("a valid session (Bearer sable_ss_...) is required") from None
-        username = await self.store.session_user(tokens.secret_digest(session or ""), int(time.time()))
-        if username is None:
-            raise Unauthorized("the session is unknown or has expired")
-        return username
-
-    async def current(self, session: str | None) -> tuple[UserRow, int]:
-        """The session's user (with roles) and when the session expires; Unauthorized if none."""
-        await self.user(session)
         found = await self.store.session(tokens.secret_digest(session or ""), int(time.time()))
-        user = await self.store.get_user(found[0]) if found else None
-        if found is None or user is None or user.disabled:
+        if found is None:
+            raise Unauthorized("the session is unknown or has expired")
+        return found
+
+    async def current(self, session: str | None) -> tuple[UserRow, SessionRow]:
+        """The session's user (with roles) and the session; Unauthorized if none."""
+        found = await self.find(session)
+        user = await self.store.get_user(found.username)
+        if user is None or user.disabled:
             raise Unauthorized("the session is unknown or has expired: run `sable login`")
-        return user, found[1]
+        return user, found
 
     async def logout(self, session: str | None) -> None:
         await self.user(session)

@@ -60,9 +60,12 @@ def json_response(data: object, status: int = 200, headers: dict | None = None) 
     return web.Response(body=orjson.dumps(data), status=status, headers=headers, content_type="application/json")
 
 
-def error_response(code: str, message: str, status: int, retry_after: int | None = None) -> web.Response:
+def error_response(code: str, message: str, status: int, retry_after: int | None = None,
+                   reason: str | None = None) -> web.Response:
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
-    return json_response({"error": code, "message": message}, status=status, headers=headers)
+    body = {"error": code, "message": message} if reason is None else {"error": code, "reason": reason,
+                                                                         "message": message}
+    return json_response(body, status=status, headers=headers)
 
 
 def error_for(e: SableError) -> web.Response:
@@ -70,7 +73,7 @@ def error_for(e: SableError) -> web.Response:
     retry_after = e.retry_after
     if retry_after is None and e.code in ("rate_limited", "unavailable"):
         retry_after = 1  # every 429 and 503 says when to come back (SPEC §4)
-    return error_response(e.code, e.message, status, retry_after)
+    return error_response(e.code, e.message, status, retry_after, e.reason)
 
 
 def oauth_errors(handler):

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 from server.audit import AuditRecord, AuditRow
 from server.store import COMMON_SEALED, COMMON_TABLES, SealedColumn, ServiceStore, StoreError, open_backend
 
-__all__ = ["AuditRow", "DischargerStore", "GrantRow", "StoreError", "UserRow", "open_store"]
+__all__ = ["AuditRow", "DischargerStore", "GrantRow", "Link", "SessionRow", "StoreError", "UserRow", "open_store"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,10 +19,26 @@ class UserRow:
     password_hash: bytes
     disabled: bool
     roles: dict[str, str]  # org -> "member" or "admin"
+    idp: str | None = None  # the provider a user without a password was created for (SPEC §15)
 
     @property
     def orgs(self) -> frozenset[str]:
         return frozenset(self.roles)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRow:
+    username: str
+    expires_at: int
+    auth_method: str  # how it was made: password, idp:NAME, ... (SPEC §15)
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """An identity at a provider, `(issuer, sub)`, and the user it signs in as."""
+    issuer: str
+    sub: str
+    provider: str  # the configured name it was made through
 
 
 @dataclass(slots=True)
@@ -47,12 +63,14 @@ class GrantRow:
 # Every table and column, parents before children: what `sable db copy` moves.
 TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     *COMMON_TABLES,
-    ("users", ("username", "password_hash", "disabled", "created_at")),
+    ("users", ("username", "password_hash", "disabled", "created_at", "idp")),
     ("memberships", ("username", "org", "role")),
-    ("sessions", ("hash", "username", "expires_at")),
+    ("sessions", ("hash", "username", "expires_at", "auth_method")),
     ("keys", ("kid", "sealed", "position", "created_at")),  # copied sealed: no master key needed
     ("login_failures", ("subject", "at")),
-    ("browser_sessions", ("hash", "username", "expires_at")),
+    ("browser_sessions", ("hash", "username", "expires_at", "auth_method")),
+    ("identity_links", ("issuer", "sub", "username", "provider", "created_at")),
+    ("used_states", ("hash", "expires_at")),
     ("grants", ("hash", "kind", "lookup", "data", "status", "username", "created_at", "expires_at", "interval",
                 "polled_at", "code_hash", "code_expires_at")),
 )
@@ -81,11 +99,16 @@ class DischargerStore(ServiceStore, Protocol):
        `tests/discharger/test_throttle.py`).
     6. Sessions are found only before their expiry; making one drops the expired
        (`test_session_lookup_until_expiry`, `test_new_session_purges_expired_ones`).
+    7. An identity `(issuer, sub)` is linked to one user at most, and a sign-in's `state`
+       is claimed once, across replicas (`test_an_identity_links_one_user_once`,
+       `test_a_state_is_claimed_once`); a user made at first sign-in is made with its link.
     """
 
-    # `roles` maps each org of the user to "member" or "admin".
+    # `roles` maps each org of the user to "member" or "admin". A user made for a provider has
+    # no password (`password_hash` empty) and `idp`; one made at first sign-in (`auto`) comes
+    # with its `link`, in the same transaction.
     async def create_user(self, username: str, password_hash: bytes, roles: dict[str, str], now: int,
-                          audit: AuditRecord) -> bool: ...
+                          audit: AuditRecord, idp: str | None = None, link: Link | None = None) -> bool: ...
     async def get_user(self, username: str) -> UserRow | None: ...
     async def set_orgs(self, username: str, roles: dict[str, str], audit: AuditRecord) -> bool: ...
     async def disable_user(self, username: str, audit: AuditRecord, disabled: bool = True) -> bool: ...
@@ -95,18 +118,29 @@ class DischargerStore(ServiceStore, Protocol):
         ...
 
     async def create_session(self, digest: bytes, username: str, expires_at: int, now: int,
-                             audit: AuditRecord) -> None: ...
+                             audit: AuditRecord, auth_method: str = "password") -> None: ...
     async def session_user(self, digest: bytes, now: int) -> str | None: ...
-    async def session(self, digest: bytes, now: int) -> tuple[str, int] | None: ...  # (username, expires_at)
+    async def session(self, digest: bytes, now: int) -> SessionRow | None: ...
     async def delete_session(self, digest: bytes) -> bool: ...
 
     # Browser sessions (the `sable_browser` cookie), stored as digests like API sessions.
     async def create_browser_session(self, digest: bytes, username: str, expires_at: int, now: int,
-                                     audit: AuditRecord) -> None: ...
-    async def browser_session_user(self, digest: bytes, now: int) -> str | None: ...
+                                     audit: AuditRecord, auth_method: str = "password") -> None: ...
+    async def browser_session(self, digest: bytes, now: int) -> SessionRow | None: ...
     async def delete_browser_session(self, digest: bytes) -> bool: ...
 
-    # Pending grants. `update_grant` writes the row's mutable fields only if its status is
+    # Identities at OpenID providers (SPEC §15): a user is found only through its link.
+    async def link_identity(self, username: str, link: Link, now: int, audit: AuditRecord) -> bool:
+        """False if the user is unknown or that identity is linked already (to anyone)."""
+        ...
+    async def linked_user(self, issuer: str, sub: str) -> str | None: ...
+    async def links(self, username: str) -> list[Link]: ...
+    async def claim_state(self, digest: bytes, expires_at: int, now: int) -> bool:
+        """Record a sign-in's `state` as used: False if it was already (each is taken once)."""
+        ...
+
+    # Pending grants. `update_grant` writes the row's mutable fields (all but its hash, kind,
+    # lookup and times) only if its status is
     # still `expected` (so a grant is approved, or released, once); `add_grant` also drops
     # grants that expired over an hour ago.
     async def add_grant(self, row: GrantRow, now: int) -> bool: ...  # False: lookup taken

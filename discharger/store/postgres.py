@@ -6,7 +6,7 @@ import json
 
 import asyncpg
 
-from discharger.store import GrantRow, UserRow
+from discharger.store import GrantRow, Link, SessionRow, UserRow
 from server.audit import AuditRecord
 from server.postgres import COMMON_V1, PgDatabase
 
@@ -72,6 +72,31 @@ CREATE TABLE IF NOT EXISTS grants (
 CREATE INDEX IF NOT EXISTS grants_expiry ON grants(expires_at);
 """
 
+# v4 (SPEC §15): how each session was made, identities at OpenID providers, used sign-in states.
+V4 = """
+ALTER TABLE users ADD COLUMN IF NOT EXISTS idp TEXT;
+ALTER TABLE sessions ADD COLUMN IF NOT EXISTS auth_method TEXT NOT NULL DEFAULT 'password';
+ALTER TABLE browser_sessions ADD COLUMN IF NOT EXISTS auth_method TEXT NOT NULL DEFAULT 'password';
+CREATE TABLE IF NOT EXISTS identity_links (
+    issuer TEXT NOT NULL,
+    sub TEXT NOT NULL,
+    username TEXT NOT NULL REFERENCES users(username),
+    provider TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (issuer, sub)
+);
+CREATE INDEX IF NOT EXISTS identity_links_user ON identity_links(username);
+CREATE TABLE IF NOT EXISTS used_states (
+    hash BYTEA PRIMARY KEY,
+    expires_at BIGINT NOT NULL
+);
+"""
+
+
+class _Undo(Exception):
+    """Roll the transaction back and answer False."""
+
+
 _GRANT_COLS = ("hash, kind, lookup, data, status, created_at, expires_at, username, interval, polled_at, code_hash,"
                " code_expires_at")
 
@@ -88,27 +113,34 @@ _THROTTLE_SPACE = 0x5AB1F
 
 class PostgresStore(PgDatabase):
     SCHEMA = "discharger"
-    MIGRATIONS = (COMMON_V1 + V1, V2, V3)
+    MIGRATIONS = (COMMON_V1 + V1, V2, V3, V4)
 
     async def create_user(self, username: str, password_hash: bytes, roles: dict[str, str], now: int,
-                          audit: AuditRecord) -> bool:
-        async with self._tx() as c:
-            done = await c.fetchval("INSERT INTO users (username, password_hash, created_at) VALUES ($1, $2, $3)"
-                                    " ON CONFLICT DO NOTHING RETURNING 1", username, password_hash, now)
-            if not done:
-                return False
-            await c.executemany("INSERT INTO memberships (username, org, role) VALUES ($1, $2, $3)",
-                                [(username, o, r) for o, r in roles.items()])
-            await self._audit(c, [audit])
-            return True
+                          audit: AuditRecord, idp: str | None = None, link: Link | None = None) -> bool:
+        try:
+            async with self._tx() as c:
+                done = await c.fetchval("INSERT INTO users (username, password_hash, created_at, idp)"
+                                        " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING 1",
+                                        username, password_hash, now, idp)
+                if not done:
+                    return False
+                if link is not None and not await self._link(c, username, link, now):
+                    raise _Undo
+                await c.executemany("INSERT INTO memberships (username, org, role) VALUES ($1, $2, $3)",
+                                    [(username, o, r) for o, r in roles.items()])
+                await self._audit(c, [audit])
+                return True
+        except _Undo:
+            return False
 
     async def get_user(self, username: str) -> UserRow | None:
         async with self._conn() as c:
-            row = await c.fetchrow("SELECT username, password_hash, disabled FROM users WHERE username = $1", username)
+            row = await c.fetchrow("SELECT username, password_hash, disabled, idp FROM users WHERE username = $1",
+                                   username)
             if row is None:
                 return None
             orgs = await c.fetch("SELECT org, role FROM memberships WHERE username = $1", username)
-        return UserRow(row[0], bytes(row[1]), bool(row[2]), {o[0]: o[1] for o in orgs})
+        return UserRow(row[0], bytes(row[1]), bool(row[2]), {o[0]: o[1] for o in orgs}, row[3])
 
     async def set_orgs(self, username: str, roles: dict[str, str], audit: AuditRecord) -> bool:
         async with self._tx() as c:
@@ -130,12 +162,12 @@ class PostgresStore(PgDatabase):
 
     async def list_users(self) -> list[UserRow]:
         async with self._conn() as c:
-            users = await c.fetch("SELECT username, password_hash, disabled FROM users ORDER BY username")
+            users = await c.fetch("SELECT username, password_hash, disabled, idp FROM users ORDER BY username")
             members = await c.fetch("SELECT username, org, role FROM memberships")
         roles: dict[str, dict[str, str]] = {}
         for m in members:
             roles.setdefault(m[0], {})[m[1]] = m[2]
-        return [UserRow(u[0], bytes(u[1]), bool(u[2]), roles.get(u[0], {})) for u in users]
+        return [UserRow(u[0], bytes(u[1]), bool(u[2]), roles.get(u[0], {}), u[3]) for u in users]
 
     async def set_password(self, username: str, password_hash: bytes, audit: AuditRecord) -> bool:
         async with self._tx() as c:
@@ -148,21 +180,21 @@ class PostgresStore(PgDatabase):
             return True
 
     async def create_session(self, digest: bytes, username: str, expires_at: int, now: int,
-                             audit: AuditRecord) -> None:
+                             audit: AuditRecord, auth_method: str = "password") -> None:
         async with self._tx() as c:
             await c.execute("DELETE FROM sessions WHERE expires_at <= $1", now)
-            await c.execute("INSERT INTO sessions (hash, username, expires_at) VALUES ($1, $2, $3)",
-                            digest, username, expires_at)
+            await c.execute("INSERT INTO sessions (hash, username, expires_at, auth_method) VALUES ($1, $2, $3, $4)",
+                            digest, username, expires_at, auth_method)
             await self._audit(c, [audit])
 
     async def session_user(self, digest: bytes, now: int) -> str | None:
         found = await self.session(digest, now)
-        return found[0] if found else None
+        return found.username if found else None
 
-    async def session(self, digest: bytes, now: int) -> tuple[str, int] | None:
-        row = await self._one("SELECT username, expires_at FROM sessions WHERE hash = $1 AND expires_at > $2",
-                              digest, now)
-        return (row[0], row[1]) if row else None
+    async def session(self, digest: bytes, now: int) -> SessionRow | None:
+        row = await self._one("SELECT username, expires_at, auth_method FROM sessions"
+                              " WHERE hash = $1 AND expires_at > $2", digest, now)
+        return SessionRow(row[0], row[1], row[2]) if row else None
 
     async def delete_session(self, digest: bytes) -> bool:
         async with self._tx() as c:
@@ -171,16 +203,17 @@ class PostgresStore(PgDatabase):
     # --- browser sessions and grants ----------------------------------------------------------
 
     async def create_browser_session(self, digest: bytes, username: str, expires_at: int, now: int,
-                                     audit: AuditRecord) -> None:
+                                     audit: AuditRecord, auth_method: str = "password") -> None:
         async with self._tx() as c:
             await c.execute("DELETE FROM browser_sessions WHERE expires_at <= $1", now)
-            await c.execute("INSERT INTO browser_sessions (hash, username, expires_at) VALUES ($1, $2, $3)",
-                            digest, username, expires_at)
+            await c.execute("INSERT INTO browser_sessions (hash, username, expires_at, auth_method)"
+                            " VALUES ($1, $2, $3, $4)", digest, username, expires_at, auth_method)
             await self._audit(c, [audit])
 
-    async def browser_session_user(self, digest: bytes, now: int) -> str | None:
-        row = await self._one("SELECT username FROM browser_sessions WHERE hash = $1 AND expires_at > $2", digest, now)
-        return row[0] if row else None
+    async def browser_session(self, digest: bytes, now: int) -> SessionRow | None:
+        row = await self._one("SELECT username, expires_at, auth_method FROM browser_sessions"
+                              " WHERE hash = $1 AND expires_at > $2", digest, now)
+        return SessionRow(row[0], row[1], row[2]) if row else None
 
     async def delete_browser_session(self, digest: bytes) -> bool:
         async with self._tx() as c:
@@ -207,12 +240,44 @@ class PostgresStore(PgDatabase):
         async with self._tx() as c:
             done = await c.fetchval(
                 "UPDATE grants SET status = $1, username = $2, interval = $3, polled_at = $4, code_hash = $5,"
-                " code_expires_at = $6 WHERE hash = $7 AND status = $8 RETURNING 1",
+                " code_expires_at = $6, data = $9 WHERE hash = $7 AND status = $8 RETURNING 1",
                 row.status, row.username, row.interval, row.polled_at, row.code_hash, row.code_expires_at, row.hash,
-                expected)
+                expected, json.dumps(row.data))
             if done is not None and audit is not None:
                 await self._audit(c, [audit])
             return done is not None
+
+    # --- identities at OpenID providers ----------------------------------------------------
+
+    @staticmethod
+    async def _link(c: asyncpg.Connection, username: str, link: Link, now: int) -> bool:
+        return await c.fetchval("INSERT INTO identity_links (issuer, sub, username, provider, created_at)"
+                                " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING 1",
+                                link.issuer, link.sub, username, link.provider, now) is not None
+
+    async def link_identity(self, username: str, link: Link, now: int, audit: AuditRecord) -> bool:
+        async with self._tx() as c:
+            if await c.fetchval("SELECT 1 FROM users WHERE username = $1 FOR SHARE", username) is None:
+                return False
+            if not await self._link(c, username, link, now):
+                return False
+            await self._audit(c, [audit])
+            return True
+
+    async def linked_user(self, issuer: str, sub: str) -> str | None:
+        row = await self._one("SELECT username FROM identity_links WHERE issuer = $1 AND sub = $2", issuer, sub)
+        return row[0] if row else None
+
+    async def links(self, username: str) -> list[Link]:
+        rows = await self._all("SELECT issuer, sub, provider FROM identity_links WHERE username = $1"
+                               " ORDER BY created_at, issuer, sub", username)
+        return [Link(r[0], r[1], r[2]) for r in rows]
+
+    async def claim_state(self, digest: bytes, expires_at: int, now: int) -> bool:
+        async with self._tx() as c:
+            await c.execute("DELETE FROM used_states WHERE expires_at <= $1", now)
+            return await c.fetchval("INSERT INTO used_states (hash, expires_at) VALUES ($1, $2)"
+                                    " ON CONFLICT DO NOTHING RETURNING 1", digest, expires_at) is not None
 
     # --- keys -------------------------------------------------------------------------------
 

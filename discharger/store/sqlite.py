@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from discharger.store import GrantRow, UserRow
+from discharger.store import GrantRow, Link, SessionRow, UserRow
 from server.audit import AuditRecord
 from server.sqlite import COMMON_V1, Database
 
@@ -71,6 +71,26 @@ CREATE TABLE IF NOT EXISTS grants (
 CREATE INDEX IF NOT EXISTS grants_expiry ON grants(expires_at);
 """
 
+# v4 (SPEC §15): how each session was made, identities at OpenID providers, used sign-in states.
+V4 = """
+ALTER TABLE users ADD COLUMN idp TEXT;
+ALTER TABLE sessions ADD COLUMN auth_method TEXT NOT NULL DEFAULT 'password';
+ALTER TABLE browser_sessions ADD COLUMN auth_method TEXT NOT NULL DEFAULT 'password';
+CREATE TABLE IF NOT EXISTS identity_links (
+    issuer TEXT NOT NULL,
+    sub TEXT NOT NULL,
+    username TEXT NOT NULL REFERENCES users(username),
+    provider TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (issuer, sub)
+);
+CREATE INDEX IF NOT EXISTS identity_links_user ON identity_links(username);
+CREATE TABLE IF NOT EXISTS used_states (
+    hash BLOB PRIMARY KEY,
+    expires_at INTEGER NOT NULL
+);
+"""
+
 _GRANT_COLS = ("hash, kind, lookup, data, status, created_at, expires_at, username, interval, polled_at, code_hash,"
                " code_expires_at")
 
@@ -80,16 +100,19 @@ def _grant(r: tuple) -> GrantRow:
 
 
 class SqliteStore(Database):
-    MIGRATIONS = (COMMON_V1 + V1, V2, V3)
+    MIGRATIONS = (COMMON_V1 + V1, V2, V3, V4)
 
     async def create_user(self, username: str, password_hash: bytes, roles: dict[str, str], now: int,
-                          audit: AuditRecord) -> bool:
+                          audit: AuditRecord, idp: str | None = None, link: Link | None = None) -> bool:
         def run(c: sqlite3.Connection) -> bool:
             cur = c.execute(
-                "INSERT OR IGNORE INTO users (username, password_hash, created_at) VALUES (?, ?, ?)",
-                (username, password_hash, now),
+                "INSERT OR IGNORE INTO users (username, password_hash, created_at, idp) VALUES (?, ?, ?, ?)",
+                (username, password_hash, now, idp),
             )
             if not cur.rowcount:
+                return False
+            if link is not None and not self._link(c, username, link, now):
+                c.execute("DELETE FROM users WHERE username = ?", (username,))
                 return False
             c.executemany("INSERT INTO memberships (username, org, role) VALUES (?, ?, ?)",
                           [(username, o, r) for o, r in roles.items()])
@@ -98,11 +121,11 @@ class SqliteStore(Database):
         return await self._tx(run)
 
     async def get_user(self, username: str) -> UserRow | None:
-        row = await self._one("SELECT username, password_hash, disabled FROM users WHERE username = ?", (username,))
+        row = await self._one("SELECT username, password_hash, disabled, idp FROM users WHERE username = ?", (username,))
         if row is None:
             return None
         orgs = await self._all("SELECT org, role FROM memberships WHERE username = ?", (username,))
-        return UserRow(row[0], row[1], bool(row[2]), {o[0]: o[1] for o in orgs})
+        return UserRow(row[0], row[1], bool(row[2]), {o[0]: o[1] for o in orgs}, row[3])
 
     async def set_orgs(self, username: str, roles: dict[str, str], audit: AuditRecord) -> bool:
         def run(c: sqlite3.Connection) -> bool:
@@ -124,11 +147,11 @@ class SqliteStore(Database):
         return await self._tx(run)
 
     async def list_users(self) -> list[UserRow]:
-        users = await self._all("SELECT username, password_hash, disabled FROM users ORDER BY username")
+        users = await self._all("SELECT username, password_hash, disabled, idp FROM users ORDER BY username")
         roles: dict[str, dict[str, str]] = {}
         for username, org, role in await self._all("SELECT username, org, role FROM memberships"):
             roles.setdefault(username, {})[org] = role
-        return [UserRow(u[0], u[1], bool(u[2]), roles.get(u[0], {})) for u in users]
+        return [UserRow(u[0], u[1], bool(u[2]), roles.get(u[0], {}), u[3]) for u in users]
 
     async def set_password(self, username: str, password_hash: bytes, audit: AuditRecord) -> bool:
         def run(c: sqlite3.Connection) -> bool:
@@ -141,22 +164,22 @@ class SqliteStore(Database):
         return await self._tx(run)
 
     async def create_session(self, digest: bytes, username: str, expires_at: int, now: int,
-                             audit: AuditRecord) -> None:
+                             audit: AuditRecord, auth_method: str = "password") -> None:
         def run(c: sqlite3.Connection) -> None:
             c.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))
-            c.execute("INSERT INTO sessions (hash, username, expires_at) VALUES (?, ?, ?)",
-                      (digest, username, expires_at))
+            c.execute("INSERT INTO sessions (hash, username, expires_at, auth_method) VALUES (?, ?, ?, ?)",
+                      (digest, username, expires_at, auth_method))
             self._audit(c, [audit])
         await self._tx(run)
 
     async def session_user(self, digest: bytes, now: int) -> str | None:
         found = await self.session(digest, now)
-        return found[0] if found else None
+        return found.username if found else None
 
-    async def session(self, digest: bytes, now: int) -> tuple[str, int] | None:
-        row = await self._one("SELECT username, expires_at FROM sessions WHERE hash = ? AND expires_at > ?",
+    async def session(self, digest: bytes, now: int) -> SessionRow | None:
+        row = await self._one("SELECT username, expires_at, auth_method FROM sessions WHERE hash = ? AND expires_at > ?",
                               (digest, now))
-        return (row[0], row[1]) if row else None
+        return SessionRow(*row) if row else None
 
     async def delete_session(self, digest: bytes) -> bool:
         def run(c: sqlite3.Connection) -> bool:
@@ -166,17 +189,18 @@ class SqliteStore(Database):
     # --- browser sessions and grants ----------------------------------------------------------
 
     async def create_browser_session(self, digest: bytes, username: str, expires_at: int, now: int,
-                                     audit: AuditRecord) -> None:
+                                     audit: AuditRecord, auth_method: str = "password") -> None:
         def run(c: sqlite3.Connection) -> None:
             c.execute("DELETE FROM browser_sessions WHERE expires_at <= ?", (now,))
-            c.execute("INSERT INTO browser_sessions (hash, username, expires_at) VALUES (?, ?, ?)",
-                      (digest, username, expires_at))
+            c.execute("INSERT INTO browser_sessions (hash, username, expires_at, auth_method) VALUES (?, ?, ?, ?)",
+                      (digest, username, expires_at, auth_method))
             self._audit(c, [audit])
         await self._tx(run)
 
-    async def browser_session_user(self, digest: bytes, now: int) -> str | None:
-        row = await self._one("SELECT username FROM browser_sessions WHERE hash = ? AND expires_at > ?", (digest, now))
-        return row[0] if row else None
+    async def browser_session(self, digest: bytes, now: int) -> SessionRow | None:
+        row = await self._one("SELECT username, expires_at, auth_method FROM browser_sessions"
+                              " WHERE hash = ? AND expires_at > ?", (digest, now))
+        return SessionRow(*row) if row else None
 
     async def delete_browser_session(self, digest: bytes) -> bool:
         def run(c: sqlite3.Connection) -> bool:
@@ -203,12 +227,45 @@ class SqliteStore(Database):
     async def update_grant(self, row: GrantRow, expected: str, audit: AuditRecord | None = None) -> bool:
         def run(c: sqlite3.Connection) -> bool:
             cur = c.execute("UPDATE grants SET status = ?, username = ?, interval = ?, polled_at = ?, code_hash = ?,"
-                            " code_expires_at = ? WHERE hash = ? AND status = ?",
+                            " code_expires_at = ?, data = ? WHERE hash = ? AND status = ?",
                             (row.status, row.username, row.interval, row.polled_at, row.code_hash,
-                             row.code_expires_at, row.hash, expected))
+                             row.code_expires_at, json.dumps(row.data), row.hash, expected))
             if cur.rowcount and audit is not None:
                 self._audit(c, [audit])
             return cur.rowcount == 1
+        return await self._tx(run)
+
+    # --- identities at OpenID providers ----------------------------------------------------
+
+    @staticmethod
+    def _link(c: sqlite3.Connection, username: str, link: Link, now: int) -> bool:
+        return c.execute("INSERT OR IGNORE INTO identity_links (issuer, sub, username, provider, created_at)"
+                         " VALUES (?, ?, ?, ?, ?)", (link.issuer, link.sub, username, link.provider, now)).rowcount == 1
+
+    async def link_identity(self, username: str, link: Link, now: int, audit: AuditRecord) -> bool:
+        def run(c: sqlite3.Connection) -> bool:
+            if c.execute("SELECT 1 FROM users WHERE username = ?", (username,)).fetchone() is None:
+                return False
+            if not self._link(c, username, link, now):
+                return False
+            self._audit(c, [audit])
+            return True
+        return await self._tx(run)
+
+    async def linked_user(self, issuer: str, sub: str) -> str | None:
+        row = await self._one("SELECT username FROM identity_links WHERE issuer = ? AND sub = ?", (issuer, sub))
+        return row[0] if row else None
+
+    async def links(self, username: str) -> list[Link]:
+        rows = await self._all("SELECT issuer, sub, provider FROM identity_links WHERE username = ?"
+                               " ORDER BY created_at, issuer, sub", (username,))
+        return [Link(*r) for r in rows]
+
+    async def claim_state(self, digest: bytes, expires_at: int, now: int) -> bool:
+        def run(c: sqlite3.Connection) -> bool:
+            c.execute("DELETE FROM used_states WHERE expires_at <= ?", (now,))
+            return c.execute("INSERT OR IGNORE INTO used_states (hash, expires_at) VALUES (?, ?)",
+                             (digest, expires_at)).rowcount == 1
         return await self._tx(run)
 
     # --- keys -------------------------------------------------------------------------------

@@ -281,3 +281,34 @@ async def test_role_is_added_only_once_every_configured_authority_lists_it(
     assert status == 201, body
     said = offline.inspect(body["discharge"])["caveats"]
     assert ("role admin" in said) == reachable, said
+
+
+async def test_a_username_may_not_hold_a_colon(real_discharger):
+    env = real_discharger
+    status, body, _ = await env.post("/v1/users", {"username": "ci:deploy", "password": "correct horse"}, env.admin)
+    assert status == 400 and "no ':'" in body["message"]
+
+
+async def test_a_database_holding_a_username_with_a_colon_is_refused_at_start_naming_it(discharger_config):
+    from clients.errors import ConfigError
+    from discharger.service import Discharger
+    from discharger.store import open_store
+    from server.audit import AuditRecord
+
+    store = await open_store(discharger_config.db_path)
+    await store.create_user("ci:deploy", b"x", {}, 1, AuditRecord("user_create"))  # as an old version could
+    await store.close()
+    with pytest.raises(ConfigError, match="'ci:deploy'"):
+        await Discharger.open(discharger_config)
+
+
+async def test_sessions_and_discharges_say_how_they_were_made(real_discharger):
+    env = real_discharger
+    await env.user()
+    status, body, _ = await env.post("/v1/sessions", {"username": "alice", "password": "correct horse"})
+    assert status == 201 and body["auth_method"] == "password"
+    session = body["session"]
+    resp = await env.client.get("/v1/sessions/current", headers={"Authorization": f"Bearer {session}"})
+    assert (await resp.json())["auth_method"] == "password"
+    status, body, _ = await env.discharge(session, b64e(sealed_ticket(env)))
+    assert status == 201 and body["auth_method"] == "password"

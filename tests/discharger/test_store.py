@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from discharger.store import GrantRow, UserRow, open_store
+from discharger.store import GrantRow, Link, UserRow, open_store
 from server.audit import AuditRecord
 
 HASH = b"argon2id-hash"
@@ -121,7 +121,7 @@ async def test_a_password_change_ends_every_session_of_the_user(store):
     await store.create_browser_session(browser, "alice", 10**10, 100, audit("browser_login"))
     await store.create_session(bobs, "bob", 10**10, 100, audit("session_create"))
     assert await store.set_password("alice", b"new-hash", audit("user_passwd"))
-    assert await store.session_user(api, 100) is None and await store.browser_session_user(browser, 100) is None
+    assert await store.session_user(api, 100) is None and await store.browser_session(browser, 100) is None
     assert await store.session_user(bobs, 100) == "bob"
     assert not await store.set_password("nobody", b"x", audit("user_passwd"))
     assert len(await store.audit_rows("user_passwd")) == 1  # a refused write records nothing
@@ -168,3 +168,46 @@ async def test_the_first_keys_are_made_once_and_the_last_is_never_retired(store)
 async def test_the_throttle_counts_no_attempt_past_its_limit(store):
     waits = await asyncio.gather(*[store.login_attempt([("user:alice", 5)], 1000.0, 60.0) for _ in range(12)])
     assert waits.count(None) == 5 and all(w is not None and 0 < w <= 60 for w in waits if w is not None)
+
+
+# --- identities at OpenID providers (SPEC §15) ---------------------------------------------------
+
+
+async def test_an_identity_links_one_user_once(store):
+    await add_alice(store)
+    await store.create_user("bob", HASH, {}, 100, audit())
+    link = Link("https://idp.example", "sub-1", "acme")
+    done = await asyncio.gather(*[store.link_identity(u, link, 100, audit("user_link")) for u in ("alice", "bob") * 3])
+    assert done.count(True) == 1
+    owner = await store.linked_user(link.issuer, link.sub)
+    assert owner in ("alice", "bob") and await store.links(owner) == [link]
+    assert len(await store.audit_rows("user_link")) == 1
+    assert not await store.link_identity("nobody", Link(link.issuer, "sub-2", "acme"), 100, audit("user_link"))
+    assert await store.linked_user(link.issuer, "sub-2") is None
+
+
+async def test_a_user_made_at_first_sign_in_is_made_with_its_link_or_not_at_all(store):
+    await add_alice(store)
+    link = Link("https://idp.example", "sub-1", "acme")
+    assert await store.link_identity("alice", link, 100, audit("user_link"))
+    # The identity is taken: the new user is not made either.
+    assert not await store.create_user("carol", b"", {"acme": "member"}, 100, audit(), link=link)
+    assert await store.get_user("carol") is None
+    other = Link(link.issuer, "sub-9", "acme")
+    assert await store.create_user("dave", b"", {"acme": "member"}, 100, audit(), idp="acme", link=other)
+    assert (await store.get_user("dave")).idp == "acme" and await store.linked_user(other.issuer, other.sub) == "dave"
+
+
+async def test_a_state_is_claimed_once(store):
+    claimed = await asyncio.gather(*[store.claim_state(b"s" * 32, 200, 100) for _ in range(5)])
+    assert claimed.count(True) == 1
+    assert await store.claim_state(b"s" * 32, 300, 200)  # expired at 200: gone, so new again
+
+
+async def test_sessions_say_how_they_were_made(store):
+    await add_alice(store)
+    api, browser = session_digest(), session_digest()
+    await store.create_session(api, "alice", 10**10, 100, audit("session_create"), "idp:acme")
+    await store.create_browser_session(browser, "alice", 10**10, 100, audit("browser_login"))
+    assert (await store.session(api, 100)).auth_method == "idp:acme"
+    assert (await store.browser_session(browser, 100)).auth_method == "password"
