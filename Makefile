@@ -48,7 +48,7 @@ lint: $(STAMP)
 
 # Mutants of the parser, caveats, macaroon construction and verify path, judged by the fast
 # in-process tests listed under [tool.mutmut] in pyproject.toml (about 3 minutes on 2 cores).
-mutation: $(STAMP)
+mutation: $(STAMP) system-packages
 	rm -rf mutants
 	$(BIN)/mutmut run --max-children 2 > .mutmut.log 2>&1 || { tail -30 .mutmut.log; exit 1; }
 	$(BIN)/mutmut export-cicd-stats > /dev/null

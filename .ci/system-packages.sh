@@ -1,6 +1,7 @@
 #!/usr/bin/env sh
-# System packages the test suite uses: PostgreSQL 15+ (a throwaway cluster per run) and
-# Chromium (the browser tests drive Debian's package through Playwright).
+# System packages the test suite uses: PostgreSQL 15+ (a throwaway cluster per run),
+# Chromium (the browser tests drive Debian's package through Playwright) and Node.js with npm
+# (a real OpenID provider, panva's oidc-provider, pinned by its lockfile).
 # Installs what is missing where it can (root with apt-get); elsewhere it says what is
 # missing and the tests that need it are skipped and listed, except under CI=true, where a
 # missing component fails the run.
@@ -10,10 +11,25 @@ have_postgres() { ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command
 
 have_chromium() { command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; }
 
+have_node() { command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; }
+
+# The OpenID provider's packages, from the npm registry, exactly as locked.
+provider() {
+    dir=tests/support/oidc_provider
+    [ -d "$dir/node_modules/oidc-provider" ] && return 0
+    have_node || return 0
+    echo "installing the test OpenID provider (npm ci, a few seconds)" >&2
+    npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error >/dev/null
+}
+
 missing=""
 have_postgres || missing="$missing postgresql"
 have_chromium || missing="$missing chromium"
-[ -z "$missing" ] && exit 0
+have_node || missing="$missing nodejs npm"
+if [ -z "$missing" ]; then
+    provider
+    exit 0
+fi
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing system packages:$missing (about 30-90 s)" >&2
@@ -21,9 +37,11 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get update -qq >/dev/null
     # shellcheck disable=SC2086
     apt-get install -y -qq $missing >/dev/null
+    provider
     exit 0
 fi
 
+provider
 echo "not installed:$missing; the tests that need it will be skipped (to install: sudo apt-get install -y$missing)" >&2
 if [ "${CI:-}" = "true" ]; then
     echo "CI=true: a missing component is a failure" >&2

@@ -49,6 +49,24 @@ async def _dev_discharger_keys(config) -> tuple[tuple[str, bytes], ...]:
     return await open_keys(config, public)
 
 
+
+def _from_file(path: str, a_config, d_config):
+    """The development configs with the file's settings added: what sable dev sets itself
+    (addresses, databases, keys, the admin credential, the two services' trust) stays."""
+    from dataclasses import fields, replace
+
+    from authority.config import load as load_authority
+    from discharger.config import load as load_discharger
+
+    kept = {"db_path", "master_key", "public_url", "host", "port", "admin_token", "trusted_proxies", "dischargers",
+            "discharger_url", "keys_path", "authority_urls"}
+    read = [load_authority(path, master_key=a_config.master_key), load_discharger(path, master_key=d_config.master_key)]
+    out = []
+    for dev_config, file_config in zip((a_config, d_config), read, strict=True):
+        out.append(replace(dev_config, **{f.name: getattr(file_config, f.name) for f in fields(file_config)
+                                          if f.name not in kept}))
+    return out[0], out[1]
+
 @click.command()
 @click.option("--data-dir", default="./var", show_default=True, type=click.Path(file_okay=False))
 @click.option("--authority-port", default=8700, show_default=True, type=int)
@@ -56,9 +74,12 @@ async def _dev_discharger_keys(config) -> tuple[tuple[str, bytes], ...]:
 @click.option("--db", "database", metavar="URL", envvar="SABLE_DATABASE_URL",
               help="A postgresql:// URL both services use (each in its own schema); default: SQLite "
                    "files under the data dir.")
+@click.option("--config", "config_path", metavar="FILE", type=click.Path(dir_okay=False),
+              help="A TOML file whose [authority] and [discharger] tables add to the development settings "
+                   "(identity providers, say); addresses, databases and keys stay sable dev's.")
 @click.option("--log-level", default="WARNING", show_default=True)
 @handle_errors
-def dev(data_dir, authority_port, discharger_port, database, log_level):
+def dev(data_dir, authority_port, discharger_port, database, config_path, log_level):
     """Run both services locally (SQLite under the data dir, or `--db postgresql://...`),
     with org acme and user alice."""
     from authority.app import create_app as authority_app
@@ -89,6 +110,8 @@ def dev(data_dir, authority_port, discharger_port, database, log_level):
                                master_key=_dev_master_key(root, "authority"), public_url=a_url,
                                dischargers=(trust,), discharger_url=d_url, host=host, port=authority_port,
                                admin_token=admin)
+    if config_path:
+        a_config, d_config = _from_file(config_path, a_config, d_config)
 
     async def ready():
         async with AuthorityClient(a_url, admin_token=admin) as a, DischargerClient(d_url, admin_token=admin) as d:

@@ -258,9 +258,15 @@ class AuthorityClient(_Client):
 
 class DischargerClient(_Client):
     ROLE = "discharger"
-    async def create_user(self, username: str, password: str, orgs: list[str]) -> dict:
-        body = {"username": username, "password": password, "orgs": list(orgs)}
+    async def create_user(self, username: str, password: str | None, orgs: list[str], idp: str | None = None) -> dict:
+        """A user with a password, or (`idp`, no password) one who signs in through that provider."""
+        body: dict = {"username": username, "orgs": list(orgs)}
+        body.update({"idp": idp} if idp is not None else {"password": password})
         return await self.request("POST", "/v1/users", body, bearer=self._admin())
+
+    async def link_identity(self, username: str, idp: str, sub: str) -> dict:
+        return await self.request("POST", f"/v1/users/{username}/links", {"idp": idp, "sub": sub},
+                                  bearer=self._admin())
 
     async def set_orgs(self, username: str, orgs: list) -> dict:
         """`orgs`: org names (role member) or {"org", "role"} objects."""

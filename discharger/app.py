@@ -66,6 +66,20 @@ async def set_orgs(request: web.Request) -> web.Response:
     return json_response(schemas.user(await d.users.set_orgs(membership, caller(request))))
 
 
+@routes.post("/v1/users/{username}/links")
+async def link_identity(request: web.Request) -> web.Response:
+    d = await _admin(request)
+    idp, sub = schemas.link(await read_json(request))
+    await d.users.link(request.match_info["username"], idp, sub, caller(request))
+    return json_response(schemas.links(await d.users.links(request.match_info["username"])), status=201)
+
+
+@routes.get("/v1/users/{username}/links")
+async def list_links(request: web.Request) -> web.Response:
+    d = await _admin(request)
+    return json_response(schemas.links(await d.users.links(request.match_info["username"])))
+
+
 @routes.get("/v1/users")
 async def list_users(request: web.Request) -> web.Response:
     d = await _admin(request)

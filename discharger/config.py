@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from clients.errors import ConfigError
 from clients.urls import service_url
+from discharger import providers
+from discharger.providers import ProviderSettings
 from server.settings import COMMON_KEYS, ServiceSettings, as_list, common
 
 
@@ -24,9 +27,12 @@ class DischargerConfig(ServiceSettings):
     hash_queue: int = 64  # logins waiting for a hashing thread before 429
     # Authorities whose /console/ an approved interactive discharge may return to.
     authority_urls: tuple[str, ...] = ()
+    identity_providers: tuple[ProviderSettings, ...] = ()  # OpenID providers (SPEC §15)
+    passwords: bool = True  # False: people sign in only through a provider
 
 
-KEYS = COMMON_KEYS | frozenset({"keys", "session_ttl", "discharge_ttl", "password_limits", "authority_url"})
+KEYS = COMMON_KEYS | frozenset({"keys", "session_ttl", "discharge_ttl", "password_limits", "authority_url",
+                                "identity_provider", "passwords"})
 
 
 def load(config_path: str | None = None, **flags) -> DischargerConfig:
@@ -40,7 +46,17 @@ def load(config_path: str | None = None, **flags) -> DischargerConfig:
         discharge_ttl=int(pick("discharge_ttl", 300)),
         password_limits=pick("password_limits", "interactive"),
         authority_urls=tuple(as_list(pick("authority_url"))),
+        identity_providers=providers.parse(pick("identity_provider")),
+        passwords=_boolean(pick("passwords", True), "passwords"),
     )
     for url in config.authority_urls:
         service_url(url, "authority_url")
     return config
+
+
+def _boolean(value: object, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+        return value.lower() in ("true", "1")
+    raise ConfigError(f"{name} must be true or false")

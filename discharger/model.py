@@ -23,8 +23,9 @@ def role_at_least(role: str | None, required: str) -> bool:
 @dataclass(frozen=True, slots=True)
 class NewUser:
     username: str
-    password: str
+    password: str | None  # None: a user who signs in only through `idp`
     roles: dict[str, str]  # org -> role
+    idp: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

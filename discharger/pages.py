@@ -11,13 +11,16 @@ from aiohttp import web
 
 from clients.caveats import format_time
 from clients.errors import BadRequest, Forbidden, NotFound, RateLimited, Unauthorized
+from discharger.federation import STATE_TTL
 from discharger.model import Credentials
+from discharger.oidc import SignInRefused
 from discharger.service import Discharger
 from discharger.store import SessionRow
 from server.http import caller
 from server.pagekit import Pages, check_csrf, css, new_secret, page_errors, read_form, safe_next
 
 COOKIE = "sable_browser"
+IDP_COOKIE = "sable_idp"  # a federated sign-in in flight (SPEC §15)
 SERVICE = "discharger"
 DISCHARGER = web.AppKey("discharger", Discharger)
 PAGES = web.AppKey("discharger_pages", Pages)
@@ -95,11 +98,46 @@ async def home(request: web.Request) -> web.Response:
     return b.render("home.html")
 
 
+def _login(b: Browser, next_path: str, status: int = 200, error: str | None = None) -> web.Response:
+    """The sign-in page: one button per provider beside the password form (if passwords are on)."""
+    providers = [{"name": p.name, "display": p.settings.display, "available": p.available}
+                 for p in b.d.providers.all.values()]
+    return b.render("login.html", status=status, next=next_path, username="", error=error, providers=providers,
+                    passwords=b.d.config.passwords)
+
+
 @routes.get("/login")
 @page
 async def login_page(request: web.Request) -> web.Response:
     b = await Browser.of(request)
-    return b.render("login.html", next=safe_next(request.query.get("next")), username="", error=None)
+    return _login(b, safe_next(request.query.get("next")))
+
+
+@routes.get("/login/idp/{name}")
+@page
+async def idp_start(request: web.Request) -> web.Response:
+    b = await Browser.of(request)
+    started = b.d.federation.begin(request.match_info["name"], safe_next(request.query.get("next")))
+    resp = web.Response(status=302, headers={"Location": started.url, "Cache-Control": "no-store"})
+    b.pages.set_cookie(request, resp, IDP_COOKIE, started.cookie, max_age=STATE_TTL)
+    return resp
+
+
+@routes.get("/login/idp/{name}/callback")
+@page
+async def idp_callback(request: web.Request) -> web.Response:
+    b = await Browser.of(request)
+    held = b.pages.cookie(request, IDP_COOKIE, max_length=2048)
+    try:
+        done = await b.d.federation.finish(request.match_info["name"], request.query, held, caller(request))
+    except SignInRefused as e:
+        resp = b.message("Sign-in failed", e.message, status=403, tone="bad")
+        b.pages.clear_cookie(request, resp, IDP_COOKIE)
+        return resp
+    resp = _see_other(done.next)
+    b.pages.set_cookie(request, resp, COOKIE, done.cookie)  # a new value at every sign-in: no fixation
+    b.pages.clear_cookie(request, resp, IDP_COOKIE)
+    return resp
 
 
 @routes.post("/login")
@@ -108,6 +146,8 @@ async def login(request: web.Request) -> web.Response:
     b = await Browser.of(request)
     form = await b.form()
     target = safe_next(form.get("next"))
+    if not b.d.config.passwords:
+        return _login(b, target, 403, "password sign-in is turned off here; use your organisation's sign-in")
     username, password = form.get("username", ""), form.get("password", "")
     if len(username) > 128 or len(password) > 1024:
         raise BadRequest("username or password is too long")
@@ -115,7 +155,7 @@ async def login(request: web.Request) -> web.Response:
         cookie = await b.d.browser.sign_in(Credentials(username, password), caller(request))
     except (Unauthorized, RateLimited) as e:
         status = 401 if isinstance(e, Unauthorized) else 429
-        resp = b.render("login.html", status=status, next=target, username="", error=e.message)
+        resp = _login(b, target, status, e.message)
         if e.retry_after:
             resp.headers["Retry-After"] = str(e.retry_after)
         return resp

@@ -37,13 +37,27 @@ def _orgs(value: Any) -> dict[str, str]:
 
 
 def new_user(body: dict) -> NewUser:
-    username, password = body.get("username"), body.get("password")
+    username, password, idp = body.get("username"), body.get("password"), body.get("idp")
     orgs = _orgs(body.get("orgs", []))
     if not isinstance(username, str) or not USERNAME_RE.fullmatch(username):
         raise BadRequest(USERNAME_RULE)
+    if idp is not None:
+        if not isinstance(idp, str) or password is not None:
+            raise BadRequest("a user for an identity provider (idp) has no password")
+        return NewUser(username, None, orgs, idp)
     if not isinstance(password, str) or not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
         raise BadRequest(f"password must be {MIN_PASSWORD} to {MAX_PASSWORD} characters")
     return NewUser(username, password, orgs)
+
+
+def link(body: dict) -> tuple[str, str]:
+    """(provider name, sub) for linking an identity to a user."""
+    idp, sub = body.get("idp"), body.get("sub")
+    if not isinstance(idp, str) or not idp:
+        raise BadRequest("idp (a configured provider's name) is required")
+    if not isinstance(sub, str) or not 0 < len(sub) <= 255:
+        raise BadRequest("sub (the user's subject at the provider, 1 to 255 characters) is required")
+    return idp, sub
 
 
 def membership(username: str, body: dict) -> Membership:
@@ -118,6 +132,10 @@ def user_row(u) -> dict:
 def current_session(username: str, roles: dict[str, str], expires_at: int, auth_method: str) -> dict:
     return {"username": username, "orgs": sorted(roles), "roles": dict(sorted(roles.items())),
             "expires_at": format_time(expires_at), "auth_method": auth_method}
+
+
+def links(found: list) -> dict:
+    return {"links": [{"idp": x.provider, "issuer": x.issuer, "sub": x.sub} for x in found]}
 
 
 def user(m: Membership) -> dict:

@@ -14,7 +14,9 @@ from discharger.browser_sessions import BrowserSessions
 from discharger.config import DischargerConfig
 from discharger.device import DeviceLogins
 from discharger.discharges import Discharges
+from discharger.federation import Federation
 from discharger.flows import Flows
+from discharger.oidc import Providers
 from discharger.passwords import Hasher
 from discharger.sessions import Sessions
 from discharger.store import DischargerStore, open_store
@@ -30,11 +32,13 @@ class Discharger:
         self.keys = keys
         self.hasher = hasher
         self.sessions = Sessions(config, store, hasher, keys.master)
-        self.users = Users(store, hasher, self.sessions.forget_failures)
+        self.users = Users(store, hasher, self.sessions.forget_failures, config.identity_providers)
         self.discharges = Discharges(config, store, keys, Authorities(config.authority_urls))
         self.browser = BrowserSessions(config, store, self.sessions, keys.master)
         self.device = DeviceLogins(store, self.sessions, keys.master.pseudonym)
         self.flows = Flows(config.public_url, config.authority_urls, store, keys, self.discharges)
+        self.providers = Providers(config.identity_providers)
+        self.federation = Federation(store, self.providers, self.browser, keys.master, config.public_url)
 
     @classmethod
     async def open(cls, config: DischargerConfig) -> Discharger:
@@ -53,9 +57,12 @@ class Discharger:
             hasher.close()
             await store.close()
             raise
-        return cls(config, store, keys, hasher)
+        discharger = cls(config, store, keys, hasher)
+        await discharger.providers.start()  # a provider that cannot be discovered is shown as unavailable
+        return discharger
 
     async def close(self) -> None:
+        await self.providers.close()
         await self.keys.stop()
         self.hasher.close()
         await self.store.close()

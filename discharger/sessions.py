@@ -8,7 +8,7 @@ import nacl.utils
 
 from clients import tokens
 from clients.caveats import NAME_RE
-from clients.errors import RateLimited, TokenFormatError, Unauthorized
+from clients.errors import Forbidden, RateLimited, TokenFormatError, Unauthorized
 from discharger.config import DischargerConfig
 from discharger.model import Credentials, Session
 from discharger.passwords import Hasher
@@ -73,6 +73,9 @@ class Sessions:
         return username
 
     async def login(self, creds: Credentials, caller: Caller) -> Session:
+        if not self.config.passwords:
+            raise Forbidden("password sign-in is turned off here: sign in with `sable login --web`",
+                            reason="passwords_off")
         username = await self.authenticate(creds, caller)
         return await self.create(username, caller)
 

@@ -58,9 +58,9 @@ class Pages:
         response.del_cookie(self.cookie_name(request, base), path="/", secure=self.https(request), httponly=True,
                             samesite="Lax")
 
-    def cookie(self, request: web.Request, base: str) -> str | None:
+    def cookie(self, request: web.Request, base: str, max_length: int = 128) -> str | None:
         value = request.cookies.get(self.cookie_name(request, base))
-        return value if value and len(value) <= 128 else None
+        return value if value and len(value) <= max_length else None
 
 
 async def read_form(request: web.Request) -> dict[str, str]:

@@ -53,19 +53,24 @@ def user():
 @click.argument("name")
 @click.option("--org", "orgs", multiple=True, help="An org the user belongs to (repeatable).")
 @click.option("--password-stdin", is_flag=True, help="Read the password from stdin instead of prompting.")
+@click.option("--idp", metavar="NAME", help="No password: the user signs in through this identity provider, "
+              "linked at first sign-in when its username claim is NAME.")
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
-def user_create(name, orgs, password_stdin, as_json):
+def user_create(name, orgs, password_stdin, idp, as_json):
     """Create user NAME at the discharger, as a member of each --org (admin)."""
-    if password_stdin:
+    password = None
+    if idp is not None and password_stdin:
+        fail("--idp makes a user without a password: leave out --password-stdin", EXIT_USAGE)
+    if idp is None and password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
-    else:
+    elif idp is None:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
 
     async def go():
         await _check_orgs(orgs)
         async with discharger() as d:
-            return await d.create_user(name, password, list(orgs))
+            return await d.create_user(name, password, list(orgs), idp=idp)
     out = run(go())
     emit(out, as_json, f"created user {out['username']} in {', '.join(out['orgs']) or 'no org'}")
 
@@ -84,6 +89,21 @@ async def _check_orgs(orgs) -> None:
     missing = sorted(set(orgs) - known)
     if missing:
         fail(f"no such org: {', '.join(missing)} (create it first: sable org create NAME)", EXIT_USAGE)
+
+
+@user.command("link")
+@click.argument("name")
+@click.option("--idp", required=True, metavar="NAME", help="The identity provider (as configured at the discharger).")
+@click.option("--sub", required=True, help="The user's subject (`sub`) at that provider.")
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def user_link(name, idp, sub, as_json):
+    """Link user NAME to an identity at a provider: signing in there then signs in as NAME."""
+    async def go():
+        async with discharger() as d:
+            return await d.link_identity(name, idp, sub)
+    out = run(go())
+    emit(out, as_json, f"linked {name} to {sub} at {idp}")
 
 
 @user.command("orgs")

@@ -311,3 +311,21 @@ def test_service_configs_refuse_urls_with_credentials(tmp_path):
         with pytest.raises(ConfigError) as caught:
             load(None, master_key_file=str(key), **flags)
         assert "p4ss" not in str(caught.value) and "user name or password" in str(caught.value)
+
+
+def test_sable_dev_config_adds_the_files_settings_and_keeps_its_own(tmp_path, monkeypatch):
+    from authority.config import AuthorityConfig
+    from cli.dev import _from_file
+    from discharger.config import DischargerConfig
+
+    monkeypatch.setenv("SABLE_DISCHARGER_IDP_ACME_CLIENT_SECRET", "s")
+    path = tmp_path / "sable.toml"
+    path.write_text('[authority]\nticket_ttl = 120\npublic_url = "https://elsewhere.example"\n'
+                    '[discharger]\npasswords = false\n[[discharger.identity_provider]]\nname = "acme"\n'
+                    'issuer = "http://127.0.0.1:5556"\nclient_id = "sable"\n')
+    a = AuthorityConfig(db_path="a.db", master_key=bytes(32), public_url="http://127.0.0.1:8700")
+    d = DischargerConfig(db_path="d.db", master_key=bytes(32), public_url="http://127.0.0.1:8701")
+    a2, d2 = _from_file(str(path), a, d)
+    assert a2.ticket_ttl == 120 and a2.public_url == "http://127.0.0.1:8700"  # the address stays sable dev's
+    assert d2.passwords is False and [p.name for p in d2.identity_providers] == ["acme"]
+    assert d2.db_path == "d.db"

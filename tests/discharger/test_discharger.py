@@ -312,3 +312,17 @@ async def test_sessions_and_discharges_say_how_they_were_made(real_discharger):
     assert (await resp.json())["auth_method"] == "password"
     status, body, _ = await env.discharge(session, b64e(sealed_ticket(env)))
     assert status == 201 and body["auth_method"] == "password"
+
+
+async def test_with_passwords_off_no_password_signs_in(aiohttp_client, discharger_config, admin_token):
+    from discharger.app import create_app
+
+    client = await aiohttp_client(create_app(replace(discharger_config, passwords=False)))
+    admin = {"Authorization": f"Bearer {admin_token}"}
+    resp = await client.post("/v1/users", json={"username": "alice", "password": "correct horse"}, headers=admin)
+    assert resp.status == 201  # break-glass accounts may still be made
+    resp = await client.post("/v1/sessions", json={"username": "alice", "password": "correct horse"})
+    body = await resp.json()
+    assert resp.status == 403 and body["reason"] == "passwords_off" and "--web" in body["message"]
+    page = await (await client.get("/login")).text()
+    assert 'name="password"' not in page

@@ -1,0 +1,189 @@
+"""Signing people in through their organisation's OpenID provider (SPEC §15): the sign-in's
+one-use state, who an identity is, and the memberships its groups map to.
+
+A user is found only through a link `(issuer, sub)`; no other claim ever matches a user. The
+state, nonce and PKCE verifier travel in a cookie sealed with the master key (the browser can
+neither read nor change them), and each state is claimed once in the database, so a callback
+replayed with the cookie put back is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from clients import tokens
+from clients.errors import NotFound, SableError
+from clients.tickets import b64d, b64e
+from discharger.browser_sessions import BrowserSessions
+from discharger.model import ROLES, USERNAME_RE
+from discharger.oidc import Provider, Providers, SignInRefused
+from discharger.store import DischargerStore, Link, UserRow
+from server.audit import Caller
+from server.masterkey import MasterKey
+
+STATE_TTL = 600  # the cookie's and the state's life: 10 min
+_PURPOSE = b"sable_idp:"  # so no other value sealed with the master key reads as a sign-in
+
+
+@dataclass(frozen=True)
+class Started:
+    url: str  # where the browser goes: the provider's authorization endpoint
+    cookie: str  # the sealed sign-in state, for the `sable_idp` cookie
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    cookie: str  # the new `sable_browser` value
+    next: str
+    username: str
+
+
+class Federation:
+    def __init__(self, store: DischargerStore, providers: Providers, browser: BrowserSessions, master: MasterKey,
+                 public_url: str):
+        self.store = store
+        self.providers = providers
+        self.browser = browser
+        self.master = master
+        self.public_url = public_url.rstrip("/")
+
+    def redirect_uri(self, name: str) -> str:
+        return f"{self.public_url}/login/idp/{name}/callback"
+
+    def begin(self, name: str, next_path: str) -> Started:
+        """Where to send the browser, and the cookie that must come back with the answer."""
+        provider = self.providers.get(name)  # NotFound, or Unavailable while undiscovered
+        state, nonce, verifier = (secrets.token_urlsafe(32) for _ in range(3))
+        sealed = self.master.seal(_PURPOSE + json.dumps({
+            "provider": name, "state": state, "nonce": nonce, "verifier": verifier, "next": next_path,
+            "expires_at": int(time.time()) + STATE_TTL}).encode())
+        return Started(provider.authorization_url(state, nonce, verifier, self.redirect_uri(name)), b64e(sealed))
+
+    def _opened(self, cookie: str | None) -> dict:
+        try:
+            plain = self.master.unseal(b64d(cookie)) if cookie else None
+        except ValueError:
+            plain = None
+        if plain is None or not plain.startswith(_PURPOSE):
+            raise SignInRefused("this sign-in was started in another browser, or its cookie expired; start again",
+                                reason="no_state_cookie")
+        held = json.loads(plain[len(_PURPOSE):])
+        if held["expires_at"] <= time.time():
+            raise SignInRefused("this sign-in took longer than 10 minutes; start again", reason="state_expired")
+        return held
+
+    async def finish(self, name: str, query: Mapping[str, str], cookie: str | None, caller: Caller) -> SignedIn:
+        """Check the provider's answer and sign the browser in; SignInRefused (with an audit
+        record) if anything is wrong, Unavailable if the provider cannot be reached."""
+        audit = caller.record("idp_login", detail={"provider": name})
+        try:
+            held = self._opened(cookie)
+            if held["provider"] != name:
+                raise SignInRefused("this answer came from another provider than the one you chose; start again",
+                                    reason="provider_mismatch")
+            provider = self.providers.get(name)
+            if "iss" in query and query["iss"] != provider.settings.issuer:  # RFC 9207: a mix-up
+                raise SignInRefused("this answer names another issuer; start again", reason="iss_mismatch")
+            if not secrets.compare_digest(query.get("state", ""), held["state"]):
+                raise SignInRefused("this answer belongs to another sign-in; start again", reason="state_mismatch")
+            if not await self.store.claim_state(tokens.secret_digest(held["state"]), held["expires_at"],
+                                                int(time.time())):
+                raise SignInRefused("this sign-in was already completed; start again", reason="state_used")
+            if "error" in query:
+                raise SignInRefused("the provider did not sign you in; start again if you meant to",
+                                    reason=f"provider:{query['error'][:40]}")
+            code = query.get("code", "")
+            if not 0 < len(code) <= 2048:
+                raise SignInRefused("the provider's answer has no code; start again", reason="no_code")
+            claims = await provider.redeem(self.providers.http, code, held["verifier"], self.redirect_uri(name),
+                                           held["nonce"])
+            audit.detail = {**(audit.detail or {}), "sub": claims["sub"]}
+            username = await self._who(provider, claims, caller)
+            audit.user = username
+            await self._memberships(provider, claims, username, caller)
+        except SableError as e:
+            audit.outcome = "failed"
+            audit.detail = {**(audit.detail or {}), "reason": e.reason or e.code}
+            await self.store.write_audit([audit])
+            audit.emit()
+            raise
+        await self.store.write_audit([audit])
+        audit.emit()
+        cookie_value = await self.browser.start(username, f"idp:{name}", caller)
+        return SignedIn(cookie_value, held["next"], username)
+
+    async def _who(self, provider: Provider, claims: dict, caller: Caller) -> str:
+        """The user this identity signs in as: through its link only; else a user created for
+        this provider under the claimed name (linked now), or, with `auto`, a new user."""
+        s = provider.settings
+        link = Link(s.issuer, claims["sub"], s.name)
+        username = await self.store.linked_user(link.issuer, link.sub)
+        if username is not None:
+            user = await self.store.get_user(username)
+            if user is None or user.disabled:
+                raise SignInRefused("this account is disabled", reason="disabled")
+            return username
+        claimed = claims.get(s.username_claim)
+        candidate = await self.store.get_user(claimed) if isinstance(claimed, str) \
+            and USERNAME_RE.fullmatch(claimed) else None
+        if candidate is not None and candidate.idp == s.name \
+                and not any(x.issuer == s.issuer for x in await self.store.links(candidate.username)):
+            return await self._link_first(candidate, link, caller)
+        if s.provisioning != "auto":
+            raise SignInRefused("this identity is not linked to a Sable account: ask an administrator to link "
+                                "this account", reason="not_linked")
+        if not isinstance(claimed, str) or not USERNAME_RE.fullmatch(claimed):
+            raise SignInRefused(f"the provider's {s.username_claim} cannot be a Sable username "
+                                "(letters, digits, '.', '_' and '-'; no ':')", reason="bad_username")
+        if candidate is not None:
+            raise SignInRefused(f"a Sable account named {claimed!r} exists already: ask an administrator to link "
+                                "this account", reason="name_taken")
+        audit = caller.record("user_create", user=claimed, detail={"provider": s.name, "provisioning": "auto"})
+        if not await self.store.create_user(claimed, b"", {}, int(time.time()), audit, idp=s.name, link=link):
+            raise SignInRefused(f"a Sable account named {claimed!r} exists already: ask an administrator to link "
+                                "this account", reason="name_taken")
+        audit.emit()
+        return claimed
+
+    async def _link_first(self, user: UserRow, link: Link, caller: Caller) -> str:
+        if user.disabled:
+            raise SignInRefused("this account is disabled", reason="disabled")
+        audit = caller.record("user_link", user=user.username, detail={"provider": link.provider, "sub": link.sub,
+                                                                       "by": "first_sign_in"})
+        if not await self.store.link_identity(user.username, link, int(time.time()), audit):
+            raise SignInRefused("this identity is linked to another account", reason="linked_elsewhere")
+        audit.emit()
+        return user.username
+
+    async def _memberships(self, provider: Provider, claims: dict, username: str, caller: Caller) -> None:
+        """Apply the provider's group rules to the orgs they name: added, role changed, or
+        removed. No groups claim: memberships stay as they are (the audit says so)."""
+        rules = provider.settings.memberships
+        if not rules:
+            return
+        groups = claims.get(provider.settings.groups_claim)
+        if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+            kept = caller.record("user_orgs", user=username, outcome="unchanged",
+                                 detail={"provider": provider.name, "why": "no groups claim"})
+            await self.store.write_audit([kept])
+            kept.emit()
+            return
+        user = await self.store.get_user(username)
+        if user is None:
+            raise NotFound("no such user")
+        roles = dict(user.roles)
+        for org in {r.org for r in rules}:
+            granted = [r.role for r in rules if r.org == org and r.group in groups]
+            if granted:
+                roles[org] = max(granted, key=ROLES.index)
+            else:
+                roles.pop(org, None)
+        if roles != user.roles:
+            audit = caller.record("user_orgs", user=username, detail={"roles": roles, "provider": provider.name})
+            await self.store.set_orgs(username, roles, audit)
+            audit.emit()
+

@@ -1,0 +1,137 @@
+"""The ID token's checks (SPEC §15), each provoked alone with every other rule satisfied. The
+tokens are signed here with keys made here, since a real provider never signs a bad one;
+tests/discharger/test_federation.py signs in through a real provider."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import warnings
+
+import pytest
+from joserfc import jws
+from joserfc.jwk import ECKey, OctKey, OKPKey, RSAKey, SecurityWarning
+
+from discharger.oidc import Provider, SignInRefused, challenge
+from discharger.providers import ProviderSettings
+
+ISSUER = "https://idp.example"
+NONCE = "n-0S6_WzA2Mj"
+RSA = RSAKey.generate_key(2048, parameters={"kid": "rs1", "use": "sig"})
+EC = ECKey.generate_key("P-256", parameters={"kid": "es1", "use": "sig"})
+ED = OKPKey.generate_key("Ed25519", parameters={"kid": "ed1", "use": "sig"})
+
+
+def provider(announced=("RS256", "ES256", "EdDSA", "PS256")) -> Provider:
+    p = Provider(ProviderSettings("acme", "Acme", ISSUER, "sable", "sable-secret"))
+    p.metadata = {"issuer": ISSUER, "id_token_signing_alg_values_supported": list(announced)}
+    p.jwks = {k.kid: k.as_dict(private=False) for k in (RSA, EC, ED)}
+    p.problem = None
+    return p
+
+
+def claims(**changes) -> dict:
+    now = int(time.time())
+    base = {"iss": ISSUER, "aud": "sable", "sub": "alice", "exp": now + 300, "iat": now, "nonce": NONCE}
+    base.update(changes)
+    return {k: v for k, v in base.items() if v is not None}
+
+
+def sign(payload: dict, key=RSA, alg="RS256", **header) -> str:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SecurityWarning)
+        return jws.serialize_compact({"alg": alg, "kid": key.kid, **header}, json.dumps(payload), key,
+                                     algorithms=[alg])
+
+
+async def check(token: str, p: Provider | None = None, nonce: str = NONCE) -> dict:
+    return await (p or provider()).check_id_token(None, token, nonce)
+
+
+@pytest.mark.parametrize("key, alg", [(RSA, "RS256"), (RSA, "PS256"), (EC, "ES256"), (ED, "EdDSA")])
+async def test_each_accepted_algorithm_verifies(key, alg):
+    assert (await check(sign(claims(), key, alg)))["sub"] == "alice"
+
+
+async def test_aud_may_be_a_list_and_azp_our_client():
+    assert await check(sign(claims(aud=["other", "sable"], azp="sable")))
+
+
+async def refused(token: str, reason: str, p: Provider | None = None, nonce: str = NONCE) -> None:
+    with pytest.raises(SignInRefused) as caught:
+        await check(token, p, nonce)
+    assert caught.value.reason == reason
+    assert token not in caught.value.message
+
+
+def unsigned(payload: dict) -> str:
+    def part(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+    header = json.dumps({"alg": "none", "kid": "rs1"}).encode()
+    return f"{part(header)}.{part(json.dumps(payload).encode())}."
+
+
+async def test_alg_none_is_refused():
+    await refused(unsigned(claims()), "id_token_alg")
+
+
+async def test_an_hmac_keyed_with_the_client_secret_is_refused():
+    secret = OctKey.import_key(b"sable-secret" * 3, {"kid": "rs1"})
+    await refused(sign(claims(), secret, "HS256"), "id_token_alg")
+
+
+async def test_an_algorithm_the_provider_does_not_announce_is_refused():
+    await refused(sign(claims(), EC, "ES256"), "id_token_alg", provider(announced=("RS256",)))
+
+
+async def test_a_key_of_the_wrong_type_for_the_algorithm_is_refused():
+    # An ES256 header naming the RSA key's id: the key does not fit the algorithm.
+    forged = sign(claims(), EC, "ES256", kid="rs1")
+    await refused(forged, "id_token_key")
+
+
+async def test_an_unknown_key_id_is_refused():
+    other = RSAKey.generate_key(2048, parameters={"kid": "elsewhere"})
+    await refused(sign(claims(), other, "RS256"), "id_token_key")
+
+
+async def test_a_signature_by_another_key_under_a_known_id_is_refused():
+    other = RSAKey.generate_key(2048, parameters={"kid": "rs1"})
+    await refused(sign(claims(), other, "RS256"), "id_token_signature")
+
+
+@pytest.mark.parametrize("changes, reason", [
+    ({"iss": "https://evil.example"}, "id_token_iss"),
+    ({"iss": None}, "id_token_iss"),
+    ({"aud": "other"}, "id_token_aud"),
+    ({"aud": ["other"]}, "id_token_aud"),
+    ({"aud": None}, "id_token_aud"),
+    ({"azp": "other"}, "id_token_azp"),
+    ({"exp": int(time.time()) - 61}, "id_token_exp"),
+    ({"exp": None}, "id_token_exp"),
+    ({"exp": "tomorrow"}, "id_token_exp"),
+    ({"iat": int(time.time()) + 120}, "id_token_iat"),
+    ({"iat": None}, "id_token_iat"),
+    ({"nonce": "another"}, "id_token_nonce"),
+    ({"nonce": None}, "id_token_nonce"),
+    ({"sub": None}, "id_token_sub"),
+    ({"sub": ""}, "id_token_sub"),
+])
+async def test_each_claim_check(changes, reason):
+    await refused(sign(claims(**changes)), reason)
+
+
+async def test_the_leeway_is_sixty_seconds():
+    now = int(time.time())
+    assert await check(sign(claims(exp=now - 50, iat=now + 50)))
+
+
+@pytest.mark.parametrize("token", ["", "a.b", "a.b.c.d", "!!!.e30.x", "e30.e30.", "x" * 20000])
+async def test_garbage_is_refused(token):
+    with pytest.raises(SignInRefused):
+        await check(token)
+
+
+def test_pkce_s256_is_rfc_7636s_example():
+    assert challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk") == "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
