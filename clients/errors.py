@@ -101,8 +101,8 @@ class SableAPIError(SableError):
     (code `unavailable`). Raised by `clients.sdk`; here so that catching it costs no import of
     aiohttp (the CLI's offline commands start fast)."""
 
-    def __init__(self, status: int, code: str, message: str, *, sent: bool = True):
-        super().__init__(message)
+    def __init__(self, status: int, code: str, message: str, *, sent: bool = True, reason: str | None = None):
+        super().__init__(message, reason=reason)
         self.status = status
         self.code = code
         self.sent = sent  # False when the request never reached the server

@@ -167,7 +167,9 @@ class _Client:
                 if (resp.status < 300 or resp.status in ok) and data is not None:
                     return data
                 error = self._not_sable(resp.status, resp.reason, data)
-                raise SableAPIError(resp.status, error["error"], error.get("message", resp.reason or ""))
+                reason = error.get("reason")
+                raise SableAPIError(resp.status, error["error"], error.get("message", resp.reason or ""),
+                                    reason=reason if isinstance(reason, str) else None)
         except aiohttp.ClientConnectorError as e:
             raise SableAPIError(0, "unavailable", f"cannot reach {self.base_url}: {_why(e)}", sent=False) from None
         except aiohttp.InvalidURL:
@@ -288,11 +290,24 @@ class DischargerClient(_Client):
     async def disable_user(self, username: str) -> dict:
         return await self.request("POST", f"/v1/users/{username}/disable", {}, bearer=self._admin())
 
-    async def login(self, username: str, password: str) -> dict:
-        return await self.request("POST", "/v1/sessions", {"username": username, "password": password})
+    async def login(self, username: str, password: str, totp: str | None = None) -> dict:
+        """A session. For a user with a second factor, without `totp` this raises SableAPIError
+        with `reason` "mfa_required" (a wrong code: "mfa_invalid")."""
+        body = {"username": username, "password": password, **({"totp": totp} if totp else {})}
+        return await self.request("POST", "/v1/sessions", body)
+
+    async def reset_factors(self, username: str) -> dict:
+        return await self.request("DELETE", f"/v1/users/{username}/factors", bearer=self._admin())
+
+    async def org_policy(self, org: str) -> dict:
+        return await self.request("GET", f"/v1/orgs/{org}/policy", bearer=self._admin())
+
+    async def set_org_policy(self, org: str, require_idp: str | None, require_mfa: bool) -> dict:
+        return await self.request("PUT", f"/v1/orgs/{org}/policy",
+                                  {"require_idp": require_idp, "require_mfa": require_mfa}, bearer=self._admin())
 
     async def current_session(self, session: str) -> dict:
-        """{username, orgs, roles, expires_at} of a session."""
+        """{username, orgs, roles, expires_at, auth_method} of a session."""
         return await self.request("GET", "/v1/sessions/current", bearer=session)
 
     async def logout(self, session: str) -> None:

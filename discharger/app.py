@@ -80,6 +80,28 @@ async def list_links(request: web.Request) -> web.Response:
     return json_response(schemas.links(await d.users.links(request.match_info["username"])))
 
 
+@routes.delete("/v1/users/{username}/factors")
+async def reset_factors(request: web.Request) -> web.Response:
+    d = await _admin(request)
+    username = request.match_info["username"]
+    await d.users.get(username)  # 404 for an unknown user
+    removed = await d.sessions.factors.remove(username, caller(request), by="admin")
+    return json_response({"username": username, "removed": removed})
+
+
+@routes.get("/v1/orgs/{org}/policy")
+async def get_policy(request: web.Request) -> web.Response:
+    d = await _admin(request)
+    return json_response(schemas.policy(await d.store.org_policy(schemas.org_name(request.match_info["org"]))))
+
+
+@routes.put("/v1/orgs/{org}/policy")
+async def set_policy(request: web.Request) -> web.Response:
+    d = await _admin(request)
+    policy = schemas.new_policy(schemas.org_name(request.match_info["org"]), await read_json(request))
+    return json_response(schemas.policy(await d.policies.set(policy, caller(request))))
+
+
 @routes.get("/v1/users")
 async def list_users(request: web.Request) -> web.Response:
     d = await _admin(request)

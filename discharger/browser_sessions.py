@@ -5,9 +5,11 @@ with, including the login form's (the cookie is set before sign-in)."""
 
 from __future__ import annotations
 
+import json
 import time
 
 from clients import tokens
+from clients.tickets import b64d, b64e
 from discharger.config import DischargerConfig
 from discharger.model import Credentials
 from discharger.sessions import Sessions
@@ -22,16 +24,34 @@ class BrowserSessions:
         self.config = config
         self.store = store
         self.sessions = sessions
+        self.master = master
         self._mac = master.pseudonym
 
     def csrf(self, cookie: str) -> str:
         return self._mac(f"csrf:{cookie}")
 
+    def seal(self, purpose: str, data: dict, ttl: int) -> str:
+        """A cookie value holding `data` for `ttl` seconds that the browser can neither read nor
+        change (sealed with the master key; `purpose` keeps one kind from passing as another)."""
+        plain = json.dumps({"purpose": purpose, "expires_at": int(time.time()) + ttl, "data": data})
+        return b64e(self.master.seal(plain.encode()))
+
+    def unseal(self, purpose: str, value: str | None) -> dict | None:
+        """What `seal` put in the value, while it lasts; None otherwise."""
+        try:
+            plain = self.master.unseal(b64d(value)) if value else None
+            held = json.loads(plain) if plain is not None else None
+        except ValueError:
+            return None
+        if not isinstance(held, dict) or held.get("purpose") != purpose or held.get("expires_at", 0) <= time.time():
+            return None
+        return held["data"]
+
     async def sign_in(self, creds: Credentials, caller: Caller) -> str:
         """A new cookie value for a signed-in browser (the password checked as for the API,
         throttle included)."""
-        username = await self.sessions.authenticate(creds, caller)
-        return await self.start(username, "password", caller)
+        who = await self.sessions.authenticate(creds, caller)
+        return await self.start(who.username, who.method, caller)
 
     async def start(self, username: str, auth_method: str, caller: Caller) -> str:
         """A new cookie value for a browser whose user is authenticated (`auth_method` says how)."""

@@ -10,6 +10,7 @@ from clients.errors import Forbidden
 from discharger.authorities import Authorities
 from discharger.config import DischargerConfig
 from discharger.model import Discharge, role_at_least
+from discharger.policies import Policies, satisfies
 from discharger.store import DischargerStore
 from discharger.ticket_keys import TicketKeys
 from server.audit import Caller
@@ -17,11 +18,12 @@ from server.audit import Caller
 
 class Discharges:
     def __init__(self, config: DischargerConfig, store: DischargerStore, keys: TicketKeys,
-                 authorities: Authorities):
+                 authorities: Authorities, policies: Policies):
         self.config = config
         self.store = store
         self.keys = keys
         self.authorities = authorities
+        self.policies = policies
 
     async def issue(self, username: str, ticket: bytes, caller: Caller, auth_method: str = "password") -> Discharge:
         """A discharge for `username` (already authenticated by session); TicketError (400) if
@@ -29,19 +31,25 @@ class Discharges:
         contents = await self.keys.unseal_ticket(ticket)
         user = await self.store.get_user(username)
         audit = caller.record("discharge", user=username, org=contents.org, detail={"auth_method": auth_method})
-        refusal = None
+        refusal, reason = None, None
         if user is None or user.disabled:
             refusal = "user is disabled"
         elif contents.org not in user.roles:
             refusal = f"user is not a member of org {contents.org!r}"
         elif not role_at_least(user.roles[contents.org], contents.role):
             refusal = f"this needs role {contents.role} in org {contents.org!r}"
+        else:
+            failed = satisfies(await self.store.org_policy(contents.org), auth_method)
+            if failed is not None:
+                reason, refusal = failed
         if refusal is not None:
             audit.outcome = "denied"
+            if reason is not None:
+                audit.detail = {**(audit.detail or {}), "reason": reason}
         await self.store.write_audit([audit])
         audit.emit()
         if refusal is not None:
-            raise Forbidden(refusal)
+            raise Forbidden(refusal, reason=reason)
         assert user is not None
         expires_at = int(time.time()) + min(self.config.discharge_ttl, contents.ttl)
         said = [f"user {username}", f"expires {format_time(expires_at)}"]

@@ -2,14 +2,13 @@
 one-use state, who an identity is, and the memberships its groups map to.
 
 A user is found only through a link `(issuer, sub)`; no other claim ever matches a user. The
-state, nonce and PKCE verifier travel in a cookie sealed with the master key (the browser can
-neither read nor change them), and each state is claimed once in the database, so a callback
+state, nonce and PKCE verifier travel in a sealed cookie (`BrowserSessions.seal`: the browser
+can neither read nor change them), and each state is claimed once in the database, so a callback
 replayed with the cookie put back is refused.
 """
 
 from __future__ import annotations
 
-import json
 import secrets
 import time
 from collections.abc import Mapping
@@ -17,16 +16,14 @@ from dataclasses import dataclass
 
 from clients import tokens
 from clients.errors import NotFound, SableError
-from clients.tickets import b64d, b64e
 from discharger.browser_sessions import BrowserSessions
 from discharger.model import ROLES, USERNAME_RE
 from discharger.oidc import Provider, Providers, SignInRefused
 from discharger.store import DischargerStore, Link, UserRow
 from server.audit import Caller
-from server.masterkey import MasterKey
 
 STATE_TTL = 600  # the cookie's and the state's life: 10 min
-_PURPOSE = b"sable_idp:"  # so no other value sealed with the master key reads as a sign-in
+_PURPOSE = "idp_sign_in"
 
 
 @dataclass(frozen=True)
@@ -43,12 +40,10 @@ class SignedIn:
 
 
 class Federation:
-    def __init__(self, store: DischargerStore, providers: Providers, browser: BrowserSessions, master: MasterKey,
-                 public_url: str):
+    def __init__(self, store: DischargerStore, providers: Providers, browser: BrowserSessions, public_url: str):
         self.store = store
         self.providers = providers
         self.browser = browser
-        self.master = master
         self.public_url = public_url.rstrip("/")
 
     def redirect_uri(self, name: str) -> str:
@@ -58,22 +53,15 @@ class Federation:
         """Where to send the browser, and the cookie that must come back with the answer."""
         provider = self.providers.get(name)  # NotFound, or Unavailable while undiscovered
         state, nonce, verifier = (secrets.token_urlsafe(32) for _ in range(3))
-        sealed = self.master.seal(_PURPOSE + json.dumps({
-            "provider": name, "state": state, "nonce": nonce, "verifier": verifier, "next": next_path,
-            "expires_at": int(time.time()) + STATE_TTL}).encode())
-        return Started(provider.authorization_url(state, nonce, verifier, self.redirect_uri(name)), b64e(sealed))
+        sealed = self.browser.seal(_PURPOSE, {"provider": name, "state": state, "nonce": nonce, "verifier": verifier,
+                                              "next": next_path, "expires_at": int(time.time()) + STATE_TTL}, STATE_TTL)
+        return Started(provider.authorization_url(state, nonce, verifier, self.redirect_uri(name)), sealed)
 
     def _opened(self, cookie: str | None) -> dict:
-        try:
-            plain = self.master.unseal(b64d(cookie)) if cookie else None
-        except ValueError:
-            plain = None
-        if plain is None or not plain.startswith(_PURPOSE):
-            raise SignInRefused("this sign-in was started in another browser, or its cookie expired; start again",
-                                reason="no_state_cookie")
-        held = json.loads(plain[len(_PURPOSE):])
-        if held["expires_at"] <= time.time():
-            raise SignInRefused("this sign-in took longer than 10 minutes; start again", reason="state_expired")
+        held = self.browser.unseal(_PURPOSE, cookie)
+        if held is None:  # not ours, damaged, or older than 10 minutes
+            raise SignInRefused("this sign-in was started in another browser, or took longer than 10 minutes; "
+                                "start again", reason="no_state_cookie")
         return held
 
     async def finish(self, name: str, query: Mapping[str, str], cookie: str | None, caller: Caller) -> SignedIn:

@@ -17,6 +17,7 @@ from clients.errors import Forbidden, Gone, NotFound
 from clients.tickets import TicketContents, b64d, b64e
 from discharger.discharges import Discharges
 from discharger.model import Discharge, role_at_least
+from discharger.policies import satisfies
 from discharger.store import DischargerStore, GrantRow
 from discharger.ticket_keys import TicketKeys
 from server.audit import Caller
@@ -108,13 +109,15 @@ class Flows:
         return user is not None and not user.disabled and role_at_least(user.roles.get(row.data["org"]),
                                                                          row.data["role"])
 
-    async def approves_silently(self, username: str, row: GrantRow) -> bool:
+    async def approves_silently(self, username: str, row: GrantRow, auth_method: str = "password") -> bool:
         """Whether this flow is approved without a prompt (SPEC §19): a console sign-in (a user
         token's flow returning to a configured authority's /console/) for a signed-in user who
-        may approve it. So a console session, which lasts no longer than its discharge, renews
-        itself, and each renewal checks the user again (disabled, membership, role)."""
+        may approve it, signed in as the org's policy requires. So a console session, which
+        lasts no longer than its discharge, renews itself, and each renewal checks the user
+        again (disabled, membership, role, how they signed in)."""
         return row.data.get("purpose") == "user" and self.returns_to_authority(row.data["return_to"]) \
-            and await self._may_approve(username, row)
+            and await self._may_approve(username, row) \
+            and satisfies(await self.store.org_policy(row.data["org"]), auth_method) is None
 
     async def decide(self, username: str, user_secret: str, approve: bool, caller: Caller,
                      prompted: bool = True, auth_method: str = "password") -> tuple[GrantRow, str | None]:
@@ -122,6 +125,8 @@ class Flows:
         an authority, the one-time code to hand back; Denied if the user may not approve."""
         row = await self.pending(user_secret)
         allowed = await self._may_approve(username, row)
+        policy_failed = satisfies(await self.store.org_policy(row.data["org"]), auth_method) if allowed else None
+        allowed = allowed and policy_failed is None
         row.status, row.username = ("approved" if approve and allowed else "denied"), username
         row.data = {**row.data, "auth_method": auth_method}
         code = None
@@ -134,6 +139,8 @@ class Flows:
         if not await self.store.update_grant(row, "pending", audit):
             raise Gone("this request was already answered")
         audit.emit()
+        if approve and policy_failed is not None:
+            raise Forbidden(policy_failed[1], reason=policy_failed[0])
         if approve and not allowed:
             raise Forbidden(f"you need role {row.data['role']} in org {row.data['org']} to approve this")
         return row, code

@@ -32,6 +32,7 @@ class NewUser:
 class Credentials:
     username: str
     password: str
+    totp: str | None = None  # a code from the authenticator app, or a recovery code
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from urllib.parse import quote, urlencode
 from aiohttp import web
 
 from clients.caveats import format_time
-from clients.errors import BadRequest, Forbidden, NotFound, RateLimited, Unauthorized
+from clients.errors import BadRequest, Conflict, Forbidden, NotFound, RateLimited, Unauthorized
 from discharger.federation import STATE_TTL
 from discharger.model import Credentials
 from discharger.oidc import SignInRefused
@@ -21,6 +21,8 @@ from server.pagekit import Pages, check_csrf, css, new_secret, page_errors, read
 
 COOKIE = "sable_browser"
 IDP_COOKIE = "sable_idp"  # a federated sign-in in flight (SPEC §15)
+MFA_COOKIE = "sable_mfa"  # a password sign-in waiting for its second factor
+MFA_TTL = 300
 SERVICE = "discharger"
 DISCHARGER = web.AppKey("discharger", Discharger)
 PAGES = web.AppKey("discharger_pages", Pages)
@@ -98,12 +100,14 @@ async def home(request: web.Request) -> web.Response:
     return b.render("home.html")
 
 
-def _login(b: Browser, next_path: str, status: int = 200, error: str | None = None) -> web.Response:
-    """The sign-in page: one button per provider beside the password form (if passwords are on)."""
+def _login(b: Browser, next_path: str, status: int = 200, error: str | None = None,
+           second_step: bool = False) -> web.Response:
+    """The sign-in page: one button per provider beside the password form (if passwords are
+    on); or, after a right password for a user with a second factor, the field for its code."""
     providers = [{"name": p.name, "display": p.settings.display, "available": p.available}
                  for p in b.d.providers.all.values()]
     return b.render("login.html", status=status, next=next_path, username="", error=error, providers=providers,
-                    passwords=b.d.config.passwords)
+                    passwords=b.d.config.passwords, second_step=second_step)
 
 
 @routes.get("/login")
@@ -153,7 +157,14 @@ async def login(request: web.Request) -> web.Response:
         raise BadRequest("username or password is too long")
     try:
         cookie = await b.d.browser.sign_in(Credentials(username, password), caller(request))
-    except (Unauthorized, RateLimited) as e:
+    except Unauthorized as e:
+        if e.reason != "mfa_required":
+            return _login(b, target, 401, e.message)
+        resp = _login(b, target, second_step=True)  # the password was right: now the code
+        b.pages.set_cookie(request, resp, MFA_COOKIE, b.d.browser.seal(MFA_COOKIE, {"username": username}, MFA_TTL),
+                           max_age=MFA_TTL)
+        return resp
+    except RateLimited as e:
         status = 401 if isinstance(e, Unauthorized) else 429
         resp = _login(b, target, status, e.message)
         if e.retry_after:
@@ -162,6 +173,98 @@ async def login(request: web.Request) -> web.Response:
     resp = _see_other(target)
     b.pages.set_cookie(request, resp, COOKIE, cookie)  # a new value at every sign-in: no fixation
     return resp
+
+
+@routes.post("/login/verify")
+@page
+async def login_verify(request: web.Request) -> web.Response:
+    b = await Browser.of(request)
+    form = await b.form()
+    target = safe_next(form.get("next"))
+    held = b.d.browser.unseal(MFA_COOKIE, b.pages.cookie(request, MFA_COOKIE, max_length=1024))
+    if held is None:
+        return _login(b, target, 401, "that took too long; enter your password again")
+    try:
+        who = await b.d.sessions.second_factor(held["username"], form.get("code", "")[:32], caller(request))
+    except (Unauthorized, RateLimited) as e:
+        resp = _login(b, target, 401 if isinstance(e, Unauthorized) else 429, e.message, second_step=True)
+        if e.retry_after:
+            resp.headers["Retry-After"] = str(e.retry_after)
+        return resp
+    resp = _see_other(target)
+    b.pages.set_cookie(request, resp, COOKIE, await b.d.browser.start(who.username, who.method, caller(request)))
+    b.pages.clear_cookie(request, resp, MFA_COOKIE)
+    return resp
+
+
+async def _account(b: Browser, status: int = 200, error: str | None = None, **shown) -> web.Response:
+    assert b.user is not None
+    user = await b.d.users.get(b.user)
+    factors = b.d.sessions.factors
+    return b.render("account.html", status=status, error=error, has_password=bool(user.password_hash),
+                    enrolled=await factors.enrolled(b.user), recovery_left=await b.d.store.recovery_left(b.user),
+                    **{"enrolment": None, "recovery_codes": None, **shown})
+
+
+async def _recheck(b: Browser, form: dict) -> None:
+    """Changing one's factors needs the password again (throttled like a login)."""
+    assert b.user is not None
+    await b.d.sessions.authenticate(Credentials(b.user, form.get("password", "")[:1024]), caller(b.request),
+                                    second_factor=False)
+
+
+@routes.get("/account/security")
+@page
+async def account(request: web.Request) -> web.Response:
+    b = await Browser.of(request)
+    if b.user is None:
+        return b.to_login()
+    return await _account(b)
+
+
+@routes.post("/account/security/totp")
+@page
+async def totp_begin(request: web.Request) -> web.Response:
+    b = await Browser.of(request)
+    form = await b.form()
+    if b.user is None:
+        return b.to_login()
+    try:
+        await _recheck(b, form)
+        enrolment = await b.d.sessions.factors.begin(b.user)
+    except (Unauthorized, RateLimited, Conflict) as e:
+        return await _account(b, 401 if isinstance(e, Unauthorized) else 429 if isinstance(e, RateLimited) else 409,
+                              e.message)
+    return await _account(b, enrolment=enrolment)
+
+
+@routes.post("/account/security/totp/confirm")
+@page
+async def totp_confirm(request: web.Request) -> web.Response:
+    b = await Browser.of(request)
+    form = await b.form()
+    if b.user is None:
+        return b.to_login()
+    try:
+        codes = await b.d.sessions.factors.confirm(b.user, form.get("code", "")[:32], caller(request))
+    except (Unauthorized, NotFound) as e:
+        return await _account(b, 400, e.message)
+    return await _account(b, recovery_codes=codes)
+
+
+@routes.post("/account/security/totp/remove")
+@page
+async def totp_remove(request: web.Request) -> web.Response:
+    b = await Browser.of(request)
+    form = await b.form()
+    if b.user is None:
+        return b.to_login()
+    try:
+        await _recheck(b, form)
+    except (Unauthorized, RateLimited) as e:
+        return await _account(b, 401 if isinstance(e, Unauthorized) else 429, e.message)
+    await b.d.sessions.factors.remove(b.user, caller(request), by="self")
+    return _see_other("/account/security")
 
 
 @routes.post("/logout")
@@ -223,7 +326,7 @@ async def flow_page(request: web.Request) -> web.Response:
         return b.to_login()
     secret = request.match_info["secret"]
     grant = await b.d.flows.pending(secret)
-    if await b.d.flows.approves_silently(b.user, grant):  # a console sign-in: no prompt (SPEC §19)
+    if await b.d.flows.approves_silently(b.user, grant, b.auth_method or "password"):  # a console sign-in: no prompt (SPEC §19)
         grant, code = await b.d.flows.decide(b.user, secret, True, caller(request), prompted=False,
                                              auth_method=b.auth_method or "password")
         assert code is not None  # it returns to an authority: approves_silently checked

@@ -10,6 +10,7 @@ from clients.caveats import NAME_RE, format_time
 from clients.errors import BadRequest
 from clients.tickets import b64d
 from discharger.model import ROLES, USERNAME_RE, USERNAME_RULE, Credentials, Discharge, Membership, NewUser, Session
+from discharger.store import OrgPolicy
 
 MAX_PASSWORD = 1024
 MIN_PASSWORD = 8
@@ -65,11 +66,13 @@ def membership(username: str, body: dict) -> Membership:
 
 
 def credentials(body: dict) -> Credentials:
-    username, password = body.get("username"), body.get("password")
+    username, password, totp = body.get("username"), body.get("password"), body.get("totp")
     if not isinstance(username, str) or not isinstance(password, str) or len(password) > MAX_PASSWORD \
             or len(username) > 128:
         raise BadRequest("username and password must be strings")
-    return Credentials(username, password)
+    if totp is not None and (not isinstance(totp, str) or len(totp) > 32):
+        raise BadRequest("totp must be a string: 6 digits, or a recovery code")
+    return Credentials(username, password, totp)
 
 
 def ticket(body: dict) -> bytes:
@@ -148,3 +151,22 @@ def session(s: Session) -> dict:
 
 def discharge(d: Discharge) -> dict:
     return {"discharge": d.token, "expires_at": format_time(d.expires_at), "auth_method": d.auth_method}
+
+
+def org_name(value: str) -> str:
+    if not NAME_RE.fullmatch(value):
+        raise BadRequest("org must match [A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+    return value
+
+
+def new_policy(org: str, body: dict) -> OrgPolicy:
+    idp, mfa = body.get("require_idp"), body.get("require_mfa", False)
+    if idp is not None and not isinstance(idp, str):
+        raise BadRequest("require_idp must be a provider's name, or null")
+    if not isinstance(mfa, bool):
+        raise BadRequest("require_mfa must be true or false")
+    return OrgPolicy(org, idp or None, mfa)
+
+
+def policy(p: OrgPolicy) -> dict:
+    return {"org": p.org, "require_idp": p.require_idp, "require_mfa": p.require_mfa}

@@ -18,6 +18,7 @@ from discharger.federation import Federation
 from discharger.flows import Flows
 from discharger.oidc import Providers
 from discharger.passwords import Hasher
+from discharger.policies import Policies
 from discharger.sessions import Sessions
 from discharger.store import DischargerStore, open_store
 from discharger.ticket_keys import TicketKeys
@@ -33,12 +34,13 @@ class Discharger:
         self.hasher = hasher
         self.sessions = Sessions(config, store, hasher, keys.master)
         self.users = Users(store, hasher, self.sessions.forget_failures, config.identity_providers)
-        self.discharges = Discharges(config, store, keys, Authorities(config.authority_urls))
+        self.policies = Policies(store, config.identity_providers)
+        self.discharges = Discharges(config, store, keys, Authorities(config.authority_urls), self.policies)
         self.browser = BrowserSessions(config, store, self.sessions, keys.master)
         self.device = DeviceLogins(store, self.sessions, keys.master.pseudonym)
         self.flows = Flows(config.public_url, config.authority_urls, store, keys, self.discharges)
         self.providers = Providers(config.identity_providers)
-        self.federation = Federation(store, self.providers, self.browser, keys.master, config.public_url)
+        self.federation = Federation(store, self.providers, self.browser, config.public_url)
 
     @classmethod
     async def open(cls, config: DischargerConfig) -> Discharger:

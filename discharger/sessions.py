@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import nacl.utils
 
@@ -10,6 +11,7 @@ from clients import tokens
 from clients.caveats import NAME_RE
 from clients.errors import Forbidden, RateLimited, TokenFormatError, Unauthorized
 from discharger.config import DischargerConfig
+from discharger.factors import SecondFactors
 from discharger.model import Credentials, Session
 from discharger.passwords import Hasher
 from discharger.store import DischargerStore, SessionRow, UserRow
@@ -18,6 +20,14 @@ from server.masterkey import MasterKey
 from server.ratelimit import throttle_key
 
 BAD_LOGIN = "invalid username or password"
+MFA_REQUIRED = "this account needs a code from its authenticator app (or a recovery code)"
+MFA_INVALID = "that code is wrong or was used already"
+
+
+@dataclass(frozen=True)
+class Authenticated:
+    username: str
+    method: str  # the session's auth_method: password, password+totp, ...
 
 
 class Sessions:
@@ -25,6 +35,7 @@ class Sessions:
         self.config = config
         self.store = store
         self.hasher = hasher
+        self.factors = SecondFactors(store, master)
         self._pseudonym = master.pseudonym  # the throttle stores no username (it may be a password)
         self._pruned_at = 0.0
 
@@ -46,12 +57,15 @@ class Sessions:
         """Start this username's failed-login count again (a user was just created with it)."""
         await self.store.clear_login_failures(f"user:{self._pseudonym(username)}")
 
-    async def authenticate(self, creds: Credentials, caller: Caller) -> str:
-        """The username, if the password is right and the user enabled; RateLimited (429) or
-        Unauthorized (401, the same for an unknown user and a wrong password) otherwise. Each
-        attempt counts before hashing (so parallel guesses cannot slip past the limit) and is
-        un-counted if it succeeds: only failures count, so a NAT's good logins lock nobody out.
-        A success also clears its username's failures."""
+    async def authenticate(self, creds: Credentials, caller: Caller, second_factor: bool = True) -> Authenticated:
+        """Who, and how, if the password is right, the user enabled and, when the user has a
+        second factor (and `second_factor`), `creds.totp` is a good code; RateLimited (429) or
+        Unauthorized (401, the same for an unknown user and a wrong password; `reason`
+        mfa_required or mfa_invalid after a right password) otherwise. Each attempt counts
+        before hashing (so parallel guesses cannot slip past the limit) and is un-counted if it
+        succeeds: only failures count, so a NAT's good logins lock nobody out. A wrong code is a
+        failure too. A success also clears its username's failures. Without `second_factor`,
+        the password alone is checked (re-entered to change one's own factors)."""
         username = creds.username
         # Only an existing username is recorded: people paste passwords into that field.
         shown = "<unknown>"
@@ -68,16 +82,45 @@ class Sessions:
             await self.store.write_audit([audit])
             audit.emit()
             raise Unauthorized(BAD_LOGIN)
+        subject = f"user:{self._pseudonym(username)}"
+        method = "password"
+        if second_factor and await self.factors.enrolled(username):
+            if not creds.totp:
+                await self.store.forget_attempt([subject, address], at)  # the password was right
+                raise Unauthorized(MFA_REQUIRED, reason="mfa_required")
+            if not await self.factors.check(username, creds.totp):
+                audit = caller.record("login", outcome="failed", user=username, detail={"reason": "mfa_invalid"})
+                await self.store.write_audit([audit])
+                audit.emit()
+                raise Unauthorized(MFA_INVALID, reason="mfa_invalid")
+            method = "password+totp"
+        await self.store.clear_login_failures(subject)
+        await self.store.forget_attempt([address], at)
+        return Authenticated(username, method)
+
+    async def second_factor(self, username: str, code: str, caller: Caller) -> Authenticated:
+        """The second step of a browser sign-in whose password was right: the code, counted
+        against the user and the address like a login."""
+        wait, address, at = await self._attempt(username, caller.client or "unknown")
+        if wait is not None:
+            caller.record("login", outcome="throttled", user=username).emit()
+            raise RateLimited(f"too many failed logins; try again in {wait} s", retry_after=wait)
+        user = await self.store.get_user(username)
+        if user is None or user.disabled or not await self.factors.check(username, code):
+            audit = caller.record("login", outcome="failed", user=username, detail={"reason": "mfa_invalid"})
+            await self.store.write_audit([audit])
+            audit.emit()
+            raise Unauthorized(MFA_INVALID, reason="mfa_invalid")
         await self.store.clear_login_failures(f"user:{self._pseudonym(username)}")
         await self.store.forget_attempt([address], at)
-        return username
+        return Authenticated(username, "password+totp")
 
     async def login(self, creds: Credentials, caller: Caller) -> Session:
         if not self.config.passwords:
             raise Forbidden("password sign-in is turned off here: sign in with `sable login --web`",
                             reason="passwords_off")
-        username = await self.authenticate(creds, caller)
-        return await self.create(username, caller)
+        who = await self.authenticate(creds, caller)
+        return await self.create(who.username, caller, auth_method=who.method)
 
     async def create(self, username: str, caller: Caller, event: str = "login",
                      auth_method: str = "password") -> Session:

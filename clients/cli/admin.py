@@ -32,6 +32,35 @@ def org_create(name, as_json):
     emit(out, as_json, f"created org {out['name']}")
 
 
+@org.command("policy")
+@click.argument("name")
+@click.option("--require-idp", metavar="PROVIDER", help="Discharges for the org need a session made through this "
+              "identity provider (as configured at the discharger).")
+@click.option("--no-require-idp", is_flag=True, help="Drop the identity provider requirement.")
+@click.option("--require-mfa/--no-require-mfa", default=None,
+              help="Discharges for the org need a session made with a second factor (or a provider).")
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def org_policy(name, require_idp, no_require_idp, require_mfa, as_json):
+    """Show or change how org NAME's members must sign in (held by the discharger)."""
+    if require_idp and no_require_idp:
+        fail("--require-idp and --no-require-idp contradict each other", EXIT_USAGE)
+
+    async def go():
+        async with discharger() as d:
+            current = await d.org_policy(name)
+            if require_idp is None and not no_require_idp and require_mfa is None:
+                return current
+            idp = None if no_require_idp else (require_idp or current["require_idp"])
+            mfa = current["require_mfa"] if require_mfa is None else require_mfa
+            return await d.set_org_policy(name, idp, mfa)
+    out = run(go())
+    said = [f"identity provider {out['require_idp']}" if out["require_idp"] else None,
+            "a second factor" if out["require_mfa"] else None]
+    needs = " and ".join(x for x in said if x)
+    emit(out, as_json, f"org {name}: sign-ins need {needs}" if needs else f"org {name}: no sign-in policy")
+
+
 @org.command("list")
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
@@ -104,6 +133,23 @@ def user_link(name, idp, sub, as_json):
             return await d.link_identity(name, idp, sub)
     out = run(go())
     emit(out, as_json, f"linked {name} to {sub} at {idp}")
+
+
+@user.group("mfa")
+def user_mfa():
+    """A user's second factors (admin)."""
+
+
+@user_mfa.command("reset")
+@click.argument("name")
+@handle_errors
+def user_mfa_reset(name):
+    """Remove all of NAME's second factors (their authenticator app and recovery codes)."""
+    async def go():
+        async with discharger() as d:
+            return await d.reset_factors(name)
+    out = run(go())
+    click.echo(f"removed the second factors of {name}" if out["removed"] else f"{name} had no second factor")
 
 
 @user.command("orgs")

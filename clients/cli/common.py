@@ -50,6 +50,9 @@ def handle_errors(fn):
             if e.code == "wrong_url":  # a setting to fix, not a denial
                 click.echo(f"sable: {e.message}", err=True)
                 sys.exit(EXIT_USAGE)
+            if e.reason == "mfa_required":
+                click.echo(f"sable: {e.message}: give it with --totp CODE", err=True)
+                sys.exit(EXIT_DENIED)
             if e.code == "unauthorized" and "session" in e.message:
                 click.echo(f"sable: {e.message}; run `sable login`", err=True)
                 sys.exit(EXIT_DENIED)

@@ -35,9 +35,11 @@ from clients.errors import CaveatError, SableAPIError
 @click.option("--password-stdin", is_flag=True, help="Read the password from stdin instead of prompting.")
 @click.option("--web", is_flag=True, help="Sign in with a browser instead of a password (device login).")
 @click.option("--no-browser", is_flag=True, help="With --web: only print the URL and code.")
+@click.option("--totp", metavar="CODE", help="A code from your authenticator app (or a recovery code), if your "
+              "account has one; asked for when needed otherwise.")
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
-def login(username, password_stdin, web, no_browser, as_json):
+def login(username, password_stdin, web, no_browser, totp, as_json):
     """Log in to the discharger and keep the session (mode 0600)."""
     if web:
         url, out = run(_device_login(not no_browser))
@@ -51,11 +53,16 @@ def login(username, password_stdin, web, no_browser, as_json):
         else:
             password = click.prompt("Password", hide_input=True)
 
-        async def go():
+        async def go(code):
             async with discharger() as d:
-                return d.base_url, await d.login(username, password)
+                return d.base_url, await d.login(username, password, code)
 
-        url, out = run(go())
+        try:
+            url, out = run(go(totp))
+        except SableAPIError as e:
+            if e.reason != "mfa_required" or password_stdin or not sys.stdin.isatty():
+                raise  # says what is needed; --totp gives it without a prompt
+            url, out = run(go(click.prompt("Code from your authenticator app (or a recovery code)")))
     write_private(session_path(), {"discharger_url": url, "username": username,
                                    "session": out["session"], "expires_at": out["expires_at"]})
     emit({"username": username, "expires_at": out["expires_at"]}, as_json)

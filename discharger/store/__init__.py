@@ -10,7 +10,8 @@ from typing import Any, Protocol
 from server.audit import AuditRecord, AuditRow
 from server.store import COMMON_SEALED, COMMON_TABLES, SealedColumn, ServiceStore, StoreError, open_backend
 
-__all__ = ["AuditRow", "DischargerStore", "GrantRow", "Link", "SessionRow", "StoreError", "UserRow", "open_store"]
+__all__ = ["AuditRow", "DischargerStore", "GrantRow", "Link", "OrgPolicy", "SessionRow", "StoreError", "TotpRow",
+           "UserRow", "open_store"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +40,21 @@ class Link:
     issuer: str
     sub: str
     provider: str  # the configured name it was made through
+
+
+@dataclass(frozen=True, slots=True)
+class TotpRow:
+    sealed_seed: bytes  # sealed with the master key
+    confirmed: bool
+    last_step: int  # the newest time step used: it and older ones are refused
+
+
+@dataclass(frozen=True, slots=True)
+class OrgPolicy:
+    """What a discharge of an org's ticket needs of the session behind it (SPEC §15)."""
+    org: str
+    require_idp: str | None = None
+    require_mfa: bool = False
 
 
 @dataclass(slots=True)
@@ -71,12 +87,16 @@ TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("browser_sessions", ("hash", "username", "expires_at", "auth_method")),
     ("identity_links", ("issuer", "sub", "username", "provider", "created_at")),
     ("used_states", ("hash", "expires_at")),
+    ("totp", ("username", "sealed_seed", "confirmed", "last_step", "created_at")),
+    ("recovery_codes", ("username", "hash", "used_at")),
+    ("org_policies", ("org", "require_idp", "require_mfa")),
     ("grants", ("hash", "kind", "lookup", "data", "status", "username", "created_at", "expires_at", "interval",
                 "polled_at", "code_hash", "code_expires_at")),
 )
 
 # What the master key seals (`sable admin rotate-master-key` re-seals these).
-SEALED: tuple[SealedColumn, ...] = (*COMMON_SEALED, SealedColumn("keys", "kid", "sealed"))
+SEALED: tuple[SealedColumn, ...] = (*COMMON_SEALED, SealedColumn("keys", "kid", "sealed"),
+                                    SealedColumn("totp", "username", "sealed_seed"))
 
 
 class DischargerStore(ServiceStore, Protocol):
@@ -102,6 +122,8 @@ class DischargerStore(ServiceStore, Protocol):
     7. An identity `(issuer, sub)` is linked to one user at most, and a sign-in's `state`
        is claimed once, across replicas (`test_an_identity_links_one_user_once`,
        `test_a_state_is_claimed_once`); a user made at first sign-in is made with its link.
+    8. A TOTP time step and a recovery code are each used once, across replicas
+       (`test_a_totp_step_and_a_recovery_code_are_used_once`).
     """
 
     # `roles` maps each org of the user to "member" or "admin". A user made for a provider has
@@ -138,6 +160,26 @@ class DischargerStore(ServiceStore, Protocol):
     async def claim_state(self, digest: bytes, expires_at: int, now: int) -> bool:
         """Record a sign-in's `state` as used: False if it was already (each is taken once)."""
         ...
+
+    # Second factors (SPEC §15). An enrolment is unconfirmed until one code confirms it, which
+    # also stores the recovery codes' digests; a time step or a recovery code is used once.
+    async def begin_totp(self, username: str, sealed_seed: bytes, now: int) -> bool:
+        """Start (or restart) an unconfirmed enrolment; False if one is confirmed already."""
+        ...
+    async def totp(self, username: str) -> TotpRow | None: ...
+    async def confirm_totp(self, username: str, step: int, recovery: list[bytes], audit: AuditRecord) -> bool: ...
+    async def use_totp_step(self, username: str, step: int) -> bool:
+        """Mark a confirmed enrolment's time step used: False if it (or a later one) was."""
+        ...
+    async def use_recovery_code(self, username: str, digest: bytes, now: int) -> bool: ...
+    async def recovery_left(self, username: str) -> int: ...
+    async def remove_factors(self, username: str, audit: AuditRecord) -> bool:
+        """Remove every second factor of the user (and its recovery codes); False if none."""
+        ...
+
+    # Org policies (SPEC §15): what the sessions behind an org's discharges must be.
+    async def org_policy(self, org: str) -> OrgPolicy: ...
+    async def set_org_policy(self, policy: OrgPolicy, audit: AuditRecord) -> None: ...
 
     # Pending grants. `update_grant` writes the row's mutable fields (all but its hash, kind,
     # lookup and times) only if its status is

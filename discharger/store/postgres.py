@@ -6,7 +6,7 @@ import json
 
 import asyncpg
 
-from discharger.store import GrantRow, Link, SessionRow, UserRow
+from discharger.store import GrantRow, Link, OrgPolicy, SessionRow, TotpRow, UserRow
 from server.audit import AuditRecord
 from server.postgres import COMMON_V1, PgDatabase
 
@@ -93,6 +93,29 @@ CREATE TABLE IF NOT EXISTS used_states (
 """
 
 
+# v5 (SPEC §15): second factors and org policies.
+V5 = """
+CREATE TABLE IF NOT EXISTS totp (
+    username TEXT PRIMARY KEY REFERENCES users(username),
+    sealed_seed BYTEA NOT NULL,
+    confirmed INTEGER NOT NULL DEFAULT 0,
+    last_step BIGINT NOT NULL DEFAULT 0,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS recovery_codes (
+    username TEXT NOT NULL REFERENCES users(username),
+    hash BYTEA NOT NULL,
+    used_at BIGINT,
+    PRIMARY KEY (username, hash)
+);
+CREATE TABLE IF NOT EXISTS org_policies (
+    org TEXT PRIMARY KEY,
+    require_idp TEXT,
+    require_mfa INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+
 class _Undo(Exception):
     """Roll the transaction back and answer False."""
 
@@ -113,7 +136,7 @@ _THROTTLE_SPACE = 0x5AB1F
 
 class PostgresStore(PgDatabase):
     SCHEMA = "discharger"
-    MIGRATIONS = (COMMON_V1 + V1, V2, V3, V4)
+    MIGRATIONS = (COMMON_V1 + V1, V2, V3, V4, V5)
 
     async def create_user(self, username: str, password_hash: bytes, roles: dict[str, str], now: int,
                           audit: AuditRecord, idp: str | None = None, link: Link | None = None) -> bool:
@@ -278,6 +301,63 @@ class PostgresStore(PgDatabase):
             await c.execute("DELETE FROM used_states WHERE expires_at <= $1", now)
             return await c.fetchval("INSERT INTO used_states (hash, expires_at) VALUES ($1, $2)"
                                     " ON CONFLICT DO NOTHING RETURNING 1", digest, expires_at) is not None
+
+    # --- second factors and org policies ----------------------------------------------------
+
+    async def begin_totp(self, username: str, sealed_seed: bytes, now: int) -> bool:
+        async with self._tx() as c:
+            return await c.fetchval(
+                "INSERT INTO totp (username, sealed_seed, confirmed, last_step, created_at) VALUES ($1, $2, 0, 0, $3)"
+                " ON CONFLICT (username) DO UPDATE SET sealed_seed = $2, last_step = 0, created_at = $3"
+                " WHERE totp.confirmed = 0 RETURNING 1", username, sealed_seed, now) is not None
+
+    async def totp(self, username: str) -> TotpRow | None:
+        row = await self._one("SELECT sealed_seed, confirmed, last_step FROM totp WHERE username = $1", username)
+        return TotpRow(bytes(row[0]), bool(row[1]), row[2]) if row else None
+
+    async def confirm_totp(self, username: str, step: int, recovery: list[bytes], audit: AuditRecord) -> bool:
+        async with self._tx() as c:
+            if await c.fetchval("UPDATE totp SET confirmed = 1, last_step = $1 WHERE username = $2 AND confirmed = 0"
+                                " AND last_step < $1 RETURNING 1", step, username) is None:
+                return False
+            await c.execute("DELETE FROM recovery_codes WHERE username = $1", username)
+            await c.executemany("INSERT INTO recovery_codes (username, hash) VALUES ($1, $2)",
+                                [(username, h) for h in recovery])
+            await self._audit(c, [audit])
+            return True
+
+    async def use_totp_step(self, username: str, step: int) -> bool:
+        async with self._tx() as c:
+            return await c.fetchval("UPDATE totp SET last_step = $1 WHERE username = $2 AND confirmed = 1"
+                                    " AND last_step < $1 RETURNING 1", step, username) is not None
+
+    async def use_recovery_code(self, username: str, digest: bytes, now: int) -> bool:
+        async with self._tx() as c:
+            return await c.fetchval("UPDATE recovery_codes SET used_at = $1 WHERE username = $2 AND hash = $3"
+                                    " AND used_at IS NULL RETURNING 1", now, username, digest) is not None
+
+    async def recovery_left(self, username: str) -> int:
+        row = await self._one("SELECT count(*) FROM recovery_codes WHERE username = $1 AND used_at IS NULL", username)
+        return int(row[0])
+
+    async def remove_factors(self, username: str, audit: AuditRecord) -> bool:
+        async with self._tx() as c:
+            removed = await c.fetchval("DELETE FROM totp WHERE username = $1 RETURNING 1", username)
+            await c.execute("DELETE FROM recovery_codes WHERE username = $1", username)
+            if removed:
+                await self._audit(c, [audit])
+            return removed is not None
+
+    async def org_policy(self, org: str) -> OrgPolicy:
+        row = await self._one("SELECT require_idp, require_mfa FROM org_policies WHERE org = $1", org)
+        return OrgPolicy(org, row[0], bool(row[1])) if row else OrgPolicy(org)
+
+    async def set_org_policy(self, policy: OrgPolicy, audit: AuditRecord) -> None:
+        async with self._tx() as c:
+            await c.execute("INSERT INTO org_policies (org, require_idp, require_mfa) VALUES ($1, $2, $3)"
+                            " ON CONFLICT (org) DO UPDATE SET require_idp = $2, require_mfa = $3",
+                            policy.org, policy.require_idp, int(policy.require_mfa))
+            await self._audit(c, [audit])
 
     # --- keys -------------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from discharger.store import GrantRow, Link, SessionRow, UserRow
+from discharger.store import GrantRow, Link, OrgPolicy, SessionRow, TotpRow, UserRow
 from server.audit import AuditRecord
 from server.sqlite import COMMON_V1, Database
 
@@ -91,6 +91,28 @@ CREATE TABLE IF NOT EXISTS used_states (
 );
 """
 
+# v5 (SPEC §15): second factors and org policies.
+V5 = """
+CREATE TABLE IF NOT EXISTS totp (
+    username TEXT PRIMARY KEY REFERENCES users(username),
+    sealed_seed BLOB NOT NULL,
+    confirmed INTEGER NOT NULL DEFAULT 0,
+    last_step INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS recovery_codes (
+    username TEXT NOT NULL REFERENCES users(username),
+    hash BLOB NOT NULL,
+    used_at INTEGER,
+    PRIMARY KEY (username, hash)
+);
+CREATE TABLE IF NOT EXISTS org_policies (
+    org TEXT PRIMARY KEY,
+    require_idp TEXT,
+    require_mfa INTEGER NOT NULL DEFAULT 0
+);
+"""
+
 _GRANT_COLS = ("hash, kind, lookup, data, status, created_at, expires_at, username, interval, polled_at, code_hash,"
                " code_expires_at")
 
@@ -100,7 +122,7 @@ def _grant(r: tuple) -> GrantRow:
 
 
 class SqliteStore(Database):
-    MIGRATIONS = (COMMON_V1 + V1, V2, V3, V4)
+    MIGRATIONS = (COMMON_V1 + V1, V2, V3, V4, V5)
 
     async def create_user(self, username: str, password_hash: bytes, roles: dict[str, str], now: int,
                           audit: AuditRecord, idp: str | None = None, link: Link | None = None) -> bool:
@@ -267,6 +289,68 @@ class SqliteStore(Database):
             return c.execute("INSERT OR IGNORE INTO used_states (hash, expires_at) VALUES (?, ?)",
                              (digest, expires_at)).rowcount == 1
         return await self._tx(run)
+
+    # --- second factors and org policies ----------------------------------------------------
+
+    async def begin_totp(self, username: str, sealed_seed: bytes, now: int) -> bool:
+        def run(c: sqlite3.Connection) -> bool:
+            if c.execute("SELECT 1 FROM totp WHERE username = ? AND confirmed = 1", (username,)).fetchone():
+                return False
+            c.execute("INSERT OR REPLACE INTO totp (username, sealed_seed, confirmed, last_step, created_at)"
+                      " VALUES (?, ?, 0, 0, ?)", (username, sealed_seed, now))
+            return True
+        return await self._tx(run)
+
+    async def totp(self, username: str) -> TotpRow | None:
+        row = await self._one("SELECT sealed_seed, confirmed, last_step FROM totp WHERE username = ?", (username,))
+        return TotpRow(bytes(row[0]), bool(row[1]), row[2]) if row else None
+
+    async def confirm_totp(self, username: str, step: int, recovery: list[bytes], audit: AuditRecord) -> bool:
+        def run(c: sqlite3.Connection) -> bool:
+            if not c.execute("UPDATE totp SET confirmed = 1, last_step = ? WHERE username = ? AND confirmed = 0"
+                             " AND last_step < ?", (step, username, step)).rowcount:
+                return False
+            c.execute("DELETE FROM recovery_codes WHERE username = ?", (username,))
+            c.executemany("INSERT INTO recovery_codes (username, hash) VALUES (?, ?)", [(username, h) for h in recovery])
+            self._audit(c, [audit])
+            return True
+        return await self._tx(run)
+
+    async def use_totp_step(self, username: str, step: int) -> bool:
+        def run(c: sqlite3.Connection) -> bool:
+            return c.execute("UPDATE totp SET last_step = ? WHERE username = ? AND confirmed = 1 AND last_step < ?",
+                             (step, username, step)).rowcount == 1
+        return await self._tx(run)
+
+    async def use_recovery_code(self, username: str, digest: bytes, now: int) -> bool:
+        def run(c: sqlite3.Connection) -> bool:
+            return c.execute("UPDATE recovery_codes SET used_at = ? WHERE username = ? AND hash = ? AND used_at IS NULL",
+                             (now, username, digest)).rowcount == 1
+        return await self._tx(run)
+
+    async def recovery_left(self, username: str) -> int:
+        row = await self._one("SELECT count(*) FROM recovery_codes WHERE username = ? AND used_at IS NULL", (username,))
+        return int(row[0])
+
+    async def remove_factors(self, username: str, audit: AuditRecord) -> bool:
+        def run(c: sqlite3.Connection) -> bool:
+            removed = c.execute("DELETE FROM totp WHERE username = ?", (username,)).rowcount
+            c.execute("DELETE FROM recovery_codes WHERE username = ?", (username,))
+            if removed:
+                self._audit(c, [audit])
+            return bool(removed)
+        return await self._tx(run)
+
+    async def org_policy(self, org: str) -> OrgPolicy:
+        row = await self._one("SELECT require_idp, require_mfa FROM org_policies WHERE org = ?", (org,))
+        return OrgPolicy(org, row[0], bool(row[1])) if row else OrgPolicy(org)
+
+    async def set_org_policy(self, policy: OrgPolicy, audit: AuditRecord) -> None:
+        def run(c: sqlite3.Connection) -> None:
+            c.execute("INSERT OR REPLACE INTO org_policies (org, require_idp, require_mfa) VALUES (?, ?, ?)",
+                      (policy.org, policy.require_idp, int(policy.require_mfa)))
+            self._audit(c, [audit])
+        await self._tx(run)
 
     # --- keys -------------------------------------------------------------------------------
 

@@ -149,3 +149,38 @@ async def test_a_form_without_its_csrf_token_is_403(env, browser, shot):
     status = await page.evaluate("""async (url) => (await fetch(url + '/login', {method: 'POST',
         body: new URLSearchParams({username: 'alice', password: 'x'}), credentials: 'omit'})).status""", env.url)
     assert status == 403
+
+
+async def test_set_up_an_authenticator_app_then_sign_in_with_it(env, browser, shot):
+    import re
+    import time
+
+    import pyotp
+
+    page = await browser.new_page()
+    await page.goto(env.url + "/account/security")
+    await sign_in(page)  # the page sends a signed-out browser to sign in first
+    await page.get_by_label("Password").fill(PASSWORD)
+    await page.get_by_role("button", name="Set up authenticator app").click()
+    await page.get_by_label("Code").wait_for()
+    assert await page.locator(".qr svg").count() == 1
+    await shot(page, "1-enrol")
+    secret = re.search(r"type the key ([A-Z2-7]+)", await page.locator("main").inner_text()).group(1)
+    totp = pyotp.TOTP(secret)
+    await page.get_by_label("Code").fill(totp.at(time.time() - 30))  # leave the current step for sign-in
+    await page.get_by_role("button", name="Confirm").click()
+    await page.get_by_role("heading", name="Recovery codes").wait_for()
+    assert await page.locator("ul.codes li").count() == 10
+    await shot(page, "2-recovery-codes")
+    await page.goto(env.url + "/")
+    await page.get_by_role("button", name="Sign out").click()
+    await sign_in(page)
+    await page.get_by_label("Code").fill("000000" if totp.now() != "000000" else "111111")
+    await page.get_by_role("button", name="Verify").click()
+    await page.get_by_text("that code is wrong").wait_for()
+    await page.get_by_label("Code").fill(totp.now())
+    await shot(page, "3-code")
+    await page.get_by_role("button", name="Verify").click()
+    await page.get_by_text("Signed in as alice").first.wait_for()
+    assert "password+totp" in await page.locator("header, .bar").first.inner_text()
+    await shot(page, "4-signed-in")

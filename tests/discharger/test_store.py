@@ -211,3 +211,21 @@ async def test_sessions_say_how_they_were_made(store):
     await store.create_browser_session(browser, "alice", 10**10, 100, audit("browser_login"))
     assert (await store.session(api, 100)).auth_method == "idp:acme"
     assert (await store.browser_session(browser, 100)).auth_method == "password"
+
+
+async def test_a_totp_step_and_a_recovery_code_are_used_once(store):
+    await add_alice(store)
+    assert await store.begin_totp("alice", b"sealed", 100)
+    assert not await store.use_totp_step("alice", 5)  # not confirmed yet
+    recovery = [b"r" * 32, b"s" * 32]
+    assert await store.confirm_totp("alice", 4, recovery, audit("mfa_enrol"))
+    assert not await store.begin_totp("alice", b"other", 100)  # confirmed: no restart
+    used = await asyncio.gather(*[store.use_totp_step("alice", 5) for _ in range(5)])
+    assert used.count(True) == 1
+    assert not await store.use_totp_step("alice", 4)  # older steps too
+    used = await asyncio.gather(*[store.use_recovery_code("alice", b"r" * 32, 100) for _ in range(5)])
+    assert used.count(True) == 1 and await store.recovery_left("alice") == 1
+    assert await store.remove_factors("alice", audit("mfa_reset"))
+    assert await store.totp("alice") is None and await store.recovery_left("alice") == 0
+    assert not await store.remove_factors("alice", audit("mfa_reset"))
+    assert len(await store.audit_rows("mfa_reset")) == 1
