@@ -44,6 +44,10 @@ class SecondFactors:
         self.issuer = issuer
 
     async def enrolled(self, username: str) -> bool:
+        """Whether a password sign-in needs a second factor: an app or a passkey."""
+        return await self.totp_enrolled(username) or bool(await self.store.passkeys_of(username))
+
+    async def totp_enrolled(self, username: str) -> bool:
         row = await self.store.totp(username)
         return row is not None and row.confirmed
 

@@ -14,15 +14,17 @@ from clients.errors import BadRequest, Conflict, Forbidden, NotFound, RateLimite
 from discharger.federation import STATE_TTL
 from discharger.model import Credentials
 from discharger.oidc import SignInRefused
+from discharger.passkeys import CEREMONY_TTL
 from discharger.service import Discharger
 from discharger.store import SessionRow
-from server.http import caller
+from server.http import caller, json_response, read_json
 from server.pagekit import Pages, check_csrf, css, new_secret, page_errors, read_form, safe_next
 
 COOKIE = "sable_browser"
 IDP_COOKIE = "sable_idp"  # a federated sign-in in flight (SPEC §15)
 MFA_COOKIE = "sable_mfa"  # a password sign-in waiting for its second factor
 MFA_TTL = 300
+PASSKEY_COOKIE = "sable_passkey"  # a WebAuthn ceremony's challenge
 SERVICE = "discharger"
 DISCHARGER = web.AppKey("discharger", Discharger)
 PAGES = web.AppKey("discharger_pages", Pages)
@@ -89,6 +91,83 @@ def _see_other(location: str) -> web.Response:
 @routes.get("/static/sable.css")
 async def stylesheet(request: web.Request) -> web.Response:
     return await css(request)
+
+
+@routes.get("/static/passkeys.js")
+async def passkeys_script(request: web.Request) -> web.Response:
+    return web.Response(body=_PASSKEYS_JS, content_type="text/javascript",
+                        headers={"Cache-Control": "max-age=3600", "X-Content-Type-Options": "nosniff"})
+
+
+_PASSKEYS_JS = (Path(__file__).with_name("static") / "passkeys.js").read_bytes()
+
+
+async def _json_from_page(b: Browser) -> dict:
+    """The JSON a page's script posts, after the CSRF check (its token in the body)."""
+    body = await read_json(b.request)
+    if b.new_cookie:
+        raise Forbidden("this page has expired; reload it and try again")
+    check_csrf(b.csrf, body)
+    return body
+
+
+@routes.post("/login/passkey/options")
+async def passkey_sign_in_options(request: web.Request) -> web.Response:
+    b = await Browser.of(request)
+    await _json_from_page(b)
+    options, cookie = b.d.passkeys.sign_in_options()
+    resp = web.Response(text=options, content_type="application/json", headers={"Cache-Control": "no-store"})
+    b.pages.set_cookie(request, resp, PASSKEY_COOKIE, cookie, max_age=CEREMONY_TTL)
+    return resp
+
+
+@routes.post("/login/passkey")
+async def passkey_sign_in(request: web.Request) -> web.Response:
+    """A passkey alone (`auth_method` passkey), or after a right password (password+passkey)."""
+    b = await Browser.of(request)
+    body = await _json_from_page(b)
+    target = safe_next(body.get("next") if isinstance(body.get("next"), str) else None)
+    username, method = None, "passkey"
+    if body.get("second") is True:
+        held = b.d.browser.unseal(MFA_COOKIE, b.pages.cookie(request, MFA_COOKIE, max_length=1024))
+        if held is None:
+            raise Unauthorized("that took too long; enter your password again")
+        username, method = held["username"], "password+passkey"
+    found = await b.d.passkeys.sign_in(body.get("credential"), b.pages.cookie(request, PASSKEY_COOKIE, 1024),
+                                       caller(request), username)
+    resp = json_response({"next": target})
+    b.pages.set_cookie(request, resp, COOKIE, await b.d.browser.start(found, method, caller(request)))
+    b.pages.clear_cookie(request, resp, PASSKEY_COOKIE)
+    b.pages.clear_cookie(request, resp, MFA_COOKIE)
+    return resp
+
+
+@routes.post("/account/security/passkey/options")
+async def passkey_register_options(request: web.Request) -> web.Response:
+    b = await Browser.of(request)
+    body = await _json_from_page(b)
+    if b.user is None:
+        raise Unauthorized("sign in first")
+    password = body.get("password")
+    await b.d.sessions.authenticate(Credentials(b.user, password[:1024] if isinstance(password, str) else ""),
+                                    caller(request), second_factor=False)
+    options, cookie = await b.d.passkeys.registration(b.user)
+    resp = web.Response(text=options, content_type="application/json", headers={"Cache-Control": "no-store"})
+    b.pages.set_cookie(request, resp, PASSKEY_COOKIE, cookie, max_age=CEREMONY_TTL)
+    return resp
+
+
+@routes.post("/account/security/passkey")
+async def passkey_register(request: web.Request) -> web.Response:
+    b = await Browser.of(request)
+    body = await _json_from_page(b)
+    if b.user is None:
+        raise Unauthorized("sign in first")
+    await b.d.passkeys.register(b.user, body.get("credential"), b.pages.cookie(request, PASSKEY_COOKIE, 1024),
+                                caller(request))
+    resp = json_response({"ok": True})
+    b.pages.clear_cookie(request, resp, PASSKEY_COOKIE)
+    return resp
 
 
 @routes.get("/")
@@ -202,7 +281,9 @@ async def _account(b: Browser, status: int = 200, error: str | None = None, **sh
     user = await b.d.users.get(b.user)
     factors = b.d.sessions.factors
     return b.render("account.html", status=status, error=error, has_password=bool(user.password_hash),
-                    enrolled=await factors.enrolled(b.user), recovery_left=await b.d.store.recovery_left(b.user),
+                    enrolled=await factors.totp_enrolled(b.user), recovery_left=await b.d.store.recovery_left(b.user),
+                    passkeys=len(await b.d.store.passkeys_of(b.user)),
+                    added=b.request.query.get("added") == "passkey",
                     **{"enrolment": None, "recovery_codes": None, **shown})
 
 

@@ -17,6 +17,7 @@ from discharger.discharges import Discharges
 from discharger.federation import Federation
 from discharger.flows import Flows
 from discharger.oidc import Providers
+from discharger.passkeys import Passkeys
 from discharger.passwords import Hasher
 from discharger.policies import Policies
 from discharger.sessions import Sessions
@@ -41,6 +42,7 @@ class Discharger:
         self.flows = Flows(config.public_url, config.authority_urls, store, keys, self.discharges)
         self.providers = Providers(config.identity_providers)
         self.federation = Federation(store, self.providers, self.browser, config.public_url)
+        self.passkeys = Passkeys(store, self.browser, config.public_url)
 
     @classmethod
     async def open(cls, config: DischargerConfig) -> Discharger:

@@ -29,6 +29,7 @@ ELSEWHERE: dict[str, tuple[str, ...]] = {
     "cli/admin.py": ("tests/server/test_master_key_rotation.py", "tests/clients/test_cli.py"),
     "cli/dev.py": ("tests/e2e/test_readme.py", "tests/clients/test_cli.py"),
     "discharger/policies.py": ("tests/discharger/test_factors.py",),
+    "discharger/passkeys.py": ("tests/chromium/test_passkeys.py", "tests/discharger/test_store.py"),
     "cli/discharger_keys.py": ("tests/discharger/test_ticket_keys.py",),
     "cli/main.py": ("tests/cli/test_reference.py",),
     "cli/serve.py": ("tests/clients/test_cli.py",),

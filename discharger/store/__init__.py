@@ -10,8 +10,8 @@ from typing import Any, Protocol
 from server.audit import AuditRecord, AuditRow
 from server.store import COMMON_SEALED, COMMON_TABLES, SealedColumn, ServiceStore, StoreError, open_backend
 
-__all__ = ["AuditRow", "DischargerStore", "GrantRow", "Link", "OrgPolicy", "SessionRow", "StoreError", "TotpRow",
-           "UserRow", "open_store"]
+__all__ = ["AuditRow", "DischargerStore", "GrantRow", "Link", "OrgPolicy", "PasskeyRow", "SessionRow", "StoreError",
+           "TotpRow", "UserRow", "open_store"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +47,14 @@ class TotpRow:
     sealed_seed: bytes  # sealed with the master key
     confirmed: bool
     last_step: int  # the newest time step used: it and older ones are refused
+
+
+@dataclass(frozen=True, slots=True)
+class PasskeyRow:
+    credential_id: bytes
+    username: str
+    public_key: bytes  # COSE
+    sign_count: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +98,7 @@ TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("totp", ("username", "sealed_seed", "confirmed", "last_step", "created_at")),
     ("recovery_codes", ("username", "hash", "used_at")),
     ("org_policies", ("org", "require_idp", "require_mfa")),
+    ("passkeys", ("credential_id", "username", "public_key", "sign_count", "created_at")),
     ("grants", ("hash", "kind", "lookup", "data", "status", "username", "created_at", "expires_at", "interval",
                 "polled_at", "code_hash", "code_expires_at")),
 )
@@ -123,7 +132,8 @@ class DischargerStore(ServiceStore, Protocol):
        is claimed once, across replicas (`test_an_identity_links_one_user_once`,
        `test_a_state_is_claimed_once`); a user made at first sign-in is made with its link.
     8. A TOTP time step and a recovery code are each used once, across replicas
-       (`test_a_totp_step_and_a_recovery_code_are_used_once`).
+       (`test_a_totp_step_and_a_recovery_code_are_used_once`); a passkey's signature counter
+       only grows (`test_a_passkeys_counter_must_grow_unless_it_keeps_none`).
     """
 
     # `roles` maps each org of the user to "member" or "admin". A user made for a provider has
@@ -174,7 +184,14 @@ class DischargerStore(ServiceStore, Protocol):
     async def use_recovery_code(self, username: str, digest: bytes, now: int) -> bool: ...
     async def recovery_left(self, username: str) -> int: ...
     async def remove_factors(self, username: str, audit: AuditRecord) -> bool:
-        """Remove every second factor of the user (and its recovery codes); False if none."""
+        """Remove every second factor of the user (app, recovery codes, passkeys); False if none."""
+        ...
+    async def add_passkey(self, row: PasskeyRow, now: int, audit: AuditRecord) -> bool: ...
+    async def passkey(self, credential_id: bytes) -> PasskeyRow | None: ...
+    async def passkeys_of(self, username: str) -> list[PasskeyRow]: ...
+    async def use_passkey(self, credential_id: bytes, sign_count: int) -> bool:
+        """Record an assertion's counter: False if it did not grow (a cloned authenticator),
+        unless the authenticator keeps none (both 0)."""
         ...
 
     # Org policies (SPEC §15): what the sessions behind an org's discharges must be.

@@ -6,7 +6,7 @@ import json
 
 import asyncpg
 
-from discharger.store import GrantRow, Link, OrgPolicy, SessionRow, TotpRow, UserRow
+from discharger.store import GrantRow, Link, OrgPolicy, PasskeyRow, SessionRow, TotpRow, UserRow
 from server.audit import AuditRecord
 from server.postgres import COMMON_V1, PgDatabase
 
@@ -116,6 +116,19 @@ CREATE TABLE IF NOT EXISTS org_policies (
 """
 
 
+# v6 (SPEC §15): passkeys.
+V6 = """
+CREATE TABLE IF NOT EXISTS passkeys (
+    credential_id BYTEA PRIMARY KEY,
+    username TEXT NOT NULL REFERENCES users(username),
+    public_key BYTEA NOT NULL,
+    sign_count BIGINT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS passkeys_user ON passkeys(username);
+"""
+
+
 class _Undo(Exception):
     """Roll the transaction back and answer False."""
 
@@ -136,7 +149,7 @@ _THROTTLE_SPACE = 0x5AB1F
 
 class PostgresStore(PgDatabase):
     SCHEMA = "discharger"
-    MIGRATIONS = (COMMON_V1 + V1, V2, V3, V4, V5)
+    MIGRATIONS = (COMMON_V1 + V1, V2, V3, V4, V5, V6)
 
     async def create_user(self, username: str, password_hash: bytes, roles: dict[str, str], now: int,
                           audit: AuditRecord, idp: str | None = None, link: Link | None = None) -> bool:
@@ -342,11 +355,38 @@ class PostgresStore(PgDatabase):
 
     async def remove_factors(self, username: str, audit: AuditRecord) -> bool:
         async with self._tx() as c:
-            removed = await c.fetchval("DELETE FROM totp WHERE username = $1 RETURNING 1", username)
+            totp = await c.fetchval("DELETE FROM totp WHERE username = $1 RETURNING 1", username)
+            keys = await c.fetch("DELETE FROM passkeys WHERE username = $1 RETURNING 1", username)
             await c.execute("DELETE FROM recovery_codes WHERE username = $1", username)
+            removed = totp is not None or bool(keys)
             if removed:
                 await self._audit(c, [audit])
-            return removed is not None
+            return removed
+
+    async def add_passkey(self, row: PasskeyRow, now: int, audit: AuditRecord) -> bool:
+        async with self._tx() as c:
+            if await c.fetchval("INSERT INTO passkeys (credential_id, username, public_key, sign_count, created_at)"
+                                " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING 1", row.credential_id,
+                                row.username, row.public_key, row.sign_count, now) is None:
+                return False
+            await self._audit(c, [audit])
+            return True
+
+    async def passkey(self, credential_id: bytes) -> PasskeyRow | None:
+        row = await self._one("SELECT credential_id, username, public_key, sign_count FROM passkeys"
+                              " WHERE credential_id = $1", credential_id)
+        return PasskeyRow(bytes(row[0]), row[1], bytes(row[2]), row[3]) if row else None
+
+    async def passkeys_of(self, username: str) -> list[PasskeyRow]:
+        rows = await self._all("SELECT credential_id, username, public_key, sign_count FROM passkeys"
+                               " WHERE username = $1 ORDER BY created_at", username)
+        return [PasskeyRow(bytes(r[0]), r[1], bytes(r[2]), r[3]) for r in rows]
+
+    async def use_passkey(self, credential_id: bytes, sign_count: int) -> bool:
+        async with self._tx() as c:
+            return await c.fetchval("UPDATE passkeys SET sign_count = $2 WHERE credential_id = $1"
+                                    " AND (sign_count < $2 OR (sign_count = 0 AND $2 = 0)) RETURNING 1",
+                                    credential_id, sign_count) is not None
 
     async def org_policy(self, org: str) -> OrgPolicy:
         row = await self._one("SELECT require_idp, require_mfa FROM org_policies WHERE org = $1", org)

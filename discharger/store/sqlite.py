@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from discharger.store import GrantRow, Link, OrgPolicy, SessionRow, TotpRow, UserRow
+from discharger.store import GrantRow, Link, OrgPolicy, PasskeyRow, SessionRow, TotpRow, UserRow
 from server.audit import AuditRecord
 from server.sqlite import COMMON_V1, Database
 
@@ -113,6 +113,18 @@ CREATE TABLE IF NOT EXISTS org_policies (
 );
 """
 
+# v6 (SPEC §15): passkeys.
+V6 = """
+CREATE TABLE IF NOT EXISTS passkeys (
+    credential_id BLOB PRIMARY KEY,
+    username TEXT NOT NULL REFERENCES users(username),
+    public_key BLOB NOT NULL,
+    sign_count INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS passkeys_user ON passkeys(username);
+"""
+
 _GRANT_COLS = ("hash, kind, lookup, data, status, created_at, expires_at, username, interval, polled_at, code_hash,"
                " code_expires_at")
 
@@ -122,7 +134,7 @@ def _grant(r: tuple) -> GrantRow:
 
 
 class SqliteStore(Database):
-    MIGRATIONS = (COMMON_V1 + V1, V2, V3, V4, V5)
+    MIGRATIONS = (COMMON_V1 + V1, V2, V3, V4, V5, V6)
 
     async def create_user(self, username: str, password_hash: bytes, roles: dict[str, str], now: int,
                           audit: AuditRecord, idp: str | None = None, link: Link | None = None) -> bool:
@@ -335,10 +347,38 @@ class SqliteStore(Database):
     async def remove_factors(self, username: str, audit: AuditRecord) -> bool:
         def run(c: sqlite3.Connection) -> bool:
             removed = c.execute("DELETE FROM totp WHERE username = ?", (username,)).rowcount
+            removed += c.execute("DELETE FROM passkeys WHERE username = ?", (username,)).rowcount
             c.execute("DELETE FROM recovery_codes WHERE username = ?", (username,))
             if removed:
                 self._audit(c, [audit])
             return bool(removed)
+        return await self._tx(run)
+
+    async def add_passkey(self, row: PasskeyRow, now: int, audit: AuditRecord) -> bool:
+        def run(c: sqlite3.Connection) -> bool:
+            if not c.execute("INSERT OR IGNORE INTO passkeys (credential_id, username, public_key, sign_count,"
+                             " created_at) VALUES (?, ?, ?, ?, ?)", (row.credential_id, row.username, row.public_key,
+                                                                    row.sign_count, now)).rowcount:
+                return False
+            self._audit(c, [audit])
+            return True
+        return await self._tx(run)
+
+    async def passkey(self, credential_id: bytes) -> PasskeyRow | None:
+        row = await self._one("SELECT credential_id, username, public_key, sign_count FROM passkeys"
+                              " WHERE credential_id = ?", (credential_id,))
+        return PasskeyRow(bytes(row[0]), row[1], bytes(row[2]), row[3]) if row else None
+
+    async def passkeys_of(self, username: str) -> list[PasskeyRow]:
+        rows = await self._all("SELECT credential_id, username, public_key, sign_count FROM passkeys"
+                               " WHERE username = ? ORDER BY created_at", (username,))
+        return [PasskeyRow(bytes(r[0]), r[1], bytes(r[2]), r[3]) for r in rows]
+
+    async def use_passkey(self, credential_id: bytes, sign_count: int) -> bool:
+        def run(c: sqlite3.Connection) -> bool:
+            return c.execute("UPDATE passkeys SET sign_count = ? WHERE credential_id = ?"
+                             " AND (sign_count < ? OR (sign_count = 0 AND ? = 0))",
+                             (sign_count, credential_id, sign_count, sign_count)).rowcount == 1
         return await self._tx(run)
 
     async def org_policy(self, org: str) -> OrgPolicy:

@@ -19,7 +19,7 @@ async def sign_in_to_console(page, dev, org="acme"):
     await page.goto(f"{dev['a']}/console/orgs/{org}")
     await page.get_by_label("Username").fill("alice")
     await page.get_by_label("Password").fill(dev["password"])
-    await page.get_by_role("button", name="Sign in").click()
+    await page.get_by_role("button", name="Sign in", exact=True).click()
     await page.get_by_role("heading", name=f"Tokens of org {org}").wait_for()
 
 

@@ -52,7 +52,7 @@ async def env(aiohttp_server, db_location, admin_token, unused_tcp_port_factory)
 async def sign_in(page, username="alice", password=PASSWORD):
     await page.get_by_label("Username").fill(username)
     await page.get_by_label("Password").fill(password)
-    await page.get_by_role("button", name="Sign in").click()
+    await page.get_by_role("button", name="Sign in", exact=True).click()
 
 
 async def test_sign_in_wrong_password_throttle_and_right_password(env, browser, shot):
@@ -160,7 +160,7 @@ async def test_set_up_an_authenticator_app_then_sign_in_with_it(env, browser, sh
     page = await browser.new_page()
     await page.goto(env.url + "/account/security")
     await sign_in(page)  # the page sends a signed-out browser to sign in first
-    await page.get_by_label("Password").fill(PASSWORD)
+    await page.get_by_label("Password", exact=True).fill(PASSWORD)
     await page.get_by_role("button", name="Set up authenticator app").click()
     await page.get_by_label("Code").wait_for()
     assert await page.locator(".qr svg").count() == 1

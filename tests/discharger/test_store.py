@@ -229,3 +229,19 @@ async def test_a_totp_step_and_a_recovery_code_are_used_once(store):
     assert await store.totp("alice") is None and await store.recovery_left("alice") == 0
     assert not await store.remove_factors("alice", audit("mfa_reset"))
     assert len(await store.audit_rows("mfa_reset")) == 1
+
+
+async def test_a_passkeys_counter_must_grow_unless_it_keeps_none(store):
+    from discharger.store import PasskeyRow
+
+    await add_alice(store)
+    assert await store.add_passkey(PasskeyRow(b"c1", "alice", b"pk", 5), 100, audit("mfa_enrol"))
+    assert not await store.add_passkey(PasskeyRow(b"c1", "alice", b"other", 0), 100, audit("mfa_enrol"))
+    assert await store.use_passkey(b"c1", 6) and not await store.use_passkey(b"c1", 6)
+    assert not await store.use_passkey(b"c1", 3)  # went backwards: a clone
+    assert await store.add_passkey(PasskeyRow(b"c2", "alice", b"pk", 0), 100, audit("mfa_enrol"))
+    assert await store.use_passkey(b"c2", 0) and await store.use_passkey(b"c2", 0)  # keeps no counter
+    assert [p.credential_id for p in await store.passkeys_of("alice")] == [b"c1", b"c2"]
+    assert (await store.passkey(b"c1")).sign_count == 6
+    assert await store.remove_factors("alice", audit("mfa_reset"))
+    assert await store.passkeys_of("alice") == []
