@@ -34,9 +34,10 @@ class Started:
 
 @dataclass(frozen=True)
 class SignedIn:
-    cookie: str  # the new `sable_browser` value
+    cookie: str  # the new `sable_browser` value ("" for a link: the browser stays as it was)
     next: str
     username: str
+    linked: bool = False
 
 
 class Federation:
@@ -49,12 +50,15 @@ class Federation:
     def redirect_uri(self, name: str) -> str:
         return f"{self.public_url}/login/idp/{name}/callback"
 
-    def begin(self, name: str, next_path: str) -> Started:
-        """Where to send the browser, and the cookie that must come back with the answer."""
+    def begin(self, name: str, next_path: str, link_to: str | None = None) -> Started:
+        """Where to send the browser, and the cookie that must come back with the answer. With
+        `link_to` (a signed-in user who re-entered their password), the answer links the
+        identity to that user instead of signing anyone in."""
         provider = self.providers.get(name)  # NotFound, or Unavailable while undiscovered
         state, nonce, verifier = (secrets.token_urlsafe(32) for _ in range(3))
         sealed = self.browser.seal(_PURPOSE, {"provider": name, "state": state, "nonce": nonce, "verifier": verifier,
-                                              "next": next_path, "expires_at": int(time.time()) + STATE_TTL}, STATE_TTL)
+                                              "next": next_path, "expires_at": int(time.time()) + STATE_TTL,
+                                              "link_to": link_to}, STATE_TTL)
         return Started(provider.authorization_url(state, nonce, verifier, self.redirect_uri(name)), sealed)
 
     def _opened(self, cookie: str | None) -> dict:
@@ -64,9 +68,12 @@ class Federation:
                                 "start again", reason="no_state_cookie")
         return held
 
-    async def finish(self, name: str, query: Mapping[str, str], cookie: str | None, caller: Caller) -> SignedIn:
-        """Check the provider's answer and sign the browser in; SignInRefused (with an audit
-        record) if anything is wrong, Unavailable if the provider cannot be reached."""
+    async def finish(self, name: str, query: Mapping[str, str], cookie: str | None, caller: Caller,
+                     signed_in_as: str | None = None) -> SignedIn:
+        """Check the provider's answer and sign the browser in (or, for a link started at
+        /account/security by `signed_in_as`, link the identity to that user); SignInRefused
+        (with an audit record) if anything is wrong, Unavailable if the provider cannot be
+        reached."""
         audit = caller.record("idp_login", detail={"provider": name})
         try:
             held = self._opened(cookie)
@@ -90,6 +97,12 @@ class Federation:
             claims = await provider.redeem(self.providers.http, code, held["verifier"], self.redirect_uri(name),
                                            held["nonce"])
             audit.detail = {**(audit.detail or {}), "sub": claims["sub"]}
+            if held.get("link_to") is not None:
+                username = await self._link_signed_in(provider, claims, held["link_to"], signed_in_as, caller)
+                audit.user = username
+                await self.store.write_audit([audit])
+                audit.emit()
+                return SignedIn("", held["next"], username, linked=True)
             username = await self._who(provider, claims, caller)
             audit.user = username
             await self._memberships(provider, claims, username, caller)
@@ -136,6 +149,26 @@ class Federation:
                                 "this account", reason="name_taken")
         audit.emit()
         return claimed
+
+    async def _link_signed_in(self, provider: Provider, claims: dict, username: str, signed_in_as: str | None,
+                              caller: Caller) -> str:
+        """SPEC §15 (b): the user who started this link, still signed in here, gets the identity."""
+        if signed_in_as != username:
+            raise SignInRefused("this link was started by another account; sign in and start again",
+                                reason="link_other_user")
+        link = Link(provider.settings.issuer, claims["sub"], provider.name)
+        owner = await self.store.linked_user(link.issuer, link.sub)
+        if owner is not None:
+            raise SignInRefused("this identity is linked to an account already", reason="linked_elsewhere")
+        if any(x.issuer == link.issuer for x in await self.store.links(username)):
+            raise SignInRefused("your account is linked to another identity at this provider already",
+                                reason="linked_already")
+        audit = caller.record("user_link", user=username, detail={"provider": provider.name, "sub": link.sub,
+                                                                  "by": "self"})
+        if not await self.store.link_identity(username, link, int(time.time()), audit):
+            raise SignInRefused("this identity is linked to an account already", reason="linked_elsewhere")
+        audit.emit()
+        return username
 
     async def _link_first(self, user: UserRow, link: Link, caller: Caller) -> str:
         if user.disabled:

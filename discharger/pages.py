@@ -212,14 +212,36 @@ async def idp_callback(request: web.Request) -> web.Response:
     b = await Browser.of(request)
     held = b.pages.cookie(request, IDP_COOKIE, max_length=2048)
     try:
-        done = await b.d.federation.finish(request.match_info["name"], request.query, held, caller(request))
+        done = await b.d.federation.finish(request.match_info["name"], request.query, held, caller(request),
+                                           signed_in_as=b.user)
     except SignInRefused as e:
         resp = b.message("Sign-in failed", e.message, status=403, tone="bad")
         b.pages.clear_cookie(request, resp, IDP_COOKIE)
         return resp
     resp = _see_other(done.next)
-    b.pages.set_cookie(request, resp, COOKIE, done.cookie)  # a new value at every sign-in: no fixation
+    if not done.linked:
+        b.pages.set_cookie(request, resp, COOKIE, done.cookie)  # a new value at every sign-in: no fixation
     b.pages.clear_cookie(request, resp, IDP_COOKIE)
+    return resp
+
+
+@routes.post("/account/security/link/{name}")
+@page
+async def link_start(request: web.Request) -> web.Response:
+    """SPEC §15 (b): link an identity at a provider to oneself, after re-entering the password
+    (and a second factor's code, if one is set up)."""
+    b = await Browser.of(request)
+    form = await b.form()
+    if b.user is None:
+        return b.to_login()
+    try:
+        await b.d.sessions.authenticate(Credentials(b.user, form.get("password", "")[:1024],
+                                                    form.get("code", "")[:32] or None), caller(request))
+    except (Unauthorized, RateLimited) as e:
+        return await _account(b, 401 if isinstance(e, Unauthorized) else 429, e.message)
+    started = b.d.federation.begin(request.match_info["name"], "/account/security?linked=1", link_to=b.user)
+    resp = web.Response(status=302, headers={"Location": started.url, "Cache-Control": "no-store"})
+    b.pages.set_cookie(request, resp, IDP_COOKIE, started.cookie, max_age=STATE_TTL)
     return resp
 
 
@@ -280,10 +302,14 @@ async def _account(b: Browser, status: int = 200, error: str | None = None, **sh
     assert b.user is not None
     user = await b.d.users.get(b.user)
     factors = b.d.sessions.factors
+    linked = {x.issuer for x in await b.d.store.links(b.user)}
     return b.render("account.html", status=status, error=error, has_password=bool(user.password_hash),
                     enrolled=await factors.totp_enrolled(b.user), recovery_left=await b.d.store.recovery_left(b.user),
                     passkeys=len(await b.d.store.passkeys_of(b.user)),
                     added=b.request.query.get("added") == "passkey",
+                    linked=b.request.query.get("linked") == "1",
+                    providers=[{"name": p.name, "display": p.settings.display, "linked": p.settings.issuer in linked}
+                               for p in b.d.providers.all.values() if p.available],
                     **{"enrolment": None, "recovery_codes": None, **shown})
 
 

@@ -258,3 +258,34 @@ async def test_an_unknown_or_unreachable_provider_is_a_page_and_the_discharger_s
         async with http.get(f"http://127.0.0.1:{port}/login/idp/nope", allow_redirects=False) as r:
             assert r.status == 404
     await server.close()
+
+
+async def test_a_signed_in_user_links_an_identity_after_re_entering_the_password(federated):
+    import re
+
+    env = await federated()
+    await env.api("POST", "/v1/users", {"username": "alice", "password": "correct horse"})
+    env.http.cookie_jar.clear()
+
+    async def csrf(path):
+        async with env.http.get(env.base + path) as r:
+            return re.search(r'name="csrf" value="([^"]+)"', await r.text()).group(1)
+
+    await env.http.post(env.base + "/login", data={"csrf": await csrf("/login"), "username": "alice",
+                                                   "password": "correct horse", "next": "/"})
+    assert await env.signed_in() == "alice"
+    token = await csrf("/account/security")
+    async with env.http.post(env.base + "/account/security/link/acme", data={"csrf": token, "password": "wrong"},
+                             allow_redirects=False) as r:
+        assert r.status == 401  # the password again, or nothing
+    async with env.http.post(env.base + "/account/security/link/acme",
+                             data={"csrf": token, "password": "correct horse"}, allow_redirects=False) as r:
+        assert r.status == 302
+        location = r.headers["Location"]
+    callback = await sign_in_at_provider(env.http, location, "alice", f"{env.base}/login/idp/")
+    async with env.http.get(callback, allow_redirects=False) as r:
+        assert (r.status, r.headers["Location"]) == (303, "/account/security?linked=1")
+    assert (await env.api("GET", "/v1/users/alice/links"))[1]["links"][0]["sub"] == "alice"
+    # Now the provider signs her in.
+    status, _, _ = await env.sign_in("alice")
+    assert status == 303 and await env.signed_in() == "alice"

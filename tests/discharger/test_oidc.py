@@ -137,3 +137,40 @@ async def test_garbage_is_refused(token):
 
 def test_pkce_s256_is_rfc_7636s_example():
     assert challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk") == "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+
+
+async def test_an_unknown_key_id_refetches_the_keys_at_most_once_a_minute(aiohttp_server):
+    """A provider that rotates its keys: the first token under a new kid fetches the key set
+    again; a flood of unknown kids costs one fetch a minute. (The key set is served here by a
+    bare endpoint: the cache is what is tested; test_federation signs in through a real provider.)"""
+    import aiohttp
+    from aiohttp import web
+
+    fetches = []
+    published = {"keys": [RSA.as_dict(private=False)]}
+
+    async def jwks(request):
+        fetches.append(time.monotonic())
+        return web.json_response(published)
+
+    app = web.Application()
+    app.router.add_get("/jwks", jwks)
+    server = await aiohttp_server(app)
+    p = provider()
+    p.metadata["jwks_uri"] = str(server.make_url("/jwks"))
+    p.jwks = {}
+    p.jwks_at = 0.0  # long ago
+    rotated = RSAKey.generate_key(2048, parameters={"kid": "rs2", "use": "sig"})
+    published["keys"].append(rotated.as_dict(private=False))
+    async with aiohttp.ClientSession() as http:
+        assert (await p.check_id_token(http, sign(claims(), rotated), NONCE))["sub"] == "alice"
+        assert len(fetches) == 1
+        stranger = RSAKey.generate_key(2048, parameters={"kid": "nobody"})
+        for _ in range(5):
+            with pytest.raises(SignInRefused):
+                await p.check_id_token(http, sign(claims(), stranger), NONCE)
+        assert len(fetches) == 1  # within the minute: no refetch
+        p.jwks_at -= 61
+        with pytest.raises(SignInRefused):
+            await p.check_id_token(http, sign(claims(), stranger), NONCE)
+        assert len(fetches) == 2
