@@ -73,9 +73,11 @@ async def fetch_json(http: aiohttp.ClientSession, url: str, *, data: dict | None
                 if urlsplit(url).netloc != host:
                     raise Unavailable("the provider redirected to another host")
                 continue
-            body = await resp.content.read(MAX_DOCUMENT + 1)
-            if len(body) > MAX_DOCUMENT:
-                raise Unavailable("the provider's answer is larger than 1 MiB")
+            body = bytearray()
+            async for chunk in resp.content.iter_chunked(1 << 16):  # read(n) may return less: loop
+                body += chunk
+                if len(body) > MAX_DOCUMENT:
+                    raise Unavailable("the provider's answer is larger than 1 MiB")
             try:
                 document = json.loads(body)
             except ValueError:

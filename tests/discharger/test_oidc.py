@@ -174,3 +174,36 @@ async def test_an_unknown_key_id_refetches_the_keys_at_most_once_a_minute(aiohtt
         with pytest.raises(SignInRefused):
             await p.check_id_token(http, sign(claims(), stranger), NONCE)
         assert len(fetches) == 2
+
+
+async def test_fetches_are_capped_and_never_follow_a_redirect_to_another_host(aiohttp_server):
+    import aiohttp
+    from aiohttp import web
+
+    from clients.errors import Unavailable
+    from discharger.oidc import MAX_DOCUMENT, fetch_json
+
+    async def big(request):
+        return web.Response(body=b'{"a": "' + b"x" * MAX_DOCUMENT + b'"}', content_type="application/json")
+
+    async def away(request):
+        raise web.HTTPFound("http://elsewhere.invalid/doc")
+
+    async def here(request):
+        raise web.HTTPFound("/doc")
+
+    async def doc(request):
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_get("/big", big)
+    app.router.add_get("/away", away)
+    app.router.add_get("/here", here)
+    app.router.add_get("/doc", doc)
+    server = await aiohttp_server(app)
+    async with aiohttp.ClientSession() as http:
+        with pytest.raises(Unavailable, match="1 MiB"):
+            await fetch_json(http, str(server.make_url("/big")))
+        with pytest.raises(Unavailable, match="another host"):
+            await fetch_json(http, str(server.make_url("/away")))
+        assert await fetch_json(http, str(server.make_url("/here"))) == {"ok": True}
