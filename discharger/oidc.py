@@ -117,9 +117,11 @@ class Provider:
                 raise Unavailable("its discovery document could not be read")
             if doc.get("issuer") != issuer:
                 raise Unavailable("its discovery document names another issuer")
-            for key in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
-                if not isinstance(doc.get(key), str):
+            for key in ("authorization_endpoint", "token_endpoint", "jwks_uri", "userinfo_endpoint"):
+                if key != "userinfo_endpoint" and not isinstance(doc.get(key), str):
                     raise Unavailable(f"its discovery document has no {key}")
+                if key in doc and not _secure(doc[key]):  # keys and codes travel there
+                    raise Unavailable(f"its {key} is not https (http only for a loopback host)")
             self.metadata = doc
             await self._fetch_keys(http)
             self.problem, self.discovered_at = None, time.monotonic()
@@ -230,6 +232,14 @@ class Provider:
             raise _bad("it belongs to another sign-in", "id_token_nonce")
         if not isinstance(claims.get("sub"), str) or not claims["sub"] or len(claims["sub"]) > 255:
             raise _bad("it names nobody", "id_token_sub")
+
+
+def _secure(url: object) -> bool:
+    """https, or http to a loopback host (as for the issuer itself)."""
+    if not isinstance(url, str):
+        return False
+    parts = urlsplit(url)
+    return parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in ("127.0.0.1", "::1", "localhost"))
 
 
 def _bad(why: str, reason: str) -> SignInRefused:

@@ -121,3 +121,35 @@ async def test_an_assertion_signs_in_once(browser, discharger):
     assert await page.evaluate(send, [csrf, made["credential"]]) == [401, "unauthorized"]
     failed = [r for r in await service.store.audit_rows("login") if r.outcome == "failed"]
     assert failed and failed[-1].detail == {"factor": "passkey"}
+
+
+async def test_another_users_passkey_is_not_a_second_factor(browser, shot, discharger):
+    import time
+
+    import pyotp
+
+    from discharger.model import NewUser
+    from server.audit import Caller
+
+    url, service = discharger
+    await service.users.create(NewUser("bob", PASSWORD, {"acme": "member"}), Caller())
+    page = await browser.new_page()
+    await authenticator(page)  # it will hold bob's passkey only
+    await page.goto(url + "/login")
+    await page.get_by_label("Username").fill("bob")
+    await page.get_by_label("Password").fill(PASSWORD)
+    await page.get_by_role("button", name="Sign in", exact=True).click()
+    await page.goto(url + "/account/security")
+    await page.get_by_label("Password, to add a passkey").fill(PASSWORD)
+    await page.get_by_role("button", name="Add a passkey").click()
+    await page.get_by_text("Passkey added.").wait_for()
+    enrolment = await service.sessions.factors.begin("alice")  # alice has an authenticator app
+    await service.sessions.factors.confirm("alice", pyotp.TOTP(enrolment.secret).at(time.time() - 30), Caller())
+
+    await page.context.clear_cookies()
+    await sign_in_with_password(page, url)  # alice's password: now her second factor
+    await page.get_by_role("button", name="Use a passkey").click()  # offers bob's
+    await page.locator("#passkey-error").wait_for(state="visible")
+    await shot(page, "refused")
+    cookie = next((c["value"] for c in await page.context.cookies() if c["name"] == "sable_browser"), None)
+    assert await service.browser.signed_in(cookie) is None

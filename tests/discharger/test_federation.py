@@ -83,12 +83,20 @@ class Federated:
         return await self.service.store.audit_rows(event)
 
 
+@pytest.fixture(scope="module")
+def op2(port):
+    """A second provider (its own issuer, the same account names)."""
+    provider = provider_or_skip([f"http://127.0.0.1:{port}/login/idp/other/callback"])
+    yield provider
+    provider.stop()
+
+
 @pytest.fixture
 async def federated(aiohttp_server, discharger_config, admin_token, port, op):
     made = []
 
-    async def make(**extra):
-        tables = [settings(op.issuer, memberships=RULES, **extra)]
+    async def make(also=None, **extra):
+        tables = [settings(op.issuer, memberships=RULES, **extra)] + ([also] if also else [])
         config = dataclasses.replace(discharger_config, public_url=f"http://127.0.0.1:{port}",
                                      identity_providers=providers.parse(tables))
         server = await aiohttp_server(create_app(config), port=port)
@@ -289,3 +297,14 @@ async def test_a_signed_in_user_links_an_identity_after_re_entering_the_password
     # Now the provider signs her in.
     status, _, _ = await env.sign_in("alice")
     assert status == 303 and await env.signed_in() == "alice"
+
+
+async def test_the_same_name_at_another_provider_is_another_identity(federated, op2):
+    env = await federated(also=settings(op2.issuer, name="other", provisioning="existing"))
+    await env.api("POST", "/v1/users", {"username": "alice", "password": "correct horse"})
+    await env.api("POST", "/v1/users/alice/links", {"idp": "acme", "sub": "alice"})
+    status, _, _ = await env.sign_in("alice")
+    assert status == 303 and await env.signed_in() == "alice"
+    status, body, _ = await env.sign_in("alice", name="other")  # sub "alice" too, but another issuer
+    assert status == 403 and "ask an administrator to link this account" in body
+    assert await env.signed_in() is None

@@ -207,3 +207,55 @@ async def test_fetches_are_capped_and_never_follow_a_redirect_to_another_host(ai
         with pytest.raises(Unavailable, match="another host"):
             await fetch_json(http, str(server.make_url("/away")))
         assert await fetch_json(http, str(server.make_url("/here"))) == {"ok": True}
+
+
+@pytest.mark.parametrize("change, problem", [
+    ({"issuer": "http://127.0.0.1:1"}, "another issuer"),
+    ({"jwks_uri": "http://keys.example/jwks"}, "jwks_uri is not https"),
+    ({"token_endpoint": "http://idp.example/token"}, "token_endpoint is not https"),
+    ({"authorization_endpoint": None}, "no authorization_endpoint"),
+])
+async def test_a_discovery_document_that_cannot_be_trusted_leaves_the_provider_unavailable(
+        aiohttp_server, change, problem):
+    import aiohttp
+    from aiohttp import web
+
+    from discharger.oidc import Provider as RP
+    from discharger.providers import ProviderSettings
+
+    issuer = {}
+
+    async def discovery(request):
+        doc = {"issuer": issuer["url"], "authorization_endpoint": issuer["url"] + "/auth",
+               "token_endpoint": issuer["url"] + "/token", "jwks_uri": issuer["url"] + "/jwks"}
+        doc.update(change)
+        return web.json_response({k: v for k, v in doc.items() if v is not None})
+
+    async def jwks(request):
+        return web.json_response({"keys": [RSA.as_dict(private=False)]})
+
+    app = web.Application()
+    app.router.add_get("/.well-known/openid-configuration", discovery)
+    app.router.add_get("/jwks", jwks)
+    server = await aiohttp_server(app)
+    issuer["url"] = str(server.make_url("")).rstrip("/")
+    p = RP(ProviderSettings("acme", "Acme", issuer["url"], "sable", "s"))
+    async with aiohttp.ClientSession() as http:
+        await p.discover(http)
+    assert not p.available and problem in p.problem
+
+
+async def test_an_hmac_keyed_with_the_providers_public_key_is_refused():
+    """The classic algorithm confusion: HS256 'signed' with the RSA public key's bytes."""
+    import hashlib
+    import hmac
+
+    def part(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    header = json.dumps({"alg": "HS256", "kid": "rs1"}).encode()
+    signing_input = f"{part(header)}.{part(json.dumps(claims()).encode())}"
+    mac = hmac.new(RSA.as_pem(private=False), signing_input.encode(), hashlib.sha256).digest()
+    token = f"{signing_input}.{part(mac)}"
+    await refused(token, "id_token_alg")
+    await refused(token, "id_token_alg", provider(announced=("HS256", "RS256")))  # even if announced
