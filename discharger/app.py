@@ -246,6 +246,7 @@ def create_app(config: DischargerConfig) -> web.Application:
     app[PAGES] = Pages(pages.FOLDER, config.secure)
     app[FLOW_STARTS] = SlidingCounter(30, 60.0)
     app[DEVICE_STARTS] = SlidingCounter(30, 60.0)
+    app[pages.SIGN_IN_TRIES] = SlidingCounter(60, 60.0)
     app[TRUSTED_PROXIES] = parse_networks(config.trusted_proxies)
     app.add_routes(routes)
     app.add_routes(pages.routes)

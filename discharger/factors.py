@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hmac
 import io
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -14,7 +15,6 @@ from dataclasses import dataclass
 import pyotp
 import segno
 
-from clients import tokens
 from clients.errors import Conflict, NotFound, Unauthorized
 from discharger.store import DischargerStore
 from server.audit import Caller
@@ -23,7 +23,7 @@ from server.masterkey import MasterKey
 ISSUER = "Sable"
 PERIOD = 30
 RECOVERY_CODES = 10
-CODE_RE_LEN = 6
+CODE_RE = re.compile(r"[0-9]{6}")
 
 
 @dataclass(frozen=True)
@@ -33,8 +33,6 @@ class Enrolment:
     qr_svg: str  # the URI as a QR code
 
 
-def _recovery_digest(username: str, code: str) -> bytes:
-    return tokens.secret_digest(f"recovery:{username}:{code.replace('-', '').lower()}")
 
 
 class SecondFactors:
@@ -42,6 +40,11 @@ class SecondFactors:
         self.store = store
         self.master = master
         self.issuer = issuer
+
+    def _recovery_digest(self, username: str, code: str) -> bytes:
+        """Keyed with the master key: 48 random bits, so a copy of the database alone must not
+        be enough to find them by brute force."""
+        return self.master.pseudonym(f"recovery:{username}:{code.replace('-', '').lower()}").encode()
 
     async def enrolled(self, username: str) -> bool:
         """Whether a password sign-in needs a second factor: an app or a passkey."""
@@ -70,7 +73,7 @@ class SecondFactors:
     @staticmethod
     def _step(totp: pyotp.TOTP, code: str, now: float) -> int | None:
         """The time step (now, or one either side) whose code this is."""
-        if len(code) != CODE_RE_LEN or not code.isdigit():
+        if not CODE_RE.fullmatch(code):  # ASCII digits only: isdigit() admits others
             return None
         for offset in (0, -1, 1):
             at = now + offset * PERIOD
@@ -89,7 +92,8 @@ class SecondFactors:
                                reason="mfa_invalid")
         codes = [f"{secrets.token_hex(2)}-{secrets.token_hex(2)}-{secrets.token_hex(2)}" for _ in range(RECOVERY_CODES)]
         audit = caller.record("mfa_enrol", user=username, detail={"factor": "totp"})
-        if not await self.store.confirm_totp(username, step, [_recovery_digest(username, c) for c in codes], audit):
+        digests = [self._recovery_digest(username, c) for c in codes]
+        if not await self.store.confirm_totp(username, step, digests, audit, row.sealed_seed):
             raise Unauthorized("that code was used already; wait for the next one", reason="mfa_invalid")
         audit.emit()
         return codes
@@ -104,7 +108,7 @@ class SecondFactors:
         if step is not None:
             return await self.store.use_totp_step(username, step)
         if 12 <= len(code) <= 20:
-            return await self.store.use_recovery_code(username, _recovery_digest(username, code), int(time.time()))
+            return await self.store.use_recovery_code(username, self._recovery_digest(username, code), int(time.time()))
         return False
 
     async def remove(self, username: str, caller: Caller, by: str) -> bool:

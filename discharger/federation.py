@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from clients import tokens
-from clients.errors import NotFound, SableError
+from clients.errors import SableError
 from discharger.browser_sessions import BrowserSessions
 from discharger.model import ROLES, USERNAME_RE
 from discharger.oidc import Provider, Providers, SignInRefused
@@ -83,7 +83,7 @@ class Federation:
             provider = self.providers.get(name)
             if "iss" in query and query["iss"] != provider.settings.issuer:  # RFC 9207: a mix-up
                 raise SignInRefused("this answer names another issuer; start again", reason="iss_mismatch")
-            if not secrets.compare_digest(query.get("state", ""), held["state"]):
+            if not secrets.compare_digest(query.get("state", "").encode(), held["state"].encode()):
                 raise SignInRefused("this answer belongs to another sign-in; start again", reason="state_mismatch")
             if not await self.store.claim_state(tokens.secret_digest(held["state"]), held["expires_at"],
                                                 int(time.time())):
@@ -193,18 +193,11 @@ class Federation:
             await self.store.write_audit([kept])
             kept.emit()
             return
-        user = await self.store.get_user(username)
-        if user is None:
-            raise NotFound("no such user")
-        roles = dict(user.roles)
+        changes: dict[str, str | None] = {}
         for org in {r.org for r in rules}:
             granted = [r.role for r in rules if r.org == org and r.group in groups]
-            if granted:
-                roles[org] = max(granted, key=ROLES.index)
-            else:
-                roles.pop(org, None)
-        if roles != user.roles:
-            audit = caller.record("user_orgs", user=username, detail={"roles": roles, "provider": provider.name})
-            await self.store.set_orgs(username, roles, audit)
+            changes[org] = max(granted, key=ROLES.index) if granted else None
+        audit = caller.record("user_orgs", user=username, detail={"changes": changes, "provider": provider.name})
+        if await self.store.change_orgs(username, changes, audit):
             audit.emit()
 

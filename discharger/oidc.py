@@ -63,14 +63,14 @@ async def fetch_json(http: aiohttp.ClientSession, url: str, *, data: dict | None
                      headers: dict | None = None) -> Any:
     """GET (or POST a form to) `url` and read a JSON document of at most 1 MiB, following a
     redirect only to the same host. Unavailable for anything else."""
-    host = urlsplit(url).netloc
+    origin = urlsplit(url)[:2]  # scheme and host: no redirect to another host, nor down to http
     for _ in range(3):
         method = "POST" if data is not None else "GET"
         async with http.request(method, url, data=data, headers=headers, allow_redirects=False,
                                 timeout=aiohttp.ClientTimeout(total=TIMEOUT)) as resp:
             if resp.status in (301, 302, 303, 307, 308) and method == "GET":
                 url = urljoin(url, resp.headers.get("Location", ""))
-                if urlsplit(url).netloc != host:
+                if urlsplit(url)[:2] != origin:
                     raise Unavailable("the provider redirected to another host")
                 continue
             body = bytearray()
@@ -172,8 +172,11 @@ class Provider:
         claims = await self.check_id_token(http, answer["id_token"], nonce)
         if s.groups_claim not in claims and isinstance(answer.get("access_token"), str) \
                 and isinstance(self.metadata.get("userinfo_endpoint"), str):
-            info = await fetch_json(http, self.metadata["userinfo_endpoint"],
-                                    headers={"Authorization": f"Bearer {answer['access_token']}"})
+            try:
+                info = await fetch_json(http, self.metadata["userinfo_endpoint"],
+                                        headers={"Authorization": f"Bearer {answer['access_token']}"})
+            except (aiohttp.ClientError, TimeoutError, OSError):
+                raise Unavailable(f"{s.display}: the provider could not be reached") from None
             if isinstance(info, dict) and info.get("sub") == claims["sub"] and s.groups_claim in info:
                 claims[s.groups_claim] = info[s.groups_claim]
         return claims
@@ -221,13 +224,16 @@ class Provider:
         audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
         if s.client_id not in audiences:
             raise _bad("it was issued for another application", "id_token_aud")
-        if "azp" in claims and claims["azp"] != s.client_id:
+        if ("azp" in claims or len(audiences) > 1) and claims.get("azp") != s.client_id:  # OIDC Core 3.1.3.7
             raise _bad("it was issued for another application", "id_token_azp")
         exp, iat = claims.get("exp"), claims.get("iat")
         if not isinstance(exp, (int, float)) or isinstance(exp, bool) or now > exp + LEEWAY:
             raise _bad("it has expired", "id_token_exp")
         if not isinstance(iat, (int, float)) or isinstance(iat, bool) or iat > now + LEEWAY:
             raise _bad("it was issued in the future", "id_token_iat")
+        nbf = claims.get("nbf")
+        if nbf is not None and (not isinstance(nbf, (int, float)) or isinstance(nbf, bool) or nbf > now + LEEWAY):
+            raise _bad("it is not valid yet", "id_token_nbf")
         if not isinstance(claims.get("nonce"), str) or claims["nonce"] != nonce:
             raise _bad("it belongs to another sign-in", "id_token_nonce")
         if not isinstance(claims.get("sub"), str) or not claims["sub"] or len(claims["sub"]) > 255:
@@ -272,7 +278,9 @@ class Providers:
     @property
     def http(self) -> aiohttp.ClientSession:
         if self._http is None:
-            self._http = aiohttp.ClientSession(headers={"Accept": "application/json"})
+            # No cookie jar: one client serves every user's exchange, so nothing may carry over.
+            self._http = aiohttp.ClientSession(headers={"Accept": "application/json"},
+                                               cookie_jar=aiohttp.DummyCookieJar())
         return self._http
 
     async def start(self) -> None:

@@ -17,14 +17,26 @@ from discharger.oidc import SignInRefused
 from discharger.passkeys import CEREMONY_TTL
 from discharger.service import Discharger
 from discharger.store import SessionRow
-from server.http import caller, json_response, read_json
+from server.http import caller, client_address, json_response, read_json
 from server.pagekit import Pages, check_csrf, css, new_secret, page_errors, read_form, safe_next
+from server.ratelimit import SlidingCounter, throttle_key
 
 COOKIE = "sable_browser"
 IDP_COOKIE = "sable_idp"  # a federated sign-in in flight (SPEC §15)
 MFA_COOKIE = "sable_mfa"  # a password sign-in waiting for its second factor
 MFA_TTL = 300
 PASSKEY_COOKIE = "sable_passkey"  # a WebAuthn ceremony's challenge
+# Provider answers and passkey sign-ins need no credential and each writes an audit row: at
+# most 60 a minute from one address (per process).
+SIGN_IN_TRIES = web.AppKey("sign_in_tries", SlidingCounter)
+
+
+def _count_try(request: web.Request) -> None:
+    counter, key = request.app[SIGN_IN_TRIES], throttle_key(client_address(request))
+    wait = counter.retry_after(key)
+    if wait is not None:
+        raise RateLimited("too many sign-in attempts from this address; try again later", retry_after=wait)
+    counter.add(key)
 SERVICE = "discharger"
 DISCHARGER = web.AppKey("discharger", Discharger)
 PAGES = web.AppKey("discharger_pages", Pages)
@@ -124,14 +136,15 @@ async def passkey_sign_in_options(request: web.Request) -> web.Response:
 @routes.post("/login/passkey")
 async def passkey_sign_in(request: web.Request) -> web.Response:
     """A passkey alone (`auth_method` passkey), or after a right password (password+passkey)."""
+    _count_try(request)
     b = await Browser.of(request)
     body = await _json_from_page(b)
     target = safe_next(body.get("next") if isinstance(body.get("next"), str) else None)
     username, method = None, "passkey"
     if body.get("second") is True:
         held = b.d.browser.unseal(MFA_COOKIE, b.pages.cookie(request, MFA_COOKIE, max_length=1024))
-        if held is None:
-            raise Unauthorized("that took too long; enter your password again")
+        if held is None or held["password"] != await b.d.sessions.password_tag(held["username"]):
+            raise Unauthorized("that took too long, or the password changed; enter your password again")
         username, method = held["username"], "password+passkey"
     found = await b.d.passkeys.sign_in(body.get("credential"), b.pages.cookie(request, PASSKEY_COOKIE, 1024),
                                        caller(request), username)
@@ -209,6 +222,7 @@ async def idp_start(request: web.Request) -> web.Response:
 @routes.get("/login/idp/{name}/callback")
 @page
 async def idp_callback(request: web.Request) -> web.Response:
+    _count_try(request)
     b = await Browser.of(request)
     held = b.pages.cookie(request, IDP_COOKIE, max_length=2048)
     try:
@@ -262,8 +276,8 @@ async def login(request: web.Request) -> web.Response:
         if e.reason != "mfa_required":
             return _login(b, target, 401, e.message)
         resp = _login(b, target, second_step=True)  # the password was right: now the code
-        b.pages.set_cookie(request, resp, MFA_COOKIE, b.d.browser.seal(MFA_COOKIE, {"username": username}, MFA_TTL),
-                           max_age=MFA_TTL)
+        held = {"username": username, "password": await b.d.sessions.password_tag(username)}
+        b.pages.set_cookie(request, resp, MFA_COOKIE, b.d.browser.seal(MFA_COOKIE, held, MFA_TTL), max_age=MFA_TTL)
         return resp
     except RateLimited as e:
         status = 401 if isinstance(e, Unauthorized) else 429
@@ -286,7 +300,8 @@ async def login_verify(request: web.Request) -> web.Response:
     if held is None:
         return _login(b, target, 401, "that took too long; enter your password again")
     try:
-        who = await b.d.sessions.second_factor(held["username"], form.get("code", "")[:32], caller(request))
+        who = await b.d.sessions.second_factor(held["username"], form.get("code", "")[:32], caller(request),
+                                               held["password"])
     except (Unauthorized, RateLimited) as e:
         resp = _login(b, target, 401 if isinstance(e, Unauthorized) else 429, e.message, second_step=True)
         if e.retry_after:
@@ -353,9 +368,11 @@ async def totp_confirm(request: web.Request) -> web.Response:
     if b.user is None:
         return b.to_login()
     try:
-        codes = await b.d.sessions.factors.confirm(b.user, form.get("code", "")[:32], caller(request))
+        codes = await b.d.sessions.confirm_app(b.user, form.get("code", "")[:32], caller(request))
     except (Unauthorized, NotFound) as e:
         return await _account(b, 400, e.message)
+    except RateLimited as e:
+        return await _account(b, 429, e.message)
     return await _account(b, recovery_codes=codes)
 
 

@@ -31,7 +31,7 @@ from webauthn.helpers.structs import (
 )
 
 from clients import tokens
-from clients.errors import Conflict, Unauthorized
+from clients.errors import BadRequest, Conflict, Unauthorized
 from clients.tickets import b64e
 from discharger.browser_sessions import BrowserSessions
 from discharger.store import DischargerStore, PasskeyRow
@@ -66,6 +66,8 @@ class Passkeys:
 
     async def register(self, username: str, credential: Any, cookie: str | None, caller: Caller) -> None:
         held = self.browser.unseal(_REGISTER, cookie)
+        if not isinstance(credential, dict):
+            raise BadRequest("credential must be the browser's passkey (an object)")
         if held is None or held["username"] != username:
             raise Unauthorized("this passkey registration expired or was started elsewhere; try again")
         challenge = base64url_to_bytes(held["challenge"])
@@ -98,7 +100,11 @@ class Passkeys:
                 raise Unauthorized("this passkey sign-in expired or was started elsewhere; try again")
             challenge = base64url_to_bytes(held["challenge"])
             raw_id = credential.get("rawId") if isinstance(credential, dict) else None
-            row = await self.store.passkey(base64url_to_bytes(raw_id)) if isinstance(raw_id, str) else None
+            try:
+                credential_id = base64url_to_bytes(raw_id) if isinstance(raw_id, str) and len(raw_id) <= 1400 else None
+            except (ValueError, TypeError):
+                credential_id = None
+            row = await self.store.passkey(credential_id) if credential_id else None
             if row is None or (username is not None and row.username != username):
                 raise Unauthorized(REFUSED, reason="mfa_invalid" if username else None)
             await self._claim(challenge)

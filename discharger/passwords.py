@@ -66,9 +66,13 @@ class Hasher:
         self._dummy = await self._run(self._hash, b"sable-dummy-password")
 
     async def verify(self, stored: bytes | None, password: str) -> bool:
-        """Check a password. With no stored hash (unknown user) a dummy hash is checked,
-        so an unknown user costs the same time as a wrong password."""
-        return await self._run(_verify, stored or self._dummy, password.encode("utf-8"))
+        """Check a password. With no stored hash (an unknown user, or one who signs in only
+        through a provider) a dummy hash is checked, so it costs the same time as a wrong
+        password, and the answer is False whatever the password."""
+        if not stored:
+            await self._run(_verify, self._dummy, password.encode("utf-8"))
+            return False
+        return await self._run(_verify, stored, password.encode("utf-8"))
 
 
 def _verify(stored: bytes, password: bytes) -> bool:

@@ -9,8 +9,10 @@ from discharger.providers import ProviderSettings
 from discharger.store import DischargerStore, OrgPolicy
 from server.audit import Caller
 
-# Sign-ins with a second factor. An identity provider's sign-in counts too: its own policy
-# (and second factors) decided it, and an org that requires a provider can also require MFA.
+# Sign-ins with a second factor at Sable. A provider's sign-in counts only for an org that also
+# requires that provider: Sable cannot see a provider's factors, so only an org that chose the
+# provider vouches for them (an org requiring MFA alone must not be satisfied by any provider,
+# one with `auto` provisioning or no MFA included).
 STRONG = ("password+totp", "password+passkey", "passkey")
 
 
@@ -19,7 +21,8 @@ def satisfies(policy: OrgPolicy, auth_method: str) -> tuple[str, str] | None:
     if policy.require_idp is not None and auth_method != f"idp:{policy.require_idp}":
         return "idp_required", (f"org {policy.org} requires signing in with identity provider {policy.require_idp!r}: "
                                 "sign in again with it (sable login --web)")
-    if policy.require_mfa and auth_method not in STRONG and not auth_method.startswith("idp:"):
+    if policy.require_mfa and auth_method not in STRONG and (policy.require_idp is None
+                                                              or auth_method != f"idp:{policy.require_idp}"):
         return "mfa_policy", (f"org {policy.org} requires a second factor: set one up at the discharger's "
                               "/account/security, then sign in again")
     return None

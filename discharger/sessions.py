@@ -98,7 +98,13 @@ class Sessions:
         await self.store.forget_attempt([address], at)
         return Authenticated(username, method)
 
-    async def second_factor(self, username: str, code: str, caller: Caller) -> Authenticated:
+    async def password_tag(self, username: str) -> str:
+        """A keyed digest of the user's current password hash: a second step started with one
+        password is void once the password changes."""
+        user = await self.store.get_user(username)
+        return self._pseudonym(f"password:{user.password_hash.hex() if user else ''}")
+
+    async def second_factor(self, username: str, code: str, caller: Caller, tag: str | None = None) -> Authenticated:
         """The second step of a browser sign-in whose password was right: the code, counted
         against the user and the address like a login."""
         wait, address, at = await self._attempt(username, caller.client or "unknown")
@@ -106,6 +112,8 @@ class Sessions:
             caller.record("login", outcome="throttled", user=username).emit()
             raise RateLimited(f"too many failed logins; try again in {wait} s", retry_after=wait)
         user = await self.store.get_user(username)
+        if tag is not None and tag != await self.password_tag(username):
+            raise Unauthorized("the password changed meanwhile; enter it again")
         if user is None or user.disabled or not await self.factors.check(username, code):
             audit = caller.record("login", outcome="failed", user=username, detail={"reason": "mfa_invalid"})
             await self.store.write_audit([audit])
@@ -114,6 +122,16 @@ class Sessions:
         await self.store.clear_login_failures(f"user:{self._pseudonym(username)}")
         await self.store.forget_attempt([address], at)
         return Authenticated(username, "password+totp")
+
+    async def confirm_app(self, username: str, code: str, caller: Caller) -> list[str]:
+        """Confirm an authenticator app's set-up with its code (the recovery codes), each try
+        counted like a login, so a borrowed browser cannot guess its way to the codes."""
+        wait, address, at = await self._attempt(username, caller.client or "unknown")
+        if wait is not None:
+            raise RateLimited(f"too many wrong codes; try again in {wait} s", retry_after=wait)
+        codes = await self.factors.confirm(username, code, caller)  # Unauthorized: stays counted
+        await self.store.forget_attempt([address], at)
+        return codes
 
     async def login(self, creds: Credentials, caller: Caller) -> Session:
         if not self.config.passwords:

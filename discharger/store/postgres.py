@@ -129,6 +129,12 @@ CREATE INDEX IF NOT EXISTS passkeys_user ON passkeys(username);
 """
 
 
+# v7: one identity per user at each provider, held by the database (not a read-then-insert).
+V7 = """
+CREATE UNIQUE INDEX IF NOT EXISTS identity_links_user_issuer ON identity_links(username, issuer);
+"""
+
+
 class _Undo(Exception):
     """Roll the transaction back and answer False."""
 
@@ -149,7 +155,7 @@ _THROTTLE_SPACE = 0x5AB1F
 
 class PostgresStore(PgDatabase):
     SCHEMA = "discharger"
-    MIGRATIONS = (COMMON_V1 + V1, V2, V3, V4, V5, V6)
+    MIGRATIONS = (COMMON_V1 + V1, V2, V3, V4, V5, V6, V7)
 
     async def create_user(self, username: str, password_hash: bytes, roles: dict[str, str], now: int,
                           audit: AuditRecord, idp: str | None = None, link: Link | None = None) -> bool:
@@ -187,6 +193,24 @@ class PostgresStore(PgDatabase):
                                 [(username, o, r) for o, r in roles.items()])
             await self._audit(c, [audit])
             return True
+
+    async def change_orgs(self, username: str, changes: dict[str, str | None], audit: AuditRecord) -> bool:
+        async with self._tx() as c:
+            if await c.fetchval("SELECT 1 FROM users WHERE username = $1 FOR UPDATE", username) is None:
+                return False
+            changed = 0
+            for org, role in sorted(changes.items()):
+                if role is None:
+                    done = await c.fetch("DELETE FROM memberships WHERE username = $1 AND org = $2 RETURNING 1",
+                                         username, org)
+                else:
+                    done = await c.fetch("INSERT INTO memberships (username, org, role) VALUES ($1, $2, $3)"
+                                         " ON CONFLICT (username, org) DO UPDATE SET role = excluded.role"
+                                         " WHERE memberships.role <> excluded.role RETURNING 1", username, org, role)
+                changed += len(done)
+            if changed:
+                await self._audit(c, [audit])
+            return bool(changed)
 
     async def disable_user(self, username: str, audit: AuditRecord, disabled: bool = True) -> bool:
         async with self._tx() as c:
@@ -328,10 +352,12 @@ class PostgresStore(PgDatabase):
         row = await self._one("SELECT sealed_seed, confirmed, last_step FROM totp WHERE username = $1", username)
         return TotpRow(bytes(row[0]), bool(row[1]), row[2]) if row else None
 
-    async def confirm_totp(self, username: str, step: int, recovery: list[bytes], audit: AuditRecord) -> bool:
+    async def confirm_totp(self, username: str, step: int, recovery: list[bytes], audit: AuditRecord,
+                           sealed_seed: bytes) -> bool:
         async with self._tx() as c:
             if await c.fetchval("UPDATE totp SET confirmed = 1, last_step = $1 WHERE username = $2 AND confirmed = 0"
-                                " AND last_step < $1 RETURNING 1", step, username) is None:
+                                " AND last_step < $1 AND sealed_seed = $3 RETURNING 1", step, username,
+                                sealed_seed) is None:
                 return False
             await c.execute("DELETE FROM recovery_codes WHERE username = $1", username)
             await c.executemany("INSERT INTO recovery_codes (username, hash) VALUES ($1, $2)",

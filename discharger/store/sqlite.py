@@ -125,6 +125,12 @@ CREATE TABLE IF NOT EXISTS passkeys (
 CREATE INDEX IF NOT EXISTS passkeys_user ON passkeys(username);
 """
 
+# v7: one identity per user at each provider, held by the database (not a read-then-insert).
+V7 = """
+CREATE UNIQUE INDEX IF NOT EXISTS identity_links_user_issuer ON identity_links(username, issuer);
+"""
+
+
 _GRANT_COLS = ("hash, kind, lookup, data, status, created_at, expires_at, username, interval, polled_at, code_hash,"
                " code_expires_at")
 
@@ -134,7 +140,7 @@ def _grant(r: tuple) -> GrantRow:
 
 
 class SqliteStore(Database):
-    MIGRATIONS = (COMMON_V1 + V1, V2, V3, V4, V5, V6)
+    MIGRATIONS = (COMMON_V1 + V1, V2, V3, V4, V5, V6, V7)
 
     async def create_user(self, username: str, password_hash: bytes, roles: dict[str, str], now: int,
                           audit: AuditRecord, idp: str | None = None, link: Link | None = None) -> bool:
@@ -170,6 +176,24 @@ class SqliteStore(Database):
                           [(username, o, r) for o, r in roles.items()])
             self._audit(c, [audit])
             return True
+        return await self._tx(run)
+
+    async def change_orgs(self, username: str, changes: dict[str, str | None], audit: AuditRecord) -> bool:
+        def run(c: sqlite3.Connection) -> bool:
+            if c.execute("SELECT 1 FROM users WHERE username = ?", (username,)).fetchone() is None:
+                return False
+            changed = 0
+            for org, role in sorted(changes.items()):
+                if role is None:
+                    changed += c.execute("DELETE FROM memberships WHERE username = ? AND org = ?",
+                                         (username, org)).rowcount
+                else:
+                    changed += c.execute("INSERT INTO memberships (username, org, role) VALUES (?, ?, ?)"
+                                         " ON CONFLICT (username, org) DO UPDATE SET role = excluded.role"
+                                         " WHERE memberships.role <> excluded.role", (username, org, role)).rowcount
+            if changed:
+                self._audit(c, [audit])
+            return bool(changed)
         return await self._tx(run)
 
     async def disable_user(self, username: str, audit: AuditRecord, disabled: bool = True) -> bool:
@@ -317,10 +341,11 @@ class SqliteStore(Database):
         row = await self._one("SELECT sealed_seed, confirmed, last_step FROM totp WHERE username = ?", (username,))
         return TotpRow(bytes(row[0]), bool(row[1]), row[2]) if row else None
 
-    async def confirm_totp(self, username: str, step: int, recovery: list[bytes], audit: AuditRecord) -> bool:
+    async def confirm_totp(self, username: str, step: int, recovery: list[bytes], audit: AuditRecord,
+                           sealed_seed: bytes) -> bool:
         def run(c: sqlite3.Connection) -> bool:
             if not c.execute("UPDATE totp SET confirmed = 1, last_step = ? WHERE username = ? AND confirmed = 0"
-                             " AND last_step < ?", (step, username, step)).rowcount:
+                             " AND last_step < ? AND sealed_seed = ?", (step, username, step, sealed_seed)).rowcount:
                 return False
             c.execute("DELETE FROM recovery_codes WHERE username = ?", (username,))
             c.executemany("INSERT INTO recovery_codes (username, hash) VALUES (?, ?)", [(username, h) for h in recovery])

@@ -117,7 +117,7 @@ def test_what_each_sign_in_satisfies():
 
     mfa, idp, both = OrgPolicy("acme", require_mfa=True), OrgPolicy("acme", "okta"), OrgPolicy("acme", "okta", True)
     assert [satisfies(mfa, m) is None for m in ("password", "password+totp", "password+passkey", "passkey",
-                                                "idp:okta")] == [False, True, True, True, True]
+                                                "idp:okta")] == [False, True, True, True, False]
     assert [satisfies(idp, m) is None for m in ("password+totp", "idp:other", "idp:okta")] == [False, False, True]
     assert satisfies(both, "idp:okta") is None and satisfies(both, "password+totp")[0] == "idp_required"
     assert satisfies(OrgPolicy("acme"), "password") is None
@@ -145,3 +145,58 @@ async def test_a_flow_approved_by_a_browser_that_signed_in_the_wrong_way_is_refu
     assert row.status == "approved"
     issued = await flows.poll(started.poll_url.rsplit("/", 1)[1], None, Caller())
     assert issued.auth_method == "password+totp"
+
+
+async def test_confirming_an_app_is_throttled_like_a_login(real_discharger):
+    from clients.errors import RateLimited, Unauthorized
+
+    env = real_discharger
+    await env.user()
+    enrolment = await env.service.sessions.factors.begin("alice")
+    now = pyotp.TOTP(enrolment.secret).now()
+    wrong = "123456" if now != "123456" else "654321"
+    for _ in range(5):
+        try:
+            await env.service.sessions.confirm_app("alice", wrong, Caller(client="192.0.2.1"))
+        except Unauthorized:
+            pass
+    import pytest
+    with pytest.raises(RateLimited):
+        await env.service.sessions.confirm_app("alice", now, Caller(client="192.0.2.1"))
+
+
+async def test_garbage_in_codes_and_passkeys_is_a_4xx(real_discharger):
+    import re
+
+    env = real_discharger
+    await env.user()
+    await enrol(env)
+    for code in ("١٢٣٤٥٦", "12345\u0000", "x" * 32, "12 3456"):
+        status, body, _ = await login(env, totp=code)
+        assert status in (400, 401), (code, status)
+    page = await (await env.client.get("/login")).text()
+    csrf = re.search(r'data-csrf="([^"]+)"', page).group(1)
+    resp = await env.client.post("/login/passkey/options", json={"csrf": csrf})
+    assert resp.status == 200 and (await resp.json())["userVerification"] == "required"
+    for credential in ({"rawId": "a"}, {"rawId": "é"}, {"rawId": 5}, None, [], "x", {"rawId": "AAAA", "response": 1}):
+        resp = await env.client.post("/login/passkey", json={"csrf": csrf, "credential": credential})
+        assert resp.status in (400, 401), (credential, resp.status)
+    resp = await env.client.post("/login/passkey", json={"credential": {}})  # no form token
+    assert resp.status == 403
+
+
+async def test_a_second_step_started_before_a_password_change_is_void(real_discharger):
+    import pytest
+
+    from clients.errors import Unauthorized
+
+    env = real_discharger
+    await env.user()
+    totp, _ = await enrol(env)
+    sessions = env.service.sessions
+    tag = await sessions.password_tag("alice")
+    await env.post("/v1/users/alice/password", {"password": "a new passphrase"}, env.admin)
+    with pytest.raises(Unauthorized, match="password changed"):
+        await sessions.second_factor("alice", totp.now(), Caller(), tag)
+    who = await sessions.second_factor("alice", totp.now(), Caller(), await sessions.password_tag("alice"))
+    assert who.method == "password+totp"

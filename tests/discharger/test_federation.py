@@ -308,3 +308,23 @@ async def test_the_same_name_at_another_provider_is_another_identity(federated, 
     status, body, _ = await env.sign_in("alice", name="other")  # sub "alice" too, but another issuer
     assert status == 403 and "ask an administrator to link this account" in body
     assert await env.signed_in() is None
+
+
+async def test_a_provider_users_empty_password_matches_nothing_not_even_the_dummy(federated):
+    """A user made for a provider has no password: the hash checked in its place (so timing
+    says nothing) must not let its own password in."""
+    env = await federated()
+    await env.api("POST", "/v1/users", {"username": "carol", "idp": "acme"})
+    for password in ("sable-dummy-password", "", "x"):
+        async with env.http.post(env.base + "/v1/sessions", json={"username": "carol", "password": password}) as r:
+            assert r.status == 401, password
+
+
+async def test_answers_without_a_sign_in_are_limited_per_address(federated):
+    env = await federated()
+    statuses = []
+    for _ in range(61):
+        async with env.http.get(env.base + "/login/idp/acme/callback?state=x&code=y", allow_redirects=False) as r:
+            statuses.append(r.status)
+    assert statuses[:60] == [403] * 60 and statuses[60] == 429
+    assert len(await env.audit("idp_login")) == 60  # the flood writes no more rows

@@ -112,6 +112,9 @@ async def test_a_signature_by_another_key_under_a_known_id_is_refused():
     ({"exp": None}, "id_token_exp"),
     ({"exp": "tomorrow"}, "id_token_exp"),
     ({"iat": +120}, "id_token_iat"),
+    ({"nbf": +120}, "id_token_nbf"),
+    ({"nbf": "soon"}, "id_token_nbf"),
+    ({"aud": ["sable", "other"]}, "id_token_azp"),  # several audiences: azp must name us
     ({"iat": None}, "id_token_iat"),
     ({"nonce": "another"}, "id_token_nonce"),
     ({"nonce": None}, "id_token_nonce"),
@@ -120,7 +123,7 @@ async def test_a_signature_by_another_key_under_a_known_id_is_refused():
 ])
 async def test_each_claim_check(changes, reason):
     now = int(time.time())
-    changes = {k: now + v if k in ("exp", "iat") and isinstance(v, int) else v for k, v in changes.items()}
+    changes = {k: now + v if k in ("exp", "iat", "nbf") and isinstance(v, int) else v for k, v in changes.items()}
     await refused(sign(claims(**changes)), reason)
 
 

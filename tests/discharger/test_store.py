@@ -218,7 +218,8 @@ async def test_a_totp_step_and_a_recovery_code_are_used_once(store):
     assert await store.begin_totp("alice", b"sealed", 100)
     assert not await store.use_totp_step("alice", 5)  # not confirmed yet
     recovery = [b"r" * 32, b"s" * 32]
-    assert await store.confirm_totp("alice", 4, recovery, audit("mfa_enrol"))
+    assert not await store.confirm_totp("alice", 4, recovery, audit("mfa_enrol"), b"a restarted seed")
+    assert await store.confirm_totp("alice", 4, recovery, audit("mfa_enrol"), b"sealed")
     assert not await store.begin_totp("alice", b"other", 100)  # confirmed: no restart
     used = await asyncio.gather(*[store.use_totp_step("alice", 5) for _ in range(5)])
     assert used.count(True) == 1
@@ -245,3 +246,23 @@ async def test_a_passkeys_counter_must_grow_unless_it_keeps_none(store):
     assert (await store.passkey(b"c1")).sign_count == 6
     assert await store.remove_factors("alice", audit("mfa_reset"))
     assert await store.passkeys_of("alice") == []
+
+
+async def test_change_orgs_touches_only_the_orgs_it_names(store):
+    await add_alice(store, orgs=("acme", "beta"))
+    assert await store.change_orgs("alice", {"acme": "admin", "dev": "member", "gone": None}, audit("user_orgs"))
+    assert (await store.get_user("alice")).roles == {"acme": "admin", "beta": "member", "dev": "member"}
+    assert not await store.change_orgs("alice", {"acme": "admin"}, audit("user_orgs"))  # nothing changed
+    assert await store.change_orgs("alice", {"acme": None}, audit("user_orgs"))
+    assert (await store.get_user("alice")).roles == {"beta": "member", "dev": "member"}
+    assert not await store.change_orgs("nobody", {"acme": "admin"}, audit("user_orgs"))
+    assert len(await store.audit_rows("user_orgs")) == 2
+
+
+async def test_a_user_has_one_identity_per_issuer(store):
+    await add_alice(store)
+    done = await asyncio.gather(*[store.link_identity("alice", Link("https://idp.example", f"sub-{i}", "acme"), 100,
+                                                      audit("user_link")) for i in range(4)])
+    assert done.count(True) == 1
+    assert await store.link_identity("alice", Link("https://other.example", "sub-0", "other"), 100, audit("user_link"))
+    assert len(await store.links("alice")) == 2
