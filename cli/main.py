@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "token": ("clients.cli.admin", "token", "Permission tokens: with SABLE_ADMIN_TOKEN as the admin,..."),
     "user": ("clients.cli.admin", "user", "Users at the discharger (admin)."),
     "verify": ("clients.cli.holder", "verify", "Ask the authority whether TOKEN (and its discharges)..."),
+    "whoami": ("clients.cli.holder", "whoami", "Who the stored session is: user, orgs and roles, how it..."),
 }
 
 

@@ -133,6 +133,24 @@ def logout(as_json):
     click.echo("logged out", err=True)
 
 
+@click.command()
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def whoami(as_json):
+    """Who the stored session is: user, orgs and roles, how it signed in, until when."""
+    data = load_session()
+
+    async def go():
+        async with discharger(data.get("discharger_url")) as d:
+            return d.base_url, await d.current_session(data["session"])
+
+    url, out = run(go())
+    out = {**out, "discharger_url": url}
+    roles = ", ".join(f"{o} ({r})" for o, r in out["roles"].items()) or "no org"
+    emit(out, as_json, f"{out['username']} at {url}: {roles}; signed in with {out['auth_method']}, "
+                       f"until {out['expires_at']}")
+
+
 async def _bound_discharge(token: str) -> str:
     """Get a discharge for the token's authentication caveat through the session, bound to it."""
     tok = tokens.parse(token, (tokens.PERMISSION,))

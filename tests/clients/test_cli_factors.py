@@ -52,6 +52,10 @@ async def test_second_factor_and_policy_commands(dev, tmp_path):
     assert r.returncode == 1 and "--totp CODE" in r.stderr
     r = sable(user, "login", "-u", "alice", "--password-stdin", "--totp", totp.now(), stdin=dev["password"] + "\n")
     assert r.returncode == 0, r.stderr
+    r = sable(user, "whoami")
+    assert r.returncode == 0 and r.stdout.startswith("alice at ") and "acme (member)" in r.stdout
+    assert "signed in with password+totp" in r.stdout
+    assert json.loads(sable(user, "whoami", "--json").stdout)["auth_method"] == "password+totp"
 
     r = sable(env, "org", "policy", "acme")
     assert (r.returncode, r.stdout.strip()) == (0, "org acme: no sign-in policy")
