@@ -262,3 +262,126 @@ async def test_an_hmac_keyed_with_the_providers_public_key_is_refused():
     token = f"{signing_input}.{part(mac)}"
     await refused(token, "id_token_alg")
     await refused(token, "id_token_alg", provider(announced=("HS256", "RS256")))  # even if announced
+
+
+@pytest.fixture
+async def token_endpoint(aiohttp_server):
+    """A bare token and userinfo endpoint: what `redeem` sends and how it reads the answer
+    (test_federation runs the same exchange against a real provider)."""
+    import base64 as b64
+
+    from aiohttp import web
+
+    seen: dict = {}
+    answers: dict = {"token": None, "userinfo": {"sub": "alice", "groups": ["g"]}}
+
+    async def token(request):
+        seen["authorization"] = request.headers.get("Authorization")
+        seen["form"] = dict(await request.post())
+        answer = answers["token"] or {"id_token": sign(claims()), "access_token": "at", "token_type": "Bearer"}
+        return web.json_response(answer, status=answer.pop("__status", 200))
+
+    async def userinfo(request):
+        seen["bearer"] = request.headers.get("Authorization")
+        return web.json_response(answers["userinfo"])
+
+    app = web.Application()
+    app.router.add_post("/token", token)
+    app.router.add_get("/userinfo", userinfo)
+    server = await aiohttp_server(app)
+    p = provider()
+    p.metadata.update(token_endpoint=str(server.make_url("/token")), userinfo_endpoint=str(server.make_url("/userinfo")),
+                      authorization_endpoint="https://idp.example/auth?tenant=1")
+    p.settings = ProviderSettings("acme", "Acme", ISSUER, "sable client", "s3cret/+=")
+    seen["b64"] = b64
+    return p, seen, answers
+
+
+async def test_redeem_sends_the_code_the_verifier_and_client_secret_basic(token_endpoint):
+    import aiohttp
+
+    p, seen, _ = token_endpoint
+    p.settings = ProviderSettings("acme", "Acme", ISSUER, "sable", "s3cret/+=")
+    async with aiohttp.ClientSession() as http:
+        got = await p.redeem(http, "the-code", "the-verifier", "https://d.example/cb", NONCE)
+    assert got["sub"] == "alice" and got["groups"] == ["g"]  # groups from userinfo: the ID token had none
+    assert seen["form"] == {"grant_type": "authorization_code", "code": "the-code",
+                            "redirect_uri": "https://d.example/cb", "code_verifier": "the-verifier"}
+    user, secret = seen["b64"].b64decode(seen["authorization"].split()[1]).decode().split(":")
+    assert (user, secret) == ("sable", "s3cret%2F%2B%3D")  # each part form-encoded (RFC 6749 2.3.1)
+    assert seen["bearer"] == "Bearer at"
+
+
+async def test_userinfo_for_another_subject_adds_nothing(token_endpoint):
+    import aiohttp
+
+    p, _, answers = token_endpoint
+    p.settings = ProviderSettings("acme", "Acme", ISSUER, "sable", "s")
+    answers["userinfo"] = {"sub": "mallory", "groups": ["admins"]}
+    async with aiohttp.ClientSession() as http:
+        got = await p.redeem(http, "c", "v", "https://d.example/cb", NONCE)
+    assert "groups" not in got
+
+
+@pytest.mark.parametrize("answer, reason", [
+    ({"__status": 400, "error": "invalid_grant"}, "token_endpoint:invalid_grant"),
+    ({"access_token": "at"}, "token_endpoint"),
+    ({"__status": 500}, "token_endpoint"),
+])
+async def test_a_refused_exchange_is_a_refused_sign_in(token_endpoint, answer, reason):
+    import aiohttp
+
+    p, _, answers = token_endpoint
+    p.settings = ProviderSettings("acme", "Acme", ISSUER, "sable", "s")
+    answers["token"] = dict(answer)
+    async with aiohttp.ClientSession() as http:
+        with pytest.raises(SignInRefused) as caught:
+            await p.redeem(http, "c", "v", "https://d.example/cb", NONCE)
+    assert caught.value.reason == reason
+
+
+def test_the_authorization_url_asks_for_a_code_with_pkce_s256_state_and_nonce(token_endpoint):
+    from urllib.parse import parse_qs, urlsplit
+
+    p, _, _ = token_endpoint
+    url = p.authorization_url("st", "no", "ver", "https://d.example/cb")
+    assert url.startswith("https://idp.example/auth?tenant=1&")
+    query = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+    assert query == {"tenant": "1", "response_type": "code", "client_id": "sable client",
+                     "redirect_uri": "https://d.example/cb", "scope": "openid email profile", "state": "st",
+                     "nonce": "no", "code_challenge": challenge("ver"), "code_challenge_method": "S256"}
+
+
+async def test_a_good_discovery_document_makes_the_provider_available_and_get_says_why_not(aiohttp_server):
+    from aiohttp import web
+
+    from clients.errors import NotFound, Unavailable
+    from discharger.oidc import Providers
+
+    base = {}
+
+    async def discovery(request):
+        return web.json_response({"issuer": base["url"], "authorization_endpoint": base["url"] + "/auth",
+                                  "token_endpoint": base["url"] + "/token", "jwks_uri": base["url"] + "/jwks"})
+
+    async def jwks(request):
+        return web.json_response({"keys": [RSA.as_dict(private=False), {"kty": "OKP"}]})
+
+    app = web.Application()
+    app.router.add_get("/.well-known/openid-configuration", discovery)
+    app.router.add_get("/jwks", jwks)
+    server = await aiohttp_server(app)
+    base["url"] = str(server.make_url("")).rstrip("/")
+    from discharger.providers import ProviderSettings as Settings
+    dead = "http://127.0.0.1:9"
+    providers = Providers((Settings("acme", "Acme", base["url"], "sable", "s"), Settings("gone", "Gone", dead, "x", "s")))
+    try:
+        await providers.start()
+        good = providers.get("acme")
+        assert good.available and good.problem is None and set(good.jwks) == {"rs1", ""}  # one unnamed key
+        with pytest.raises(Unavailable, match="Gone is unavailable"):
+            providers.get("gone")
+        with pytest.raises(NotFound):
+            providers.get("nope")
+    finally:
+        await providers.close()
