@@ -122,24 +122,30 @@ class Provider:
                     raise Unavailable(f"its discovery document has no {key}")
                 if key in doc and not _secure(doc[key]):  # keys and codes travel there
                     raise Unavailable(f"its {key} is not https (http only for a loopback host)")
-            self.metadata = doc
-            await self._fetch_keys(http)
+            jwks = await self._read_keys(http, doc["jwks_uri"])
+            # Only a complete discovery replaces what was known: a failed one keeps the last.
+            self.metadata, self.jwks, self.jwks_at = doc, jwks, time.monotonic()
             self.problem, self.discovered_at = None, time.monotonic()
             log.info("idp_discovered", provider=self.name)
         except (TimeoutError, Unavailable, aiohttp.ClientError, OSError) as e:
             self.problem = e.message if isinstance(e, SableError) else "it could not be reached"
             log.warning("idp_unavailable", provider=self.name, problem=self.problem)
 
-    async def _fetch_keys(self, http: aiohttp.ClientSession) -> None:
-        assert self.metadata is not None
-        doc = await fetch_json(http, self.metadata["jwks_uri"])
+    @staticmethod
+    async def _read_keys(http: aiohttp.ClientSession, url: str) -> dict:
+        doc = await fetch_json(http, url)
         keys = doc.get("keys") if isinstance(doc, dict) else None
         if not isinstance(keys, list):
             raise Unavailable("its key set could not be read")
-        self.jwks = {k["kid"]: k for k in keys if isinstance(k, dict) and isinstance(k.get("kid"), str)}
+        jwks = {k["kid"]: k for k in keys if isinstance(k, dict) and isinstance(k.get("kid"), str)}
         unnamed = [k for k in keys if isinstance(k, dict) and "kid" not in k]
         if len(unnamed) == 1:
-            self.jwks[""] = unnamed[0]  # a provider with one unnamed key
+            jwks[""] = unnamed[0]  # a provider with one unnamed key
+        return jwks
+
+    async def _fetch_keys(self, http: aiohttp.ClientSession) -> None:
+        assert self.metadata is not None
+        self.jwks = await self._read_keys(http, self.metadata["jwks_uri"])
         self.jwks_at = time.monotonic()
 
     def authorization_url(self, state: str, nonce: str, verifier: str, redirect_uri: str) -> str:
@@ -193,6 +199,7 @@ class Provider:
         if not isinstance(kid, str):
             raise _bad("its key id is malformed", "id_token_kid")
         if kid not in self.jwks and http is not None and time.monotonic() - self.jwks_at >= JWKS_REFETCH:
+            self.jwks_at = time.monotonic()  # a failing refetch is limited too
             try:
                 await self._fetch_keys(http)  # the provider may have rotated its keys
             except (TimeoutError, Unavailable, aiohttp.ClientError, OSError):

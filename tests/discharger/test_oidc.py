@@ -58,11 +58,34 @@ async def test_aud_may_be_a_list_and_azp_our_client():
     assert await check(sign(claims(aud=["other", "sable"], azp="sable")))
 
 
-async def refused(token: str, reason: str, p: Provider | None = None, nonce: str = NONCE) -> None:
+# What the person is told for each reason (the page shows it after "could not be trusted: ").
+WHY = {
+    "id_token_alg": "its algorithm is not one Sable accepts",
+    "id_token_kid": "its key id is malformed",
+    "id_token_key": "it was signed with a key the provider does not publish",
+    "id_token_signature": "its signature does not verify",
+    "id_token_claims": "its claims are malformed",
+    "id_token_iss": "it was issued by another provider",
+    "id_token_aud": "it was issued for another application",
+    "id_token_azp": "it was issued for another application",
+    "id_token_exp": "it has expired",
+    "id_token_iat": "it was issued in the future",
+    "id_token_nbf": "it is not valid yet",
+    "id_token_nonce": "it belongs to another sign-in",
+    "id_token_sub": "it names nobody",
+    "id_token_format": "it is not a signed token",
+}
+
+
+async def refused(token: str, reason: str, p: Provider | None = None, nonce: str = NONCE, now=None) -> None:
     with pytest.raises(SignInRefused) as caught:
-        await check(token, p, nonce)
+        await (p or provider()).check_id_token(None, token, nonce, now)
     assert caught.value.reason == reason
-    assert token not in caught.value.message
+    if reason == "id_token_key" and "does not fit" in caught.value.message:
+        assert caught.value.message == "the provider's answer could not be trusted: its key does not fit its algorithm"
+    else:
+        assert caught.value.message == f"the provider's answer could not be trusted: {WHY[reason]}"
+    assert not isinstance(token, str) or not token or token not in caught.value.message
 
 
 def unsigned(payload: dict) -> str:
@@ -132,10 +155,47 @@ async def test_the_leeway_is_sixty_seconds():
     assert await check(sign(claims(exp=now - 50, iat=now + 50)))
 
 
-@pytest.mark.parametrize("token", ["", "a.b", "a.b.c.d", "!!!.e30.x", "e30.e30.", "x" * 20000])
+@pytest.mark.parametrize("token", ["", "a.b", "a.b.c.d", "!!!.e30.x", "W10.e30.x", "x" * 20000 + ".e30.x", 5, None])
 async def test_garbage_is_refused(token):
-    with pytest.raises(SignInRefused):
-        await check(token)
+    await refused(token, "id_token_format")
+
+
+async def test_the_claims_must_be_an_object():
+    await refused(sign([1, 2]), "id_token_claims")  # type: ignore[arg-type]
+
+
+async def test_the_boundaries_of_each_time_and_of_sub():
+    now = 1_900_000_000
+    good = dict(exp=now - 60, iat=now + 60, nbf=now + 60)
+    assert await provider().check_id_token(None, sign(claims(**good)), NONCE, now)
+    assert await provider().check_id_token(None, sign(claims(nbf=now, iat=now, exp=now + 1)), NONCE, now)
+    await refused(sign(claims(**{**good, "exp": now - 61})), "id_token_exp", now=now)
+    await refused(sign(claims(**{**good, "iat": now + 61})), "id_token_iat", now=now)
+    await refused(sign(claims(**{**good, "nbf": now + 61})), "id_token_nbf", now=now)
+    await refused(sign(claims(**{**good, "exp": True})), "id_token_exp", now=now)
+    await refused(sign(claims(**{**good, "iat": True})), "id_token_iat", now=now)
+    await refused(sign(claims(**{**good, "nbf": True})), "id_token_nbf", now=now)
+    assert await provider().check_id_token(None, sign(claims(**good, sub="s" * 255)), NONCE, now)
+    await refused(sign(claims(**good, sub="s" * 256)), "id_token_sub", now=now)
+    await refused(sign(claims(**good, sub=5)), "id_token_sub", now=now)
+
+
+async def test_key_ids_and_the_keys_they_name():
+    def part(data) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+    await refused(f"{part({'alg': 'RS256', 'kid': 5})}.{part(claims())}.x", "id_token_kid")
+    unnamed = provider()
+    unnamed.jwks = {"": RSA.as_dict(private=False)}
+    token = jws.serialize_compact({"alg": "RS256"}, json.dumps(claims()), RSA, algorithms=["RS256"])
+    assert await unnamed.check_id_token(None, token, NONCE)  # no kid: the provider's one unnamed key
+    for change in ({"alg": "RS512"}, {"use": "enc"}):
+        p = provider()
+        p.jwks["rs1"] = {**p.jwks["rs1"], **change}
+        await refused(sign(claims()), "id_token_key", p)
+    plain = provider()
+    del plain.metadata["id_token_signing_alg_values_supported"]  # absent: RS256 only (OIDC Discovery)
+    assert await plain.check_id_token(None, sign(claims()), NONCE)
+    await refused(sign(claims(), EC, "ES256"), "id_token_alg", plain)
 
 
 def test_pkce_s256_is_rfc_7636s_example():
@@ -385,3 +445,184 @@ async def test_a_good_discovery_document_makes_the_provider_available_and_get_sa
             providers.get("nope")
     finally:
         await providers.close()
+
+
+@pytest.fixture
+async def documents(aiohttp_server):
+    """A bare endpoint serving whatever a test puts in `routes` (path -> handler)."""
+    from aiohttp import web
+
+    routes: dict = {}
+
+    async def any_path(request):
+        return await routes[request.path](request)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", any_path)
+    server = await aiohttp_server(app)
+    return server, routes
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+async def test_each_redirect_to_the_same_host_is_followed(documents, status):
+    import aiohttp
+    from aiohttp import web
+
+    from discharger.oidc import fetch_json
+
+    server, routes = documents
+    routes["/from"] = lambda r: _answer(web.Response(status=status, headers={"Location": "/to"}))
+    routes["/to"] = lambda r: _answer(web.json_response({"ok": 1}))
+    async with aiohttp.ClientSession() as http:
+        assert await fetch_json(http, str(server.make_url("/from"))) == {"ok": 1}
+
+
+async def _answer(resp):
+    return resp
+
+
+async def test_redirect_chains_answers_and_the_size_limit(documents):
+    import aiohttp
+    from aiohttp import web
+
+    from clients.errors import Unavailable
+    from discharger.oidc import MAX_DOCUMENT, fetch_json
+
+    server, routes = documents
+    routes["/1"] = lambda r: _answer(web.Response(status=302, headers={"Location": "/2"}))
+    routes["/2"] = lambda r: _answer(web.Response(status=302, headers={"Location": "/3"}))
+    routes["/3"] = lambda r: _answer(web.Response(status=302, headers={"Location": "/4"}))
+    routes["/4"] = lambda r: _answer(web.json_response({"ok": 1}))
+    routes["/nowhere"] = lambda r: _answer(web.Response(status=302))
+    exactly = b'{"a": "' + b"x" * (MAX_DOCUMENT - 10) + b'"}'
+    assert len(exactly) == MAX_DOCUMENT - 1 and 1 << 20 == MAX_DOCUMENT
+    routes["/exactly"] = lambda r: _answer(web.Response(body=exactly + b" ", content_type="application/json"))
+    routes["/bad"] = lambda r: _answer(web.json_response([1, 2], status=400))
+    routes["/worse"] = lambda r: _answer(web.json_response({"error": "x"}, status=401))
+    routes["/text"] = lambda r: _answer(web.Response(text="<html>", status=200))
+    async with aiohttp.ClientSession() as http:
+        with pytest.raises(Unavailable) as caught:
+            await fetch_json(http, str(server.make_url("/1")))  # three hops: one too many
+        assert caught.value.message == "the provider redirected too often"
+        assert await fetch_json(http, str(server.make_url("/2"))) == {"ok": 1}
+        with pytest.raises(Unavailable, match="^the provider redirected too often$"):
+            await fetch_json(http, str(server.make_url("/nowhere")))  # no Location: itself again
+        assert len((await fetch_json(http, str(server.make_url("/exactly"))))["a"]) == MAX_DOCUMENT - 10
+        assert await fetch_json(http, str(server.make_url("/bad"))) == {"__status": 400}
+        assert await fetch_json(http, str(server.make_url("/worse"))) == {"__status": 401, "error": "x"}
+        with pytest.raises(Unavailable, match="^the provider answered 200 without JSON$"):
+            await fetch_json(http, str(server.make_url("/text")))
+
+
+@pytest.mark.parametrize("url, secure", [
+    ("https://idp.example/x", True), ("http://idp.example/x", False), ("http://127.0.0.1:5/x", True),
+    ("http://[::1]:5/x", True), ("http://localhost:5/x", True), ("ftp://localhost/x", False), (5, False)])
+def test_which_endpoints_are_secure(url, secure):
+    from discharger.oidc import _secure
+    assert _secure(url) is secure
+
+
+async def test_discovery_reads_the_keys_and_logs_what_happened(documents):
+    import aiohttp
+    from aiohttp import web
+    from structlog.testing import capture_logs
+
+    from discharger.oidc import Provider as RP
+    from discharger.providers import ProviderSettings as Settings
+
+    server, routes = documents
+    base = str(server.make_url("")).rstrip("/")
+    doc = {"issuer": base, "authorization_endpoint": base + "/auth", "token_endpoint": base + "/token",
+           "jwks_uri": base + "/jwks"}
+    routes["/.well-known/openid-configuration"] = lambda r: _answer(web.json_response(doc))
+    keys = {"keys": [RSA.as_dict(private=False), {"kty": "OKP", "x": "unnamed"}]}
+    routes["/jwks"] = lambda r: _answer(web.json_response(keys))
+    async with aiohttp.ClientSession() as http:
+        p = RP(Settings("acme", "Acme", base, "sable", "s"))
+        with capture_logs() as logs:
+            await p.discover(http)
+        assert p.available and p.jwks[""] == {"kty": "OKP", "x": "unnamed"} and set(p.jwks) == {"rs1", ""}
+        assert logs == [{"event": "idp_discovered", "provider": "acme", "log_level": "info"}]
+        keys["keys"].append({"kty": "OKP", "x": "second unnamed"})  # two unnamed: neither is the default
+        await p.discover(http)
+        assert set(p.jwks) == {"rs1"}
+        for broken, problem in (([1], "its key set could not be read"), ({"keys": 5}, "its key set could not be read")):
+            routes["/jwks"] = lambda r, b=broken: _answer(web.json_response(b))
+            q = RP(Settings("acme", "Acme", base, "sable", "s"))
+            with capture_logs() as logs:
+                await q.discover(http)
+            assert not q.available and q.problem == problem
+            assert logs == [{"event": "idp_unavailable", "provider": "acme", "problem": problem,
+                             "log_level": "warning"}]
+        routes["/.well-known/openid-configuration"] = lambda r: _answer(web.json_response({"x": 1}, status=404))
+        q = RP(Settings("acme", "Acme", base, "sable", "s"))
+        await q.discover(http)
+        assert q.problem == "its discovery document could not be read"
+        doc["issuer"] = base + "/other"
+        routes["/.well-known/openid-configuration"] = lambda r: _answer(web.json_response(doc))
+        await q.discover(http)
+        assert q.problem == "its discovery document names another issuer"
+    dead = RP(Settings("gone", "Gone", "http://127.0.0.1:9", "sable", "s"))
+    async with aiohttp.ClientSession() as http:
+        await dead.discover(http)
+    assert dead.problem == "it could not be reached"
+
+
+def test_an_authorization_endpoint_without_a_query_gets_one():
+    p = provider()
+    p.metadata["authorization_endpoint"] = "https://idp.example/auth"
+    assert p.authorization_url("s", "n", "v", "https://d.example/cb").startswith("https://idp.example/auth?response_type=code&")
+
+
+async def test_an_unknown_provider_is_named_so():
+    from clients.errors import NotFound
+    from discharger.oidc import Providers
+
+    with pytest.raises(NotFound) as caught:
+        Providers(()).get("acme")
+    assert caught.value.message == "no identity provider has that name"
+
+
+
+async def test_the_client_id_is_form_encoded_too_and_userinfo_is_asked_only_when_needed(token_endpoint):
+    import aiohttp
+
+    p, seen, answers = token_endpoint
+    p.settings = ProviderSettings("acme", "Acme", ISSUER, "sable/ci", "s")
+    answers["token"] = {"id_token": sign(claims(aud="sable/ci", groups=["from-token"])), "access_token": "at"}
+    async with aiohttp.ClientSession() as http:
+        got = await p.redeem(http, "c", "v", "https://d.example/cb", NONCE)
+        assert got["groups"] == ["from-token"] and "bearer" not in seen  # the ID token had them
+        assert seen["b64"].b64decode(seen["authorization"].split()[1]).decode() == "sable%2Fci:s"
+        answers["token"] = {"id_token": sign(claims(aud="sable/ci"))}  # no access token: no userinfo
+        assert "groups" not in await p.redeem(http, "c", "v", "https://d.example/cb", NONCE)
+        assert "bearer" not in seen
+
+
+async def test_redeem_refuses_an_error_status_even_with_an_id_token_and_any_non_object(token_endpoint):
+    import aiohttp
+
+    p, _, answers = token_endpoint
+    p.settings = ProviderSettings("acme", "Acme", ISSUER, "sable", "s")
+    async with aiohttp.ClientSession() as http:
+        for answer in ({"__status": 400, "id_token": sign(claims())}, {"id_token": 5}):
+            answers["token"] = dict(answer)
+            with pytest.raises(SignInRefused) as caught:
+                await p.redeem(http, "c", "v", "https://d.example/cb", NONCE)
+            assert caught.value.message == "the provider did not accept this sign-in; start again"
+
+
+async def test_redeem_finds_a_rotated_key(token_endpoint, documents):
+    import aiohttp
+    from aiohttp import web
+
+    p, _, answers = token_endpoint
+    p.settings = ProviderSettings("acme", "Acme", ISSUER, "sable", "s")
+    server, routes = documents
+    rotated = RSAKey.generate_key(2048, parameters={"kid": "rs9", "use": "sig"})
+    routes["/jwks"] = lambda r: _answer(web.json_response({"keys": [rotated.as_dict(private=False)]}))
+    p.metadata["jwks_uri"] = str(server.make_url("/jwks"))
+    p.jwks_at = 0.0
+    answers["token"] = {"id_token": sign(claims(), rotated)}
+    async with aiohttp.ClientSession() as http:
+        assert (await p.redeem(http, "c", "v", "https://d.example/cb", NONCE))["sub"] == "alice"
