@@ -265,9 +265,9 @@ async def test_fetches_are_capped_and_never_follow_a_redirect_to_another_host(ai
     app.router.add_get("/doc", doc)
     server = await aiohttp_server(app)
     async with aiohttp.ClientSession() as http:
-        with pytest.raises(Unavailable, match="1 MiB"):
+        with pytest.raises(Unavailable, match="^the provider's answer is larger than 1 MiB$"):
             await fetch_json(http, str(server.make_url("/big")))
-        with pytest.raises(Unavailable, match="another host"):
+        with pytest.raises(Unavailable, match="^the provider redirected to another host$"):
             await fetch_json(http, str(server.make_url("/away")))
         assert await fetch_json(http, str(server.make_url("/here"))) == {"ok": True}
 
@@ -339,6 +339,8 @@ async def token_endpoint(aiohttp_server):
         seen["authorization"] = request.headers.get("Authorization")
         seen["form"] = dict(await request.post())
         answer = answers["token"] or {"id_token": sign(claims()), "access_token": "at", "token_type": "Bearer"}
+        if not isinstance(answer, dict):
+            return web.json_response(answer)
         return web.json_response(answer, status=answer.pop("__status", 200))
 
     async def userinfo(request):
@@ -626,3 +628,85 @@ async def test_redeem_finds_a_rotated_key(token_endpoint, documents):
     answers["token"] = {"id_token": sign(claims(), rotated)}
     async with aiohttp.ClientSession() as http:
         assert (await p.redeem(http, "c", "v", "https://d.example/cb", NONCE))["sub"] == "alice"
+
+
+
+async def test_a_key_without_use_is_a_signing_key():
+    p = provider()
+    p.jwks["rs1"] = {k: v for k, v in p.jwks["rs1"].items() if k != "use"}
+    assert await p.check_id_token(None, sign(claims()), NONCE)
+
+
+async def test_the_size_limit_of_an_id_token():
+    from discharger.oidc import MAX_TOKEN
+
+    token = sign(claims())
+    at_limit = token + "A" * (MAX_TOKEN - len(token))
+    await refused(at_limit, "id_token_signature")  # read, then refused for its signature
+    await refused(at_limit + "A", "id_token_format")  # one byte more: not read at all
+
+
+async def test_a_provider_that_cannot_be_reached_during_the_exchange_is_unavailable(token_endpoint):
+    import aiohttp
+
+    from clients.errors import Unavailable
+
+    p, _, answers = token_endpoint
+    p.settings = ProviderSettings("acme", "Acme", ISSUER, "sable", "s")
+    userinfo = p.metadata["userinfo_endpoint"]
+    async with aiohttp.ClientSession() as http:
+        p.metadata["token_endpoint"] = "http://127.0.0.1:9/token"
+        with pytest.raises(Unavailable) as caught:
+            await p.redeem(http, "c", "v", "https://d.example/cb", NONCE)
+        assert caught.value.message == "Acme: the provider could not be reached"
+        p.metadata["token_endpoint"] = userinfo.replace("/userinfo", "/token")
+        p.metadata["userinfo_endpoint"] = "http://127.0.0.1:9/userinfo"
+        with pytest.raises(Unavailable) as caught:
+            await p.redeem(http, "c", "v", "https://d.example/cb", NONCE)
+        assert caught.value.message == "Acme: the provider could not be reached"
+        answers["token"] = [1, 2]  # not an object
+        with pytest.raises(SignInRefused) as refused_:
+            await p.redeem(http, "c", "v", "https://d.example/cb", NONCE)
+        assert refused_.value.reason == "token_endpoint"
+
+
+async def test_a_failing_key_refetch_waits_a_minute_too(documents):
+    import aiohttp
+    from aiohttp import web
+
+    server, routes = documents
+    fetched = []
+
+    async def gone(request):
+        fetched.append(1)
+        return web.json_response({"error": "no"}, status=404)
+
+    routes["/jwks"] = gone
+    p = provider()
+    p.metadata["jwks_uri"] = str(server.make_url("/jwks"))
+    p.jwks_at = 0.0
+    stranger = RSAKey.generate_key(2048, parameters={"kid": "nobody"})
+    async with aiohttp.ClientSession() as http:
+        for _ in range(3):
+            with pytest.raises(SignInRefused):
+                await p.check_id_token(http, sign(claims(), stranger), NONCE)
+    assert len(fetched) == 1
+
+
+async def test_an_issuer_with_a_trailing_slash_is_discovered_under_it(documents):
+    import aiohttp
+    from aiohttp import web
+
+    from discharger.oidc import Provider as RP
+    from discharger.providers import ProviderSettings as Settings
+
+    server, routes = documents
+    issuer = str(server.make_url("/tenant/"))
+    doc = {"issuer": issuer, "authorization_endpoint": issuer + "auth", "token_endpoint": issuer + "token",
+           "jwks_uri": issuer + "jwks"}
+    routes["/tenant/.well-known/openid-configuration"] = lambda r: _answer(web.json_response(doc))
+    routes["/tenant/jwks"] = lambda r: _answer(web.json_response({"keys": []}))
+    p = RP(Settings("acme", "Acme", issuer, "sable", "s"))
+    async with aiohttp.ClientSession() as http:
+        await p.discover(http)
+    assert p.available, p.problem
