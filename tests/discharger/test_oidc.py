@@ -710,3 +710,36 @@ async def test_an_issuer_with_a_trailing_slash_is_discovered_under_it(documents)
     async with aiohttp.ClientSession() as http:
         await p.discover(http)
     assert p.available, p.problem
+
+
+async def test_rediscovery_retries_the_unavailable_and_refreshes_the_stale_only(documents):
+    from aiohttp import web
+
+    from discharger.oidc import REDISCOVER, Providers
+    from discharger.providers import ProviderSettings as Settings
+
+    server, routes = documents
+    base = str(server.make_url("")).rstrip("/")
+    asked = []
+
+    async def discovery(request):
+        asked.append(1)
+        return web.json_response({"issuer": base, "authorization_endpoint": base + "/auth",
+                                  "token_endpoint": base + "/token", "jwks_uri": base + "/jwks"})
+
+    routes["/jwks"] = lambda r: _answer(web.json_response({"keys": []}))
+    providers = Providers((Settings("acme", "Acme", base, "sable", "s"),))
+    p = providers.all["acme"]
+    try:
+        await providers._rediscover()  # never discovered: tried
+        assert not p.available and len(asked) == 0  # (the document was not served yet)
+        routes["/.well-known/openid-configuration"] = discovery
+        await providers._rediscover()
+        assert p.available and len(asked) == 1
+        await providers._rediscover()  # fresh: left alone
+        assert len(asked) == 1
+        p.discovered_at -= REDISCOVER
+        await providers._rediscover()  # an hour old: read again
+        assert len(asked) == 2
+    finally:
+        await providers.close()
