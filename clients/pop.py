@@ -42,6 +42,8 @@ def keygen(out: str | os.PathLike) -> dict[str, Any]:
     for path in (private, public):
         if path.exists():
             raise BadRequest(f"{path} exists; a key is never overwritten (remove it first)")
+    if not private.parent.is_dir():
+        raise BadRequest(f"{private.parent} is not a folder: create it first (mkdir -p {private.parent})")
     pem = key.as_pem(private=True)
     fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:

@@ -42,3 +42,23 @@ def test_offline_commands_load_nothing_heavy(args):
     assert json.loads(r.stderr.strip().splitlines()[-1]) == []
     if args[0] in ("inspect", "attenuate"):
         assert r.stdout.strip()  # and they did their work
+
+
+def test_a_mistyped_command_names_the_one_meant():
+    from click.testing import CliRunner
+
+    from cli.main import main
+
+    r = CliRunner().invoke(main, ["tokn", "list"])
+    assert r.exit_code == 2 and "No such command 'tokn'. Did you mean `sable token`?" in r.output
+    r = CliRunner().invoke(main, ["zzzzzz"])
+    assert r.exit_code == 2 and "No such command 'zzzzzz'." in r.output and "Did you mean" not in r.output
+
+
+def test_keygen_into_a_missing_folder_says_so(tmp_path):
+    from click.testing import CliRunner
+
+    from cli.main import main
+
+    r = CliRunner().invoke(main, ["keygen", "--out", str(tmp_path / "nope" / "host.key")])
+    assert r.exit_code == 2 and "is not a folder: create it first" in r.output and "Traceback" not in r.output
