@@ -16,6 +16,16 @@ function sableShow(text) {
   if (el) { el.textContent = text; el.hidden = false; }
 }
 
+// The browser's own errors in human terms; the server's messages are already.
+function sableWords(e) {
+  if (e && e.name === "NotAllowedError") {
+    return "The passkey was not used: it was cancelled, timed out, or could not verify you. Try again.";
+  }
+  if (e && e.name === "InvalidStateError") return "This passkey is registered already.";
+  if (e && e.name && e.name !== "Error") return "This browser could not use a passkey here.";
+  return (e && e.message) || "That did not work; try again.";
+}
+
 async function sableSignIn(button) {
   const csrf = button.dataset.csrf, second = button.dataset.second === "1";
   const options = await sablePost("/login/passkey/options", {csrf});
@@ -43,7 +53,7 @@ document.addEventListener("DOMContentLoaded", () => {
     button.hidden = false;
     button.addEventListener("click", (ev) => {
       ev.preventDefault();
-      run(button).catch((e) => sableShow(e.message || String(e)));
+      run(button).catch((e) => sableShow(sableWords(e)));
     });
   }
 });

@@ -85,6 +85,7 @@ async def test_add_a_passkey_then_sign_in_with_it_alone_and_as_a_second_factor(b
     await page.goto(url + "/login")
     await page.get_by_role("button", name="Sign in with a passkey").click()
     await page.locator("#passkey-error").wait_for(state="visible")
+    assert (await page.locator("#passkey-error").inner_text()).startswith("The passkey was not used")
     assert await service.browser.signed_in(next((c["value"] for c in await page.context.cookies()
                                                  if c["name"] == "sable_browser"), None)) is None
     await shot(page, "4-refused")
