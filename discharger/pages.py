@@ -17,7 +17,7 @@ from discharger.oidc import SignInRefused
 from discharger.passkeys import CEREMONY_TTL
 from discharger.service import Discharger
 from discharger.store import SessionRow
-from server.http import caller, client_address, json_response, read_json
+from server.http import caller, client_address, error_for, json_response, read_json
 from server.pagekit import Pages, check_csrf, css, new_secret, page_errors, read_form, safe_next
 from server.ratelimit import SlidingCounter, throttle_key
 
@@ -252,7 +252,7 @@ async def link_start(request: web.Request) -> web.Response:
         await b.d.sessions.authenticate(Credentials(b.user, form.get("password", "")[:1024],
                                                     form.get("code", "")[:32] or None), caller(request))
     except (Unauthorized, RateLimited) as e:
-        return await _account(b, 401 if isinstance(e, Unauthorized) else 429, e.message)
+        return await _account(b, error_for(e).status, e.message)
     started = b.d.federation.begin(request.match_info["name"], "/account/security?linked=1", link_to=b.user)
     resp = web.Response(status=302, headers={"Location": started.url, "Cache-Control": "no-store"})
     b.pages.set_cookie(request, resp, IDP_COOKIE, started.cookie, max_age=STATE_TTL)
@@ -355,8 +355,7 @@ async def totp_begin(request: web.Request) -> web.Response:
         await _recheck(b, form)
         enrolment = await b.d.sessions.factors.begin(b.user)
     except (Unauthorized, RateLimited, Conflict) as e:
-        return await _account(b, 401 if isinstance(e, Unauthorized) else 429 if isinstance(e, RateLimited) else 409,
-                              e.message)
+        return await _account(b, error_for(e).status, e.message)
     return await _account(b, enrolment=enrolment)
 
 
@@ -386,7 +385,7 @@ async def totp_remove(request: web.Request) -> web.Response:
     try:
         await _recheck(b, form)
     except (Unauthorized, RateLimited) as e:
-        return await _account(b, 401 if isinstance(e, Unauthorized) else 429, e.message)
+        return await _account(b, error_for(e).status, e.message)
     await b.d.sessions.factors.remove(b.user, caller(request), by="self")
     return _see_other("/account/security")
 
