@@ -97,7 +97,11 @@ def _describe(e: BaseException) -> str:
 UNREACHABLE = (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
                asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError, asyncpg.CrashShutdownError,
                asyncpg.QueryCanceledError, asyncpg.TooManyConnectionsError, ConnectionError,
-               asyncpg.InternalClientError)  # what a connection the server ended mid-query can raise
+               asyncpg.InternalClientError,  # what a connection the server ended mid-query can raise
+               # and what the pool's reconnect meets when the database was closed to connections
+               # (ALLOW_CONNECTIONS false), dropped, or its role or password changed meanwhile
+               asyncpg.ObjectNotInPrerequisiteStateError, asyncpg.InvalidCatalogNameError,
+               asyncpg.InvalidAuthorizationSpecificationError, asyncpg.InvalidPasswordError)
 
 
 # What "try again in a moment" looks like: the transaction lost a lock cycle or a serialization
