@@ -1,5 +1,6 @@
 #!/usr/bin/env sh
-# System packages the test suite uses: PostgreSQL 15+ (a throwaway cluster per run),
+# System packages the test suite uses: PostgreSQL 15+ (a throwaway cluster per run) and
+# PgBouncer (a transaction pooler in front of it),
 # Chromium (the browser tests drive Debian's package through Playwright) and Node.js with npm
 # (a real OpenID provider, panva's oidc-provider, pinned by its lockfile).
 # Installs what is missing where it can (root with apt-get); elsewhere it says what is
@@ -10,6 +11,8 @@ set -eu
 have_postgres() { ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1; }
 
 have_chromium() { command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; }
+
+have_pgbouncer() { command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ]; }
 
 have_node() { command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; }
 
@@ -26,6 +29,7 @@ missing=""
 have_postgres || missing="$missing postgresql"
 have_chromium || missing="$missing chromium"
 have_node || missing="$missing nodejs npm"
+have_pgbouncer || missing="$missing pgbouncer"
 if [ -z "$missing" ]; then
     provider
     exit 0

@@ -54,7 +54,7 @@ class Authority:
         its URL when the configuration gives one: `say` hears about the wait)."""
         trust = await TrustedDischargers.load(config, say)
         keys = RootKeys(config.master_key)
-        store = await open_store(config.db_path)
+        store = await open_store(config.db_path, pooler=config.pooler, listen_url=config.listen_database)
         try:
             await keys.master.check(store, config.db_path)
             await keys.load_user_key(store)

@@ -4,6 +4,7 @@ between SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 
 import click
@@ -57,12 +58,22 @@ def _db_option(fn):
 def db_status(location, service):
     """Print the schema version each service's data has, and this build's."""
     from server.postgres import redact
+    from server.store import StoreError
+
+    failed = []
 
     async def go() -> list[str]:
         lines = []
         for s in _db_services(location, service):
-            async with opened(s.open_store, location, migrate=False) as store:
-                have, want = await store.stored_version(), store.schema_version()
+            try:
+                async with opened(s.open_store, location, migrate=False) as store:
+                    have, want = await store.stored_version(), store.schema_version()
+            except StoreError as e:
+                if service:  # the one asked for: its error is the answer
+                    raise
+                lines.append(f"{s.name}: {e.detail or e.message}")  # e.g. another role's schema
+                failed.append(s.name)
+                continue
             state = ("empty" if have == 0 else "up to date" if have == want
                      else "needs `sable db upgrade`" if have < want else "newer than this build")
             lines.append(f"{s.name}: schema version {have}, this build {want}: {state}")
@@ -70,6 +81,8 @@ def db_status(location, service):
     click.echo(f"database {redact(location)}")
     for line in asyncio.run(go()):
         click.echo(line)
+    if failed:
+        sys.exit(1)
 
 
 @db.command("upgrade")

@@ -24,6 +24,10 @@ def _service_options(port: int):
             click.option("--db", metavar="PATH|URL",
                          help="A SQLite file or a postgresql:// URL (else SABLE_DATABASE_URL, the TOML key "
                               "`database`, or <data-dir>/<service>.db)."),
+            click.option("--pooler", is_flag=True, default=None,
+                         help="The database URL leads to a transaction pooler such as PgBouncer (TOML `pooler`)."),
+            click.option("--listen-database", metavar="URL",
+                         help="A direct PostgreSQL URL for LISTEN when --pooler is set (else the feed is polled)."),
             click.option("--config", "config_path", type=click.Path(dir_okay=False), help="A TOML settings file."),
             click.option("--tls-cert", type=click.Path(dir_okay=False)),
             click.option("--tls-key", type=click.Path(dir_okay=False)),

@@ -47,7 +47,7 @@ class Discharger:
     @classmethod
     async def open(cls, config: DischargerConfig) -> Discharger:
         master = MasterKey(config.master_key)
-        store = await open_store(config.db_path)
+        store = await open_store(config.db_path, pooler=config.pooler, listen_url=config.listen_database)
         hasher = Hasher(config.password_limits, config.hash_threads, config.hash_queue)
         try:
             await master.check(store, config.db_path)

@@ -12,6 +12,16 @@ QUIET_LIBRARIES = ("aiosqlite", "asyncpg", "aiohttp.access", "aiohttp.client", "
                    "urllib3", "asyncio")
 
 
+def _without_stack(record: logging.LogRecord) -> bool:
+    if record.name.startswith("asyncpg") and record.exc_info and record.exc_info[1] is not None:
+        error = record.exc_info[1]
+        record.msg = f"{record.getMessage()}: {getattr(error, 'strerror', None) or error}"
+        record.args = None
+        record.exc_info = None
+        record.exc_text = None
+    return True
+
+
 def configure_logging(level: str = "INFO", stream: TextIO = sys.stdout) -> None:
     """JSON lines on stdout for services; tools (`sable db`, `sable discharger keys`) pass
     stderr, which keeps their stdout for results."""
@@ -23,6 +33,9 @@ def configure_logging(level: str = "INFO", stream: TextIO = sys.stdout) -> None:
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, structlog.processors.format_exc_info,
                     structlog.processors.JSONRenderer()],
     ))
+    # asyncpg's pool logs each failed reconnect with a traceback; an outage is already one
+    # `database_unavailable` line of ours, so its line keeps the error's text and no stack.
+    handler.addFilter(_without_stack)
     logging.basicConfig(handlers=[handler], level=level)
     # Libraries that log queries with their parameters (usernames of failed logins, credential
     # digests) or request URLs (one-time secrets) stay at WARNING whatever the level (SPEC §12).

@@ -4,8 +4,16 @@ every service has (meta, admins, audit), and a LISTEN connection of its own.
 
 Every failure to reach the database becomes `StoreError` (503 `unavailable`), with the URL's
 password shown as `***`, and every query has a deadline, so a lost database is a prompt 503,
-never a hang. This is the only module, with the services' `store/postgres.py`, that speaks
-PostgreSQL.
+never a hang.
+
+Every name is schema-qualified and nothing depends on session state, so a service works the
+same behind a transaction pooler (PgBouncer's `pool_mode = transaction`, SPEC §19): with
+`pooler=True` no setting is passed at connection start (a pooler refuses or silently drops
+them), prepared statements are not cached (a pooler hands each transaction another server
+connection), and durability is set per write transaction (`SET LOCAL`). Migrations set their
+`search_path` per transaction (`SET LOCAL`) and the functions they create keep it.
+
+This is the only module, with the services' `store/postgres.py`, that speaks PostgreSQL.
 """
 
 from __future__ import annotations
@@ -127,11 +135,14 @@ class PgDatabase:
     SCHEMA: ClassVar[str]
     MIGRATIONS: ClassVar[Sequence[str]] = ()
 
-    def __init__(self, pool: asyncpg.Pool, url: str, connect_args: dict):
+    def __init__(self, pool: asyncpg.Pool, url: str, connect_args: dict, *, sync_local: bool = False,
+                 listen_url: str | None = None, pooler: bool = False):
         self.path = redact(url)  # what messages name
         self._url = url
         self._pool = pool
         self._connect_args = connect_args
+        self._sync_local = sync_local  # each write transaction sets synchronous_commit = on itself
+        self._listen_url = listen_url if listen_url is not None else (None if pooler else url)
         self._listeners: list[_Listener] = []
         self.commit_observer: Callable[[float], None] | None = None  # told each commit's duration (metrics)
 
@@ -140,31 +151,38 @@ class PgDatabase:
         return len(cls.MIGRATIONS)
 
     @classmethod
-    async def _settings(cls, url: str, role: str) -> dict:
-        """Connection settings: this service's schema, and commits durable at least to `on`
-        whatever the role's or server's default."""
-        conn = await asyncpg.connect(url, timeout=CONNECT_TIMEOUT)
+    async def _weak_commits(cls, url: str, pooler: bool) -> bool:
+        """Whether the server's (or role's) synchronous_commit is weaker than `on`: then every
+        session (or, behind a pooler, every write transaction) raises it. A stronger default,
+        such as `remote_apply`, is kept."""
+        conn = await asyncpg.connect(url, timeout=CONNECT_TIMEOUT, statement_cache_size=0 if pooler else 100)
         try:
-            current = await conn.fetchval("SHOW synchronous_commit", timeout=QUERY_TIMEOUT)
+            return await conn.fetchval("SHOW synchronous_commit", timeout=QUERY_TIMEOUT) in WEAKER_THAN_ON
         finally:
             await conn.close()
-        # The application name tells a running service ("service") from `sable db` ("tool").
-        settings = {"search_path": cls.SCHEMA, "application_name": f"sable-{cls.SCHEMA}-{role}"}
-        if current in WEAKER_THAN_ON:
-            settings["synchronous_commit"] = "on"
-        return settings
 
     @classmethod
     async def open(cls: type[T], url: str, migrate: bool = True, role: str = "service",
-                   min_size: int = 1, max_size: int = 10) -> T:
+                   min_size: int = 1, max_size: int = 10, pooler: bool = False, listen_url: str | None = None) -> T:
+        """`pooler`: `url` leads to a transaction pooler (see the module doc). `listen_url`: a
+        direct connection for LISTEN (by default `url`, or none behind a pooler, which delivers
+        no notifications: the feed is then polled)."""
         db_cls: Any = cls
         try:
-            settings = await db_cls._settings(url, role)
-            args = {"timeout": CONNECT_TIMEOUT, "command_timeout": QUERY_TIMEOUT, "server_settings": settings}
+            weak = await db_cls._weak_commits(url, pooler)
+            args: dict[str, Any] = {"timeout": CONNECT_TIMEOUT, "command_timeout": QUERY_TIMEOUT}
+            if pooler:
+                args["statement_cache_size"] = 0
+            else:
+                # The application name tells a running service ("service") from `sable db` ("tool").
+                args["server_settings"] = {"application_name": f"sable-{cls.SCHEMA}-{role}"}  # type: ignore[attr-defined]
+                if weak:
+                    args["server_settings"]["synchronous_commit"] = "on"
             pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, reset=_no_reset, **args)
         except UNREACHABLE + (asyncpg.PostgresError, ValueError) as e:
             raise StoreError(f"cannot open database {redact(url)}: {_describe(e)}") from None
-        db = db_cls(pool, url, args)
+        listen_args = {k: v for k, v in args.items() if k != "statement_cache_size"}
+        db = db_cls(pool, url, listen_args, sync_local=pooler and weak, listen_url=listen_url, pooler=pooler)
         try:
             if migrate:
                 await db.migrate()
@@ -196,10 +214,15 @@ class PgDatabase:
     async def stored_version(self) -> int:
         """The schema version the database records (0 when it holds nothing of ours)."""
         async with self._conn() as c:
+            usable = await c.fetchval("SELECT has_schema_privilege(oid, 'USAGE') FROM pg_namespace"
+                                      " WHERE nspname = $1", self.SCHEMA)
+            if usable is False:
+                raise StoreError(f"database {self.path}: role {await c.fetchval('SELECT current_user')} may not "
+                                 f"use schema {self.SCHEMA} (it is another role's; use that service's URL)")
             exists = await c.fetchval("SELECT to_regclass($1)", f"{self.SCHEMA}.meta")
             if exists is None:
                 return 0
-            row = await c.fetchval("SELECT v FROM meta WHERE k = 'schema_version'")
+            row = await c.fetchval(f"SELECT v FROM {self.SCHEMA}.meta WHERE k = 'schema_version'")
             return int(row) if row else 0
 
     async def check_version(self) -> int:
@@ -214,7 +237,11 @@ class PgDatabase:
         so replicas starting together upgrade it once. Returns (from, to)."""
         async with self._tx() as c:
             await c.execute("SELECT pg_advisory_xact_lock($1)", self._lock_key())
-            await c.execute(f"CREATE SCHEMA IF NOT EXISTS {self.SCHEMA}")
+            await self._create_schema(c)
+            # Migrations name tables unqualified: this transaction's search_path (SET LOCAL,
+            # so it never outlives the transaction on a pooled server connection) is the
+            # schema alone, and the functions they create keep it (SET search_path FROM CURRENT).
+            await c.execute(f"SET LOCAL search_path = {self.SCHEMA}")
             await c.execute("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v BYTEA NOT NULL)")
             row = await c.fetchval("SELECT v FROM meta WHERE k = 'schema_version'")
             current, wanted = (int(row) if row else 0), self.schema_version()
@@ -227,6 +254,24 @@ class PgDatabase:
                 await c.execute("INSERT INTO meta (k, v) VALUES ('schema_version', $1)"
                                 " ON CONFLICT (k) DO UPDATE SET v = excluded.v", str(wanted).encode())
         return current, wanted
+
+    async def _create_schema(self, c: asyncpg.Connection) -> None:
+        """Create this service's schema unless it exists. Only then: CREATE SCHEMA (even with
+        IF NOT EXISTS) needs CREATE on the database, which a least-privilege role lacks."""
+        if await c.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", self.SCHEMA):
+            if not await c.fetchval("SELECT has_schema_privilege($1, 'USAGE, CREATE')", self.SCHEMA):
+                raise StoreError(f"database {self.path}: role {await c.fetchval('SELECT current_user')} may not use "
+                                 f"schema {self.SCHEMA}: make it the schema's owner "
+                                 f"(ALTER SCHEMA {self.SCHEMA} OWNER TO ...) or grant USAGE and CREATE on it")
+            return
+        try:
+            async with c.transaction():  # a savepoint: the refusal below is reported, not fatal to it
+                await c.execute(f"CREATE SCHEMA {self.SCHEMA}")
+        except asyncpg.InsufficientPrivilegeError:
+            user, db = await c.fetchrow("SELECT current_user, current_database()")
+            raise StoreError(f"database {self.path}: schema {self.SCHEMA} does not exist and role {user} may not "
+                             f"create it: run CREATE SCHEMA {self.SCHEMA} AUTHORIZATION {user} as the database's "
+                             f"owner, or GRANT CREATE ON DATABASE {db} TO {user}") from None
 
     # --- connections and transactions ------------------------------------------------------------
 
@@ -247,6 +292,16 @@ class PgDatabase:
             log.warning("database_retry", detail=detail)
             raise StoreError("the database could not complete this request now; try again", retry_after=1,
                              detail=detail) from None
+        except asyncpg.InvalidSQLStatementNameError:  # a cached statement another server connection never saw
+            detail = (f"database {self.path}: a prepared statement vanished between statements: a transaction "
+                      "pooler is in between; set `pooler = true` (--pooler)")
+            log.error("database_pooler_detected", detail=detail)
+            raise StoreError("the database could not complete this request now; try again", retry_after=1,
+                             detail=detail) from None
+        except asyncpg.InsufficientPrivilegeError as e:  # an operator's grant is missing: name it to them
+            detail = f"database {self.path}: {_describe(e)}: grant this service's role the privilege"
+            log.error("database_privilege_missing", detail=detail)
+            raise StoreError("the database refused this request; the operator has been told", detail=detail) from None
         except asyncpg.DataError as e:  # e.g. a character the database's encoding has no room for
             log.info("database_refused_value", error=getattr(e, "sqlstate", None))
             raise BadRequest("a value in this request cannot be stored") from None
@@ -258,6 +313,8 @@ class PgDatabase:
             tx = c.transaction()
             await tx.start()
             try:
+                if self._sync_local:
+                    await c.execute("SET LOCAL synchronous_commit = on")
                 yield c
             except BaseException:
                 await tx.rollback()
@@ -266,6 +323,13 @@ class PgDatabase:
             await tx.commit()
             if self.commit_observer is not None:
                 self.commit_observer(time.perf_counter() - started)
+
+    async def _write_all(self, sql: str, *args: Any) -> list:
+        """One writing statement, committed durably as it ends."""
+        if not self._sync_local:
+            return await self._all(sql, *args)
+        async with self._tx() as c:
+            return list(await c.fetch(sql, *args))
 
     async def _one(self, sql: str, *args: Any) -> Any:
         async with self._conn() as c:
@@ -288,6 +352,9 @@ class PgDatabase:
         """Call `wake()` on every NOTIFY on `channel`, and after every (re)connect, since
         notifications sent while disconnected are lost. A dedicated connection outside the
         pool (the pool's reset would UNLISTEN it); reconnects by itself."""
+        if self._listen_url is None:  # behind a pooler, LISTEN hears nothing: callers poll
+            log.info("listen_off", channel=channel, reason="pooler without listen_database")
+            return
         listener = _Listener(channel, wake)
         self._listeners.append(listener)
         listener.task = asyncio.create_task(self._listen(listener))
@@ -296,7 +363,7 @@ class PgDatabase:
         delay = 0.1
         while True:
             try:
-                conn = await asyncpg.connect(self._url, **self._connect_args)
+                conn = await asyncpg.connect(self._listen_url, **self._connect_args)
                 listener.conn = conn
                 await conn.add_listener(listener.channel, lambda *_: listener.wake())
                 listener.wake()  # catch up on what was missed while disconnected
@@ -320,17 +387,15 @@ class PgDatabase:
 
     # --- what every service stores -----------------------------------------------------------------
 
-    @classmethod
-    async def _audit_for(cls, c: asyncpg.Connection, audit: AuditFor[Change], change: Change) -> None:
+    async def _audit_for(self, c: asyncpg.Connection, audit: AuditFor[Change], change: Change) -> None:
         """Store the record `audit` makes of `change` (if any) in this transaction."""
         record = audit(change)
         if record is not None:
-            await cls._audit(c, [record])
+            await self._audit(c, [record])
 
-    @staticmethod
-    async def _audit(c: asyncpg.Connection, records: list[AuditRecord]) -> None:
+    async def _audit(self, c: asyncpg.Connection, records: list[AuditRecord]) -> None:
         await c.executemany(
-            'INSERT INTO audit (at, event, outcome, request_id, client, token_id, parent, org, "user", detail)'
+            f'INSERT INTO {self.SCHEMA}.audit (at, event, outcome, request_id, client, token_id, parent, org, "user", detail)'
             " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             [(r.at, r.event, r.outcome, r.request_id, r.client, r.token_id, r.parent, r.org, r.user,
               json.dumps(r.detail) if r.detail else None) for r in records],
@@ -344,36 +409,37 @@ class PgDatabase:
     async def audit_rows(self, event: str | None = None) -> list[AuditRow]:
         cols = 'seq, at, event, outcome, request_id, client, token_id, parent, org, "user", detail'
         if event is None:
-            rows = await self._all(f"SELECT {cols} FROM audit ORDER BY seq")
+            rows = await self._all(f"SELECT {cols} FROM {self.SCHEMA}.audit ORDER BY seq")
         else:
-            rows = await self._all(f"SELECT {cols} FROM audit WHERE event = $1 ORDER BY seq", event)
+            rows = await self._all(f"SELECT {cols} FROM {self.SCHEMA}.audit WHERE event = $1 ORDER BY seq", event)
         return [AuditRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], json.loads(r[10]) if r[10] else None)
                 for r in rows]
 
     async def get_meta(self, key: str) -> bytes | None:
-        row = await self._one("SELECT v FROM meta WHERE k = $1", key)
+        row = await self._one(f"SELECT v FROM {self.SCHEMA}.meta WHERE k = $1", key)
         return bytes(row[0]) if row else None
 
     async def ensure_meta(self, key: str, value: bytes) -> bytes:
         async with self._tx() as c:
-            await c.execute("INSERT INTO meta (k, v) VALUES ($1, $2) ON CONFLICT (k) DO NOTHING", key, value)
-            return bytes(await c.fetchval("SELECT v FROM meta WHERE k = $1", key))
+            await c.execute(f"INSERT INTO {self.SCHEMA}.meta (k, v) VALUES ($1, $2) ON CONFLICT (k) DO NOTHING", key, value)
+            return bytes(await c.fetchval(f"SELECT v FROM {self.SCHEMA}.meta WHERE k = $1", key))
 
     async def add_admin(self, digest: bytes, now: int) -> None:
         async with self._tx() as c:
-            await c.execute("INSERT INTO admins (hash, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING", digest, now)
+            await c.execute(f"INSERT INTO {self.SCHEMA}.admins (hash, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                            digest, now)
 
     async def list_admins(self) -> list[tuple[bytes, int]]:
-        return [(bytes(r[0]), r[1]) for r in await self._all("SELECT hash, created_at FROM admins ORDER BY created_at")]
+        return [(bytes(r[0]), r[1]) for r in await self._all(f"SELECT hash, created_at FROM {self.SCHEMA}.admins ORDER BY created_at")]
 
     async def remove_admin(self, digest: bytes) -> bool:
         async with self._tx() as c:
-            return await c.fetchval("DELETE FROM admins WHERE hash = $1 RETURNING 1", digest) is not None
+            return await c.fetchval(f"DELETE FROM {self.SCHEMA}.admins WHERE hash = $1 RETURNING 1", digest) is not None
 
     async def is_admin(self, credential: str | None) -> bool:
         if not credential or not credential.startswith(ADMIN):
             return False
-        return await self._one("SELECT 1 FROM admins WHERE hash = $1", secret_digest(credential)) is not None
+        return await self._one(f"SELECT 1 FROM {self.SCHEMA}.admins WHERE hash = $1", secret_digest(credential)) is not None
 
     async def in_use(self) -> bool:
         """Whether a service process is connected to this schema now (other than us)."""
@@ -389,7 +455,7 @@ class PgDatabase:
             async with c.transaction(isolation="repeatable_read", readonly=True):
                 for name, cols in tables:
                     quoted = ", ".join(f'"{x}"' for x in cols)
-                    rows = await c.fetch(f"SELECT {quoted} FROM {name}")
+                    rows = await c.fetch(f"SELECT {quoted} FROM {self.SCHEMA}.{name}")
                     out[name] = [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in rows]
         return out
 
@@ -397,19 +463,20 @@ class PgDatabase:
         """Insert rows as given (ids, sequence numbers and all) in one transaction, then move
         each sequence past the highest number copied."""
         async with self._tx() as c:
-            await c.execute("DELETE FROM meta WHERE k = 'schema_version'")  # the source's comes with the data
+            await c.execute(f"DELETE FROM {self.SCHEMA}.meta WHERE k = 'schema_version'")  # the source's comes with the data
             for name, cols in tables:
                 if data[name]:
-                    await c.copy_records_to_table(name, records=data[name], columns=list(cols), timeout=600)
+                    await c.copy_records_to_table(name, schema_name=self.SCHEMA, records=data[name], columns=list(cols),
+                                                  timeout=600)
                 if "seq" in cols:
-                    await c.execute(f"SELECT setval(pg_get_serial_sequence('{name}', 'seq'),"
-                                    f" COALESCE((SELECT MAX(seq) FROM {name}), 0) + 1, false)")
+                    await c.execute(f"SELECT setval(pg_get_serial_sequence('{self.SCHEMA}.{name}', 'seq'),"
+                                    f" COALESCE((SELECT MAX(seq) FROM {self.SCHEMA}.{name}), 0) + 1, false)")
 
     async def row_count(self, tables: Sequence[tuple[str, Sequence[str]]]) -> int:
         total = 0
         for name, _ in tables:
             where = " WHERE k <> 'schema_version'" if name == "meta" else ""
-            total += (await self._one(f"SELECT COUNT(*) FROM {name}{where}"))[0]
+            total += (await self._one(f"SELECT COUNT(*) FROM {self.SCHEMA}.{name}{where}"))[0]
         return total
 
     async def reseal(self, columns, fn, audit: AuditRecord, progress=None) -> Resealed:
@@ -418,21 +485,22 @@ class PgDatabase:
         work = Resealing(fn, progress)
         async with self._tx() as c:
             for table in dict.fromkeys(col.table for col in columns):
-                await c.execute(f"LOCK TABLE {table} IN EXCLUSIVE MODE")
+                await c.execute(f"LOCK TABLE {self.SCHEMA}.{table} IN EXCLUSIVE MODE")
             for col in columns:
+                table = f"{self.SCHEMA}.{col.table}"
                 where = f" AND ({col.where})" if col.where else ""
-                work.column(col, await c.fetchval(f"SELECT COUNT(*) FROM {col.table} WHERE true{where}"))
+                work.column(col, await c.fetchval(f"SELECT COUNT(*) FROM {table} WHERE true{where}"))
                 last = None
                 while True:
                     after = "" if last is None else f" AND {col.key} > $1"
-                    page = await c.fetch(f"SELECT {col.key}, {col.key}, {col.column} FROM {col.table} WHERE true{where}"
+                    page = await c.fetch(f"SELECT {col.key}, {col.key}, {col.column} FROM {table} WHERE true{where}"
                                          f"{after} ORDER BY {col.key} LIMIT {RESEAL_PAGE}", *(() if last is None else (last,)))
                     if not page:
                         break
                     updates = work.page(page)  # the row's handle is its key
                     key_type = "bytea" if isinstance(page[0][0], bytes | memoryview) else "text"
-                    await c.execute(f"UPDATE {col.table} SET {col.column} = u.v FROM unnest($1::{key_type}[], $2::bytea[])"
-                                    f" AS u(k, v) WHERE {col.table}.{col.key} = u.k",
+                    await c.execute(f"UPDATE {table} SET {col.column} = u.v FROM unnest($1::{key_type}[], $2::bytea[])"
+                                    f" AS u(k, v) WHERE {table}.{col.key} = u.k",
                                     [k for _, k in updates], [v for v, _ in updates])
                     last = page[-1][0]
             resealed = work.finish(audit)

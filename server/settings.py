@@ -12,10 +12,11 @@ from typing import Any
 
 from clients.errors import ConfigError
 from clients.urls import service_url
+from server.store import POSTGRES_SCHEMES
 
 # The keys every service's TOML table may hold; each service adds its own.
 COMMON_KEYS = frozenset({"host", "port", "public_url", "data_dir", "database", "db", "master_key_file", "tls_cert",
-                         "tls_key", "trusted_proxy", "metrics_host", "metrics_port"})
+                         "tls_key", "trusted_proxy", "metrics_host", "metrics_port", "pooler", "listen_database"})
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ class ServiceSettings:
     trusted_proxies: tuple[str, ...] = ()  # peers whose X-Forwarded-For/-Proto are believed
     metrics_host: str | None = None  # /metrics on its own address (then not on the main port)
     metrics_port: int | None = None
+    pooler: bool = False  # the database URL leads to a transaction pooler (SPEC §19)
+    listen_database: str | None = None  # a direct PostgreSQL URL for LISTEN, past the pooler
 
     @property
     def secure(self) -> bool:
@@ -60,8 +63,17 @@ def common(name: str, default_port: int, config_path: str | None, flags: dict,
     scheme = "https" if pick("tls_cert") else "http"
     if pick("metrics_host") and not pick("metrics_port"):
         raise ConfigError("metrics_host needs metrics_port (the port /metrics moves to)")
+    db_path = database(flags, section, data_dir, name)
+    pooler = flag(pick("pooler", False), "pooler")
+    listen_database = pick("listen_database")
+    if (pooler or listen_database) and not db_path.startswith(POSTGRES_SCHEMES):
+        raise ConfigError("pooler and listen_database apply to a postgresql:// database only")
+    if listen_database and not listen_database.startswith(POSTGRES_SCHEMES):
+        raise ConfigError("listen_database must be a postgresql:// URL (a direct connection, not the pooler's)")
     fields = {
-        "db_path": database(flags, section, data_dir, name),
+        "db_path": db_path,
+        "pooler": pooler,
+        "listen_database": listen_database,
         "master_key": flags.get("master_key") or load_master_key(pick("master_key_file")),
         "public_url": service_url(pick("public_url") or f"{scheme}://{host}:{port}", "public_url"),
         "host": host,
@@ -74,6 +86,18 @@ def common(name: str, default_port: int, config_path: str | None, flags: dict,
     return fields, pick, section, data_dir
 
 SECTIONS = ("authority", "discharger")
+
+
+def flag(value: Any, name: str) -> bool:
+    """A yes/no setting from TOML (a boolean), the environment or a flag (text)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("", "0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, not {value!r}")
 
 
 def read_toml(path: str | None, section: str, known: frozenset[str] | None = None) -> dict:

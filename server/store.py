@@ -28,13 +28,14 @@ class StoreError(Unavailable):
 
 
 async def open_backend(location: str, sqlite: Callable[[], Any], postgres: Callable[[], Any], migrate: bool = True,
-                       role: str = "service") -> Any:
+                       role: str = "service", pooler: bool = False, listen_url: str | None = None) -> Any:
     """A service's store at `location`: a `postgresql://` URL opens `postgres()`'s class, else a
     SQLite file path `sqlite()`'s (each imported only when chosen). The schema is brought to
     this build's version unless `migrate` is False (then only checked). `role` is "tool" for
-    `sable db` commands, so they can tell themselves from running services."""
+    `sable db` commands, so they can tell themselves from running services. `pooler` and
+    `listen_url` are PostgreSQL's (see `server.postgres.PgDatabase.open`)."""
     if location.startswith(POSTGRES_SCHEMES):
-        return await postgres().open(location, migrate=migrate, role=role)
+        return await postgres().open(location, migrate=migrate, role=role, pooler=pooler, listen_url=listen_url)
     return await sqlite().open(location, migrate=migrate)
 
 # The tables every service has, with their columns, before the service's own.

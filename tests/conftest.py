@@ -36,6 +36,27 @@ def pg_url(pg_cluster) -> str:
 
 
 @pytest.fixture(scope="session")
+def pgbouncer(pg_cluster):
+    """PgBouncer in transaction mode in front of the cluster (SPEC §19)."""
+    from tests.support.pgbouncer import HOW_TO_GET_IT, Bouncer, binary
+
+    exe = binary()
+    if exe is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PgBouncer is required in CI and is not installed: {HOW_TO_GET_IT}")
+        pytest.skip("PgBouncer is not installed")
+    bouncer = Bouncer(exe, pg_cluster.port).start()
+    yield bouncer
+    bouncer.destroy()
+
+
+@pytest.fixture
+def pooled_url(pg_cluster, pgbouncer) -> str:
+    """An empty database's URL through PgBouncer."""
+    return pgbouncer.dsn(pg_cluster.new_database().rsplit("/", 1)[1])
+
+
+@pytest.fixture(scope="session")
 def dpop_keys(tmp_path_factory):
     """Two DPoP signers with Ed25519 keys made by `sable keygen`'s code: (a host's, a thief's)."""
     from clients import pop
@@ -59,6 +80,8 @@ def db_location(request, backend, tmp_path):
     def make(name: str) -> str:
         if backend == "postgresql":
             return request.getfixturevalue("pg_url")
+        if backend == "pgbouncer":  # the same, through a transaction pooler (a few modules' backend)
+            return request.getfixturevalue("pooled_url")
         return str(tmp_path / f"{name}.db")
     return make
 
@@ -67,7 +90,8 @@ _chromium_missing: list[str] = []
 
 
 def pytest_runtest_logreport(report):
-    if report.skipped and "PostgreSQL is not installed" in str(report.longrepr):
+    if report.skipped and ("PostgreSQL is not installed" in str(report.longrepr)
+                           or "PgBouncer is not installed" in str(report.longrepr)):
         _pg_missing.append(report.nodeid)
     if report.skipped and "Chromium is not installed" in str(report.longrepr):
         _chromium_missing.append(report.nodeid)

@@ -206,7 +206,8 @@ class AuthorityStore(ServiceStore, Protocol):
         ...
 
 
-async def open_store(location: str, migrate: bool = True, role: str = "service") -> AuthorityStore:
+async def open_store(location: str, migrate: bool = True, role: str = "service", pooler: bool = False,
+                     listen_url: str | None = None) -> AuthorityStore:
     """The store at `location` (a `postgresql://` URL, else a SQLite file): see `open_backend`."""
     def sqlite() -> Any:
         from authority.store.sqlite import SqliteStore
@@ -216,4 +217,4 @@ async def open_store(location: str, migrate: bool = True, role: str = "service")
         from authority.store.postgres import PostgresStore
         return PostgresStore
 
-    return await open_backend(location, sqlite, postgres, migrate, role)
+    return await open_backend(location, sqlite, postgres, migrate, role, pooler, listen_url)

@@ -85,7 +85,7 @@ async def _feed(c: asyncpg.Connection, entries: list[tuple]) -> None:
     if not entries:
         return
     await c.execute("SELECT pg_advisory_xact_lock($1)", _FEED_LOCK)
-    await c.executemany("INSERT INTO revocations (token_id, scope, at, fingerprint) VALUES ($1, $2, $3, $4)", entries)
+    await c.executemany("INSERT INTO authority.revocations (token_id, scope, at, fingerprint) VALUES ($1, $2, $3, $4)", entries)
     await c.execute("SELECT pg_notify($1, '')", FEED_CHANNEL)
 
 
@@ -170,7 +170,7 @@ $fn$;
 """
 
 _INSERT_BATCH = """
-SELECT insert_token(t.id, t.kind, t.name, t.org, t.parent, t.usr, t.caveat_count, t.sealed_key, t.created_at,
+SELECT authority.insert_token(t.id, t.kind, t.name, t.org, t.parent, t.usr, t.caveat_count, t.sealed_key, t.created_at,
                     t.revoked_at, t.last_used_at, t.created_by, t.caveats, t.expires_at,
                     ($27::bytea[])[t.lo + 1 : t.lo + t.n], t.at, t.event, t.outcome,
                     t.request_id, t.client, t.token_id, t.a_parent, t.a_org, t.a_user, t.detail)
@@ -198,17 +198,17 @@ class PostgresStore(PgDatabase):
 
     async def create_org(self, name: str, now: int, audit: AuditRecord) -> bool:
         async with self._tx() as c:
-            done = await c.fetchval("INSERT INTO orgs (name, created_at) VALUES ($1, $2)"
+            done = await c.fetchval("INSERT INTO authority.orgs (name, created_at) VALUES ($1, $2)"
                                     " ON CONFLICT DO NOTHING RETURNING 1", name, now)
             if done:
                 await self._audit(c, [audit])
             return bool(done)
 
     async def list_orgs(self) -> list[OrgRow]:
-        return [OrgRow(r[0], r[1]) for r in await self._all("SELECT name, created_at FROM orgs ORDER BY name")]
+        return [OrgRow(r[0], r[1]) for r in await self._all("SELECT name, created_at FROM authority.orgs ORDER BY name")]
 
     async def org_exists(self, name: str) -> bool:
-        return await self._one("SELECT 1 FROM orgs WHERE name = $1", name) is not None
+        return await self._one("SELECT 1 FROM authority.orgs WHERE name = $1", name) is not None
 
     # --- tokens ----------------------------------------------------------------------------
 
@@ -229,7 +229,7 @@ class PostgresStore(PgDatabase):
             flat.extend(lineage)
         cols = [list(col) for col in zip(*values)]  # one array per parameter of _INSERT_BATCH
         started = time.perf_counter()
-        rows = await self._all(_INSERT_BATCH, *cols, flat)  # one statement, committed as it ends
+        rows = await self._write_all(_INSERT_BATCH, *cols, flat)  # one statement, committed as it ends
         if self.commit_observer is not None:
             self.commit_observer(time.perf_counter() - started)
         done = [False] * len(items)
@@ -240,20 +240,20 @@ class PostgresStore(PgDatabase):
     async def insert_tokens(self, rows: Iterable[TokenRow]) -> None:
         rows = list(rows)
         async with self._tx() as c:
-            await c.executemany("INSERT INTO orgs (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            await c.executemany("INSERT INTO authority.orgs (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
                                 sorted({(r.org, r.created_at) for r in rows}))
-            await c.copy_records_to_table("tokens", records=[token_values(r) for r in rows],
+            await c.copy_records_to_table("tokens", schema_name="authority", records=[token_values(r) for r in rows],
                                           columns=list(TOKEN_COLUMNS))
             await _feed(c, [(r.id, "token", r.revoked_at, None) for r in rows if r.revoked_at is not None])
 
     async def load_token(self, token_id: str, max_fingerprints: int | None = None,
                          ) -> tuple[TokenRow, frozenset[bytes] | None] | None:
         async with self._conn() as c:
-            row = await c.fetchrow(f"SELECT {_TOKEN_COLS} FROM tokens WHERE id = $1", token_id)
+            row = await c.fetchrow(f"SELECT {_TOKEN_COLS} FROM authority.tokens WHERE id = $1", token_id)
             if row is None:
                 return None
             limit = None if max_fingerprints is None else max_fingerprints + 1
-            fps = await c.fetch("SELECT fingerprint FROM revoked_attenuations WHERE token_id = $1 LIMIT $2",
+            fps = await c.fetch("SELECT fingerprint FROM authority.revoked_attenuations WHERE token_id = $1 LIMIT $2",
                                 token_id, limit)
         if max_fingerprints is not None and len(fps) > max_fingerprints:
             return token_row(row), None
@@ -261,17 +261,17 @@ class PostgresStore(PgDatabase):
 
     async def attenuation_revoked(self, token_id: str, fingerprints: Iterable[bytes]) -> bool:
         async with self._conn() as c:
-            return await c.fetchval("SELECT EXISTS (SELECT 1 FROM revoked_attenuations"
+            return await c.fetchval("SELECT EXISTS (SELECT 1 FROM authority.revoked_attenuations"
                                     " WHERE token_id = $1 AND fingerprint = ANY($2::bytea[]))",
                                     token_id, list(fingerprints))
 
     async def user_token_ids(self, username: str) -> list[str]:
-        rows = await self._all('SELECT id FROM tokens WHERE ("user" = $1 OR created_by = $1) AND revoked_at IS NULL'
+        rows = await self._all('SELECT id FROM authority.tokens WHERE ("user" = $1 OR created_by = $1) AND revoked_at IS NULL'
                                " ORDER BY created_at, id", username)
         return [r[0] for r in rows]
 
     async def list_tokens(self, org: str) -> list[TokenRow]:
-        rows = await self._all(f"SELECT {_TOKEN_COLS} FROM tokens WHERE org = $1 ORDER BY created_at, id", org)
+        rows = await self._all(f"SELECT {_TOKEN_COLS} FROM authority.tokens WHERE org = $1 ORDER BY created_at, id", org)
         return [token_row(r) for r in rows]
 
     async def touch(self, used: dict[str, int]) -> None:
@@ -283,9 +283,9 @@ class PostgresStore(PgDatabase):
                 # takes it). Waiting here, in any order, could close a lock cycle with a
                 # revocation's cascade: a deadlock that would fail the revocation.
                 await c.execute(
-                    "UPDATE tokens t SET last_used_at = GREATEST(COALESCE(t.last_used_at, 0), u.at)"
+                    "UPDATE authority.tokens t SET last_used_at = GREATEST(COALESCE(t.last_used_at, 0), u.at)"
                     " FROM unnest($1::text[], $2::bigint[]) AS u(id, at)"
-                    " WHERE t.id = u.id AND t.id IN (SELECT id FROM tokens WHERE id = ANY($1::text[])"
+                    " WHERE t.id = u.id AND t.id IN (SELECT id FROM authority.tokens WHERE id = ANY($1::text[])"
                     " FOR NO KEY UPDATE SKIP LOCKED)", list(ids), list(times))
 
     # --- revocation ------------------------------------------------------------------------
@@ -297,9 +297,9 @@ class PostgresStore(PgDatabase):
         if not roots:
             return []
         rows = await c.fetch(
-            "WITH RECURSIVE sub(id) AS (SELECT id FROM tokens WHERE id = ANY($1::text[])"
-            " UNION SELECT t.id FROM tokens t JOIN sub ON t.parent = sub.id)"
-            " UPDATE tokens SET revoked_at = $2 FROM sub"
+            "WITH RECURSIVE sub(id) AS (SELECT id FROM authority.tokens WHERE id = ANY($1::text[])"
+            " UNION SELECT t.id FROM authority.tokens t JOIN sub ON t.parent = sub.id)"
+            " UPDATE authority.tokens SET revoked_at = $2 FROM sub"
             " WHERE tokens.id = sub.id AND tokens.revoked_at IS NULL RETURNING tokens.id",
             roots, now,
         )
@@ -307,7 +307,7 @@ class PostgresStore(PgDatabase):
 
     async def revoke_token(self, token_id: str, now: int, audit: AuditFor[list[str]]) -> list[str] | None:
         async with self._tx() as c:
-            if await c.fetchval("SELECT 1 FROM tokens WHERE id = $1 FOR UPDATE", token_id) is None:
+            if await c.fetchval("SELECT 1 FROM authority.tokens WHERE id = $1 FOR UPDATE", token_id) is None:
                 return None
             ids = await self._cascade(c, [token_id], now)
             await _feed(c, [(i, "token", now, None) for i in ids])
@@ -317,13 +317,13 @@ class PostgresStore(PgDatabase):
     async def revoke_attenuation(self, token_id: str, fingerprint: bytes, now: int,
                                  audit: AuditFor[list[str]]) -> list[str] | None:
         async with self._tx() as c:
-            await c.execute("SELECT 1 FROM tokens WHERE id = $1 FOR UPDATE", token_id)  # see the module doc
+            await c.execute("SELECT 1 FROM authority.tokens WHERE id = $1 FOR UPDATE", token_id)  # see the module doc
             done = await c.fetchval(
-                "INSERT INTO revoked_attenuations (fingerprint, token_id, revoked_at) VALUES ($1, $2, $3)"
+                "INSERT INTO authority.revoked_attenuations (fingerprint, token_id, revoked_at) VALUES ($1, $2, $3)"
                 " ON CONFLICT DO NOTHING RETURNING 1", fingerprint, token_id, now)
             if not done:
                 return None
-            children = await c.fetch("SELECT service_id FROM strip_lineage WHERE fingerprint = $1", fingerprint)
+            children = await c.fetch("SELECT service_id FROM authority.strip_lineage WHERE fingerprint = $1", fingerprint)
             ids = await self._cascade(c, sorted(r[0] for r in children), now)
             # The attenuation's entry first, then its cascade, as on SQLite. The feed lock is
             # taken last, after every row lock, so it never waits inside a lock cycle.
@@ -333,13 +333,13 @@ class PostgresStore(PgDatabase):
 
     async def revocations_after(self, after: int, limit: int) -> list[RevocationRow]:
         rows = await self._all(
-            "SELECT seq, token_id, scope, at, fingerprint FROM revocations WHERE seq > $1 ORDER BY seq LIMIT $2",
+            "SELECT seq, token_id, scope, at, fingerprint FROM authority.revocations WHERE seq > $1 ORDER BY seq LIMIT $2",
             after, limit,
         )
         return [RevocationRow(r[0], r[1], r[2], r[3], bytes(r[4]) if r[4] is not None else None) for r in rows]
 
     async def revocation_head(self) -> int:
-        row = await self._one("SELECT COALESCE(MAX(seq), 0) FROM revocations")
+        row = await self._one("SELECT COALESCE(MAX(seq), 0) FROM authority.revocations")
         return int(row[0])
 
     async def watch_feed(self, wake) -> None:
@@ -350,33 +350,33 @@ class PostgresStore(PgDatabase):
     async def create_console_session(self, digest: bytes, row: ConsoleSessionRow, now: int,
                                      audit: AuditRecord) -> None:
         async with self._tx() as c:
-            await c.execute("DELETE FROM console_sessions WHERE expires_at <= $1", now)
-            await c.execute("INSERT INTO console_sessions (hash, username, org, role, expires_at)"
+            await c.execute("DELETE FROM authority.console_sessions WHERE expires_at <= $1", now)
+            await c.execute("INSERT INTO authority.console_sessions (hash, username, org, role, expires_at)"
                             " VALUES ($1, $2, $3, $4, $5)", digest, row.username, row.org, row.role, row.expires_at)
             await self._audit(c, [audit])
 
     async def console_session(self, digest: bytes, now: int) -> ConsoleSessionRow | None:
-        row = await self._one("SELECT username, org, role, expires_at FROM console_sessions"
+        row = await self._one("SELECT username, org, role, expires_at FROM authority.console_sessions"
                               " WHERE hash = $1 AND expires_at > $2", digest, now)
         return ConsoleSessionRow(row[0], row[1], row[2], row[3]) if row else None
 
     async def delete_console_session(self, digest: bytes) -> None:
         async with self._tx() as c:
-            await c.execute("DELETE FROM console_sessions WHERE hash = $1", digest)
+            await c.execute("DELETE FROM authority.console_sessions WHERE hash = $1", digest)
 
     async def end_console_sessions(self, username: str, audit: AuditFor[int]) -> int:
         async with self._tx() as c:
-            ended = int((await c.execute("DELETE FROM console_sessions WHERE username = $1", username)).split()[-1])
+            ended = int((await c.execute("DELETE FROM authority.console_sessions WHERE username = $1", username)).split()[-1])
             await self._audit_for(c, audit, ended)
         return ended
 
     async def add_signin(self, digest: bytes, sealed: bytes, expires_at: int, now: int) -> None:
         async with self._tx() as c:
-            await c.execute("DELETE FROM console_signins WHERE expires_at <= $1", now)
-            await c.execute("INSERT INTO console_signins (hash, sealed, expires_at) VALUES ($1, $2, $3)",
+            await c.execute("DELETE FROM authority.console_signins WHERE expires_at <= $1", now)
+            await c.execute("INSERT INTO authority.console_signins (hash, sealed, expires_at) VALUES ($1, $2, $3)",
                             digest, sealed, expires_at)
 
     async def take_signin(self, digest: bytes, now: int) -> bytes | None:
         async with self._tx() as c:
-            row = await c.fetchrow("DELETE FROM console_signins WHERE hash = $1 RETURNING sealed, expires_at", digest)
+            row = await c.fetchrow("DELETE FROM authority.console_signins WHERE hash = $1 RETURNING sealed, expires_at", digest)
         return bytes(row[0]) if row and row[1] > now else None

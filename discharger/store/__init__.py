@@ -232,7 +232,8 @@ class DischargerStore(ServiceStore, Protocol):
     async def forget_attempt(self, subjects: list[str], at: float) -> None: ...
 
 
-async def open_store(location: str, migrate: bool = True, role: str = "service") -> DischargerStore:
+async def open_store(location: str, migrate: bool = True, role: str = "service", pooler: bool = False,
+                     listen_url: str | None = None) -> DischargerStore:
     """The store at `location` (a `postgresql://` URL, else a SQLite file): see `open_backend`."""
     def sqlite() -> Any:
         from discharger.store.sqlite import SqliteStore
@@ -242,4 +243,4 @@ async def open_store(location: str, migrate: bool = True, role: str = "service")
         from discharger.store.postgres import PostgresStore
         return PostgresStore
 
-    return await open_backend(location, sqlite, postgres, migrate, role)
+    return await open_backend(location, sqlite, postgres, migrate, role, pooler, listen_url)

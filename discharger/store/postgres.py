@@ -161,14 +161,14 @@ class PostgresStore(PgDatabase):
                           audit: AuditRecord, idp: str | None = None, link: Link | None = None) -> bool:
         try:
             async with self._tx() as c:
-                done = await c.fetchval("INSERT INTO users (username, password_hash, created_at, idp)"
+                done = await c.fetchval("INSERT INTO discharger.users (username, password_hash, created_at, idp)"
                                         " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING 1",
                                         username, password_hash, now, idp)
                 if not done:
                     return False
                 if link is not None and not await self._link(c, username, link, now):
                     raise _Undo
-                await c.executemany("INSERT INTO memberships (username, org, role) VALUES ($1, $2, $3)",
+                await c.executemany("INSERT INTO discharger.memberships (username, org, role) VALUES ($1, $2, $3)",
                                     [(username, o, r) for o, r in roles.items()])
                 await self._audit(c, [audit])
                 return True
@@ -177,34 +177,34 @@ class PostgresStore(PgDatabase):
 
     async def get_user(self, username: str) -> UserRow | None:
         async with self._conn() as c:
-            row = await c.fetchrow("SELECT username, password_hash, disabled, idp FROM users WHERE username = $1",
+            row = await c.fetchrow("SELECT username, password_hash, disabled, idp FROM discharger.users WHERE username = $1",
                                    username)
             if row is None:
                 return None
-            orgs = await c.fetch("SELECT org, role FROM memberships WHERE username = $1", username)
+            orgs = await c.fetch("SELECT org, role FROM discharger.memberships WHERE username = $1", username)
         return UserRow(row[0], bytes(row[1]), bool(row[2]), {o[0]: o[1] for o in orgs}, row[3])
 
     async def set_orgs(self, username: str, roles: dict[str, str], audit: AuditRecord) -> bool:
         async with self._tx() as c:
-            if await c.fetchval("SELECT 1 FROM users WHERE username = $1 FOR UPDATE", username) is None:
+            if await c.fetchval("SELECT 1 FROM discharger.users WHERE username = $1 FOR UPDATE", username) is None:
                 return False
-            await c.execute("DELETE FROM memberships WHERE username = $1", username)
-            await c.executemany("INSERT INTO memberships (username, org, role) VALUES ($1, $2, $3)",
+            await c.execute("DELETE FROM discharger.memberships WHERE username = $1", username)
+            await c.executemany("INSERT INTO discharger.memberships (username, org, role) VALUES ($1, $2, $3)",
                                 [(username, o, r) for o, r in roles.items()])
             await self._audit(c, [audit])
             return True
 
     async def change_orgs(self, username: str, changes: dict[str, str | None], audit: AuditRecord) -> bool:
         async with self._tx() as c:
-            if await c.fetchval("SELECT 1 FROM users WHERE username = $1 FOR UPDATE", username) is None:
+            if await c.fetchval("SELECT 1 FROM discharger.users WHERE username = $1 FOR UPDATE", username) is None:
                 return False
             changed = 0
             for org, role in sorted(changes.items()):
                 if role is None:
-                    done = await c.fetch("DELETE FROM memberships WHERE username = $1 AND org = $2 RETURNING 1",
+                    done = await c.fetch("DELETE FROM discharger.memberships WHERE username = $1 AND org = $2 RETURNING 1",
                                          username, org)
                 else:
-                    done = await c.fetch("INSERT INTO memberships (username, org, role) VALUES ($1, $2, $3)"
+                    done = await c.fetch("INSERT INTO discharger.memberships (username, org, role) VALUES ($1, $2, $3)"
                                          " ON CONFLICT (username, org) DO UPDATE SET role = excluded.role"
                                          " WHERE memberships.role <> excluded.role RETURNING 1", username, org, role)
                 changed += len(done)
@@ -214,7 +214,7 @@ class PostgresStore(PgDatabase):
 
     async def disable_user(self, username: str, audit: AuditRecord, disabled: bool = True) -> bool:
         async with self._tx() as c:
-            if await c.fetchval("UPDATE users SET disabled = $1 WHERE username = $2 RETURNING 1",
+            if await c.fetchval("UPDATE discharger.users SET disabled = $1 WHERE username = $2 RETURNING 1",
                                 int(disabled), username) is None:
                 return False
             await self._audit(c, [audit])
@@ -222,8 +222,8 @@ class PostgresStore(PgDatabase):
 
     async def list_users(self) -> list[UserRow]:
         async with self._conn() as c:
-            users = await c.fetch("SELECT username, password_hash, disabled, idp FROM users ORDER BY username")
-            members = await c.fetch("SELECT username, org, role FROM memberships")
+            users = await c.fetch("SELECT username, password_hash, disabled, idp FROM discharger.users ORDER BY username")
+            members = await c.fetch("SELECT username, org, role FROM discharger.memberships")
         roles: dict[str, dict[str, str]] = {}
         for m in members:
             roles.setdefault(m[0], {})[m[1]] = m[2]
@@ -231,19 +231,19 @@ class PostgresStore(PgDatabase):
 
     async def set_password(self, username: str, password_hash: bytes, audit: AuditRecord) -> bool:
         async with self._tx() as c:
-            if await c.fetchval("UPDATE users SET password_hash = $1 WHERE username = $2 RETURNING 1",
+            if await c.fetchval("UPDATE discharger.users SET password_hash = $1 WHERE username = $2 RETURNING 1",
                                 password_hash, username) is None:
                 return False
-            await c.execute("DELETE FROM sessions WHERE username = $1", username)
-            await c.execute("DELETE FROM browser_sessions WHERE username = $1", username)
+            await c.execute("DELETE FROM discharger.sessions WHERE username = $1", username)
+            await c.execute("DELETE FROM discharger.browser_sessions WHERE username = $1", username)
             await self._audit(c, [audit])
             return True
 
     async def create_session(self, digest: bytes, username: str, expires_at: int, now: int,
                              audit: AuditRecord, auth_method: str = "password") -> None:
         async with self._tx() as c:
-            await c.execute("DELETE FROM sessions WHERE expires_at <= $1", now)
-            await c.execute("INSERT INTO sessions (hash, username, expires_at, auth_method) VALUES ($1, $2, $3, $4)",
+            await c.execute("DELETE FROM discharger.sessions WHERE expires_at <= $1", now)
+            await c.execute("INSERT INTO discharger.sessions (hash, username, expires_at, auth_method) VALUES ($1, $2, $3, $4)",
                             digest, username, expires_at, auth_method)
             await self._audit(c, [audit])
 
@@ -252,38 +252,38 @@ class PostgresStore(PgDatabase):
         return found.username if found else None
 
     async def session(self, digest: bytes, now: int) -> SessionRow | None:
-        row = await self._one("SELECT username, expires_at, auth_method FROM sessions"
+        row = await self._one("SELECT username, expires_at, auth_method FROM discharger.sessions"
                               " WHERE hash = $1 AND expires_at > $2", digest, now)
         return SessionRow(row[0], row[1], row[2]) if row else None
 
     async def delete_session(self, digest: bytes) -> bool:
         async with self._tx() as c:
-            return await c.fetchval("DELETE FROM sessions WHERE hash = $1 RETURNING 1", digest) is not None
+            return await c.fetchval("DELETE FROM discharger.sessions WHERE hash = $1 RETURNING 1", digest) is not None
 
     # --- browser sessions and grants ----------------------------------------------------------
 
     async def create_browser_session(self, digest: bytes, username: str, expires_at: int, now: int,
                                      audit: AuditRecord, auth_method: str = "password") -> None:
         async with self._tx() as c:
-            await c.execute("DELETE FROM browser_sessions WHERE expires_at <= $1", now)
-            await c.execute("INSERT INTO browser_sessions (hash, username, expires_at, auth_method)"
+            await c.execute("DELETE FROM discharger.browser_sessions WHERE expires_at <= $1", now)
+            await c.execute("INSERT INTO discharger.browser_sessions (hash, username, expires_at, auth_method)"
                             " VALUES ($1, $2, $3, $4)", digest, username, expires_at, auth_method)
             await self._audit(c, [audit])
 
     async def browser_session(self, digest: bytes, now: int) -> SessionRow | None:
-        row = await self._one("SELECT username, expires_at, auth_method FROM browser_sessions"
+        row = await self._one("SELECT username, expires_at, auth_method FROM discharger.browser_sessions"
                               " WHERE hash = $1 AND expires_at > $2", digest, now)
         return SessionRow(row[0], row[1], row[2]) if row else None
 
     async def delete_browser_session(self, digest: bytes) -> bool:
         async with self._tx() as c:
-            return await c.fetchval("DELETE FROM browser_sessions WHERE hash = $1 RETURNING 1", digest) is not None
+            return await c.fetchval("DELETE FROM discharger.browser_sessions WHERE hash = $1 RETURNING 1", digest) is not None
 
     async def add_grant(self, row: GrantRow, now: int) -> bool:
         async with self._tx() as c:
-            await c.execute("DELETE FROM grants WHERE expires_at <= $1", now - 3600)
+            await c.execute("DELETE FROM discharger.grants WHERE expires_at <= $1", now - 3600)
             done = await c.fetchval(
-                f"INSERT INTO grants ({_GRANT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+                f"INSERT INTO discharger.grants ({_GRANT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
                 " ON CONFLICT DO NOTHING RETURNING 1",
                 row.hash, row.kind, row.lookup, json.dumps(row.data), row.status, row.created_at, row.expires_at,
                 row.username, row.interval, row.polled_at, row.code_hash, row.code_expires_at)
@@ -291,15 +291,15 @@ class PostgresStore(PgDatabase):
 
     async def get_grant(self, kind: str, *, digest: bytes | None = None, lookup: str | None = None) -> GrantRow | None:
         if digest is not None:
-            row = await self._one(f"SELECT {_GRANT_COLS} FROM grants WHERE kind = $1 AND hash = $2", kind, digest)
+            row = await self._one(f"SELECT {_GRANT_COLS} FROM discharger.grants WHERE kind = $1 AND hash = $2", kind, digest)
         else:
-            row = await self._one(f"SELECT {_GRANT_COLS} FROM grants WHERE kind = $1 AND lookup = $2", kind, lookup)
+            row = await self._one(f"SELECT {_GRANT_COLS} FROM discharger.grants WHERE kind = $1 AND lookup = $2", kind, lookup)
         return _grant(row) if row else None
 
     async def update_grant(self, row: GrantRow, expected: str, audit: AuditRecord | None = None) -> bool:
         async with self._tx() as c:
             done = await c.fetchval(
-                "UPDATE grants SET status = $1, username = $2, interval = $3, polled_at = $4, code_hash = $5,"
+                "UPDATE discharger.grants SET status = $1, username = $2, interval = $3, polled_at = $4, code_hash = $5,"
                 " code_expires_at = $6, data = $9 WHERE hash = $7 AND status = $8 RETURNING 1",
                 row.status, row.username, row.interval, row.polled_at, row.code_hash, row.code_expires_at, row.hash,
                 expected, json.dumps(row.data))
@@ -311,13 +311,13 @@ class PostgresStore(PgDatabase):
 
     @staticmethod
     async def _link(c: asyncpg.Connection, username: str, link: Link, now: int) -> bool:
-        return await c.fetchval("INSERT INTO identity_links (issuer, sub, username, provider, created_at)"
+        return await c.fetchval("INSERT INTO discharger.identity_links (issuer, sub, username, provider, created_at)"
                                 " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING 1",
                                 link.issuer, link.sub, username, link.provider, now) is not None
 
     async def link_identity(self, username: str, link: Link, now: int, audit: AuditRecord) -> bool:
         async with self._tx() as c:
-            if await c.fetchval("SELECT 1 FROM users WHERE username = $1 FOR SHARE", username) is None:
+            if await c.fetchval("SELECT 1 FROM discharger.users WHERE username = $1 FOR SHARE", username) is None:
                 return False
             if not await self._link(c, username, link, now):
                 return False
@@ -325,18 +325,18 @@ class PostgresStore(PgDatabase):
             return True
 
     async def linked_user(self, issuer: str, sub: str) -> str | None:
-        row = await self._one("SELECT username FROM identity_links WHERE issuer = $1 AND sub = $2", issuer, sub)
+        row = await self._one("SELECT username FROM discharger.identity_links WHERE issuer = $1 AND sub = $2", issuer, sub)
         return row[0] if row else None
 
     async def links(self, username: str) -> list[Link]:
-        rows = await self._all("SELECT issuer, sub, provider FROM identity_links WHERE username = $1"
+        rows = await self._all("SELECT issuer, sub, provider FROM discharger.identity_links WHERE username = $1"
                                " ORDER BY created_at, issuer, sub", username)
         return [Link(r[0], r[1], r[2]) for r in rows]
 
     async def claim_state(self, digest: bytes, expires_at: int, now: int) -> bool:
         async with self._tx() as c:
-            await c.execute("DELETE FROM used_states WHERE expires_at <= $1", now)
-            return await c.fetchval("INSERT INTO used_states (hash, expires_at) VALUES ($1, $2)"
+            await c.execute("DELETE FROM discharger.used_states WHERE expires_at <= $1", now)
+            return await c.fetchval("INSERT INTO discharger.used_states (hash, expires_at) VALUES ($1, $2)"
                                     " ON CONFLICT DO NOTHING RETURNING 1", digest, expires_at) is not None
 
     # --- second factors and org policies ----------------------------------------------------
@@ -344,46 +344,46 @@ class PostgresStore(PgDatabase):
     async def begin_totp(self, username: str, sealed_seed: bytes, now: int) -> bool:
         async with self._tx() as c:
             return await c.fetchval(
-                "INSERT INTO totp (username, sealed_seed, confirmed, last_step, created_at) VALUES ($1, $2, 0, 0, $3)"
+                "INSERT INTO discharger.totp (username, sealed_seed, confirmed, last_step, created_at) VALUES ($1, $2, 0, 0, $3)"
                 " ON CONFLICT (username) DO UPDATE SET sealed_seed = $2, last_step = 0, created_at = $3"
                 " WHERE totp.confirmed = 0 RETURNING 1", username, sealed_seed, now) is not None
 
     async def totp(self, username: str) -> TotpRow | None:
-        row = await self._one("SELECT sealed_seed, confirmed, last_step FROM totp WHERE username = $1", username)
+        row = await self._one("SELECT sealed_seed, confirmed, last_step FROM discharger.totp WHERE username = $1", username)
         return TotpRow(bytes(row[0]), bool(row[1]), row[2]) if row else None
 
     async def confirm_totp(self, username: str, step: int, recovery: list[bytes], audit: AuditRecord,
                            sealed_seed: bytes) -> bool:
         async with self._tx() as c:
-            if await c.fetchval("UPDATE totp SET confirmed = 1, last_step = $1 WHERE username = $2 AND confirmed = 0"
+            if await c.fetchval("UPDATE discharger.totp SET confirmed = 1, last_step = $1 WHERE username = $2 AND confirmed = 0"
                                 " AND last_step < $1 AND sealed_seed = $3 RETURNING 1", step, username,
                                 sealed_seed) is None:
                 return False
-            await c.execute("DELETE FROM recovery_codes WHERE username = $1", username)
-            await c.executemany("INSERT INTO recovery_codes (username, hash) VALUES ($1, $2)",
+            await c.execute("DELETE FROM discharger.recovery_codes WHERE username = $1", username)
+            await c.executemany("INSERT INTO discharger.recovery_codes (username, hash) VALUES ($1, $2)",
                                 [(username, h) for h in recovery])
             await self._audit(c, [audit])
             return True
 
     async def use_totp_step(self, username: str, step: int) -> bool:
         async with self._tx() as c:
-            return await c.fetchval("UPDATE totp SET last_step = $1 WHERE username = $2 AND confirmed = 1"
+            return await c.fetchval("UPDATE discharger.totp SET last_step = $1 WHERE username = $2 AND confirmed = 1"
                                     " AND last_step < $1 RETURNING 1", step, username) is not None
 
     async def use_recovery_code(self, username: str, digest: bytes, now: int) -> bool:
         async with self._tx() as c:
-            return await c.fetchval("UPDATE recovery_codes SET used_at = $1 WHERE username = $2 AND hash = $3"
+            return await c.fetchval("UPDATE discharger.recovery_codes SET used_at = $1 WHERE username = $2 AND hash = $3"
                                     " AND used_at IS NULL RETURNING 1", now, username, digest) is not None
 
     async def recovery_left(self, username: str) -> int:
-        row = await self._one("SELECT count(*) FROM recovery_codes WHERE username = $1 AND used_at IS NULL", username)
+        row = await self._one("SELECT count(*) FROM discharger.recovery_codes WHERE username = $1 AND used_at IS NULL", username)
         return int(row[0])
 
     async def remove_factors(self, username: str, audit: AuditRecord) -> bool:
         async with self._tx() as c:
-            totp = await c.fetchval("DELETE FROM totp WHERE username = $1 RETURNING 1", username)
-            keys = await c.fetch("DELETE FROM passkeys WHERE username = $1 RETURNING 1", username)
-            await c.execute("DELETE FROM recovery_codes WHERE username = $1", username)
+            totp = await c.fetchval("DELETE FROM discharger.totp WHERE username = $1 RETURNING 1", username)
+            keys = await c.fetch("DELETE FROM discharger.passkeys WHERE username = $1 RETURNING 1", username)
+            await c.execute("DELETE FROM discharger.recovery_codes WHERE username = $1", username)
             removed = totp is not None or bool(keys)
             if removed:
                 await self._audit(c, [audit])
@@ -391,7 +391,7 @@ class PostgresStore(PgDatabase):
 
     async def add_passkey(self, row: PasskeyRow, now: int, audit: AuditRecord) -> bool:
         async with self._tx() as c:
-            if await c.fetchval("INSERT INTO passkeys (credential_id, username, public_key, sign_count, created_at)"
+            if await c.fetchval("INSERT INTO discharger.passkeys (credential_id, username, public_key, sign_count, created_at)"
                                 " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING 1", row.credential_id,
                                 row.username, row.public_key, row.sign_count, now) is None:
                 return False
@@ -399,28 +399,28 @@ class PostgresStore(PgDatabase):
             return True
 
     async def passkey(self, credential_id: bytes) -> PasskeyRow | None:
-        row = await self._one("SELECT credential_id, username, public_key, sign_count FROM passkeys"
+        row = await self._one("SELECT credential_id, username, public_key, sign_count FROM discharger.passkeys"
                               " WHERE credential_id = $1", credential_id)
         return PasskeyRow(bytes(row[0]), row[1], bytes(row[2]), row[3]) if row else None
 
     async def passkeys_of(self, username: str) -> list[PasskeyRow]:
-        rows = await self._all("SELECT credential_id, username, public_key, sign_count FROM passkeys"
+        rows = await self._all("SELECT credential_id, username, public_key, sign_count FROM discharger.passkeys"
                                " WHERE username = $1 ORDER BY created_at", username)
         return [PasskeyRow(bytes(r[0]), r[1], bytes(r[2]), r[3]) for r in rows]
 
     async def use_passkey(self, credential_id: bytes, sign_count: int) -> bool:
         async with self._tx() as c:
-            return await c.fetchval("UPDATE passkeys SET sign_count = $2 WHERE credential_id = $1"
+            return await c.fetchval("UPDATE discharger.passkeys SET sign_count = $2 WHERE credential_id = $1"
                                     " AND (sign_count < $2 OR (sign_count = 0 AND $2 = 0)) RETURNING 1",
                                     credential_id, sign_count) is not None
 
     async def org_policy(self, org: str) -> OrgPolicy:
-        row = await self._one("SELECT require_idp, require_mfa FROM org_policies WHERE org = $1", org)
+        row = await self._one("SELECT require_idp, require_mfa FROM discharger.org_policies WHERE org = $1", org)
         return OrgPolicy(org, row[0], bool(row[1])) if row else OrgPolicy(org)
 
     async def set_org_policy(self, policy: OrgPolicy, audit: AuditRecord) -> None:
         async with self._tx() as c:
-            await c.execute("INSERT INTO org_policies (org, require_idp, require_mfa) VALUES ($1, $2, $3)"
+            await c.execute("INSERT INTO discharger.org_policies (org, require_idp, require_mfa) VALUES ($1, $2, $3)"
                             " ON CONFLICT (org) DO UPDATE SET require_idp = $2, require_mfa = $3",
                             policy.org, policy.require_idp, int(policy.require_mfa))
             await self._audit(c, [audit])
@@ -428,14 +428,14 @@ class PostgresStore(PgDatabase):
     # --- keys -------------------------------------------------------------------------------
 
     async def list_keys(self) -> list[tuple[str, bytes]]:
-        return [(r[0], bytes(r[1])) for r in await self._all("SELECT kid, sealed FROM keys ORDER BY position DESC")]
+        return [(r[0], bytes(r[1])) for r in await self._all("SELECT kid, sealed FROM discharger.keys ORDER BY position DESC")]
 
     async def add_keys_if_none(self, rows: list[tuple[str, bytes]], now: int, audit: AuditRecord) -> bool:
         async with self._tx() as c:
             await c.execute("SELECT pg_advisory_xact_lock($1, $2)", *_KEYS_LOCK)  # replicas starting together
-            if await c.fetchval("SELECT 1 FROM keys LIMIT 1") is not None:
+            if await c.fetchval("SELECT 1 FROM discharger.keys LIMIT 1") is not None:
                 return False
-            await c.executemany("INSERT INTO keys (kid, sealed, position, created_at) VALUES ($1, $2, $3, $4)",
+            await c.executemany("INSERT INTO discharger.keys (kid, sealed, position, created_at) VALUES ($1, $2, $3, $4)",
                                 [(kid, sealed, len(rows) - i, now) for i, (kid, sealed) in enumerate(rows)])
             await self._audit(c, [audit])
             return True
@@ -443,18 +443,18 @@ class PostgresStore(PgDatabase):
     async def add_key(self, kid: str, sealed: bytes, now: int, audit: AuditRecord) -> None:
         async with self._tx() as c:
             await c.execute("SELECT pg_advisory_xact_lock($1, $2)", *_KEYS_LOCK)
-            await c.execute("INSERT INTO keys (kid, sealed, position, created_at) "
-                            "VALUES ($1, $2, (SELECT coalesce(max(position), 0) + 1 FROM keys), $3)", kid, sealed, now)
+            await c.execute("INSERT INTO discharger.keys (kid, sealed, position, created_at) "
+                            "VALUES ($1, $2, (SELECT coalesce(max(position), 0) + 1 FROM discharger.keys), $3)", kid, sealed, now)
             await self._audit(c, [audit])
 
     async def retire_key(self, kid: str, audit: AuditRecord) -> str:
         async with self._tx() as c:
             await c.execute("SELECT pg_advisory_xact_lock($1, $2)", *_KEYS_LOCK)
-            if await c.fetchval("SELECT 1 FROM keys WHERE kid = $1", kid) is None:
+            if await c.fetchval("SELECT 1 FROM discharger.keys WHERE kid = $1", kid) is None:
                 return "unknown"
-            if await c.fetchval("SELECT count(*) FROM keys") == 1:
+            if await c.fetchval("SELECT count(*) FROM discharger.keys") == 1:
                 return "last"
-            await c.execute("DELETE FROM keys WHERE kid = $1", kid)
+            await c.execute("DELETE FROM discharger.keys WHERE kid = $1", kid)
             await self._audit(c, [audit])
             return "ok"
 
@@ -466,7 +466,7 @@ class PostgresStore(PgDatabase):
             for s in subjects:  # one subject's check-and-count at a time, across replicas
                 await c.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _THROTTLE_SPACE, s)
             counts = {r[0]: (r[1], r[2]) for r in await c.fetch(
-                "SELECT subject, count(*), min(at) FROM login_failures WHERE subject = ANY($1) AND at > $2 "
+                "SELECT subject, count(*), min(at) FROM discharger.login_failures WHERE subject = ANY($1) AND at > $2 "
                 "GROUP BY subject", subjects, now - window)}
             wait = None
             for subject, limit in limits:
@@ -474,20 +474,20 @@ class PostgresStore(PgDatabase):
                 if n >= limit:
                     wait = max(wait or 0.0, oldest + window - now)
             if wait is None:
-                await c.executemany("INSERT INTO login_failures (subject, at) VALUES ($1, $2)",
+                await c.executemany("INSERT INTO discharger.login_failures (subject, at) VALUES ($1, $2)",
                                     [(s, now) for s in subjects])
             return wait
 
     async def clear_login_failures(self, subject: str) -> None:
         async with self._tx() as c:
-            await c.execute("DELETE FROM login_failures WHERE subject = $1", subject)
+            await c.execute("DELETE FROM discharger.login_failures WHERE subject = $1", subject)
 
     async def prune_login_failures(self, before: float) -> None:
         async with self._tx() as c:
-            await c.execute("DELETE FROM login_failures WHERE at <= $1", before)
+            await c.execute("DELETE FROM discharger.login_failures WHERE at <= $1", before)
 
     async def forget_attempt(self, subjects: list[str], at: float) -> None:
         async with self._tx() as c:
             for subject in subjects:
-                await c.execute("DELETE FROM login_failures WHERE ctid IN"
-                                " (SELECT ctid FROM login_failures WHERE subject = $1 AND at = $2 LIMIT 1)", subject, at)
+                await c.execute("DELETE FROM discharger.login_failures WHERE ctid IN"
+                                " (SELECT ctid FROM discharger.login_failures WHERE subject = $1 AND at = $2 LIMIT 1)", subject, at)

@@ -9,8 +9,8 @@ from server.audit import AuditRecord
 
 
 @pytest.fixture
-async def store(db_location):
-    s = await open_store(db_location("authority"))
+async def store(db_location, backend):
+    s = await open_store(db_location("authority"), pooler=backend == "pgbouncer")
     await s.create_org("acme", 1, AuditRecord("org_create", org="acme"))
     yield s
     await s.close()

@@ -6,9 +6,18 @@ from __future__ import annotations
 import asyncio
 import os
 
+import pytest
+
 from authority.store import RevocationRow, TokenRow
 from server.audit import AuditRecord
+from tests.conftest import BACKENDS
 from tests.support import audited
+
+
+@pytest.fixture(params=(*BACKENDS, "pgbouncer"))
+def backend(request) -> str:
+    """These contract tests run through a transaction pooler too (SPEC §19)."""
+    return request.param
 
 
 def new_id() -> str:

@@ -11,13 +11,20 @@ import pytest
 
 from discharger.store import GrantRow, Link, UserRow, open_store
 from server.audit import AuditRecord
+from tests.conftest import BACKENDS
 
 HASH = b"argon2id-hash"
 
 
+@pytest.fixture(params=(*BACKENDS, "pgbouncer"))
+def backend(request) -> str:
+    """These contract tests run through a transaction pooler too (SPEC §19)."""
+    return request.param
+
+
 @pytest.fixture
-async def store(db_location):
-    s = await open_store(db_location("discharger"))
+async def store(db_location, backend):
+    s = await open_store(db_location("discharger"), pooler=backend == "pgbouncer")
     yield s
     await s.close()
 
