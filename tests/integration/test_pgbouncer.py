@@ -48,8 +48,10 @@ def stack(tmp_path, pg_cluster, pgbouncer):
     d = Proc(tmp_path, "discharger", ["--db", url, "--pooler"], env)
     # The env spelling of the setting, as a container would set it.
     a_env = {**env, "SABLE_AUTHORITY_POOLER": "true"}
+    # B hears NOTIFY on a direct connection (listen_database); A polls the feed.
+    direct = {"SABLE_AUTHORITY_LISTEN_DATABASE": pg_cluster.dsn(name)}
     authorities = [Proc(tmp_path, "authority", ["--db", url, "--discharger", d.url, "--public-url",
-                                                 "http://authority.test"], a_env) for _ in range(2)]
+                                                 "http://authority.test"], {**a_env, **extra}) for extra in ({}, direct)]
     yield {"a": authorities, "d": d, "admin": admin, "name": name}
     for p in (*authorities, d):
         p.stop()
@@ -81,6 +83,7 @@ async def test_the_whole_flow_through_pgbouncer_with_two_replicas(stack, pg_clus
             assert time.monotonic() - started < 1.0, "replica B still allows a token A revoked"
             await asyncio.sleep(0.01)
         assert await ca.revocations() == await cb.revocations()
+    assert "listen_off" in a.log.read_text() and "listen_off" not in b.log.read_text()
 
     # Every table is in its service's schema; nothing landed in public.
     tables = pg_cluster.psql("SELECT schemaname || '.' || tablename FROM pg_tables WHERE schemaname NOT IN"
