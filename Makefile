@@ -13,8 +13,9 @@ $(STAMP): pyproject.toml
 	# A plain path entry (compat mode) instead of setuptools' import-hook finder, which costs
 	# every Python start ~30 ms (SPEC §9: offline CLI commands in 150 ms); plain -e if a later
 	# setuptools no longer has it.
-	$(BIN)/python -m pip install --quiet -e '.[dev]' --config-settings editable_mode=compat \
-	  || $(BIN)/python -m pip install --quiet -e '.[dev]'
+	# setuptools warns about compat mode on every install: that warning alone is silenced.
+	PYTHONWARNINGS='ignore:Compat editable installs' $(BIN)/python -m pip install --quiet -e '.[dev]' \
+	  --config-settings editable_mode=compat || $(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
 # Ports: make run AUTHORITY_PORT=9700 DISCHARGER_PORT=9701 when 8700/8701 are taken.

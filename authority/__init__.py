@@ -1,3 +1,5 @@
 """The Sable authority: holds root keys; mints, verifies, strips and revokes tokens."""
 
-__version__ = "0.1.0"
+from clients import __version__
+
+__all__ = ["__version__"]

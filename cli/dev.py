@@ -170,8 +170,8 @@ Ctrl-C stops both services; a second `make run` reuses {root}/.
 
 
 def _last_dev() -> Path:
-    from clients.cli.common import session_path
-    return session_path().with_name("last-dev-dir")
+    from clients.cli.common import config_dir
+    return config_dir() / "last-dev-dir"
 
 
 def write_text_private(path: Path, text: str) -> None:

@@ -13,10 +13,14 @@ import importlib
 
 import click
 
+from clients import __version__
+
 # name -> (module, attribute, the short help `sable --help` shows)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "admin": ("cli.admin", "admin", "Admin credentials and master keys."),
     "attenuate": ("clients.cli.holder", "attenuate", "Print a narrower TOKEN (offline)."),
+    "completion": ("clients.cli.completion", "completion", "Print the shell completion script for bash, zsh or fish."),
+    "context": ("clients.cli.contexts", "context", "Named deployments, each with its own URLs and session."),
     "authority": ("cli.serve", "authority", "The authority service."),
     "db": ("cli.db", "db", "A service's database: schema status and upgrades."),
     "dev": ("cli.dev", "dev", "Run both services locally (SQLite under the data dir, or..."),
@@ -64,15 +68,24 @@ class Sable(click.Group):
 
 
 @click.group(cls=Sable, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option("0.1.0", prog_name="sable")
-def main():
+@click.version_option(__version__, prog_name="sable")
+@click.option("--context", "context_name", metavar="NAME", help="Use context NAME (else SABLE_CONTEXT, else the current one).")
+@click.option("--authority-url", metavar="URL", help="The authority (else SABLE_AUTHORITY_URL, else the context's).")
+@click.option("--discharger-url", metavar="URL", help="The discharger (else SABLE_DISCHARGER_URL, else the context's).")
+def main(context_name, authority_url, discharger_url):
     """Sable: a macaroon token authority.
 
-    Settings come from SABLE_AUTHORITY_URL, SABLE_DISCHARGER_URL and SABLE_ADMIN_TOKEN.
+    Where the services are: --authority-url and --discharger-url, else SABLE_AUTHORITY_URL and
+    SABLE_DISCHARGER_URL, else the context's (sable context), else 127.0.0.1:8700 and :8701.
+    Admin credentials: SABLE_AUTHORITY_ADMIN_TOKEN and SABLE_DISCHARGER_ADMIN_TOKEN, each
+    falling back to SABLE_ADMIN_TOKEN.
     Token arguments take the token itself, - for stdin, or @FILE.
     Exit codes: 0 success, 1 denied or failed, 2 usage or input error, 3 a service unreachable
     or unavailable (worth retrying).
     """
+    from clients.cli.common import FLAGS
+
+    FLAGS.update(context=context_name, authority=authority_url, discharger=discharger_url)
 
 
 if __name__ == "__main__":

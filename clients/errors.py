@@ -101,11 +101,13 @@ class SableAPIError(SableError):
     (code `unavailable`). Raised by `clients.sdk`; here so that catching it costs no import of
     aiohttp (the CLI's offline commands start fast)."""
 
-    def __init__(self, status: int, code: str, message: str, *, sent: bool = True, reason: str | None = None):
+    def __init__(self, status: int, code: str, message: str, *, sent: bool = True, reason: str | None = None,
+                 service: str | None = None):
         super().__init__(message, reason=reason)
         self.status = status
         self.code = code
         self.sent = sent  # False when the request never reached the server
+        self.service = service  # which service answered ("authority", "discharger"), when known
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"

@@ -169,7 +169,7 @@ class _Client:
                 error = self._not_sable(resp.status, resp.reason, data)
                 reason = error.get("reason")
                 raise SableAPIError(resp.status, error["error"], error.get("message", resp.reason or ""),
-                                    reason=reason if isinstance(reason, str) else None)
+                                    reason=reason if isinstance(reason, str) else None, service=self.ROLE)
         except aiohttp.ClientConnectorError as e:
             raise SableAPIError(0, "unavailable", f"cannot reach {self.base_url}: {_why(e)}", sent=False) from None
         except aiohttp.InvalidURL:
@@ -192,7 +192,8 @@ class _Client:
     def _admin(self) -> str:
         credential = self.admin_token or self.user_credential
         if not credential:
-            raise SableAPIError(0, "unauthorized", "no admin credential: set SABLE_ADMIN_TOKEN")
+            raise SableAPIError(0, "unauthorized", f"no admin credential for the {self.ROLE}: set "
+                                f"SABLE_{self.ROLE.upper()}_ADMIN_TOKEN or SABLE_ADMIN_TOKEN", service=self.ROLE)
         return credential
 
     async def info(self) -> dict:

@@ -1,3 +1,5 @@
 """The Sable discharger: user logins and authentication discharges."""
 
-__version__ = "0.1.0"
+from clients import __version__
+
+__all__ = ["__version__"]

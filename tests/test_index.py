@@ -36,6 +36,8 @@ ELSEWHERE: dict[str, tuple[str, ...]] = {
     "cli/services.py": ("tests/cli/test_db.py",),
     "cli/stores.py": ("tests/cli/test_db.py",),
     "clients/cli/acting.py": ("tests/clients/test_cli_session.py",),
+    "clients/cli/completion.py": ("tests/clients/test_cli_start.py",),
+    "clients/cli/contexts.py": ("tests/clients/test_cli_contexts.py",),
     "clients/cli/admin.py": ("tests/clients/test_cli_users.py", "tests/clients/test_cli_offboarding.py"),
     "clients/cli/common.py": ("tests/clients/test_cli.py",),
     "clients/cli/holder.py": ("tests/clients/test_cli.py", "tests/clients/test_cli_keys.py", "tests/e2e/test_readme.py"),

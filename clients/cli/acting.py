@@ -44,7 +44,7 @@ def _expiry(text: str) -> float:
 async def acting(org: str | None, need_org: bool = True) -> tuple[AuthorityClient, str | None]:
     """An authority client with the right credential, and the org to act on (filled in when
     the user belongs to exactly one)."""
-    if admin_token():
+    if admin_token("authority"):
         if org is None and need_org:
             fail("--org is required with the admin credential", EXIT_USAGE)
         return authority(), org

@@ -114,7 +114,13 @@ async def _check_orgs(orgs) -> None:
     if not orgs:
         return
     async with authority() as a:
-        known = {o["name"] for o in await a.list_orgs()}
+        try:
+            known = {o["name"] for o in await a.list_orgs()}
+        except SableAPIError as e:
+            if e.status not in (401, 403):
+                raise
+            fail(f"cannot check the orgs at the authority: it refused the admin credential ({e.message}). Each "
+                 "service has its own: set SABLE_AUTHORITY_ADMIN_TOKEN and SABLE_DISCHARGER_ADMIN_TOKEN")
     missing = sorted(set(orgs) - known)
     if missing:
         fail(f"no such org: {', '.join(missing)} (create it first: sable org create NAME)", EXIT_USAGE)

@@ -56,6 +56,9 @@ def handle_errors(fn):
             if e.code == "unauthorized" and "session" in e.message:
                 click.echo(f"sable: {e.message}; run `sable login`", err=True)
                 sys.exit(EXIT_DENIED)
+            if e.status in (401, 403) and e.service:  # with two services and two credentials: which one
+                click.echo(f"sable: the {e.service} refused: {e.message} ({e.code})", err=True)
+                sys.exit(EXIT_DENIED)
             click.echo(f"sable: {e.message} ({e.code})", err=True)
             sys.exit(EXIT_USAGE if e.status in (400, 413) else EXIT_DENIED)
         except (MalformedToken, BadRequest, ConfigError) as e:  # bad input: tokens, caveats, settings
@@ -115,26 +118,43 @@ def read_token(arg: str) -> str:
     return text
 
 
+# What the root command's flags said (`sable --context NAME --authority-url URL ...`).
+FLAGS: dict[str, str | None] = {"context": None, "authority": None, "discharger": None}
+DEFAULT_URLS = {"authority": "http://127.0.0.1:8700", "discharger": "http://127.0.0.1:8701"}
+
+
+def service_url_for(service: str) -> str:
+    """A service's URL: the flag, else SABLE_<SERVICE>_URL, else the context's (--context,
+    SABLE_CONTEXT, or the current one), else the local default (SPEC §19)."""
+    from clients.cli.contexts import active
+
+    context = active()
+    return (FLAGS[service] or os.environ.get(f"SABLE_{service.upper()}_URL")
+            or (context.urls[service] if context else None) or DEFAULT_URLS[service])
+
+
 def authority_url() -> str:
-    return os.environ.get("SABLE_AUTHORITY_URL", "http://127.0.0.1:8700")
+    return service_url_for("authority")
 
 
 def discharger_url() -> str:
-    return os.environ.get("SABLE_DISCHARGER_URL", "http://127.0.0.1:8701")
+    return service_url_for("discharger")
 
 
-def admin_token() -> str | None:
-    return os.environ.get("SABLE_ADMIN_TOKEN") or None
+def admin_token(service: str = "authority") -> str | None:
+    """The admin credential for `service`: SABLE_AUTHORITY_ADMIN_TOKEN or
+    SABLE_DISCHARGER_ADMIN_TOKEN, else SABLE_ADMIN_TOKEN (one for both) (SPEC §19)."""
+    return os.environ.get(f"SABLE_{service.upper()}_ADMIN_TOKEN") or os.environ.get("SABLE_ADMIN_TOKEN") or None
 
 
 def authority() -> AuthorityClient:
     from clients.sdk import AuthorityClient
-    return AuthorityClient(authority_url(), admin_token=admin_token())
+    return AuthorityClient(authority_url(), admin_token=admin_token("authority"))
 
 
 def discharger(url: str | None = None) -> DischargerClient:
     from clients.sdk import DischargerClient
-    return DischargerClient(url or discharger_url(), admin_token=admin_token())
+    return DischargerClient(url or discharger_url(), admin_token=admin_token("discharger"))
 
 
 def emit(data, as_json: bool, text: str | None = None) -> None:
@@ -147,11 +167,22 @@ def emit(data, as_json: bool, text: str | None = None) -> None:
 # --- the session file -------------------------------------------------------------------------
 
 
-def session_path() -> Path:
+def config_dir() -> Path:
     from pathlib import Path
 
     base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "sable" / "session.json"
+    return Path(base) / "sable"
+
+
+def session_path() -> Path:
+    """The stored session: one per context (`contexts/NAME/session.json`), else `session.json`.
+    Beside it, the user tokens cached for it."""
+    from clients.cli.contexts import active
+
+    context = active()
+    if context is not None:
+        return config_dir() / "contexts" / context.name / "session.json"
+    return config_dir() / "session.json"
 
 
 def write_private(path: Path, data: dict) -> None:

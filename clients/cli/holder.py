@@ -144,10 +144,14 @@ def whoami(as_json):
         async with discharger(data.get("discharger_url")) as d:
             return d.base_url, await d.current_session(data["session"])
 
+    from clients.cli.contexts import active
+
     url, out = run(go())
-    out = {**out, "discharger_url": url}
+    context = active()
+    out = {**out, "discharger_url": url, "context": context.name if context else None}
     roles = ", ".join(f"{o} ({r})" for o, r in out["roles"].items()) or "no org"
-    emit(out, as_json, f"{out['username']} at {url}: {roles}; signed in with {out['auth_method']}, "
+    where = f" (context {context.name})" if context else ""
+    emit(out, as_json, f"{out['username']} at {url}{where}: {roles}; signed in with {out['auth_method']}, "
                        f"until {out['expires_at']}")
 
 

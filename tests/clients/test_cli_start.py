@@ -5,6 +5,7 @@ no service code, no HTTP client, no event loop, no file helpers. This guards tha
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -13,6 +14,7 @@ import pytest
 from authority.minting import build
 from authority.root_keys import RootKeys
 from clients import tokens
+from tests.support import SABLE
 
 HEAVY = ("aiohttp", "asyncio", "clients.sdk", "server", "authority", "discharger", "nacl", "pathlib", "tempfile",
          "opentelemetry", "joserfc", "cryptography")
@@ -62,3 +64,21 @@ def test_keygen_into_a_missing_folder_says_so(tmp_path):
 
     r = CliRunner().invoke(main, ["keygen", "--out", str(tmp_path / "nope" / "host.key")])
     assert r.exit_code == 2 and "is not a folder: create it first" in r.output and "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completion_scripts_complete_commands_and_options(shell):
+    """`sable completion SHELL` prints click's script; the completions it asks for are real."""
+    r = subprocess.run([SABLE, "completion", shell], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and "_SABLE_COMPLETE" in r.stdout
+    if shell == "bash":  # the script loads in a real bash and registers itself
+        loaded = subprocess.run(["bash", "-c", f'eval "$({SABLE} completion bash)"; complete -p sable'],
+                                capture_output=True, text=True, timeout=30)
+        assert loaded.returncode == 0 and "_sable_completion" in loaded.stdout, loaded.stderr
+    env = {**os.environ, "_SABLE_COMPLETE": "bash_complete", "COMP_WORDS": "sable con", "COMP_CWORD": "1"}
+    asked = subprocess.run([SABLE], env=env, capture_output=True, text=True, timeout=30)
+    assert "plain,context" in asked.stdout.splitlines()
+    env.update(COMP_WORDS="sable token li", COMP_CWORD="2")
+    assert "plain,list" in subprocess.run([SABLE], env=env, capture_output=True, text=True, timeout=30).stdout
+    bad = subprocess.run([SABLE, "completion", "tcsh"], capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2

@@ -54,3 +54,34 @@ def test_user_commands(dev, tmp_path):
     assert sable(user, "login", "-u", "alice", "--password-stdin", stdin="a new passphrase\n").returncode == 0
     r = sable(env, "user", "orgs", "nobody")
     assert r.returncode == 1 and "no such user" in r.stderr
+
+
+def test_separate_admin_credentials_per_service(dev, tmp_path):
+    """SPEC §19: SABLE_AUTHORITY_ADMIN_TOKEN and SABLE_DISCHARGER_ADMIN_TOKEN, each falling back
+    to SABLE_ADMIN_TOKEN; an error says which service refused."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SABLE_")}
+    env.update(SABLE_AUTHORITY_URL=dev["a"], SABLE_DISCHARGER_URL=dev["d"], XDG_CONFIG_HOME=str(tmp_path / "cfg"))
+    var = tmp_path / "var"
+    made = {}
+    for service in ("authority", "discharger"):
+        r = sable(env, "admin", "create", f"--{service}-db", str(var / f"{service}.db"))
+        assert r.returncode == 0, r.stderr
+        made[service] = r.stdout.strip()
+    both = {**env, "SABLE_AUTHORITY_ADMIN_TOKEN": made["authority"], "SABLE_DISCHARGER_ADMIN_TOKEN": made["discharger"]}
+    r = sable(both, "user", "create", "bob", "--org", "acme", "--password-stdin", stdin="correct horse\n")
+    assert r.returncode == 0, r.stderr
+    assert sable(both, "user", "orgs", "bob", "--add", "acme", "--role", "admin").returncode == 0
+    assert sable(both, "token", "create", "--org", "acme", "--name", "t").returncode == 0
+
+    # One credential for both: the service that does not know it is named.
+    only_authority = {**env, "SABLE_ADMIN_TOKEN": made["authority"]}
+    r = sable(only_authority, "user", "create", "carol", "--org", "acme", "--password-stdin", stdin="x y z w\n")
+    assert r.returncode == 1 and "the discharger refused" in r.stderr, r.stderr
+    only_discharger = {**env, "SABLE_ADMIN_TOKEN": made["discharger"]}
+    r = sable(only_discharger, "user", "create", "carol", "--org", "acme", "--password-stdin", stdin="x y z w\n")
+    assert r.returncode == 1 and "the authority" in r.stderr and "SABLE_AUTHORITY_ADMIN_TOKEN" in r.stderr, r.stderr
+    r = sable(only_discharger, "org", "create", "gamma")
+    assert r.returncode == 1 and "the authority refused" in r.stderr, r.stderr
+    # The per-service variable wins over the shared one.
+    r = sable({**only_discharger, "SABLE_AUTHORITY_ADMIN_TOKEN": made["authority"]}, "org", "create", "gamma")
+    assert r.returncode == 0, r.stderr
