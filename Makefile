@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test lint bench fuzz mutation clean system-packages image image-test
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml clients/__init__.py  # the version lives there: a bump reinstalls
 	@echo "Setting up $(VENV) with Sable and its dependencies (the first time takes a minute or two)..."
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip

@@ -82,3 +82,19 @@ def test_completion_scripts_complete_commands_and_options(shell):
     assert "plain,list" in subprocess.run([SABLE], env=env, capture_output=True, text=True, timeout=30).stdout
     bad = subprocess.run([SABLE, "completion", "tcsh"], capture_output=True, text=True, timeout=30)
     assert bad.returncode == 2
+
+
+def test_the_version_is_the_changelog_newest():
+    """One version everywhere (SPEC §19): `sable --version`, the package, the newest CHANGELOG entry."""
+    import re
+    from importlib.metadata import version
+    from pathlib import Path
+
+    from clients import __version__
+
+    changelog = (Path(__file__).parents[2] / "CHANGELOG.md").read_text()
+    newest = re.search(r"^## (\d+\.\d+\.\d+)", changelog, re.M)
+    assert newest and newest.group(1) == __version__
+    r = subprocess.run([SABLE, "--version"], capture_output=True, text=True, timeout=30)
+    assert r.stdout.strip() == f"sable, version {__version__}"
+    assert version("sable") == __version__  # the installed package (reinstall after a bump)
