@@ -108,6 +108,39 @@ class Cluster:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+class Standby(Cluster):
+    """A synchronous hot standby of `primary`, made with pg_basebackup and streaming from it:
+    the primary waits for it to flush every commit (`synchronous_standby_names`)."""
+
+    NAME = "sable_standby"
+
+    def __init__(self, primary: Cluster):
+        super().__init__(primary.bindir)
+        self.primary = primary
+
+    def start(self) -> Standby:
+        if self._as_postgres:
+            shutil.chown(self.root, "postgres")
+        self.primary.psql(f"ALTER SYSTEM SET synchronous_standby_names = '{self.NAME}'")
+        self.primary.psql("SELECT pg_reload_conf()")
+        self._run("pg_basebackup", "-h", "127.0.0.1", "-p", str(self.primary.port), "-U", "postgres",
+                  "-D", str(self.data), "-R", "-X", "stream", "--no-sync")
+        with open(self.data / "postgresql.auto.conf", "a") as conf:
+            conf.write(f"primary_conninfo = 'host=127.0.0.1 port={self.primary.port} user=postgres "
+                       f"application_name={self.NAME}'\nsynchronous_standby_names = ''\n")
+        self.pg_ctl_start()
+        deadline = time.monotonic() + 30
+        while self.primary.psql(f"SELECT sync_state FROM pg_stat_replication WHERE application_name = '{self.NAME}'") \
+                != "sync":
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the standby never became synchronous: {self.log_text()}")
+            time.sleep(0.1)
+        return self
+
+    def promote(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-w", "promote")
+
+
 def start_cluster() -> Cluster | None:
     """A running throwaway cluster, or None when no PostgreSQL server is installed."""
     bindir = bin_dir()
