@@ -12,7 +12,7 @@ from authority.store import AuthorityStore
 from authority.verification import authenticate, parse_presentation
 from clients import macaroon, tokens
 from clients.errors import BadRequest, Conflict, NotFound
-from server.audit import AuditFor, AuditRecord, Caller
+from server.audit import AuditFor, AuditRecord, Caller, ListedIn
 
 
 class Revocation:
@@ -71,7 +71,7 @@ class Revocation:
             fingerprint = macaroon.fingerprint(sigs[-1])
             # The attenuation itself is revoked: recorded even when nothing was stripped from it.
             children = await self.store.revoke_attenuation(
-                rec.id, fingerprint, now, lambda ids: audit.add(revoked=ids) if ids else audit)
+                rec.id, fingerprint, now, ListedIn(audit, when_none=True))
             if children is None:
                 return []
             self.records.revoke_attenuation(rec.id, fingerprint)  # at once, not at the feed's next poll
@@ -107,4 +107,4 @@ class Revocation:
 
 def _revoked_ids(audit: AuditRecord) -> AuditFor[list[str]]:
     """A token revocation is recorded, with the ids it revoked, only if it revoked any."""
-    return lambda ids: audit.add(revoked=ids) if ids else None
+    return ListedIn(audit)

@@ -146,6 +146,9 @@ async def run(seconds: float, concurrency: int, warmup: float, db: dict[str, str
             await sample
             elapsed = time.monotonic() - start
             rss["end"] = {n: rss_mib(p.pid) for n, p in procs.items()}
+            async with http.get(a_url + "/metrics") as r:  # how long the authority's writes took in the database
+                commits = {line.split()[0]: float(line.split()[1]) for line in (await r.text()).splitlines()
+                           if line.startswith(("sable_db_commit_seconds_sum", "sable_db_commit_seconds_count"))}
     finally:
         for p in procs.values():
             p.terminate()
@@ -164,6 +167,9 @@ async def run(seconds: float, concurrency: int, warmup: float, db: dict[str, str
         "rss_mib": {k: {n: round(x, 1) for n, x in v.items()} for k, v in rss.items()},
         "rss_growth_after_warmup_pct": growth,
         "rss_mib_each_minute": series,
+        "authority_db_writes": {"count": int(commits.get("sable_db_commit_seconds_count", 0)),
+                                "mean_ms": round(commits.get("sable_db_commit_seconds_sum", 0) * 1000
+                                                 / max(commits.get("sable_db_commit_seconds_count", 0), 1), 2)},
     }
     result["pass"] = result["errors"] == 0 and all(g <= 10 for g in growth.values())
     return result

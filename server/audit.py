@@ -51,6 +51,23 @@ AuditFor = Callable[[T], "AuditRecord | None"]
 
 
 @dataclass(frozen=True, slots=True)
+class ListedIn:
+    """The `AuditFor` of a write that changes a list of ids (a revocation's cascade): `record`
+    with the ids under `key`; when none changed, `record` as it is if `when_none`, else
+    nothing. Being data rather than code, a store may also write it in the same statement as
+    the change (PostgreSQL's revocations: one round trip, SPEC §9)."""
+
+    record: AuditRecord
+    key: str = "revoked"
+    when_none: bool = False
+
+    def __call__(self, ids: list[str]) -> AuditRecord | None:
+        if ids:
+            return self.record.add(**{self.key: ids})
+        return self.record if self.when_none else None
+
+
+@dataclass(frozen=True, slots=True)
 class Caller:
     """Who is asking: the client address and request id every audit record carries."""
 

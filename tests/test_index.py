@@ -64,7 +64,6 @@ ELSEWHERE: dict[str, tuple[str, ...]] = {
     "discharger/users.py": ("tests/discharger/test_discharger.py", "tests/clients/test_cli_users.py"),
     "server/audit.py": ("tests/authority/test_store.py", "tests/integration/test_lifecycle.py"),
     "server/dbcopy.py": ("tests/server/test_db_copy.py",),
-    "server/groupcommit.py": ("tests/server/test_sqlite.py", "tests/authority/test_store.py"),
     "server/launcher.py": ("tests/clients/test_cli.py", "tests/e2e/test_flow.py"),
     "server/masterkey.py": ("tests/server/test_master_key_rotation.py",),
     "server/service.py": ("tests/cli/test_db.py",),

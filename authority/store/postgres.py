@@ -33,7 +33,7 @@ from authority.store import (
     token_row,
     token_values,
 )
-from server.audit import AuditFor, AuditRecord
+from server.audit import AuditFor, AuditRecord, ListedIn
 from server.groupcommit import GroupCall
 from server.postgres import COMMON_V1, PgDatabase
 
@@ -169,6 +169,84 @@ END
 $fn$;
 """
 
+# v4: revocations that arrive together, in one statement (see `PostgresStore._revoke_batch`).
+# Item i revokes token p_tokens[i] whole (p_fps[i] NULL) or only its attenuation p_fps[i]; its
+# result is the ids its cascade revoked, or NULL when it changed nothing (no such token, or the
+# attenuation was revoked already). An item with an audit row (a_event[i] not NULL) gets it
+# here: a_detail[i] with the ids under a_key[i], or as it is when none were and a_when_none[i]
+# (`server.audit.ListedIn`). Every row lock comes first (tokens in id order, so two batches
+# never wait for each other in a cycle), the feed lock last, after every row lock.
+V4 = """
+CREATE OR REPLACE FUNCTION revoke_batch(
+    p_tokens TEXT[], p_fps BYTEA[], p_nows BIGINT[], p_feed_lock BIGINT,
+    a_at DOUBLE PRECISION[], a_event TEXT[], a_outcome TEXT[], a_request_id TEXT[], a_client TEXT[],
+    a_token_id TEXT[], a_parent TEXT[], a_org TEXT[], a_user TEXT[], a_detail TEXT[], a_key TEXT[],
+    a_when_none BOOLEAN[]
+) RETURNS TABLE (ord INTEGER, ids TEXT[]) LANGUAGE plpgsql VOLATILE SET search_path FROM CURRENT AS $fn$
+DECLARE
+    i INTEGER;
+    found_ids TEXT[];
+    roots TEXT[];
+    feed_token TEXT[] := '{}';
+    feed_scope TEXT[] := '{}';
+    feed_fp BYTEA[] := '{}';
+    feed_at BIGINT[] := '{}';
+BEGIN
+    PERFORM 1 FROM tokens WHERE id = ANY(p_tokens) ORDER BY id FOR UPDATE;
+    FOR i IN 1 .. coalesce(array_length(p_tokens, 1), 0) LOOP
+        IF p_fps[i] IS NULL THEN
+            IF NOT EXISTS (SELECT 1 FROM tokens WHERE id = p_tokens[i]) THEN
+                ord := i; ids := NULL; RETURN NEXT; CONTINUE;
+            END IF;
+            roots := ARRAY[p_tokens[i]];
+        ELSE
+            INSERT INTO revoked_attenuations (fingerprint, token_id, revoked_at) VALUES (p_fps[i], p_tokens[i], p_nows[i])
+                ON CONFLICT DO NOTHING;
+            IF NOT FOUND THEN
+                ord := i; ids := NULL; RETURN NEXT; CONTINUE;
+            END IF;
+            roots := ARRAY(SELECT service_id FROM strip_lineage WHERE fingerprint = p_fps[i]);
+            feed_token := feed_token || p_tokens[i];
+            feed_scope := feed_scope || 'attenuation'::TEXT;
+            feed_fp := feed_fp || p_fps[i];
+            feed_at := feed_at || p_nows[i];
+        END IF;
+        WITH RECURSIVE sub(id) AS (SELECT id FROM tokens WHERE id = ANY(roots)
+                                   UNION SELECT t.id FROM tokens t JOIN sub ON t.parent = sub.id),
+             done AS (UPDATE tokens SET revoked_at = p_nows[i] FROM sub
+                      WHERE tokens.id = sub.id AND tokens.revoked_at IS NULL RETURNING tokens.id)
+        SELECT coalesce(array_agg(done.id ORDER BY done.id), '{}') INTO found_ids FROM done;
+        feed_token := feed_token || found_ids;
+        feed_scope := feed_scope || array_fill('token'::TEXT, ARRAY[cardinality(found_ids)]);
+        feed_fp := feed_fp || array_fill(NULL::BYTEA, ARRAY[cardinality(found_ids)]);
+        feed_at := feed_at || array_fill(p_nows[i], ARRAY[cardinality(found_ids)]);
+        IF a_event[i] IS NOT NULL AND (cardinality(found_ids) > 0 OR a_when_none[i]) THEN
+            INSERT INTO audit (at, event, outcome, request_id, client, token_id, parent, org, "user", detail)
+                VALUES (a_at[i], a_event[i], a_outcome[i], a_request_id[i], a_client[i], a_token_id[i], a_parent[i],
+                        a_org[i], a_user[i],
+                        CASE WHEN cardinality(found_ids) > 0
+                             THEN (coalesce(a_detail[i]::jsonb, '{}'::jsonb)
+                                   || jsonb_build_object(a_key[i], to_jsonb(found_ids)))::text
+                             ELSE a_detail[i] END);
+        END IF;
+        ord := i; ids := found_ids; RETURN NEXT;
+    END LOOP;
+    IF cardinality(feed_token) > 0 THEN
+        PERFORM pg_advisory_xact_lock(p_feed_lock);
+        INSERT INTO revocations (token_id, scope, at, fingerprint)
+            SELECT f.t, f.s, f.at, f.fp FROM unnest(feed_token, feed_scope, feed_at, feed_fp) WITH ORDINALITY
+                AS f(t, s, at, fp, n)
+            ORDER BY f.n;
+        PERFORM pg_notify('sable_feed', '');
+    END IF;
+END
+$fn$;
+"""
+
+_REVOKE_BATCH = ("SELECT ord, ids FROM authority.revoke_batch($1::text[], $2::bytea[], $3::bigint[], $4, $5::float8[],"
+                 " $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[],"
+                 " $14::text[], $15::text[], $16::bool[])")
+
 _INSERT_BATCH = """
 SELECT authority.insert_token(t.id, t.kind, t.name, t.org, t.parent, t.usr, t.caveat_count, t.sealed_key, t.created_at,
                     t.revoked_at, t.last_used_at, t.created_by, t.caveats, t.expires_at,
@@ -187,12 +265,13 @@ ORDER BY t.ord
 
 class PostgresStore(PgDatabase):
     SCHEMA = "authority"
-    MIGRATIONS = (COMMON_V1 + V1, V2, V3)
+    MIGRATIONS = (COMMON_V1 + V1, V2, V3, V4)
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        # Strips and mints are grouped: see GroupCall.
+        # Strips and mints are grouped, and so are revocations: see GroupCall.
         self._inserts = GroupCall(self._insert_batch, limit=64, fail_all=(StoreError,))
+        self._revocations = GroupCall(self._revoke_batch, limit=64, fail_all=(StoreError,), parallel=2)
 
     # --- orgs ----------------------------------------------------------------------------
 
@@ -290,46 +369,49 @@ class PostgresStore(PgDatabase):
 
     # --- revocation ------------------------------------------------------------------------
 
-    @staticmethod
-    async def _cascade(c: asyncpg.Connection, roots: list[str], now: int) -> list[str]:
-        """Revoke these tokens and all their descendants not yet revoked; return their ids
-        (the caller adds them to the feed)."""
-        if not roots:
-            return []
-        rows = await c.fetch(
-            "WITH RECURSIVE sub(id) AS (SELECT id FROM authority.tokens WHERE id = ANY($1::text[])"
-            " UNION SELECT t.id FROM authority.tokens t JOIN sub ON t.parent = sub.id)"
-            " UPDATE authority.tokens SET revoked_at = $2 FROM sub"
-            " WHERE tokens.id = sub.id AND tokens.revoked_at IS NULL RETURNING tokens.id",
-            roots, now,
-        )
-        return sorted(r[0] for r in rows)
-
     async def revoke_token(self, token_id: str, now: int, audit: AuditFor[list[str]]) -> list[str] | None:
-        async with self._tx() as c:
-            if await c.fetchval("SELECT 1 FROM authority.tokens WHERE id = $1 FOR UPDATE", token_id) is None:
-                return None
-            ids = await self._cascade(c, [token_id], now)
-            await _feed(c, [(i, "token", now, None) for i in ids])
-            await self._audit_for(c, audit, ids)
-            return ids
+        return await self._revocations((token_id, None, now, audit))
 
     async def revoke_attenuation(self, token_id: str, fingerprint: bytes, now: int,
                                  audit: AuditFor[list[str]]) -> list[str] | None:
-        async with self._tx() as c:
-            await c.execute("SELECT 1 FROM authority.tokens WHERE id = $1 FOR UPDATE", token_id)  # see the module doc
-            done = await c.fetchval(
-                "INSERT INTO authority.revoked_attenuations (fingerprint, token_id, revoked_at) VALUES ($1, $2, $3)"
-                " ON CONFLICT DO NOTHING RETURNING 1", fingerprint, token_id, now)
-            if not done:
-                return None
-            children = await c.fetch("SELECT service_id FROM authority.strip_lineage WHERE fingerprint = $1", fingerprint)
-            ids = await self._cascade(c, sorted(r[0] for r in children), now)
-            # The attenuation's entry first, then its cascade, as on SQLite. The feed lock is
-            # taken last, after every row lock, so it never waits inside a lock cycle.
-            await _feed(c, [(token_id, "attenuation", now, fingerprint)] + [(i, "token", now, None) for i in ids])
-            await self._audit_for(c, audit, ids)
-            return ids
+        return await self._revocations((token_id, fingerprint, now, audit))
+
+    async def _revoke_batch(self, items: list[tuple[str, bytes | None, int, AuditFor[list[str]]]],
+                            ) -> list[list[str] | None]:
+        """Revocations that arrived together: one call of revoke_batch() (v4) for all of them,
+        committed as it ends. Revocations wait for one lock, the feed's, held to commit (so
+        feed order is commit order); grouping them, in one round trip, shares that wait and
+        the commit among a batch (SPEC §9: revoke p99 under load). Each item's feed entries are
+        as on SQLite: an attenuation's entry first, then its cascade. Audit rules given as data
+        (`ListedIn`) are written by the statement; any other `AuditFor` after it, in the same
+        transaction."""
+        audits = [item[3] for item in items]
+        listed = [a if isinstance(a, ListedIn) else None for a in audits]
+        records = [a.record if a is not None else None for a in listed]
+        args = ([t for t, _, _, _ in items], [fp for _, fp, _, _ in items], [now for _, _, now, _ in items], _FEED_LOCK,
+                *([getattr(r, f) if r is not None else None for r in records]
+                  for f in ("at", "event", "outcome", "request_id", "client", "token_id", "parent", "org", "user")),
+                [json.dumps(r.detail) if r is not None and r.detail else None for r in records],
+                [a.key if a is not None else None for a in listed], [bool(a and a.when_none) for a in listed])
+        started = time.perf_counter()
+        if all(a is not None for a in listed):
+            rows = await self._write_all(_REVOKE_BATCH, *args)  # one statement: one round trip, one commit
+        else:
+            async with self._tx() as c:
+                rows = list(await c.fetch(_REVOKE_BATCH, *args))
+                done = {r[0] - 1: r[1] for r in rows}
+                others = [audit(list(done[i])) for i, audit in enumerate(audits)
+                          if listed[i] is None and done.get(i) is not None]
+                await self._audit(c, [r for r in others if r is not None])
+        if self.commit_observer is not None:
+            self.commit_observer(time.perf_counter() - started)
+        results: list[list[str] | None] = [None] * len(items)
+        for r in rows:
+            results[r[0] - 1] = list(r[1]) if r[1] is not None else None
+        for a, ids in zip(listed, results, strict=True):
+            if a is not None and ids is not None:
+                a(ids)  # the record the domain emits (its log line) says what the row says
+        return results
 
     async def revocations_after(self, after: int, limit: int) -> list[RevocationRow]:
         rows = await self._all(

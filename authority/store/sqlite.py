@@ -72,9 +72,9 @@ _INSERT_TOKEN = f"INSERT INTO tokens ({_TOKEN_COLS}) VALUES ({', '.join('?' * le
 
 
 class SqliteStore(Database):
-    # v2 changed only the PostgreSQL schema (a function); versions stay the same on both
+    # v2 and v4 changed only the PostgreSQL schema (functions); versions stay the same on both
     # backends so `sable db copy` can compare them.
-    MIGRATIONS = (COMMON_V1 + V1, "SELECT 1", V3)
+    MIGRATIONS = (COMMON_V1 + V1, "SELECT 1", V3, "SELECT 1")
 
     # --- orgs ----------------------------------------------------------------------------
 
