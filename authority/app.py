@@ -121,6 +121,20 @@ async def list_tokens(request: web.Request) -> web.Response:
     return json_response({"tokens": [schemas.token(r) for r in rows]})
 
 
+@routes.get("/v1/tokens/{id}")
+async def show_token(request: web.Request) -> web.Response:
+    """One token by id (SPEC §19: `sable token show`): the admin any; a member those of their org."""
+    member = await _member(request, "r")
+    a = _authority(request)
+    token_id = request.match_info["id"]
+    row = None
+    if _TOKEN_ID.fullmatch(token_id):
+        row = await (a.listing.token(token_id) if member is None else a.selfservice.token(member, token_id))
+    if row is None:
+        raise NotFound("no token with that id")
+    return json_response(schemas.token(row))
+
+
 @routes.post("/v1/tokens/revoke")
 async def revoke_user(request: web.Request) -> web.Response:
     a = await _admin(request)

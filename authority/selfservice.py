@@ -61,6 +61,11 @@ class SelfService:
             raise Forbidden(f"your user token is for org {m.org!r}, not {org!r}")
         return await self.listing.tokens(m.org)
 
+    async def token(self, m: Member, token_id: str) -> TokenRow | None:
+        """A token of the member's org (as its listing shows them); None for any other."""
+        row = await self.listing.token(token_id)
+        return row if row is not None and row.org == m.org else None
+
     def may_revoke(self, m: Member, row: TokenRow) -> bool:
         return row.org == m.org and (m.role == "admin" or m.username in (row.created_by, row.user))
 

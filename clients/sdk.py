@@ -14,7 +14,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential, wait_random
@@ -223,6 +223,9 @@ class AuthorityClient(_Client):
 
     async def list_tokens(self, org: str) -> list[dict]:
         return (await self.request("GET", "/v1/tokens", params={"org": org}, bearer=self._admin()))["tokens"]
+
+    async def show_token(self, token_id: str) -> dict:
+        return await self.request("GET", f"/v1/tokens/{quote(token_id, safe='')}", bearer=self._admin())
 
     async def revoke_user(self, username: str) -> list[str]:
         """Revoke every token the user made or holds (admin): the ids revoked."""

@@ -302,6 +302,20 @@ def scope(caveat_texts: list[str]) -> str:
     return "; ".join(parts)
 
 
+def scope_column(caveat_texts: list[str] | None) -> str:
+    """A listing's short scope: apps, actions, hosts (and instances) a token is limited to;
+    `*` for no limit, so a full-power token stands out."""
+    if caveat_texts is None:
+        return "?"  # minted before 0.5.0 stored caveats
+    found: dict[str, str] = {}
+    for text in caveat_texts:
+        name, _, value = text.partition(" ")
+        found[name] = value
+    parts = [f"apps={found.get('apps', '*')}", f"actions={found.get('actions', '*')}"]
+    parts += [f"{name}={found[name]}" for name in ("hosts", "instances") if name in found]
+    return " ".join(parts)
+
+
 def _state(t: dict, now: float) -> str:
     if t["revoked_at"]:
         return "revoked"
@@ -328,12 +342,41 @@ def token_list(org, active, as_json):
     if as_json:
         emit(out, True)
         return
-    rows = [("ID", "KIND", "NAME", "CREATED BY", "CREATED", "EXPIRES", "LAST USED", "STATE")]
-    rows += [(t["id"], t["kind"], t["name"] or "-", t.get("created_by") or "-", t["created_at"],
-              t.get("expires_at") or "never", t["last_used_at"] or "never", _state(t, now)) for t in out]
+    rows = [("ID", "KIND", "NAME", "SCOPE", "CREATED BY", "CREATED", "EXPIRES", "LAST USED", "STATE")]
+    rows += [(t["id"], t["kind"], t["name"] or "-", scope_column(t.get("caveats")), t.get("created_by") or "-",
+              t["created_at"], t.get("expires_at") or "never", t["last_used_at"] or "never", _state(t, now))
+             for t in out]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+
+
+@token.command("show")
+@click.argument("token_id")
+@click.option("--org", help="As a user: the org of the token (may be left out when you belong to one).")
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def token_show(token_id, org, as_json):
+    """Show one token by its ID: what it allows, who made it, its state."""
+    if token_id.startswith(tokens.MACAROON_PREFIXES):
+        fail("`sable token show` takes a token id; to see what a token says, use `sable inspect TOKEN`", EXIT_USAGE)
+
+    async def go():
+        client, _ = await acting(org, need_org=False)
+        async with client as a:
+            return await a.show_token(token_id)
+    t = run(go())
+    if as_json:
+        emit(t, True)
+        return
+    fields = [("id", t["id"]), ("kind", t["kind"]), ("name", t["name"] or "-"), ("org", t["org"]),
+              ("scope", scope(t["caveats"]) if t.get("caveats") is not None else "?"),
+              ("caveats", ", ".join(t["caveats"]) if t.get("caveats") else "-"), ("parent", t["parent"] or "-"),
+              ("user", t["user"] or "-"), ("created by", t.get("created_by") or "-"), ("created", t["created_at"]),
+              ("expires", t.get("expires_at") or "never"), ("last used", t["last_used_at"] or "never"),
+              ("state", _state(t, time.time()) + (f" (revoked {t['revoked_at']})" if t["revoked_at"] else ""))]
+    for name, value in fields:
+        click.echo(f"{name + ':':<12}{value}")
 
 
 @token.command("revoke")

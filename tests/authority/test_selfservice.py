@@ -185,3 +185,22 @@ async def test_listing_an_unknown_org_is_404(authority):
     env = authority
     resp = await env.client.get("/v1/tokens?org=nope", headers=env.admin)
     assert resp.status == 404 and "does not exist" in (await resp.json())["message"]
+
+
+async def test_one_token_by_id_for_the_admin_and_members_of_its_org_only(authority):
+    """GET /v1/tokens/{id} (SPEC §19, `sable token show`): the admin sees any token; a member
+    sees those of their org, and another org's answers as an unknown id does."""
+    env = authority
+    await env.create_org("acme")
+    await env.create_org("beta")
+    token_id = tokens.parse(await env.mint(org="acme")).token_id
+    status, row = await call(env, "GET", f"/v1/tokens/{token_id}", headers=env.admin)
+    assert status == 200 and row["id"] == token_id and row["org"] == "acme" and row["caveats"][0] == "org acme"
+    status, row = await call(env, "GET", f"/v1/tokens/{token_id}", headers=await as_user(env, "alice"))
+    assert status == 200 and row["id"] == token_id
+    status, other = await call(env, "GET", f"/v1/tokens/{token_id}", headers=await as_user(env, "eve", org="beta"))
+    status_unknown, unknown = await call(env, "GET", f"/v1/tokens/{'0' * 32}", headers=env.admin)
+    assert (status, other) == (status_unknown, unknown) == (404, unknown)
+    for bad in ("x" * 40, "..", "%00"):
+        assert (await call(env, "GET", f"/v1/tokens/{bad}", headers=env.admin))[0] in (400, 404)  # a NUL: 400
+    assert (await call(env, "GET", f"/v1/tokens/{token_id}"))[0] == 401

@@ -30,8 +30,19 @@ def test_member_manages_tokens_through_the_session(dev, tmp_path):
     r = sable(env, "token", "list")
     assert r.returncode == 0, r.stderr
     header, *rows = r.stdout.splitlines()
-    assert header.split() == ["ID", "KIND", "NAME", "CREATED", "BY", "CREATED", "EXPIRES", "LAST", "USED", "STATE"]
+    assert header.split() == ["ID", "KIND", "NAME", "SCOPE", "CREATED", "BY", "CREATED", "EXPIRES", "LAST", "USED",
+                              "STATE"]
     assert any(mine["id"] in row and "alice" in row and row.endswith("active") for row in rows)
+    assert any(mine["id"] in row and "apps=orders actions=*" in row for row in rows)  # SPEC §19: a scope column
+    # `sable token show ID`: one token, what it allows (SPEC §19)
+    r = sable(env, "token", "show", mine["id"])
+    assert r.returncode == 0, r.stderr
+    assert f"id:         {mine['id']}" in r.stdout and "apps orders" in r.stdout and "state:      active" in r.stdout
+    assert "apps orders" in json.loads(sable(env, "token", "show", mine["id"], "--json").stdout)["caveats"]
+    r = sable(env, "token", "show", "0" * 32)
+    assert r.returncode == 1 and "no token with that id" in r.stderr
+    r = sable(env, "token", "show", mine["token"])
+    assert r.returncode == 2 and "sable inspect" in r.stderr
     cache = tmp_path / "cfg" / "sable" / "user-tokens.json"
     assert os.stat(cache).st_mode & 0o077 == 0
     # A token made with the admin credential is not alice's to revoke (she is a member).
