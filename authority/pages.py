@@ -14,7 +14,7 @@ from aiohttp import web
 from authority.model import MintRequest
 from authority.selfservice import Member
 from authority.service import Authority
-from clients import caveats
+from clients import caveats, scope
 from clients.caveats import NAME_RE, format_time
 from clients.errors import BadRequest, Forbidden, NotFound
 from server.http import caller
@@ -85,6 +85,10 @@ def _status(row, now: int) -> str:
     return "active"
 
 
+# The create form as it starts: a name and a scope must be chosen; a lifetime is offered.
+BLANK_FORM = {"name": "", "apps": "", "actions": "", "all_apps": False, "all_actions": False, "expires_in": "30d"}
+
+
 async def _render(request: web.Request, member: Member, cookie: str, status: int = 200, **extra) -> web.Response:
     a: Authority = request.app[AUTHORITY]
     now = int(time.time())
@@ -92,11 +96,12 @@ async def _render(request: web.Request, member: Member, cookie: str, status: int
     for r in await a.selfservice.tokens(member, member.org):
         state = _status(r, now)
         rows.append({"id": r.id, "name": r.name, "kind": r.kind, "created_by": r.created_by,
+                     "scope": scope.summary(r.caveats),
                      "created": format_time(r.created_at),
                      "expires": format_time(r.expires_at) if r.expires_at else "never",
                      "last_used": format_time(r.last_used_at) if r.last_used_at else "never", "status": state,
                      "revocable": state == "active" and a.selfservice.may_revoke(member, r)})
-    context = {"new_token": None, "new_name": None, "error": None, "notice": None, **extra}
+    context = {"new_token": None, "new_name": None, "error": None, "notice": None, "values": BLANK_FORM, **extra}
     return request.app[PAGES].render("console.html", status=status, service=SERVICE, user=member.username,
                                      role=member.role, org=member.org, rows=rows,
                                      csrf=a.console.csrf(cookie), **context)
@@ -105,6 +110,23 @@ async def _render(request: web.Request, member: Member, cookie: str, status: int
 @routes.get("/static/sable.css")
 async def stylesheet(request: web.Request) -> web.Response:
     return await css(request)
+
+
+@routes.get("/")
+async def root(request: web.Request) -> web.Response:
+    return _see_other("/console/")
+
+
+@routes.get("/console/")
+@page
+async def console_home(request: web.Request) -> web.Response:
+    """The user's orgs: listed by the discharger, who knows them, with links back to this
+    console (the discharger's `authority_url` must name this authority)."""
+    discharger = request.app[AUTHORITY].minting.trust.first()
+    if discharger is None:
+        raise NotFound("this authority trusts no discharger, so nobody can sign in")
+    public = request.app[AUTHORITY].config.public_url
+    return _see_other(f"{discharger.location}/?{urlencode({'authority': public})}")
 
 
 @routes.get("/console/orgs/{org}")
@@ -145,32 +167,69 @@ async def callback(request: web.Request) -> web.Response:
 @page
 async def create(request: web.Request) -> web.Response:
     org, member, cookie, form = await _signed_in_form(request)
-    name = form.get("name", "").strip() or None
-    if name is not None and (len(name) > 128 or any(ord(ch) < 0x20 for ch in name)):
-        return await _render(request, member, cookie, 400, error="Name must be at most 128 printable characters")
-    given = [f"{field} {value}" for field in ("apps", "actions") if (value := form.get(field, "").replace(" ", ""))]
+    values = {**{k: form.get(k, "").strip()[:256] for k in ("name", "apps", "actions", "expires_in")},
+              "all_apps": form.get("all_apps") == "yes", "all_actions": form.get("all_actions") == "yes"}
+
+    async def again(message: str) -> web.Response:  # the form comes back as it was sent
+        return await _render(request, member, cookie, 400, error=message, values=values)
+
+    name = values["name"]
+    if not name:
+        return await again("Name is required: say what the token is for")
+    if len(name) > 128 or any(ord(ch) < 0x20 for ch in name):
+        return await again("Name must be at most 128 printable characters")
+    given = []
+    for field, everything in (("apps", "All apps"), ("actions", "All actions")):
+        value, chose_all = values[field].replace(" ", ""), values[f"all_{field}"]
+        if bool(value) == chose_all:  # neither (a full-power token by accident) or both
+            return await again(f"{field.capitalize()}: name them, or choose {everything}" if not value
+                               else f"{field.capitalize()}: name them or choose {everything}, not both")
+        if value:
+            given.append(f"{field} {value}")
     expires_in = None
-    if form.get("expires_in", "").strip():
-        expires_in = caveats.parse_duration(form["expires_in"])
+    if values["expires_in"]:
+        expires_in = caveats.parse_duration(values["expires_in"])
         if expires_in is None:
-            return await _render(request, member, cookie, 400,
-                                 error="Expires in must be a duration like 90s, 15m, 12h or 30d")
+            return await again("Expires in must be a duration like 90s, 15m, 12h or 30d")
     a: Authority = request.app[AUTHORITY]
     try:  # minting checks the caveats and the lifetime, as for the JSON API
         minted = await a.selfservice.mint(member, MintRequest(org, tuple(given), name, expires_in), caller(request))
     except BadRequest as e:  # CaveatError included
-        return await _render(request, member, cookie, 400, error=e.message)
+        return await again(e.message)
     return await _render(request, member, cookie, new_token=minted.token, new_name=name)
+
+
+async def _revocable(request: web.Request, member: Member):
+    token_id = request.match_info["id"]
+    if not _TOKEN_ID.fullmatch(token_id):
+        raise NotFound("no token with that id")
+    return await request.app[AUTHORITY].selfservice.revocable(member, token_id)
+
+
+@routes.get("/console/orgs/{org}/tokens/{id}/revoke")
+@page
+async def confirm_revoke(request: web.Request) -> web.Response:
+    """Revoking asks first, on a page that names the token and says what else stops."""
+    org = _org(request)
+    signed_in = await _signed_in(request, org)
+    if signed_in is None:
+        return _see_other(f"/console/orgs/{org}")  # signs in, then the list; the user clicks again
+    member, cookie = signed_in
+    row = await _revocable(request, member)
+    a: Authority = request.app[AUTHORITY]
+    return request.app[PAGES].render("revoke.html", service=SERVICE, user=member.username, org=org, csrf=a.console.csrf(cookie),
+                                     token={"id": row.id, "name": row.name, "kind": row.kind,
+                                            "scope": scope.summary(row.caveats), "revoked": row.revoked_at is not None})
 
 
 @routes.post("/console/orgs/{org}/tokens/{id}/revoke")
 @page
 async def revoke(request: web.Request) -> web.Response:
-    org, member, _, _ = await _signed_in_form(request)
-    token_id = request.match_info["id"]
-    if not _TOKEN_ID.fullmatch(token_id):
-        raise NotFound("no token with that id")
-    await request.app[AUTHORITY].selfservice.revoke(member, token_id, caller(request))
+    org, member, _, form = await _signed_in_form(request)
+    row = await _revocable(request, member)  # a refusal says so at once
+    if form.get("confirm") != "yes":  # only the confirmation page's form revokes
+        return _see_other(f"/console/orgs/{org}/tokens/{row.id}/revoke")
+    await request.app[AUTHORITY].selfservice.revoke(member, row.id, caller(request))
     return _see_other(f"/console/orgs/{org}")
 
 

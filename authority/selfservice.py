@@ -69,14 +69,18 @@ class SelfService:
     def may_revoke(self, m: Member, row: TokenRow) -> bool:
         return row.org == m.org and (m.role == "admin" or m.username in (row.created_by, row.user))
 
-    async def revoke(self, m: Member, token_id: str, caller: Caller) -> list[str]:
-        loaded = await self.store.load_token(token_id)
-        if loaded is None:
+    async def revocable(self, m: Member, token_id: str) -> TokenRow:
+        """The token, if the member may revoke it (NotFound, Forbidden otherwise)."""
+        row = await self.listing.token(token_id)
+        if row is None:
             raise NotFound("no token with that id")
-        row = loaded[0]
         if row.org != m.org:
             raise Forbidden("that token is not in your org")
         if not self.may_revoke(m, row):
             raise Forbidden("members may revoke only tokens they created or that belong to them; "
-                         f"an admin of org {m.org!r} may revoke any")
+                            f"an admin of org {m.org!r} may revoke any")
+        return row
+
+    async def revoke(self, m: Member, token_id: str, caller: Caller) -> list[str]:
+        await self.revocable(m, token_id)
         return await self.revocation.revoke_id(token_id, caller)

@@ -189,7 +189,14 @@ async def home(request: web.Request) -> web.Response:
     b = await Browser.of(request)
     if b.user is None:
         return _see_other("/login")
-    return b.render("home.html")
+    # The user's orgs, each with its console at an authority this discharger serves: the one
+    # that sent the browser here (`?authority=`, when configured), else the first configured.
+    authorities = b.d.config.authority_urls
+    asked = request.query.get("authority", "").rstrip("/")
+    console = asked if asked in authorities else (authorities[0] if authorities else None)
+    row = await b.d.store.get_user(b.user)
+    orgs = sorted((row.roles if row is not None else {}).items())
+    return b.render("home.html", orgs=orgs, console=console)
 
 
 def _login(b: Browser, next_path: str, status: int = 200, error: str | None = None,

@@ -12,6 +12,7 @@ from clients.cli.acting import acting
 from clients.cli.common import EXIT_UNAVAILABLE, EXIT_USAGE, authority, discharger, emit, fail, handle_errors, run
 from clients.cli.holder import caveat_options, caveats_from
 from clients.errors import SableAPIError
+from clients.scope import summary
 
 
 @click.group()
@@ -302,20 +303,6 @@ def scope(caveat_texts: list[str]) -> str:
     return "; ".join(parts)
 
 
-def scope_column(caveat_texts: list[str] | None) -> str:
-    """A listing's short scope: apps, actions, hosts (and instances) a token is limited to;
-    `*` for no limit, so a full-power token stands out."""
-    if caveat_texts is None:
-        return "?"  # minted before 0.5.0 stored caveats
-    found: dict[str, str] = {}
-    for text in caveat_texts:
-        name, _, value = text.partition(" ")
-        found[name] = value
-    parts = [f"apps={found.get('apps', '*')}", f"actions={found.get('actions', '*')}"]
-    parts += [f"{name}={found[name]}" for name in ("hosts", "instances") if name in found]
-    return " ".join(parts)
-
-
 def _state(t: dict, now: float) -> str:
     if t["revoked_at"]:
         return "revoked"
@@ -343,7 +330,7 @@ def token_list(org, active, as_json):
         emit(out, True)
         return
     rows = [("ID", "KIND", "NAME", "SCOPE", "CREATED BY", "CREATED", "EXPIRES", "LAST USED", "STATE")]
-    rows += [(t["id"], t["kind"], t["name"] or "-", scope_column(t.get("caveats")), t.get("created_by") or "-",
+    rows += [(t["id"], t["kind"], t["name"] or "-", summary(t.get("caveats")), t.get("created_by") or "-",
               t["created_at"], t.get("expires_at") or "never", t["last_used_at"] or "never", _state(t, now))
              for t in out]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

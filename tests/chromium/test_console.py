@@ -47,8 +47,8 @@ async def test_console_sign_in_create_verify_revoke_sign_out(dev, browser, shot)
     assert cookie["httpOnly"] and cookie["sameSite"] == "Lax"
 
     await page.get_by_label("Name").fill("ci-deploy")
-    await page.get_by_label("Apps").fill("orders, billing")
-    await page.get_by_label("Actions").fill("r")
+    await page.get_by_label("Apps", exact=True).fill("orders, billing")
+    await page.get_by_label("Actions", exact=True).fill("r")
     await page.get_by_label("Expires in").fill("2h")
     async with page.expect_response(lambda r: r.url.endswith("/console/orgs/acme/tokens")) as created:
         await page.get_by_role("button", name="Create").click()
@@ -61,10 +61,16 @@ async def test_console_sign_in_create_verify_revoke_sign_out(dev, browser, shot)
         await row.get_by_text(text, exact=True).first.wait_for()
     assert await verify(dev, token) == 200
 
-    await row.get_by_role("button", name="Revoke").click()
+    await row.get_by_text("apps=orders,billing actions=r", exact=True).wait_for()  # the Scope column
+    await row.get_by_role("link", name="Revoke").click()  # asks first, naming the token and what else stops
+    await page.get_by_role("heading", name="Revoke “ci-deploy”?").wait_for()
+    await page.get_by_text("Every token made from it stops too", exact=False).wait_for()
+    await shot(page, "4-confirm-revoke")
+    assert await verify(dev, token) == 200  # nothing revoked by asking
+    await page.get_by_role("button", name="Revoke it").click()
     await page.get_by_role("row").filter(has_text="ci-deploy").get_by_text("revoked", exact=True).wait_for()
     assert await page.locator("code#new-token").count() == 0  # shown once only
-    await shot(page, "4-revoked")
+    await shot(page, "5-revoked")
     assert await verify(dev, token) == 403
 
     await page.get_by_role("button", name="Sign out").click()
@@ -127,3 +133,39 @@ async def test_a_form_sent_after_the_session_ended_signs_in_again_and_says_so(de
     assert await page.locator("code#new-token").count() == 0
     assert await page.get_by_role("row").filter(has_text="late").count() == 0
     await shot(page, "signed-in-again")
+
+
+async def test_the_create_form_asks_for_a_scope_and_keeps_what_was_typed(dev, browser, shot):
+    """SPEC §19: Name, Apps and Actions are required (All apps / All actions are explicit
+    choices), Expires in starts at 30d, and a form with an error keeps its values."""
+    page = await browser.new_page()
+    await sign_in_to_console(page, dev)
+    assert await page.get_by_label("Expires in").input_value() == "30d"
+    await page.get_by_label("Name").fill("half-filled")
+    await page.get_by_label("Actions", exact=True).fill("r")
+    await page.get_by_role("button", name="Create").click()
+    await page.get_by_role("alert").filter(has_text="Apps: name them, or choose All apps").wait_for()
+    await shot(page, "form-error-keeps-values")
+    assert await page.get_by_label("Name").input_value() == "half-filled"
+    assert await page.get_by_label("Actions", exact=True).input_value() == "r"
+    assert await page.get_by_label("Expires in").input_value() == "30d"
+    assert await page.locator("code#new-token").count() == 0
+    await page.get_by_label("All apps").check()
+    await page.get_by_role("button", name="Create").click()
+    token = (await page.locator("code#new-token").inner_text()).strip()
+    assert token.startswith(tokens.PERMISSION)
+    row = page.get_by_role("row").filter(has_text="half-filled")
+    await row.get_by_text("apps=* actions=r", exact=True).wait_for()
+
+
+async def test_the_authority_root_leads_to_the_users_orgs(dev, browser):
+    """`/` → `/console/` → the discharger's page listing the user's orgs, each a link to its
+    console here."""
+    page = await browser.new_page()
+    await sign_in_to_console(page, dev)  # signed in at the discharger too
+    await page.goto(dev["a"] + "/")
+    await page.get_by_role("heading", name="Your orgs").wait_for()
+    assert page.url.startswith(dev["d"])
+    await page.get_by_role("link", name="acme").click()
+    await page.get_by_role("heading", name="Tokens of org acme").wait_for()
+    assert page.url == f"{dev['a']}/console/orgs/acme"

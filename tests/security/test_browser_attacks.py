@@ -485,11 +485,53 @@ async def test_console_expiry_is_bounded_like_the_api(authority):
     minted = []
     for too_long in ("3650d", "999999999d", "31536001"):
         resp = await console_post(env, cookie, "/console/orgs/acme/tokens",
-                                  {"csrf": token, "name": f"long-{too_long}", "expires_in": too_long})
-        if resp.status != 400 or 'id="new-token"' in await resp.text():
+                                  {"csrf": token, "name": f"long-{too_long}", "expires_in": too_long,
+                                   "all_apps": "yes", "all_actions": "yes"})
+        text = await resp.text()
+        assert "Apps:" not in text and "Actions:" not in text  # refused for its lifetime, not its scope
+        if resp.status != 400 or 'id="new-token"' in text:
             minted.append(f"{too_long} -> {resp.status}")
     listed = await (await env.client.get("/v1/tokens?org=acme", headers=env.admin)).json()
     assert not minted, f"minted past one year: {minted}; expiries {[r['caveats'][-1] for r in listed['tokens']]}"
+
+
+async def test_console_scope_is_never_full_power_by_omission(authority):
+    """SPEC §19: blank Apps or Actions are refused unless All apps / All actions is chosen;
+    both a list and All at once are refused too. Nothing is minted by a refused form."""
+    env = authority
+    cookie = await console_cookie(env)
+    token = csrf_of(await console_page(env, cookie))
+    cases = [({}, "Apps: name them, or choose All apps"), ({"all_apps": "yes"}, "Actions: name them, or choose All actions"),
+             ({"apps": "orders", "all_apps": "yes", "actions": "r"}, "Apps: name them or choose All apps, not both"),
+             ({"apps": "orders", "actions": "r", "name": ""}, "Name is required")]
+    for extra, message in cases:
+        resp = await console_post(env, cookie, "/console/orgs/acme/tokens", {"csrf": token, "name": "n", **extra})
+        text = await resp.text()
+        assert resp.status == 400 and message in text and 'id="new-token"' not in text, (extra, resp.status)
+    listed = await (await env.client.get("/v1/tokens?org=acme", headers=env.admin)).json()
+    assert listed["tokens"] == []
+    resp = await console_post(env, cookie, "/console/orgs/acme/tokens",
+                              {"csrf": token, "name": "all", "all_apps": "yes", "all_actions": "yes"})
+    assert resp.status == 200 and 'id="new-token"' in await resp.text()
+
+
+async def test_console_revoke_asks_first_and_only_its_form_revokes(authority):
+    env = authority
+    tid = tokens.parse(await env.mint(org="acme")).token_id
+    boss = await console_cookie(env, "carol", role="admin")
+    csrf = csrf_of(await console_page(env, boss))
+    resp = await env.client.get(f"/console/orgs/acme/tokens/{tid}/revoke", allow_redirects=False,
+                                headers={"Cookie": f"sable_console={boss}"})
+    text = await resp.text()
+    assert resp.status == 200 and tid in text and "Every token made from it stops too" in text
+    resp = await console_post(env, boss, f"/console/orgs/acme/tokens/{tid}/revoke", {"csrf": csrf})
+    assert resp.status == 303 and resp.headers["Location"].endswith(f"/tokens/{tid}/revoke")  # asked, not done
+    listed = await (await env.client.get("/v1/tokens?org=acme", headers=env.admin)).json()
+    assert all(r["revoked_at"] is None for r in listed["tokens"])
+    resp = await console_post(env, boss, f"/console/orgs/acme/tokens/{tid}/revoke", {"csrf": csrf, "confirm": "yes"})
+    assert resp.status == 303
+    listed = await (await env.client.get("/v1/tokens?org=acme", headers=env.admin)).json()
+    assert [r["revoked_at"] is not None for r in listed["tokens"]] == [True]
 
 
 async def test_console_revoke_stays_inside_role_and_org(authority):
