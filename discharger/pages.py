@@ -11,6 +11,7 @@ from aiohttp import web
 
 from clients.caveats import format_time
 from clients.errors import BadRequest, Conflict, Forbidden, NotFound, RateLimited, Unauthorized
+from discharger.device import normalize
 from discharger.federation import STATE_TTL
 from discharger.model import Credentials
 from discharger.oidc import SignInRefused
@@ -414,17 +415,25 @@ async def device_page(request: web.Request) -> web.Response:
     b = await Browser.of(request)
     if b.user is None:
         return b.to_login()
-    code = request.query.get("user_code", "")[:32]
+    return await _device_form(request, b, request.query.get("user_code", "")[:32])
+
+
+async def _device_form(request: web.Request, b: Browser, code: str, notice: str | None = None,
+                       missing: int = 200, looking: bool = True) -> web.Response:
+    """The device page: with a code, the client that asked for it (its name and address), so
+    the user approves knowing which one (SPEC §19)."""
     grant, error, limited = None, None, None
     if code:
         try:  # a miss counts as a wrong look-up, never as a wrong code
-            grant = await b.d.device.find(b.user, code, caller(request), looking=True)
+            grant = await b.d.device.find(b.user, code, caller(request), looking=looking)
         except NotFound as e:
             error = e.message
         except RateLimited as e:  # the form still works: check the code and decide
             error, limited = f"{e.message}, or check the code below and decide", e
-    resp = b.render("device.html", status=429 if limited else 200, code=code.upper(), grant=grant, error=error,
-                    requested_at=format_time(grant.created_at) if grant else "")
+    status = 429 if limited else missing if error else 200
+    resp = b.render("device.html", status=status, code=code.upper(), grant=grant, error=error,
+                    requested_at=format_time(grant.created_at) if grant else "", notice=notice if grant else None,
+                    shown=normalize(code) if grant else "")
     if limited:
         resp.headers["Retry-After"] = str(limited.retry_after or 1)
     return resp
@@ -439,10 +448,15 @@ async def device_decide(request: web.Request) -> web.Response:
     form = await b.form()
     approve = form.get("action") == "approve"
     code = form.get("user_code", "")[:32]
+    if approve and normalize(form.get("shown", "")) != normalize(code):
+        # A typed (or changed) code: show which client asked for it before approving anything.
+        return await _device_form(request, b, code, notice="Check which client asked for this code, then approve it",
+                                  missing=404, looking=False)  # typed: counts as a typed code
     try:
         await b.d.device.decide(b.user, code, approve, caller(request), b.auth_method or "password")
     except NotFound as e:
-        return b.render("device.html", status=404, code=code.upper(), grant=None, error=e.message, requested_at="")
+        return b.render("device.html", status=404, code=code.upper(), grant=None, error=e.message, requested_at="",
+                        notice=None, shown="")
     if approve:
         return b.message("Device approved", "You can close this window and return to your terminal.", tone="ok")
     return b.message("Device denied", "The device will not be signed in.", tone="bad")

@@ -42,8 +42,9 @@ async def browser_decides(url: str, user_code: str, action: str) -> None:
                                                    "next": f"/device?user_code={user_code}"}) as r:
             page = await r.text()
             assert "Only approve a code you started yourself" in page
+        shown = re.search(r'name="shown" value="([^"]*)"', page).group(1)  # the client the page showed
         async with http.post(url + "/device", data={"csrf": csrf_of(page), "user_code": user_code,
-                                                    "action": action}) as r:
+                                                    "action": action, "shown": shown}) as r:
             assert r.status == 200
 
 

@@ -27,8 +27,40 @@ async def sign_in(env, username="alice", password="correct horse"):
 
 
 async def decide(env, user_code: str, action: str = "approve"):
+    """Type the code into the bare form and decide; an approval first shows which client asked
+    (SPEC §19), and is then confirmed from that page."""
     page = await (await env.client.get("/device")).text()  # the form, without looking the code up
-    return await env.client.post("/device", data={"csrf": csrf_of(page), "user_code": user_code, "action": action})
+    resp = await env.client.post("/device", data={"csrf": csrf_of(page), "user_code": user_code, "action": action})
+    page = await resp.text()
+    if action != "approve" or "Check which client asked for this code" not in page:
+        return resp
+    shown = re.search(r'name="shown" value="([^"]*)"', page).group(1)
+    return await env.client.post("/device", data={"csrf": csrf_of(page), "user_code": user_code, "action": action,
+                                                  "shown": shown})
+
+
+async def test_a_typed_code_shows_its_client_before_it_is_approved(real_discharger):
+    env = real_discharger
+    await env.user()
+    await sign_in(env)
+    got = await authorize(env, client_name="build box")
+    page = await (await env.client.get("/device")).text()
+    resp = await env.client.post("/device", data={"csrf": csrf_of(page), "user_code": got["user_code"],
+                                                  "action": "approve"})
+    page = await resp.text()
+    assert resp.status == 200 and "Check which client asked for this code" in page
+    assert "“build box”" in page and "Requested from 127.0.0.1" in page
+    assert (await poll(env, got["device_code"]))[1]["error"] == "authorization_pending"  # not approved yet
+    # Seen for one code, then another typed in its place: shown again, not approved.
+    other = await authorize(env, client_name="someone else")
+    shown = re.search(r'name="shown" value="([^"]*)"', page).group(1)
+    resp = await env.client.post("/device", data={"csrf": csrf_of(page), "user_code": other["user_code"],
+                                                  "action": "approve", "shown": shown})
+    assert "“someone else”" in await resp.text()
+    assert (await poll(env, other["device_code"]))[1]["error"] == "authorization_pending"
+    resp = await env.client.post("/device", data={"csrf": csrf_of(page), "user_code": got["user_code"],
+                                                  "action": "approve", "shown": shown})
+    assert resp.status == 200 and "Device approved" in await resp.text()
 
 
 async def authorize(env, **body):

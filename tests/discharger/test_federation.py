@@ -242,8 +242,9 @@ async def test_a_device_approved_from_a_federated_browser_gets_a_session_that_sa
         page = await r.text()
     import re
     csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    shown = re.search(r'name="shown" value="([^"]*)"', page).group(1)  # the client this page showed
     async with env.http.post(env.base + "/device", data={"csrf": csrf, "user_code": grant["user_code"],
-                                                         "action": "approve"}) as r:
+                                                         "action": "approve", "shown": shown}) as r:
         assert r.status == 200, await r.text()
     async with env.http.post(env.base + "/v1/device/token", json={"device_code": grant["device_code"]}) as r:
         body = await r.json()
