@@ -421,7 +421,8 @@ async def device_page(request: web.Request) -> web.Response:
 async def _device_form(request: web.Request, b: Browser, code: str, notice: str | None = None,
                        missing: int = 200, looking: bool = True) -> web.Response:
     """The device page: with a code, the client that asked for it (its name and address), so
-    the user approves knowing which one (SPEC §19)."""
+    the user approves knowing which one (SPEC §19). The caller has checked the sign-in."""
+    assert b.user is not None
     grant, error, limited = None, None, None
     if code:
         try:  # a miss counts as a wrong look-up, never as a wrong code

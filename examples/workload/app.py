@@ -36,7 +36,7 @@ async def orders(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return web.json_response({"status": "ok", "pid": os.getpid()})  # deploy.sh checks it is this process
 
 
 def create_app(verifier: Verifier, public_url: str | None = None) -> web.Application:

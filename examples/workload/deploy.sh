@@ -14,6 +14,12 @@ TOKEN_FILE=${SABLE_TOKEN_FILE:-${XDG_CACHE_HOME:-$HOME/.cache}/sable/workload.to
 PYTHON=${PYTHON:-$(dirname "$(command -v sable)")/python}
 umask 077
 mkdir -p "$(dirname "$TOKEN_FILE")"
+# A port another process holds (an older workload, say) would answer the readiness check below
+# in place of the new one: refuse it before stripping anything.
+if ! "$PYTHON" -c 'import socket, sys; socket.create_server(("127.0.0.1", int(sys.argv[1]))).close()' "$PORT" 2>/dev/null; then
+    echo "port $PORT is in use (an older workload still running?): stop it, or choose another with PORT=" >&2
+    exit 1
+fi
 ST=$(sable strip "$PT" --name "workload@$(hostname)")
 if [ "${DPOP:-0}" = 1 ]; then
     KEY_FILE=${SABLE_KEY_FILE:-${TOKEN_FILE%.token}.key}
@@ -31,8 +37,10 @@ LOG="${TOKEN_FILE%.token}.log"
 PID=$!
 echo "starting the workload on port $PORT (pid $PID), waiting until it answers..." >&2
 for _ in $(seq 100); do
-    if "$PYTHON" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' \
-            "http://127.0.0.1:$PORT/healthz" 2>/dev/null; then
+    # Ready when the workload that answers is the one just started (its pid), not another.
+    if "$PYTHON" -c 'import json, sys, urllib.request
+sys.exit(json.load(urllib.request.urlopen(sys.argv[1], timeout=1)).get("pid") != int(sys.argv[2]))' \
+            "http://127.0.0.1:$PORT/healthz" "$PID" 2>/dev/null; then
         echo "workload ready on http://127.0.0.1:$PORT (pid $PID); its host-bound token is in $TOKEN_FILE" >&2
         [ "${DPOP:-0}" = 1 ] && echo "bound to the key $KEY_FILE: send it as Authorization: DPoP with a proof (clients.pop)" >&2
         exit 0

@@ -81,3 +81,16 @@ def test_deploy_with_dpop_binds_the_token_to_a_key_made_on_the_host(dev_stack):
         assert asyncio.run(with_key()) == 200
     finally:
         os.kill(pid, signal.SIGTERM)
+
+
+def test_deploy_refuses_a_port_another_workload_holds(dev_stack):
+    """SPEC §19: the old workload answering on the port must not pass for the new one."""
+    env, port, pid, tmp, _ = deploy(dev_stack)
+    try:
+        pt = subprocess.run(["sable", "token", "create", "--org", "acme", "--apps", "orders"], env=env, check=True,
+                            capture_output=True, text=True).stdout.strip()
+        r = subprocess.run(["bash", str(DEPLOY)], env={**env, "PT": pt}, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1 and f"port {port} is in use" in r.stderr, r.stderr
+        assert "workload ready" not in r.stderr
+    finally:
+        os.kill(pid, signal.SIGTERM)
