@@ -14,8 +14,10 @@ import aiohttp
 import nacl.utils
 import pytest
 
+from authority.store import open_store
 from clients import tokens
-from tests.support import SABLE, free_port, wait_healthy
+from tests.support import SABLE, AuthorityProcess, free_port, wait_healthy
+from tests.support.fakes import FakeDischarger
 
 pytestmark = pytest.mark.slow  # real processes and a real cluster
 
@@ -128,3 +130,44 @@ def test_a_missing_privilege_is_a_message_naming_it(tmp_path, pg_cluster):
     assert "Traceback" not in r.stderr, r.stderr
     assert "authority: schema version 0" in r.stdout, (r.stdout, r.stderr)
 
+
+
+async def test_a_logical_backup_restores_into_an_empty_database(tmp_path, pg_cluster):
+    """deploy/README.md's pg_dump / pg_restore lines: a token minted and one revoked before the
+    backup verify and stay revoked on the restored database."""
+    src = pg_cluster.new_database()
+    d = FakeDischarger()
+    admin = tokens.encode(tokens.ADMIN, nacl.utils.random(32))
+    a = AuthorityProcess(tmp_path, src, d, admin)
+    try:
+        async with aiohttp.ClientSession() as http:
+            headers = {"Authorization": f"Bearer {admin}"}
+            await http.post(a.url + "/v1/orgs", json={"name": "acme"}, headers=headers)
+            minted = []
+            for _ in range(2):
+                async with http.post(a.url + "/v1/tokens", json={"org": "acme"}, headers=headers) as r:
+                    minted.append((await r.json())["token"])
+            async with http.post(a.url + "/v1/revoke", json={"tokens": [minted[1]]}) as r:
+                assert r.status == 200
+    finally:
+        a.stop()
+    dump = pg_cluster.root / "authority.dump"
+    dst = pg_cluster.new_database()
+    for cmd in (["pg_dump", "--format=custom", "--schema=authority", f"--file={dump}", src],
+                ["pg_restore", f"--dbname={dst}", str(dump)]):
+        done = pg_cluster._run(*cmd, check=False)
+        assert done.returncode == 0, done.stderr
+    b = AuthorityProcess(tmp_path, dst, d, admin, name="restored")
+    try:
+        async with aiohttp.ClientSession() as http:
+            for token, expected in ((minted[0], 200), (minted[1], 403)):
+                async with http.post(b.url + "/v1/verify", json={"tokens": [token, d.discharge(token)],
+                                                                 "access": {"org": "acme", "action": "r"}}) as r:
+                    assert r.status == expected
+    finally:
+        b.stop()
+    store = await open_store(dst, migrate=False)
+    try:
+        assert await store.stored_version() == store.schema_version()
+    finally:
+        await store.close()
