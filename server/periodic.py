@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
+from clients.errors import SableError
+
 log = structlog.get_logger("sable")
 
 
@@ -60,5 +62,7 @@ class Periodic:
             done = self._step()
             if inspect.isawaitable(done):
                 await done
+        except SableError as e:  # an expected failure (a database outage, named where it happened)
+            log.warning(f"{self.name}_failed", error=e.message)
         except Exception:
             log.exception(f"{self.name}_failed")
