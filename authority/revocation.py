@@ -85,7 +85,8 @@ class Revocation:
     def _revoked(self, ids: list[str]) -> None:
         if ids:
             self.records.invalidate(ids)
-        self.feed.poke()
+        if not self.store.listening():  # else the revocation's NOTIFY wakes the feed (one poll, not two)
+            self.feed.poke()
 
     async def page(self, after: int | None, wait: float) -> FeedPage:
         """Entries after `after` (long-polling up to `wait` s for one), or just the head.

@@ -205,6 +205,11 @@ class AuthorityStore(ServiceStore, Protocol):
         reconnect). A no-op where every process polls instead (SQLite)."""
         ...
 
+    def listening(self) -> bool:
+        """Whether `watch_feed`'s wake-ups arrive now (a live LISTEN connection): then this
+        process's own revocations wake its feed through them too."""
+        ...
+
 
 async def open_store(location: str, migrate: bool = True, role: str = "service", pooler: bool = False,
                      listen_url: str | None = None) -> AuthorityStore:
