@@ -214,13 +214,19 @@ class PgDatabase:
     async def stored_version(self) -> int:
         """The schema version the database records (0 when it holds nothing of ours)."""
         async with self._conn() as c:
-            usable = await c.fetchval("SELECT has_schema_privilege(oid, 'USAGE') FROM pg_namespace"
-                                      " WHERE nspname = $1", self.SCHEMA)
-            if usable is False:
-                raise StoreError(f"database {self.path}: role {await c.fetchval('SELECT current_user')} may not "
-                                 f"use schema {self.SCHEMA} (it is another role's; use that service's URL)")
-            exists = await c.fetchval("SELECT to_regclass($1)", f"{self.SCHEMA}.meta")
-            if exists is None:
+            # One round trip (this runs for every /readyz): the schema, whether this role may
+            # use it, and only then whether it holds our tables.
+            found = await c.fetchrow(
+                "SELECT has_schema_privilege(oid, 'USAGE'), CASE WHEN has_schema_privilege(oid, 'USAGE')"
+                " THEN to_regclass($2) IS NOT NULL END, current_user FROM pg_namespace WHERE nspname = $1",
+                self.SCHEMA, f"{self.SCHEMA}.meta")
+            if found is None:
+                return 0
+            usable, has_meta, role = found
+            if not usable:
+                raise StoreError(f"database {self.path}: role {role} may not use schema {self.SCHEMA} "
+                                 "(it is another role's; use that service's URL)")
+            if not has_meta:
                 return 0
             row = await c.fetchval(f"SELECT v FROM {self.SCHEMA}.meta WHERE k = 'schema_version'")
             return int(row) if row else 0
