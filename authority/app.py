@@ -18,7 +18,7 @@ from authority.selfservice import Member
 from authority.service import Authority
 from clients import tokens
 from clients.caveats import NAME_RE
-from clients.errors import BadRequest, Denial, NotFound, RateLimited
+from clients.errors import BadRequest, Conflict, Denial, Forbidden, GrantPending, NotFound, RateLimited
 from server.http import (
     TRUSTED_PROXIES,
     bearer,
@@ -26,11 +26,12 @@ from server.http import (
     client_address,
     json_response,
     new_app,
+    oauth_errors,
     parse_networks,
     read_json,
     require_admin,
 )
-from server.pagekit import Pages
+from server.pagekit import Pages, read_form
 from server.ratelimit import SlidingCounter, throttle_key
 
 REVOKE_LIMIT = web.AppKey("revoke_limit", SlidingCounter)
@@ -176,6 +177,27 @@ async def strip(request: web.Request) -> web.Response:
     req = schemas.strip_request(await read_json(request))
     return json_response(schemas.stripped(await _authority(request).minting.strip(req, caller(request))),
                              status=201)
+
+
+@routes.post("/v1/oauth/token")
+@oauth_errors
+async def token_exchange(request: web.Request) -> web.Response:
+    """RFC 8693's front door to strip (SPEC §16): strip's refusals of the tokens are
+    `invalid_grant` here, with strip's `reason`."""
+    if request.content_type != "application/x-www-form-urlencoded":
+        raise GrantPending("invalid_request", "the body must be a form (application/x-www-form-urlencoded)")
+    req = schemas.exchange_request(await read_form(request))
+    try:
+        stripped = await _authority(request).minting.strip(req, caller(request), bind=True)
+    except (BadRequest, Forbidden, Conflict, NotFound) as e:
+        raise GrantPending("invalid_grant", e.message, e.reason) from None
+    return json_response(schemas.exchanged(stripped, req.expires_in),
+                         headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+
+
+@routes.get("/.well-known/oauth-authorization-server")
+async def oauth_metadata(request: web.Request) -> web.Response:
+    return json_response(schemas.oauth_metadata(_authority(request).config.public_url))
 
 
 @routes.post("/v1/revoke")

@@ -12,7 +12,7 @@ from authority.config import AuthorityConfig, TrustedDischarger
 from authority.dischargers import TrustedDischargers
 from authority.model import Minted, MintRequest, Stripped, StripRequest
 from authority.root_keys import RootKeys
-from authority.store import AuthorityStore, TokenRow
+from authority.store import AuthorityStore, DischargeUsed, TokenRow
 from authority.verification import Checker, parse_presentation
 from clients import caveats, macaroon, tickets, tokens
 from clients.errors import BadRequest, CaveatError, Conflict, Forbidden, NotFound
@@ -30,13 +30,14 @@ def new_token_id() -> str:
 
 def build(keys: RootKeys, prefix: str, location: str, token_id: str, first_party: list[str],
           discharger: TrustedDischarger | None = None, org: str = "",
-          ticket_ttl: int = tickets.MAX_TTL, name: str | None = None, role: str = "member") -> tuple[Token, bytes]:
+          ticket_ttl: int = tickets.MAX_TTL, name: str | None = None, role: str = "member",
+          principal: str | None = None) -> tuple[Token, bytes]:
     """Sign a new token; returns it with its sealed root key for storage (b"" for a user
     token, whose key is derived from its identifier and never stored).
 
     With a discharger, an authentication caveat for `org` is appended last: its ticket is
     sealed to the discharger's current key and holds a fresh caveat key, and names what the
-    token is for and the role the user needs.
+    token is for and the role the user needs, and the service principal it is for, if any.
     """
     if prefix == tokens.USER:
         identifier = tokens.user_identifier(token_id, org, role)
@@ -49,7 +50,7 @@ def build(keys: RootKeys, prefix: str, location: str, token_id: str, first_party
         _, public_key = discharger.public_keys[0]
         caveat_key = nacl.utils.random(32)
         purpose = "user" if prefix == tokens.USER else "permission"
-        ticket = tickets.seal(public_key, caveat_key, org, ticket_ttl, purpose, name, role)
+        ticket = tickets.seal(public_key, caveat_key, org, ticket_ttl, purpose, name, role, principal)
         token = macaroon.add_third_party(token, caveat_key, ticket, discharger.location)
     return token, sealed
 
@@ -83,7 +84,7 @@ class Minting:
                 cav = caveats.parse_strict(text)
             except CaveatError as e:
                 raise CaveatError(f"caveat {text[:80]!r}: {e}") from None
-            if isinstance(cav, caveats.User | caveats.Role):
+            if isinstance(cav, caveats.User | caveats.Role | caveats.DischargeId):
                 raise BadRequest(f"the {cav.name} caveat is added by the discharger, not at mint")
         discharger = self._discharger()
         if not await self.store.org_exists(req.org):
@@ -95,13 +96,16 @@ class Minting:
         first = [f"org {req.org}", *req.caveats, _expiry(now, expires_in)]
         token_id = new_token_id()
         token, sealed = build(self.keys, tokens.PERMISSION, self.config.public_url, token_id, first,
-                              discharger, req.org, self.config.ticket_ttl, req.name)
+                              discharger, req.org, self.config.ticket_ttl, req.name, principal=req.principal)
         row = TokenRow(token_id, "permission", req.name, req.org, None, None, len(token.caveats), sealed, now,
-                       created_by=created_by, caveats=first, expires_at=now + expires_in)
-        audit = caller.record("mint", token_id=token_id, org=req.org, user=None if created_by == "@admin" else created_by)
+                       created_by=created_by, caveats=first, expires_at=now + expires_in, principal=req.principal,
+                       strip_once=req.strip_once)
+        detail = {k: v for k, v in (("for", req.principal), ("strip_once", req.strip_once)) if v}
+        audit = caller.record("mint", token_id=token_id, org=req.org, user=None if created_by == "@admin" else created_by,
+                              detail=detail or None)
         await self.store.insert_token(row, audit)
         audit.emit()
-        return Minted(token.encode(), token_id, first)
+        return Minted(token.encode(), token_id, first, req.principal, req.strip_once)
 
     def mint_user(self, org: str, role: str, caller: Caller) -> Minted:
         """A user token (SPEC §11): `org O`, `expires` in 12 h, and the authentication caveat
@@ -115,8 +119,10 @@ class Minting:
         caller.record("user_token", token_id=token_id, org=org, detail={"role": role}).emit()
         return Minted(token.encode(), token_id, first)
 
-    async def strip(self, req: StripRequest, caller: Caller) -> Stripped:
-        """Trade (permission token, bound discharge) for a service token (SPEC §4, strip)."""
+    async def strip(self, req: StripRequest, caller: Caller, bind: bool = False) -> Stripped:
+        """Trade (permission token, bound discharge) for a service token (SPEC §4, strip).
+        With `bind` (token exchange) an unbound discharge is bound here. A single-use token's
+        discharge strips it once: Conflict (409, `discharge_used`) after that (SPEC §16)."""
         presented = parse_presentation(req.tokens)
         if sorted(t.prefix for t in presented) != [tokens.DISCHARGE, tokens.PERMISSION]:
             raise BadRequest("strip takes exactly [permission token, discharge]")
@@ -128,8 +134,14 @@ class Minting:
                 cav = caveats.parse(c.cid) if not c.third_party else None
                 if isinstance(cav, caveats.Unparseable):
                     raise BadRequest(cav.prohibits(None, 0))  # type: ignore[arg-type]
-        verified = await self.checker.check(presented, None, caller)  # Denial: 403
+        verified = await self.checker.check(presented, None, caller, bind=bind)  # Denial: 403
         rec = verified.record
+        once = None
+        if rec.strip_once:
+            if verified.discharge_id is None or verified.discharge_expires is None:
+                raise Forbidden("this token strips once per discharge, and its discharge carries no discharge-id: "
+                                "its discharger must be upgraded", reason="discharge_id_missing")
+            once = (verified.discharge_id, verified.discharge_expires)
         kept = [c.text for c in verified.caveats[: len(pt.caveats) - 1] if not isinstance(c, _TIME_CAVEATS)]
         now = int(time.time())
         if req.expires_in is not None:
@@ -139,12 +151,21 @@ class Minting:
         row = TokenRow(token_id, "service", req.name, rec.org, rec.id, verified.user, len(kept), sealed, now,
                        created_by=verified.user, caveats=kept,
                        expires_at=now + req.expires_in if req.expires_in is not None else None)
-        audit = caller.record("strip", token_id=token_id, parent=rec.id, org=rec.org, user=verified.user)
+        audit = caller.record("strip", token_id=token_id, parent=rec.id, org=rec.org, user=verified.user,
+                              detail={"discharge_id": verified.discharge_id} if once else None)
         # Remember which attenuations of the permission token this came from, so revoking
         # one of them later revokes this service token too.
         sigs = macaroon.chain(rec.sig0, pt.caveats)  # type: ignore[arg-type]  # verified: key opened
         lineage = [macaroon.fingerprint(s) for s in sigs[rec.caveat_count:]]
-        if not await self.store.insert_token(row, audit, lineage):
+        try:
+            inserted = await self.store.insert_token(row, audit, lineage, once)
+        except DischargeUsed:
+            self.checker.denials.add(caller.record(
+                "strip", outcome="denied", parent=rec.id, org=rec.org, user=verified.user,
+                detail={"reason": "discharge_used", "discharge_id": verified.discharge_id}))
+            raise Conflict("this discharge has stripped this token already; get a new discharge",
+                           reason="discharge_used") from None
+        if not inserted:
             raise Forbidden("token or this attenuation of it is revoked")
         audit.emit()
         return Stripped(token.encode(), token_id, rec.id, verified.user, kept)

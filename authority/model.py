@@ -15,6 +15,8 @@ class MintRequest:
     caveats: tuple[str, ...] = ()
     name: str | None = None
     expires_in: int | None = None  # None: the authority's default
+    principal: str | None = None  # `ci:NAME`: sealed for that service principal (SPEC §16)
+    strip_once: bool = False  # each discharge strips it once
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +24,8 @@ class Minted:
     token: str
     id: str
     caveats: list[str]
+    principal: str | None = None
+    strip_once: bool = False
 
 
 @dataclass(frozen=True, slots=True)

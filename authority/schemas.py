@@ -14,9 +14,9 @@ from authority.store import OrgRow, TokenRow
 from authority.verification import Verified
 from clients import caveats, tokens
 from clients.caveats import Access, format_time
-from clients.errors import BadRequest
+from clients.errors import BadRequest, GrantPending
 from clients.proof_check import ProofRequest
-from clients.tickets import b64e
+from clients.tickets import PRINCIPAL_RE, b64e
 
 MAX_NAME = 200
 
@@ -66,12 +66,72 @@ def mint_request(body: dict) -> MintRequest:
     given = body.get("caveats", [])
     if not isinstance(given, list) or not all(isinstance(c, str) for c in given):
         raise BadRequest("caveats must be a list of strings")
-    return MintRequest(org, tuple(given), name, _expires_in(body))
+    principal = body.get("for")
+    if principal is not None and (not isinstance(principal, str) or not PRINCIPAL_RE.fullmatch(principal)):
+        raise BadRequest("for must name a service principal: ci:NAME, NAME matching [a-z0-9-]{1,40}")
+    strip_once = body.get("strip_once")
+    if strip_once is not None and not isinstance(strip_once, bool):
+        raise BadRequest("strip_once must be true or false")
+    return MintRequest(org, tuple(given), name, _expires_in(body), principal,
+                       principal is not None if strip_once is None else strip_once)
 
 
 def strip_request(body: dict) -> StripRequest:
     presented = token_list(body.get("tokens"))
     return StripRequest(presented, _name(body), _expires_in(body))
+
+
+EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
+PERMISSION_TYPE = "urn:sable:token-type:permission"
+DISCHARGE_TYPE = "urn:sable:token-type:discharge"
+SERVICE_TYPE = "urn:sable:token-type:service"
+
+
+def exchange_request(form: dict) -> StripRequest:
+    """RFC 8693's token exchange as a strip (SPEC §16): the permission token as subject, its
+    discharge as actor. GrantPending with the RFC's error code for anything else."""
+    grant = form.get("grant_type")
+    if grant != EXCHANGE_GRANT:
+        raise GrantPending("unsupported_grant_type" if grant else "invalid_request", f"grant_type must be {EXCHANGE_GRANT}")
+    for field in ("audience", "resource", "scope"):
+        if field in form:
+            raise GrantPending("invalid_target", f"{field} is not supported: a service token keeps the permission "
+                                                 "token's scope; attenuate it afterwards")
+    wanted = form.get("requested_token_type")
+    if wanted is not None and wanted != SERVICE_TYPE:
+        raise GrantPending("invalid_request", f"requested_token_type must be {SERVICE_TYPE}")
+    pairs = (("subject_token", "subject_token_type", PERMISSION_TYPE), ("actor_token", "actor_token_type", DISCHARGE_TYPE))
+    for token_field, type_field, expected in pairs:
+        if not form.get(token_field) or not form.get(type_field):
+            raise GrantPending("invalid_request", f"{token_field} and {type_field} are required")
+        if form[type_field] != expected:
+            raise GrantPending("unsupported_token_type", f"{type_field} must be {expected}")
+    body: dict[str, Any] = {"name": form.get("name")} if form.get("name") else {}
+    if "expires_in" in form:
+        try:
+            body["expires_in"] = int(form["expires_in"])
+        except ValueError:
+            raise GrantPending("invalid_request", "expires_in must be a number of seconds") from None
+    try:
+        return StripRequest([form["subject_token"], form["actor_token"]], _name(body), _expires_in(body))
+    except BadRequest as e:
+        raise GrantPending("invalid_request", e.message) from None
+
+
+def exchanged(s: Stripped, expires_in: int | None) -> dict:
+    bound = any(c.startswith(f"{caveats.CnfJkt.name} ") for c in s.caveats)
+    body: dict[str, Any] = {"access_token": s.token, "issued_token_type": SERVICE_TYPE,
+                            "token_type": "DPoP" if bound else "Bearer"}
+    if expires_in is not None:
+        body["expires_in"] = expires_in
+    return body
+
+
+def oauth_metadata(public_url: str) -> dict:
+    """RFC 8414 (SPEC §16): what an OAuth client library needs to find the token exchange."""
+    base = public_url.rstrip("/")
+    return {"issuer": public_url, "token_endpoint": f"{base}/v1/oauth/token", "response_types_supported": [],
+            "grant_types_supported": [EXCHANGE_GRANT], "token_endpoint_auth_methods_supported": ["none"]}
 
 
 def verify_request(body: dict) -> VerifyRequest:
@@ -122,7 +182,7 @@ def org(row: OrgRow) -> dict:
 
 
 def minted(m: Minted) -> dict:
-    return {"token": m.token, "id": m.id, "caveats": m.caveats}
+    return {"token": m.token, "id": m.id, "caveats": m.caveats, "for": m.principal, "strip_once": m.strip_once}
 
 
 def stripped(s: Stripped) -> dict:
@@ -152,6 +212,7 @@ def token(r: TokenRow) -> dict:
         "id": r.id, "kind": r.kind, "name": r.name, "org": r.org, "parent": r.parent, "user": r.user,
         "created_by": r.created_by, "created_at": iso(r.created_at), "expires_at": iso(r.expires_at),
         "revoked_at": iso(r.revoked_at), "last_used_at": iso(r.last_used_at), "caveats": r.caveats,
+        "for": r.principal, "strip_once": r.strip_once,
     }
 
 

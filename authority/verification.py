@@ -35,6 +35,10 @@ class Verified:
     # Fingerprints of the chain's attenuations that rule 2 could not judge from the record
     # (past its in-memory cap): the caller must ask the store before allowing (Checker.check).
     unjudged: tuple[bytes, ...] = ()
+    # The authentication discharge's first `discharge-id` (the discharger's own; a holder can
+    # only append) and its earliest `expires`: what a single-use strip records (SPEC §16).
+    discharge_id: str | None = None
+    discharge_expires: int | None = None
 
 
 Walk = tuple[list[bytes], list[Any], list[tuple[int, tokens.RawCaveat, bytes]]]
@@ -131,8 +135,11 @@ def verify(
     location: str,
     trusted: frozenset[str],
     chains: ChainCache | None = None,
+    bind: bool = False,
 ) -> Verified:
-    """Judge a presentation. With `access=None` (strip) only time caveats are judged."""
+    """Judge a presentation. With `access=None` (strip) only time caveats are judged. With
+    `bind` (token exchange) an unbound discharge counts as bound to this token, as if the
+    holder had bound it: binding is public, and its key still comes from this token."""
     parse = caveats.parse
     fps = rec.revoked_fps if rec is not None else set()
     # Only tokens with no revoked attenuations are cached: the others need every signature.
@@ -184,9 +191,10 @@ def verify(
             raise Denial("third-party caveat cannot be opened")
         dsig = macaroon.discharge_signature(key, d)
         if not macaroon.equal(macaroon.bind(token.signature, dsig), d.signature):
-            if macaroon.equal(dsig, d.signature):
+            if not macaroon.equal(dsig, d.signature):
+                raise Denial("discharge is bound to another token or its signature does not match")
+            if not bind:
                 raise Denial("discharge is not bound to this token")
-            raise Denial("discharge is bound to another token or its signature does not match")
         if i == auth_index:
             auth_discharge = d
 
@@ -194,9 +202,15 @@ def verify(
     if len(used) != len(discharges):
         raise Denial("a discharge matches no third-party caveat of this token")
     user = rec.user
+    discharge_id, discharge_expires = None, None
     if auth_discharge is not None:
-        user = next((c.value for c in map(parse, (dc.cid for dc in auth_discharge.caveats))
-                     if isinstance(c, caveats.User)), None)
+        said = [parse(dc.cid) for dc in auth_discharge.caveats]
+        user = next((c.value for c in said if isinstance(c, caveats.User)), None)
+        discharge_id = next((c.value for c in said if isinstance(c, caveats.DischargeId)), None)
+        discharge_expires = min((c.at for c in said if isinstance(c, caveats.Expires)), default=None)
+    # A token sealed for a principal opens only with that principal's discharge.
+    if rec.principal is not None and (auth_discharge is None or user != rec.principal):
+        raise Denial(f"this token is for {rec.principal}; its discharge is not that principal's")
     for d in discharges:
         for dc in d.caveats:
             if dc.vid is not None:
@@ -218,7 +232,7 @@ def verify(
             raise Denial(reason)
     if access is not None and access.user is not None and rec.user is not None and access.user != rec.user:
         raise Denial(f"token belongs to user {rec.user!r}, not {access.user!r}")
-    return Verified(token, rec, user, first, unjudged)
+    return Verified(token, rec, user, first, unjudged, discharge_id, discharge_expires)
 
 
 def parse_presentation(texts: list[str], parse=tokens.parse) -> list[Token]:
@@ -255,7 +269,8 @@ class Checker:
         return parse_presentation(texts, self.parsed.parse)
 
     async def check(self, presented: list[Token], access: Access | None,
-                    caller: Caller | Callable[[], Caller], proof: ProofRequest | None = None) -> Verified:
+                    caller: Caller | Callable[[], Caller], proof: ProofRequest | None = None,
+                    bind: bool = False) -> Verified:
         """Verify a parsed presentation; raises Denial (audited) or BadRequest. `caller` may be
         a function making it: only a denial needs it, and most verifies are allowed. A DPoP
         `proof`, when given, must be valid and unused; its key is what `cnf-jkt` compares."""
@@ -273,7 +288,7 @@ class Checker:
                 self.replay.claim(valid, now)  # a replay raises here, before `checked` is set
                 checked = valid
                 access = dataclasses.replace(access, jkt=valid.jkt)
-            verified = verify(main, discharges, rec, access, now, self.location, self.trusted, self.chains)
+            verified = verify(main, discharges, rec, access, now, self.location, self.trusted, self.chains, bind)
             if verified.unjudged and await self.records.attenuation_revoked(verified.record, verified.unjudged):
                 raise Denial("this attenuation of the token is revoked")
         except Denial as e:

@@ -285,6 +285,29 @@ class Role(Caveat):
         return None
 
 
+_DISCHARGE_ID_RE = re.compile(r"[0-9a-f]{32}")
+
+
+@register
+@dataclass(frozen=True, slots=True)
+class DischargeId(Caveat):
+    """Added by the discharger to every discharge (SPEC §16): 16 random bytes naming this one
+    discharge, so a single-use token strips at most once with it. It always holds; the
+    authority reads the first one of the authentication discharge (the discharger's own)."""
+
+    name: ClassVar[str] = "discharge-id"
+    value: str = ""
+
+    @classmethod
+    def parse(cls, text: str, value: str) -> Caveat:
+        if not _DISCHARGE_ID_RE.fullmatch(value):
+            raise CaveatError("discharge-id must be 32 lowercase hex digits")
+        return cls(text, value)
+
+    def prohibits(self, access: Access, now: float) -> str | None:
+        return None
+
+
 def lowest_role(parsed: list[Caveat]) -> str | None:
     """The lowest `role` among these caveats, or None when there is none."""
     roles = [c.role for c in parsed if isinstance(c, Role)]

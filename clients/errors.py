@@ -57,11 +57,13 @@ class Gone(SableError):
 
 
 class GrantPending(BadRequest):
-    """A device-token poll's RFC 8628 answer other than success: `code` is the RFC's error
-    (authorization_pending, slow_down, access_denied, expired_token, invalid_grant)."""
+    """An OAuth-style refusal whose `code` is the RFC's error: a device-token poll's RFC 8628
+    answers (authorization_pending, slow_down, access_denied, expired_token), RFC 6749 §5.2's
+    (invalid_request, invalid_grant, unsupported_grant_type) and RFC 8693's
+    (unsupported_token_type, invalid_target)."""
 
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
+    def __init__(self, code: str, message: str, reason: str | None = None):
+        super().__init__(message, reason=reason)
         self.code = code
 
 

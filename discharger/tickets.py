@@ -18,4 +18,4 @@ def unseal_ticket(private_keys: dict[str, nacl.public.PrivateKey], ticket: bytes
         plain = nacl.public.SealedBox(key).decrypt(ticket[9:])
     except (nacl.exceptions.CryptoError, ValueError):
         raise TicketError("ticket cannot be opened") from None
-    return decode_payload(plain)
+    return decode_payload(plain, ticket[0])

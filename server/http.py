@@ -41,7 +41,15 @@ STATUS = {
     "invalid_grant": 400,
     "invalid_request": 400,
     "unsupported_grant_type": 400,
+    # RFC 8693 and 7662 (SPEC §16, §17)
+    "unsupported_token_type": 400,
+    "invalid_target": 400,
+    "invalid_client": 401,
+    "temporarily_unavailable": 503,
 }
+# Sable's codes as RFC 6749 §5.2 names them, for OAuth-style endpoints.
+OAUTH_CODES = {"bad_request": "invalid_request", "malformed_token": "invalid_request",
+               "unauthorized": "invalid_client", "unavailable": "temporarily_unavailable"}
 
 log = structlog.get_logger("sable")
 REQUEST_ID = web.RequestKey("request_id", str)
@@ -85,7 +93,10 @@ def oauth_errors(handler):
             return await handler(request)
         except SableError as e:
             resp = error_for(e)
-            resp.body = orjson.dumps({"error": e.code, "error_description": e.message, "message": e.message})
+            body = {"error": OAUTH_CODES.get(e.code, e.code), "error_description": e.message, "message": e.message}
+            if e.reason is not None:
+                body["reason"] = e.reason
+            resp.body = orjson.dumps(body)
             return resp
     return run
 

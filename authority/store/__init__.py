@@ -14,8 +14,12 @@ from typing import Any, Protocol
 from server.audit import AuditFor, AuditRecord, AuditRow
 from server.store import COMMON_SEALED, COMMON_TABLES, SealedColumn, ServiceStore, StoreError, open_backend
 
-__all__ = ["TOKEN_COLUMNS", "AuditRow", "AuthorityStore", "ConsoleSessionRow", "OrgRow", "RevocationRow", "StoreError",
-           "TokenRow", "open_store", "token_row", "token_values"]
+__all__ = ["TOKEN_COLUMNS", "AuditRow", "AuthorityStore", "ConsoleSessionRow", "DischargeUsed", "OrgRow", "RevocationRow",
+           "StoreError", "TokenRow", "open_store", "token_row", "token_values"]
+
+
+class DischargeUsed(Exception):
+    """`insert_token` refused a strip whose discharge already stripped this single-use token."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +44,8 @@ class TokenRow:
     created_by: str | None = None  # a username, or "@admin" for the admin credential (v3)
     caveats: list[str] | None = None  # the first-party caveats as text (v3; None before)
     expires_at: int | None = None  # from its expires caveat (v3)
+    principal: str | None = None  # a permission token sealed for a service principal (v5, SPEC §16)
+    strip_once: bool = False  # one strip per discharge (v5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +69,7 @@ class RevocationRow:
 
 # A token row's columns, in `TokenRow`'s field order: the one list both backends read and write.
 TOKEN_COLUMNS = ("id", "kind", "name", "org", "parent", "user", "caveat_count", "sealed_key", "created_at",
-                 "revoked_at", "last_used_at", "created_by", "caveats", "expires_at")
+                 "revoked_at", "last_used_at", "created_by", "caveats", "expires_at", "principal", "strip_once")
 
 
 def token_values(row: TokenRow) -> tuple:
@@ -78,6 +84,7 @@ def token_row(values: Sequence[Any]) -> TokenRow:
     """The row read back from values in `TOKEN_COLUMNS` order."""
     row = TokenRow(*values)
     row.sealed_key = bytes(row.sealed_key)
+    row.strip_once = bool(row.strip_once)
     if row.caveats is not None:
         row.caveats = json.loads(row.caveats)  # type: ignore[arg-type]  # stored as JSON text
     return row
@@ -93,6 +100,7 @@ TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("revocations", ("seq", "token_id", "scope", "at", "fingerprint")),
     ("console_sessions", ("hash", "username", "org", "role", "expires_at")),
     ("console_signins", ("hash", "sealed", "expires_at")),
+    ("used_discharges", ("token_id", "discharge_id", "expires_at")),
 )
 
 # What the master key seals (`sable admin rotate-master-key` re-seals these). A token's key or
@@ -130,7 +138,10 @@ class AuthorityStore(ServiceStore, Protocol):
        `AuditFor` stores what that function makes of the change (None: no row), so the
        store never composes an audit itself (`test_revoke_token_returns_only_newly_revoked`;
        the domain's rules: `tests/authority/test_revocation.py`).
-    5. One use: `take_signin` hands a sign-in out once (`test_a_sign_in_is_taken_once`).
+    5. One use: `take_signin` hands a sign-in out once (`test_a_sign_in_is_taken_once`); a
+       single-use token's discharge strips once, across replicas, until the discharge
+       expires (`test_a_discharge_strips_a_single_use_token_once`,
+       `tests/integration/test_replicas.py`).
     6. The last-used flush (`touch`) is approximate and never waits for a row another
        transaction holds, so it cannot close a lock cycle with a revocation
        (`tests/authority/test_store_postgres.py`).
@@ -144,10 +155,13 @@ class AuthorityStore(ServiceStore, Protocol):
     async def org_exists(self, name: str) -> bool: ...
 
     # tokens
-    async def insert_token(self, row: TokenRow, audit: AuditRecord, lineage: Iterable[bytes] = ()) -> bool:
+    async def insert_token(self, row: TokenRow, audit: AuditRecord, lineage: Iterable[bytes] = (),
+                           once: tuple[str, int] | None = None) -> bool:
         """Insert a token. A child (service token) goes in only while its parent is unrevoked
         and no attenuation it was stripped from (`lineage`, signature fingerprints) is revoked;
-        revoking one of those later revokes the child too. False if refused."""
+        revoking one of those later revokes the child too. False if refused. `once` =
+        (discharge id, its expiry) records that discharge as used for the parent in the same
+        transaction; DischargeUsed if it was already (and nothing is written)."""
         ...
 
     async def insert_tokens(self, rows: Iterable[TokenRow]) -> None:

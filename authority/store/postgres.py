@@ -26,6 +26,7 @@ import asyncpg
 from authority.store import (
     TOKEN_COLUMNS,
     ConsoleSessionRow,
+    DischargeUsed,
     OrgRow,
     RevocationRow,
     StoreError,
@@ -243,29 +244,81 @@ END
 $fn$;
 """
 
+# v5 (SPEC §16): the principal a permission token is sealed for, single-use strips, and
+# add_token(): insert_token() with the new columns and a discharge claimed once per token,
+# answering 'ok', 'revoked' (parent or lineage) or 'used' (that discharge stripped it before),
+# writing nothing unless 'ok'. The v3 function stays for a rolling upgrade.
+V5 = """
+ALTER TABLE tokens ADD COLUMN IF NOT EXISTS principal TEXT;
+ALTER TABLE tokens ADD COLUMN IF NOT EXISTS strip_once BOOLEAN NOT NULL DEFAULT false;
+CREATE TABLE IF NOT EXISTS used_discharges (
+    token_id TEXT NOT NULL,
+    discharge_id TEXT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    PRIMARY KEY (token_id, discharge_id)
+);
+CREATE OR REPLACE FUNCTION add_token(
+    p_id TEXT, p_kind TEXT, p_name TEXT, p_org TEXT, p_parent TEXT, p_user TEXT, p_caveat_count INTEGER,
+    p_sealed_key BYTEA, p_created_at BIGINT, p_revoked_at BIGINT, p_last_used_at BIGINT, p_created_by TEXT,
+    p_caveats TEXT, p_expires_at BIGINT, p_principal TEXT, p_strip_once BOOLEAN, p_lineage BYTEA[],
+    p_once_id TEXT, p_once_expires BIGINT,
+    a_at DOUBLE PRECISION, a_event TEXT, a_outcome TEXT, a_request_id TEXT, a_client TEXT, a_token_id TEXT,
+    a_parent TEXT, a_org TEXT, a_user TEXT, a_detail TEXT
+) RETURNS TEXT LANGUAGE plpgsql VOLATILE SET search_path FROM CURRENT AS $fn$
+BEGIN
+    IF p_parent IS NOT NULL THEN
+        PERFORM 1 FROM tokens WHERE id = p_parent AND revoked_at IS NULL FOR SHARE;
+        IF NOT FOUND THEN
+            RETURN 'revoked';
+        END IF;
+    END IF;
+    IF EXISTS (SELECT 1 FROM revoked_attenuations WHERE fingerprint = ANY(p_lineage)) THEN
+        RETURN 'revoked';
+    END IF;
+    IF p_once_id IS NOT NULL THEN
+        DELETE FROM used_discharges WHERE token_id = p_parent AND expires_at <= p_created_at;
+        INSERT INTO used_discharges (token_id, discharge_id, expires_at) VALUES (p_parent, p_once_id, p_once_expires)
+            ON CONFLICT DO NOTHING;
+        IF NOT FOUND THEN
+            RETURN 'used';
+        END IF;
+    END IF;
+    INSERT INTO tokens (id, kind, name, org, parent, "user", caveat_count, sealed_key, created_at, revoked_at,
+                        last_used_at, created_by, caveats, expires_at, principal, strip_once)
+        VALUES (p_id, p_kind, p_name, p_org, p_parent, p_user, p_caveat_count, p_sealed_key, p_created_at,
+                p_revoked_at, p_last_used_at, p_created_by, p_caveats, p_expires_at, p_principal, p_strip_once);
+    INSERT INTO strip_lineage (fingerprint, service_id) SELECT fp, p_id FROM unnest(p_lineage) AS fp;
+    INSERT INTO audit (at, event, outcome, request_id, client, token_id, parent, org, "user", detail)
+        VALUES (a_at, a_event, a_outcome, a_request_id, a_client, a_token_id, a_parent, a_org, a_user, a_detail);
+    RETURN 'ok';
+END
+$fn$;
+"""
+
 _REVOKE_BATCH = ("SELECT ord, ids FROM authority.revoke_batch($1::text[], $2::bytea[], $3::bigint[], $4, $5::float8[],"
                  " $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[],"
                  " $14::text[], $15::text[], $16::bool[])")
 
 _INSERT_BATCH = """
-SELECT authority.insert_token(t.id, t.kind, t.name, t.org, t.parent, t.usr, t.caveat_count, t.sealed_key, t.created_at,
-                    t.revoked_at, t.last_used_at, t.created_by, t.caveats, t.expires_at,
-                    ($27::bytea[])[t.lo + 1 : t.lo + t.n], t.at, t.event, t.outcome,
+SELECT authority.add_token(t.id, t.kind, t.name, t.org, t.parent, t.usr, t.caveat_count, t.sealed_key, t.created_at,
+                    t.revoked_at, t.last_used_at, t.created_by, t.caveats, t.expires_at, t.principal, t.strip_once,
+                    ($31::bytea[])[t.lo + 1 : t.lo + t.n], t.once_id, t.once_expires, t.at, t.event, t.outcome,
                     t.request_id, t.client, t.token_id, t.a_parent, t.a_org, t.a_user, t.detail)
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[], $8::bytea[],
-            $9::bigint[], $10::bigint[], $11::bigint[], $12::text[], $13::text[], $14::bigint[], $15::int[],
-            $16::int[], $17::float8[], $18::text[], $19::text[], $20::text[], $21::text[], $22::text[],
-            $23::text[], $24::text[], $25::text[], $26::text[])
+            $9::bigint[], $10::bigint[], $11::bigint[], $12::text[], $13::text[], $14::bigint[], $15::text[],
+            $16::bool[], $17::int[], $18::int[], $19::text[], $20::bigint[], $21::float8[], $22::text[], $23::text[],
+            $24::text[], $25::text[], $26::text[], $27::text[], $28::text[], $29::text[], $30::text[])
     WITH ORDINALITY AS t(id, kind, name, org, parent, usr, caveat_count, sealed_key, created_at, revoked_at,
-                         last_used_at, created_by, caveats, expires_at, lo, n, at, event, outcome, request_id,
-                         client, token_id, a_parent, a_org, a_user, detail, ord)
+                         last_used_at, created_by, caveats, expires_at, principal, strip_once, lo, n, once_id,
+                         once_expires, at, event, outcome, request_id, client, token_id, a_parent, a_org, a_user,
+                         detail, ord)
 ORDER BY t.ord
 """
 
 
 class PostgresStore(PgDatabase):
     SCHEMA = "authority"
-    MIGRATIONS = (COMMON_V1 + V1, V2, V3, V4)
+    MIGRATIONS = (COMMON_V1 + V1, V2, V3, V4, V5)
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -291,19 +344,25 @@ class PostgresStore(PgDatabase):
 
     # --- tokens ----------------------------------------------------------------------------
 
-    async def insert_token(self, row: TokenRow, audit: AuditRecord, lineage: Iterable[bytes] = ()) -> bool:
-        return await self._inserts((row, audit, list(lineage)))
+    async def insert_token(self, row: TokenRow, audit: AuditRecord, lineage: Iterable[bytes] = (),
+                           once: tuple[str, int] | None = None) -> bool:
+        outcome = await self._inserts((row, audit, list(lineage), once))
+        if outcome == "used":
+            raise DischargeUsed()
+        return outcome == "ok"
 
-    async def _insert_batch(self, items: list[tuple[TokenRow, AuditRecord, list[bytes]]]) -> list[bool]:
+    async def _insert_batch(self, items: list[tuple[TokenRow, AuditRecord, list[bytes], tuple[str, int] | None]],
+                            ) -> list[str]:
         """insert_token() once per item, in one statement: one transaction, one commit."""
         # Parents in one order, so two batches (or a batch and `touch`) never lock in a cycle.
         order = sorted(range(len(items)), key=lambda i: items[i][0].parent or "")
         values: list[tuple] = []
         flat: list[bytes] = []
         for i in order:
-            row, a, lineage = items[i]
-            values.append((*token_values(row), len(flat), len(lineage), a.at, a.event, a.outcome, a.request_id,
-                           a.client, a.token_id, a.parent, a.org, a.user,
+            row, a, lineage, once = items[i]
+            once_id, once_expires = once if once is not None else (None, None)
+            values.append((*token_values(row), len(flat), len(lineage), once_id, once_expires, a.at, a.event,
+                           a.outcome, a.request_id, a.client, a.token_id, a.parent, a.org, a.user,
                            json.dumps(a.detail) if a.detail else None))
             flat.extend(lineage)
         cols = [list(col) for col in zip(*values)]  # one array per parameter of _INSERT_BATCH
@@ -311,9 +370,9 @@ class PostgresStore(PgDatabase):
         rows = await self._write_all(_INSERT_BATCH, *cols, flat)  # one statement, committed as it ends
         if self.commit_observer is not None:
             self.commit_observer(time.perf_counter() - started)
-        done = [False] * len(items)
+        done = ["revoked"] * len(items)
         for i, r in zip(order, rows):
-            done[i] = bool(r[0])
+            done[i] = r[0]
         return done
 
     async def insert_tokens(self, rows: Iterable[TokenRow]) -> None:

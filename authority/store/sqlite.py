@@ -5,7 +5,16 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable
 
-from authority.store import TOKEN_COLUMNS, ConsoleSessionRow, OrgRow, RevocationRow, TokenRow, token_row, token_values
+from authority.store import (
+    TOKEN_COLUMNS,
+    ConsoleSessionRow,
+    DischargeUsed,
+    OrgRow,
+    RevocationRow,
+    TokenRow,
+    token_row,
+    token_values,
+)
 from server.audit import AuditFor, AuditRecord
 from server.sqlite import COMMON_V1, Database
 
@@ -67,6 +76,18 @@ CREATE TABLE IF NOT EXISTS console_signins (
 );
 """
 
+# v5 (SPEC §16): the principal a permission token is sealed for, single-use strips.
+V5 = """
+ALTER TABLE tokens ADD COLUMN principal TEXT;
+ALTER TABLE tokens ADD COLUMN strip_once INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE IF NOT EXISTS used_discharges (
+    token_id TEXT NOT NULL,
+    discharge_id TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (token_id, discharge_id)
+);
+"""
+
 _TOKEN_COLS = ", ".join(TOKEN_COLUMNS)
 _INSERT_TOKEN = f"INSERT INTO tokens ({_TOKEN_COLS}) VALUES ({', '.join('?' * len(TOKEN_COLUMNS))})"
 
@@ -74,7 +95,7 @@ _INSERT_TOKEN = f"INSERT INTO tokens ({_TOKEN_COLS}) VALUES ({', '.join('?' * le
 class SqliteStore(Database):
     # v2 and v4 changed only the PostgreSQL schema (functions); versions stay the same on both
     # backends so `sable db copy` can compare them.
-    MIGRATIONS = (COMMON_V1 + V1, "SELECT 1", V3, "SELECT 1")
+    MIGRATIONS = (COMMON_V1 + V1, "SELECT 1", V3, "SELECT 1", V5)
 
     # --- orgs ----------------------------------------------------------------------------
 
@@ -94,7 +115,8 @@ class SqliteStore(Database):
 
     # --- tokens ----------------------------------------------------------------------------
 
-    async def insert_token(self, row: TokenRow, audit: AuditRecord, lineage: Iterable[bytes] = ()) -> bool:
+    async def insert_token(self, row: TokenRow, audit: AuditRecord, lineage: Iterable[bytes] = (),
+                           once: tuple[str, int] | None = None) -> bool:
         lineage = list(lineage)
 
         def run(c: sqlite3.Connection) -> bool:
@@ -105,6 +127,11 @@ class SqliteStore(Database):
             for fp in lineage:
                 if c.execute("SELECT 1 FROM revoked_attenuations WHERE fingerprint = ?", (fp,)).fetchone():
                     return False
+            if once is not None:
+                c.execute("DELETE FROM used_discharges WHERE token_id = ? AND expires_at <= ?", (row.parent, row.created_at))
+                if not c.execute("INSERT OR IGNORE INTO used_discharges (token_id, discharge_id, expires_at)"
+                                 " VALUES (?, ?, ?)", (row.parent, *once)).rowcount:
+                    raise DischargeUsed()
             c.execute(_INSERT_TOKEN, token_values(row))
             c.executemany("INSERT INTO strip_lineage (fingerprint, service_id) VALUES (?, ?)",
                           [(fp, row.id) for fp in lineage])

@@ -244,7 +244,7 @@ async def test_fetches_are_capped_and_never_follow_a_redirect_to_another_host(ai
     from aiohttp import web
 
     from clients.errors import Unavailable
-    from discharger.oidc import MAX_DOCUMENT, fetch_json
+    from discharger.id_tokens import MAX_DOCUMENT, fetch_json
 
     async def big(request):
         return web.Response(body=b'{"a": "' + b"x" * MAX_DOCUMENT + b'"}', content_type="application/json")
@@ -488,7 +488,7 @@ async def test_redirect_chains_answers_and_the_size_limit(documents):
     from aiohttp import web
 
     from clients.errors import Unavailable
-    from discharger.oidc import MAX_DOCUMENT, fetch_json
+    from discharger.id_tokens import MAX_DOCUMENT, fetch_json
 
     server, routes = documents
     routes["/1"] = lambda r: _answer(web.Response(status=302, headers={"Location": "/2"}))
@@ -520,7 +520,7 @@ async def test_redirect_chains_answers_and_the_size_limit(documents):
     ("https://idp.example/x", True), ("http://idp.example/x", False), ("http://127.0.0.1:5/x", True),
     ("http://[::1]:5/x", True), ("http://localhost:5/x", True), ("ftp://localhost/x", False), (5, False)])
 def test_which_endpoints_are_secure(url, secure):
-    from discharger.oidc import _secure
+    from discharger.id_tokens import secure as _secure
     assert _secure(url) is secure
 
 
@@ -638,7 +638,7 @@ async def test_a_key_without_use_is_a_signing_key():
 
 
 async def test_the_size_limit_of_an_id_token():
-    from discharger.oidc import MAX_TOKEN
+    from discharger.id_tokens import MAX_TOKEN
 
     token = sign(claims())
     at_limit = token + "A" * (MAX_TOKEN - len(token))
