@@ -209,12 +209,19 @@ class AuthorityClient(_Client):
         return (await self.request("GET", "/v1/orgs", bearer=self._admin()))["orgs"]
 
     async def mint(self, org: str, caveats: Sequence[str] = (), name: str | None = None,
-                   expires_in: int | None = None) -> dict:
+                   expires_in: int | None = None, principal: str | None = None,
+                   strip_once: bool | None = None) -> dict:
+        """A permission token; `principal` (`ci:NAME`) seals it for that service principal,
+        `strip_once` lets each discharge strip it once (the default for a principal's)."""
         body: dict[str, object] = {"org": org, "caveats": list(caveats)}
         if name is not None:
             body["name"] = name
         if expires_in is not None:
             body["expires_in"] = expires_in
+        if principal is not None:
+            body["for"] = principal
+        if strip_once is not None:
+            body["strip_once"] = strip_once
         return await self.request("POST", "/v1/tokens", body, bearer=self._admin())
 
     async def user_token(self, org: str, role: str = "member") -> dict:
@@ -319,6 +326,45 @@ class DischargerClient(_Client):
 
     async def discharge(self, session: str, ticket_b64: str) -> dict:
         return await self.request("POST", "/v1/discharges", {"ticket": ticket_b64}, bearer=session)
+
+    async def discharge_with_id_token(self, ticket_b64: str, id_token: str) -> dict:
+        """A discharge for the service principal the ticket is sealed for, proven by a CI's
+        ID token (SPEC §16); no session."""
+        return await self.request("POST", "/v1/discharges", {"ticket": ticket_b64, "id_token": id_token})
+
+    # --- service principals (SPEC §16) ---
+
+    async def create_principal(self, org: str, name: str, role: str = "member") -> dict:
+        return await self.request("POST", "/v1/principals", {"org": org, "name": name, "role": role},
+                                  bearer=self._admin())
+
+    async def list_principals(self, org: str | None = None) -> list[dict]:
+        params = {"org": org} if org else None
+        return (await self.request("GET", "/v1/principals", params=params, bearer=self._admin()))["principals"]
+
+    async def get_principal(self, name: str) -> dict:
+        return await self.request("GET", f"/v1/principals/{quote(name, safe=':')}", bearer=self._admin())
+
+    async def set_principal_disabled(self, name: str, disabled: bool) -> dict:
+        change = "disable" if disabled else "enable"
+        return await self.request("POST", f"/v1/principals/{quote(name, safe=':')}/{change}", {}, bearer=self._admin())
+
+    async def remove_principal(self, name: str) -> None:
+        await self.request("DELETE", f"/v1/principals/{quote(name, safe=':')}", bearer=self._admin())
+
+    async def trust(self, name: str, issuer: str, claims: dict[str, str], audience: str | None = None,
+                    max_age: int | None = None) -> dict:
+        body: dict[str, object] = {"issuer": issuer, "claims": claims}
+        if audience is not None:
+            body["audience"] = audience
+        if max_age is not None:
+            body["max_age"] = max_age
+        return await self.request("POST", f"/v1/principals/{quote(name, safe=':')}/policies", body,
+                                  bearer=self._admin())
+
+    async def untrust(self, name: str, policy_id: str) -> None:
+        await self.request("DELETE", f"/v1/principals/{quote(name, safe=':')}/policies/{quote(policy_id, safe='')}",
+                           bearer=self._admin())
 
     # --- browser-approved flows (SPEC §11) ---
 

@@ -138,6 +138,62 @@ async def disable(request: web.Request) -> web.Response:
     return json_response({"username": username, "disabled": True})
 
 
+@routes.post("/v1/principals")
+async def create_principal(request: web.Request) -> web.Response:
+    d = await _admin(request)
+    name, org, role = schemas.new_principal(await read_json(request))
+    return json_response(schemas.principal(await d.principals.create(name, org, role, caller(request))), status=201)
+
+
+@routes.get("/v1/principals")
+async def list_principals(request: web.Request) -> web.Response:
+    d = await _admin(request)
+    org = request.query.get("org")
+    found = await d.principals.list(schemas.org_name(org) if org is not None else None)
+    return json_response({"principals": [schemas.principal(p) for p in found]})
+
+
+@routes.get("/v1/principals/{name}")
+async def get_principal(request: web.Request) -> web.Response:
+    d = await _admin(request)
+    return json_response(schemas.principal(await d.principals.get(request.match_info["name"])))
+
+
+@routes.delete("/v1/principals/{name}")
+async def remove_principal(request: web.Request) -> web.Response:
+    d = await _admin(request)
+    await d.principals.remove(request.match_info["name"], caller(request))
+    return web.Response(status=204)
+
+
+@routes.post("/v1/principals/{name}/{change:disable|enable}")
+async def disable_principal(request: web.Request) -> web.Response:
+    d = await _admin(request)
+    disabled = request.match_info["change"] == "disable"
+    return json_response(schemas.principal(await d.principals.set_disabled(request.match_info["name"], disabled,
+                                                                            caller(request))))
+
+
+@routes.post("/v1/principals/{name}/policies")
+async def trust(request: web.Request) -> web.Response:
+    d = await _admin(request)
+    issuer, audience, claims, max_age = schemas.trust_policy_request(await read_json(request))
+    policy = await d.principals.trust(request.match_info["name"], issuer, audience, claims, max_age, caller(request))
+    return json_response(schemas.trust_policy(policy), status=201)
+
+
+@routes.delete("/v1/principals/{name}/policies/{id}")
+async def untrust(request: web.Request) -> web.Response:
+    d = await _admin(request)
+    await d.principals.untrust(request.match_info["name"], request.match_info["id"], caller(request))
+    return web.Response(status=204)
+
+
+@routes.get("/.well-known/oauth-authorization-server")
+async def oauth_metadata(request: web.Request) -> web.Response:
+    return json_response(schemas.oauth_metadata(_d(request).config.public_url))
+
+
 @routes.post("/v1/sessions")
 async def login(request: web.Request) -> web.Response:
     creds = schemas.credentials(await read_json(request))
@@ -159,20 +215,23 @@ async def logout(request: web.Request) -> web.Response:
 @routes.post("/v1/discharges")
 async def discharge(request: web.Request) -> web.Response:
     d = _d(request)
-    if bearer(request) is None:  # no session: only an interactive discharge may start
-        return await _start_flow(request, d)
+    if bearer(request) is None:  # no session: a CI's ID token (SPEC §16), or an interactive discharge
+        body = await read_json(request)
+        if "id_token" in body:
+            issued = await d.principals.discharge(schemas.ticket(body), schemas.id_token(body), caller(request))
+            return json_response(schemas.discharge(issued), status=201)
+        return await _start_flow(request, d, body)
     session = await d.sessions.find(bearer(request))  # 401 before the body is read
     ticket = schemas.ticket(await read_json(request))
     issued = await d.discharges.issue(session.username, ticket, caller(request), session.auth_method)
     return json_response(schemas.discharge(issued), status=201)
 
 
-async def _start_flow(request: web.Request, d: Discharger) -> web.Response:
+async def _start_flow(request: web.Request, d: Discharger, body: dict) -> web.Response:
     counter, key = request.app[FLOW_STARTS], throttle_key(client_address(request))
     wait = counter.retry_after(key)
     if wait is not None:
         raise RateLimited("too many sign-in requests from this address; try again later", retry_after=wait)
-    body = await read_json(request)
     if body.get("interactive") is not True:
         await d.sessions.user(None)  # 401: a session is required
     counter.add(key)

@@ -1,12 +1,16 @@
-"""Discharges: proof, for one ticket, that an authenticated user belongs to its org."""
+"""Discharges: proof, for one ticket, that an authenticated user (or a service principal,
+`discharger.principals`) belongs to its org."""
 
 from __future__ import annotations
 
 import time
 
+import nacl.utils
+
 from clients import macaroon
 from clients.caveats import format_time
 from clients.errors import Forbidden
+from clients.tickets import TicketContents
 from discharger.authorities import Authorities
 from discharger.config import DischargerConfig
 from discharger.model import Discharge, role_at_least
@@ -32,7 +36,9 @@ class Discharges:
         user = await self.store.get_user(username)
         audit = caller.record("discharge", user=username, org=contents.org, detail={"auth_method": auth_method})
         refusal, reason = None, None
-        if user is None or user.disabled:
+        if contents.principal is not None:  # SPEC §16: only that principal, through its ID token
+            refusal = f"this ticket is for {contents.principal}; only that principal's CI identity can discharge it"
+        elif user is None or user.disabled:
             refusal = "user is disabled"
         elif contents.org not in user.roles:
             refusal = f"user is not a member of org {contents.org!r}"
@@ -51,9 +57,18 @@ class Discharges:
         if refusal is not None:
             raise Forbidden(refusal, reason=reason)
         assert user is not None
+        return await self.sign(contents, ticket, username, user.roles[contents.org], auth_method)
+
+    async def sign(self, contents: TicketContents, ticket: bytes, who: str, role: str, auth_method: str) -> Discharge:
+        """The discharge itself, for a user or principal judged already: `user`, `expires`, and,
+        once every authority understands them, `role` (the console signs in with it) and a
+        fresh `discharge-id` (single-use strips count by it)."""
         expires_at = int(time.time()) + min(self.config.discharge_ttl, contents.ttl)
-        said = [f"user {username}", f"expires {format_time(expires_at)}"]
-        if "role" in await self.authorities.understood():  # the user's own role: the console signs in with it
-            said.append(f"role {user.roles[contents.org]}")
+        said = [f"user {who}", f"expires {format_time(expires_at)}"]
+        understood = await self.authorities.understood()
+        if "role" in understood:
+            said.append(f"role {role}")
+        if "discharge-id" in understood:
+            said.append(f"discharge-id {nacl.utils.random(16).hex()}")
         token = macaroon.discharge(contents.caveat_key, ticket, self.config.public_url, said)
         return Discharge(token.encode(), expires_at, auth_method)

@@ -12,6 +12,7 @@ and `exp`, `iat` and `nbf` hold with 60 s of leeway.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -225,3 +226,43 @@ def unverified_claims(token: str) -> dict:
     except (ValueError, TypeError, IndexError, AttributeError, RecursionError):
         return {}
     return claims if isinstance(claims, dict) else {}
+
+
+REDISCOVER = 3600.0  # a known issuer's discovery is read again this often
+RETRY_FAILED = 60.0  # one that could not be discovered, at most this often
+
+
+class Issuers:
+    """Issuers met on demand (the CI issuers that trust policies name): each discovered at its
+    first use, again hourly, and at most once a minute while it cannot be reached."""
+
+    def __init__(self) -> None:
+        self._all: dict[str, Issuer] = {}
+        self._tried: dict[str, float] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._http: aiohttp.ClientSession | None = None
+
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            self._http = aiohttp.ClientSession(headers={"Accept": "application/json"},
+                                               cookie_jar=aiohttp.DummyCookieJar())
+        return self._http
+
+    async def get(self, url: str) -> Issuer:
+        """The issuer at `url`, discovered; Unavailable while it cannot be."""
+        issuer = self._all.setdefault(url, Issuer(url))
+        now = time.monotonic()
+        stale = not issuer.available or now - issuer.discovered_at >= REDISCOVER
+        if stale and now - self._tried.get(url, -RETRY_FAILED) >= RETRY_FAILED:
+            async with self._locks.setdefault(url, asyncio.Lock()):  # one discovery at a time
+                if now - self._tried.get(url, -RETRY_FAILED) >= RETRY_FAILED:
+                    self._tried[url] = time.monotonic()
+                    await issuer.discover(self.http)
+        if not issuer.available:
+            raise Unavailable(f"the issuer {url} cannot be used now: {issuer.problem}", retry_after=int(RETRY_FAILED))
+        return issuer
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()

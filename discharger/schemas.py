@@ -10,7 +10,7 @@ from clients.caveats import NAME_RE, format_time
 from clients.errors import BadRequest
 from clients.tickets import b64d
 from discharger.model import ROLES, USERNAME_RE, USERNAME_RULE, Credentials, Discharge, Membership, NewUser, Session
-from discharger.store import OrgPolicy
+from discharger.store import OrgPolicy, PrincipalRow, TrustPolicy
 
 MAX_PASSWORD = 1024
 MIN_PASSWORD = 8
@@ -170,3 +170,48 @@ def new_policy(org: str, body: dict) -> OrgPolicy:
 
 def policy(p: OrgPolicy) -> dict:
     return {"org": p.org, "require_idp": p.require_idp, "require_mfa": p.require_mfa}
+
+
+# --- service principals (SPEC §16) -----------------------------------------------------------
+
+def id_token(body: dict) -> str:
+    value = body.get("id_token")
+    if not isinstance(value, str) or not value:
+        raise BadRequest("id_token must be the CI's ID token (a JWT)")
+    return value
+
+
+def new_principal(body: dict) -> tuple[str, str, str]:
+    name, org, role = body.get("name"), body.get("org"), body.get("role", "member")
+    if not isinstance(name, str):
+        raise BadRequest("name is required: NAME or ci:NAME")
+    return name, org_name(org if isinstance(org, str) else ""), role if isinstance(role, str) else ""
+
+
+def trust_policy_request(body: dict) -> tuple[str, str | None, dict[str, str], int | None]:
+    issuer, audience, claims, max_age = body.get("issuer"), body.get("audience"), body.get("claims"), body.get("max_age")
+    if not isinstance(issuer, str):
+        raise BadRequest("issuer is required: the CI's OpenID issuer URL")
+    if not isinstance(claims, dict):
+        raise BadRequest('claims is required: {"KEY": "VALUE", ...}')
+    if max_age is not None and (type(max_age) is not int):
+        raise BadRequest("max_age must be a number of seconds")
+    return issuer, audience, claims, max_age
+
+
+def trust_policy(p: TrustPolicy) -> dict:
+    return {"id": p.id, "issuer": p.issuer, "audience": p.audience, "claims": p.claims, "max_age": p.max_age}
+
+
+def principal(p: PrincipalRow) -> dict:
+    return {"name": p.name, "org": p.org, "role": p.role, "disabled": p.disabled,
+            "created_at": format_time(p.created_at), "policies": [trust_policy(t) for t in p.policies]}
+
+
+def oauth_metadata(public_url: str) -> dict:
+    """RFC 8414 (SPEC §16): the device login's endpoints, for OAuth client libraries."""
+    base = public_url.rstrip("/")
+    return {"issuer": public_url, "device_authorization_endpoint": f"{base}/v1/device/authorize",
+            "token_endpoint": f"{base}/v1/device/token", "response_types_supported": [],
+            "grant_types_supported": ["urn:ietf:params:oauth:grant-type:device_code"],
+            "token_endpoint_auth_methods_supported": ["none"]}

@@ -1,7 +1,7 @@
 """The discharger assembled: its store, keys and password hasher, and the domain parts
 handlers reach through it: `users` (admin), `sessions` (login, logout), `discharges`,
 and the browser flows: `browser` (cookie sessions), `device` (CLI device login), `flows`
-(interactive discharges)."""
+(interactive discharges), and `principals` (service principals and their ID-token discharges)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from discharger.oidc import Providers
 from discharger.passkeys import Passkeys
 from discharger.passwords import Hasher
 from discharger.policies import Policies
+from discharger.principals import Principals
 from discharger.sessions import Sessions
 from discharger.store import DischargerStore, open_store
 from discharger.ticket_keys import TicketKeys
@@ -43,6 +44,7 @@ class Discharger:
         self.providers = Providers(config.identity_providers)
         self.federation = Federation(store, self.providers, self.browser, config.public_url)
         self.passkeys = Passkeys(store, self.browser, config.public_url)
+        self.principals = Principals(config, store, keys, self.discharges)
 
     @classmethod
     async def open(cls, config: DischargerConfig) -> Discharger:
@@ -67,6 +69,7 @@ class Discharger:
 
     async def close(self) -> None:
         await self.providers.close()
+        await self.principals.close()
         await self.keys.stop()
         self.hasher.close()
         await self.store.close()

@@ -270,16 +270,21 @@ def token():
 @click.option("--org", help="The org (may be left out when you belong to one).")
 @click.option("--name", help="A label for the token.")
 @caveat_options
+@click.option("--for", "principal", metavar="ci:NAME",
+              help="Seal it for a service principal: only that principal's CI identity can discharge it.")
+@click.option("--strip-once/--no-strip-once", default=None,
+              help="Let each discharge strip it once (default: on with --for, off without).")
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
-def token_create(org, name, as_json, expires_in, **options):
+def token_create(org, name, as_json, expires_in, principal, strip_once, **options):
     """Mint a permission token. --expires-in sets its lifetime (default 30d)."""
     given = caveats_from(expires_in=None, **options)
 
     async def go():
         client, chosen = await acting(org)
         async with client as a:
-            return await a.mint(chosen, given, name=name, expires_in=expires_in)
+            return await a.mint(chosen, given, name=name, expires_in=expires_in, principal=principal,
+                                strip_once=strip_once)
     out = run(go())
     emit(out, as_json, out["token"])
     if not as_json:

@@ -7,7 +7,7 @@ import functools
 import json
 import os
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
@@ -30,7 +30,7 @@ class CommandError(SableError):
         self.exit_code = code
 
 
-def fail(message: str, code: int = EXIT_DENIED):
+def fail(message: str, code: int = EXIT_DENIED) -> NoReturn:
     raise CommandError(message, code)
 
 

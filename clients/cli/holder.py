@@ -155,25 +155,65 @@ def whoami(as_json):
                        f"until {out['expires_at']}")
 
 
-async def _bound_discharge(token: str) -> str:
-    """Get a discharge for the token's authentication caveat through the session, bound to it."""
+async def _bound_discharge(token: str, id_token: str | None = None) -> str:
+    """Get a discharge for the token's authentication caveat, bound to it: through the session,
+    or, given a CI's ID token, for the service principal the token is sealed for (SPEC §16)."""
     tok = tokens.parse(token, (tokens.PERMISSION,))
     third = [c for c in tok.caveats if c.third_party]
     if len(third) != 1:
         fail("the token must carry exactly one authentication caveat", EXIT_USAGE)
-    data = load_session()
-    async with discharger(data.get("discharger_url")) as d:
-        out = await d.discharge(data["session"], base64.urlsafe_b64encode(third[0].cid).decode().rstrip("="))
+    ticket = base64.urlsafe_b64encode(third[0].cid).decode().rstrip("=")
+    if id_token is not None:
+        async with discharger() as d:  # the configured discharger: an ID token goes nowhere a token names
+            out = await d.discharge_with_id_token(ticket, id_token)
+    else:
+        data = load_session()
+        async with discharger(data.get("discharger_url")) as d:
+            out = await d.discharge(data["session"], ticket)
     return offline.bind(tok, out["discharge"])
+
+
+def id_token_options(fn):
+    for option in reversed([
+        click.option("--id-token-env", metavar="VAR", help="Discharge with the CI's ID token in environment variable "
+                                                           "VAR (a token sealed for a service principal; no login)."),
+        click.option("--id-token-file", metavar="FILE", type=click.Path(dir_okay=False),
+                     help="Likewise, with the ID token read from FILE."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+def _id_token(env: str | None, path: str | None) -> str | None:
+    """The ID token named by --id-token-env or --id-token-file, or None for neither."""
+    if env and path:
+        fail("give one of --id-token-env and --id-token-file", EXIT_USAGE)
+    if env:
+        value = os.environ.get(env, "").strip()
+        if not value:
+            fail(f"environment variable {env} is empty or not set (in GitHub Actions: "
+                 f"{env}=$(sable ci id-token --github))", EXIT_USAGE)
+        return value
+    if path:
+        try:
+            with open(path) as f:
+                value = f.read().strip()
+        except OSError as e:
+            fail(f"cannot read {path}: {e.strerror}", EXIT_USAGE)
+        if not value:
+            fail(f"{path} is empty", EXIT_USAGE)
+        return value
+    return None
 
 
 @click.command()
 @click.argument("token")
+@id_token_options
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
-def discharge(token, as_json):
+def discharge(token, id_token_env, id_token_file, as_json):
     """Print a discharge for TOKEN's authentication caveat, bound to TOKEN."""
-    out = run(_bound_discharge(read_token(token)))
+    out = run(_bound_discharge(read_token(token), _id_token(id_token_env, id_token_file)))
     emit({"discharge": out}, as_json, out)
 
 
@@ -181,15 +221,17 @@ def discharge(token, as_json):
 @click.argument("token")
 @click.option("--name", help="A label for the service token.")
 @click.option("--expires-in", type=DURATION, help="Give the service token an expiry (default: none).")
+@id_token_options
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
-def strip(token, name, expires_in, as_json):
+def strip(token, name, expires_in, id_token_env, id_token_file, as_json):
     """Trade a permission token (plus a fresh discharge) for a service token."""
     token = read_token(token)
     tokens.parse(token, (tokens.PERMISSION,))
+    id_token = _id_token(id_token_env, id_token_file)
 
     async def go():
-        dt = await _bound_discharge(token)
+        dt = await _bound_discharge(token, id_token)
         async with authority() as a:
             return await a.strip(token, dt, name=name, expires_in=expires_in)
 

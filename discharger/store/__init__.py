@@ -10,8 +10,8 @@ from typing import Any, Protocol
 from server.audit import AuditRecord, AuditRow
 from server.store import COMMON_SEALED, COMMON_TABLES, SealedColumn, ServiceStore, StoreError, open_backend
 
-__all__ = ["AuditRow", "DischargerStore", "GrantRow", "Link", "OrgPolicy", "PasskeyRow", "SessionRow", "StoreError",
-           "TotpRow", "UserRow", "open_store"]
+__all__ = ["AuditRow", "DischargerStore", "GrantRow", "Link", "OrgPolicy", "PasskeyRow", "PrincipalRow", "SessionRow",
+           "StoreError", "TotpRow", "TrustPolicy", "UserRow", "open_store"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +65,29 @@ class OrgPolicy:
     require_mfa: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class TrustPolicy:
+    """Which ID tokens speak for a service principal (SPEC §16): the issuer, the audience
+    (None: the discharger's public URL), the claims that must match, and how old a token may be."""
+    id: str
+    issuer: str
+    audience: str | None
+    claims: dict[str, str]
+    max_age: int  # seconds since the token's iat
+
+
+@dataclass(frozen=True, slots=True)
+class PrincipalRow:
+    """A service principal (`ci:NAME`): a non-human member of one org, with no password and no
+    session; ID tokens matching one of its trust policies discharge tickets sealed for it."""
+    name: str
+    org: str
+    role: str
+    disabled: bool
+    created_at: int
+    policies: tuple[TrustPolicy, ...] = ()
+
+
 @dataclass(slots=True)
 class GrantRow:
     """Something a browser must approve: a device login (`kind` "device", `lookup` the user
@@ -99,6 +122,9 @@ TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("recovery_codes", ("username", "hash", "used_at")),
     ("org_policies", ("org", "require_idp", "require_mfa")),
     ("passkeys", ("credential_id", "username", "public_key", "sign_count", "created_at")),
+    ("principals", ("name", "org", "role", "disabled", "created_at")),
+    ("trust_policies", ("id", "principal", "issuer", "audience", "claims", "max_age", "created_at")),
+    ("used_id_tokens", ("issuer", "jti", "expires_at")),
     ("grants", ("hash", "kind", "lookup", "data", "status", "username", "created_at", "expires_at", "interval",
                 "polled_at", "code_hash", "code_expires_at")),
 )
@@ -208,6 +234,20 @@ class DischargerStore(ServiceStore, Protocol):
     # Org policies (SPEC §15): what the sessions behind an org's discharges must be.
     async def org_policy(self, org: str) -> OrgPolicy: ...
     async def set_org_policy(self, policy: OrgPolicy, audit: AuditRecord) -> None: ...
+
+    # Service principals and their trust policies (SPEC §16).
+    async def create_principal(self, row: PrincipalRow, audit: AuditRecord) -> bool: ...  # False: name taken
+    async def principal(self, name: str) -> PrincipalRow | None: ...
+    async def list_principals(self, org: str | None = None) -> list[PrincipalRow]: ...
+    async def set_principal_disabled(self, name: str, disabled: bool, audit: AuditRecord) -> bool: ...
+    async def remove_principal(self, name: str, audit: AuditRecord) -> bool: ...
+    async def add_trust_policy(self, name: str, policy: TrustPolicy, now: int, audit: AuditRecord) -> bool:
+        """False if there is no such principal."""
+        ...
+    async def remove_trust_policy(self, name: str, policy_id: str, audit: AuditRecord) -> bool: ...
+    async def claim_id_token(self, issuer: str, jti: str, expires_at: int, now: int) -> bool:
+        """Record an ID token as used: False if it was already (each is used once)."""
+        ...
 
     # Pending grants. `update_grant` writes the row's mutable fields (all but its hash, kind,
     # lookup and times) only if its status is

@@ -6,7 +6,17 @@ import json
 
 import asyncpg
 
-from discharger.store import GrantRow, Link, OrgPolicy, PasskeyRow, SessionRow, TotpRow, UserRow
+from discharger.store import (
+    GrantRow,
+    Link,
+    OrgPolicy,
+    PasskeyRow,
+    PrincipalRow,
+    SessionRow,
+    TotpRow,
+    TrustPolicy,
+    UserRow,
+)
 from server.audit import AuditRecord
 from server.postgres import COMMON_V1, PgDatabase
 
@@ -135,6 +145,35 @@ CREATE UNIQUE INDEX IF NOT EXISTS identity_links_user_issuer ON identity_links(u
 """
 
 
+# v8 (SPEC §16): service principals, their trust policies, used ID tokens.
+V8 = """
+CREATE TABLE IF NOT EXISTS principals (
+    name TEXT PRIMARY KEY,
+    org TEXT NOT NULL,
+    role TEXT NOT NULL,
+    disabled BOOLEAN NOT NULL DEFAULT false,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS trust_policies (
+    id TEXT PRIMARY KEY,
+    principal TEXT NOT NULL REFERENCES principals(name),
+    issuer TEXT NOT NULL,
+    audience TEXT,
+    claims TEXT NOT NULL,
+    max_age INTEGER NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS trust_policies_principal ON trust_policies(principal);
+CREATE TABLE IF NOT EXISTS used_id_tokens (
+    issuer TEXT NOT NULL,
+    jti TEXT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    PRIMARY KEY (issuer, jti)
+);
+CREATE INDEX IF NOT EXISTS used_id_tokens_expiry ON used_id_tokens(expires_at);
+"""
+
+
 class _Undo(Exception):
     """Roll the transaction back and answer False."""
 
@@ -155,7 +194,7 @@ _THROTTLE_SPACE = 0x5AB1F
 
 class PostgresStore(PgDatabase):
     SCHEMA = "discharger"
-    MIGRATIONS = (COMMON_V1 + V1, V2, V3, V4, V5, V6, V7)
+    MIGRATIONS = (COMMON_V1 + V1, V2, V3, V4, V5, V6, V7, V8)
 
     async def create_user(self, username: str, password_hash: bytes, roles: dict[str, str], now: int,
                           audit: AuditRecord, idp: str | None = None, link: Link | None = None) -> bool:
@@ -424,6 +463,73 @@ class PostgresStore(PgDatabase):
                             " ON CONFLICT (org) DO UPDATE SET require_idp = $2, require_mfa = $3",
                             policy.org, policy.require_idp, int(policy.require_mfa))
             await self._audit(c, [audit])
+
+    # --- service principals -----------------------------------------------------------------
+
+    async def create_principal(self, row: PrincipalRow, audit: AuditRecord) -> bool:
+        async with self._tx() as c:
+            done = await c.fetchval("INSERT INTO discharger.principals (name, org, role, disabled, created_at)"
+                                    " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING 1",
+                                    row.name, row.org, row.role, row.disabled, row.created_at)
+            if done:
+                await self._audit(c, [audit])
+            return bool(done)
+
+    async def principal(self, name: str) -> PrincipalRow | None:
+        found = await self.list_principals(name=name)
+        return found[0] if found else None
+
+    async def list_principals(self, org: str | None = None, name: str | None = None) -> list[PrincipalRow]:
+        async with self._conn() as c:
+            rows = await c.fetch("SELECT name, org, role, disabled, created_at FROM discharger.principals"
+                                 " WHERE ($1::text IS NULL OR name = $1) AND ($2::text IS NULL OR org = $2)"
+                                 " ORDER BY name", name, org or None)
+            found = await c.fetch("SELECT principal, id, issuer, audience, claims, max_age FROM discharger.trust_policies"
+                                  " WHERE principal = ANY($1::text[]) ORDER BY created_at, id", [r[0] for r in rows])
+        policies: dict[str, list[TrustPolicy]] = {}
+        for r in found:
+            policies.setdefault(r[0], []).append(TrustPolicy(r[1], r[2], r[3], json.loads(r[4]), r[5]))
+        return [PrincipalRow(r[0], r[1], r[2], bool(r[3]), r[4], tuple(policies.get(r[0], ()))) for r in rows]
+
+    async def set_principal_disabled(self, name: str, disabled: bool, audit: AuditRecord) -> bool:
+        async with self._tx() as c:
+            done = await c.fetchval("UPDATE discharger.principals SET disabled = $2 WHERE name = $1 RETURNING 1",
+                                    name, disabled)
+            if done:
+                await self._audit(c, [audit])
+            return bool(done)
+
+    async def remove_principal(self, name: str, audit: AuditRecord) -> bool:
+        async with self._tx() as c:
+            await c.execute("DELETE FROM discharger.trust_policies WHERE principal = $1", name)
+            done = await c.fetchval("DELETE FROM discharger.principals WHERE name = $1 RETURNING 1", name)
+            if done:
+                await self._audit(c, [audit])
+            return bool(done)
+
+    async def add_trust_policy(self, name: str, policy: TrustPolicy, now: int, audit: AuditRecord) -> bool:
+        async with self._tx() as c:
+            if await c.fetchval("SELECT 1 FROM discharger.principals WHERE name = $1 FOR UPDATE", name) is None:
+                return False
+            await c.execute("INSERT INTO discharger.trust_policies (id, principal, issuer, audience, claims, max_age,"
+                            " created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)", policy.id, name, policy.issuer,
+                            policy.audience, json.dumps(policy.claims), policy.max_age, now)
+            await self._audit(c, [audit])
+            return True
+
+    async def remove_trust_policy(self, name: str, policy_id: str, audit: AuditRecord) -> bool:
+        async with self._tx() as c:
+            done = await c.fetchval("DELETE FROM discharger.trust_policies WHERE principal = $1 AND id = $2 RETURNING 1",
+                                    name, policy_id)
+            if done:
+                await self._audit(c, [audit])
+            return bool(done)
+
+    async def claim_id_token(self, issuer: str, jti: str, expires_at: int, now: int) -> bool:
+        async with self._tx() as c:
+            await c.execute("DELETE FROM discharger.used_id_tokens WHERE expires_at <= $1", now)
+            return await c.fetchval("INSERT INTO discharger.used_id_tokens (issuer, jti, expires_at) VALUES ($1, $2, $3)"
+                                    " ON CONFLICT DO NOTHING RETURNING 1", issuer, jti, expires_at) is not None
 
     # --- keys -------------------------------------------------------------------------------
 

@@ -5,7 +5,17 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from discharger.store import GrantRow, Link, OrgPolicy, PasskeyRow, SessionRow, TotpRow, UserRow
+from discharger.store import (
+    GrantRow,
+    Link,
+    OrgPolicy,
+    PasskeyRow,
+    PrincipalRow,
+    SessionRow,
+    TotpRow,
+    TrustPolicy,
+    UserRow,
+)
 from server.audit import AuditRecord
 from server.sqlite import COMMON_V1, Database
 
@@ -131,6 +141,34 @@ CREATE UNIQUE INDEX IF NOT EXISTS identity_links_user_issuer ON identity_links(u
 """
 
 
+# v8 (SPEC §16): service principals, their trust policies, used ID tokens.
+V8 = """
+CREATE TABLE IF NOT EXISTS principals (
+    name TEXT PRIMARY KEY,
+    org TEXT NOT NULL,
+    role TEXT NOT NULL,
+    disabled INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS trust_policies (
+    id TEXT PRIMARY KEY,
+    principal TEXT NOT NULL REFERENCES principals(name),
+    issuer TEXT NOT NULL,
+    audience TEXT,
+    claims TEXT NOT NULL,
+    max_age INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS trust_policies_principal ON trust_policies(principal);
+CREATE TABLE IF NOT EXISTS used_id_tokens (
+    issuer TEXT NOT NULL,
+    jti TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (issuer, jti)
+);
+CREATE INDEX IF NOT EXISTS used_id_tokens_expiry ON used_id_tokens(expires_at);
+"""
+
 _GRANT_COLS = ("hash, kind, lookup, data, status, created_at, expires_at, username, interval, polled_at, code_hash,"
                " code_expires_at")
 
@@ -140,7 +178,7 @@ def _grant(r: tuple) -> GrantRow:
 
 
 class SqliteStore(Database):
-    MIGRATIONS = (COMMON_V1 + V1, V2, V3, V4, V5, V6, V7)
+    MIGRATIONS = (COMMON_V1 + V1, V2, V3, V4, V5, V6, V7, V8)
 
     async def create_user(self, username: str, password_hash: bytes, roles: dict[str, str], now: int,
                           audit: AuditRecord, idp: str | None = None, link: Link | None = None) -> bool:
@@ -416,6 +454,76 @@ class SqliteStore(Database):
                       (policy.org, policy.require_idp, int(policy.require_mfa)))
             self._audit(c, [audit])
         await self._tx(run)
+
+    # --- service principals -----------------------------------------------------------------
+
+    async def create_principal(self, row: PrincipalRow, audit: AuditRecord) -> bool:
+        def run(c: sqlite3.Connection) -> bool:
+            if not c.execute("INSERT OR IGNORE INTO principals (name, org, role, disabled, created_at)"
+                             " VALUES (?, ?, ?, ?, ?)", (row.name, row.org, row.role, int(row.disabled),
+                                                         row.created_at)).rowcount:
+                return False
+            self._audit(c, [audit])
+            return True
+        return await self._tx(run)
+
+    async def principal(self, name: str) -> PrincipalRow | None:
+        found = await self.list_principals(name=name)
+        return found[0] if found else None
+
+    async def list_principals(self, org: str | None = None, name: str | None = None) -> list[PrincipalRow]:
+        where, args = ("WHERE name = ?", (name,)) if name is not None else ("WHERE org = ?", (org,)) if org else ("", ())
+        rows = await self._all(f"SELECT name, org, role, disabled, created_at FROM principals {where} ORDER BY name", args)
+        policies: dict[str, list[TrustPolicy]] = {}
+        if rows:
+            marks = ", ".join("?" * len(rows))
+            for r in await self._all(f"SELECT principal, id, issuer, audience, claims, max_age FROM trust_policies"
+                                     f" WHERE principal IN ({marks}) ORDER BY created_at, id", tuple(r[0] for r in rows)):
+                policies.setdefault(r[0], []).append(TrustPolicy(r[1], r[2], r[3], json.loads(r[4]), r[5]))
+        return [PrincipalRow(r[0], r[1], r[2], bool(r[3]), r[4], tuple(policies.get(r[0], ()))) for r in rows]
+
+    async def set_principal_disabled(self, name: str, disabled: bool, audit: AuditRecord) -> bool:
+        def run(c: sqlite3.Connection) -> bool:
+            if not c.execute("UPDATE principals SET disabled = ? WHERE name = ?", (int(disabled), name)).rowcount:
+                return False
+            self._audit(c, [audit])
+            return True
+        return await self._tx(run)
+
+    async def remove_principal(self, name: str, audit: AuditRecord) -> bool:
+        def run(c: sqlite3.Connection) -> bool:
+            c.execute("DELETE FROM trust_policies WHERE principal = ?", (name,))
+            if not c.execute("DELETE FROM principals WHERE name = ?", (name,)).rowcount:
+                return False
+            self._audit(c, [audit])
+            return True
+        return await self._tx(run)
+
+    async def add_trust_policy(self, name: str, policy: TrustPolicy, now: int, audit: AuditRecord) -> bool:
+        def run(c: sqlite3.Connection) -> bool:
+            if not c.execute("SELECT 1 FROM principals WHERE name = ?", (name,)).fetchone():
+                return False
+            c.execute("INSERT INTO trust_policies (id, principal, issuer, audience, claims, max_age, created_at)"
+                      " VALUES (?, ?, ?, ?, ?, ?, ?)", (policy.id, name, policy.issuer, policy.audience,
+                                                        json.dumps(policy.claims), policy.max_age, now))
+            self._audit(c, [audit])
+            return True
+        return await self._tx(run)
+
+    async def remove_trust_policy(self, name: str, policy_id: str, audit: AuditRecord) -> bool:
+        def run(c: sqlite3.Connection) -> bool:
+            if not c.execute("DELETE FROM trust_policies WHERE principal = ? AND id = ?", (name, policy_id)).rowcount:
+                return False
+            self._audit(c, [audit])
+            return True
+        return await self._tx(run)
+
+    async def claim_id_token(self, issuer: str, jti: str, expires_at: int, now: int) -> bool:
+        def run(c: sqlite3.Connection) -> bool:
+            c.execute("DELETE FROM used_id_tokens WHERE expires_at <= ?", (now,))  # indexed: only the newly expired
+            return c.execute("INSERT OR IGNORE INTO used_id_tokens (issuer, jti, expires_at) VALUES (?, ?, ?)",
+                             (issuer, jti, expires_at)).rowcount == 1
+        return await self._tx(run)
 
     # --- keys -------------------------------------------------------------------------------
 
