@@ -18,7 +18,7 @@ from authority.selfservice import Member
 from authority.service import Authority
 from clients import tokens
 from clients.caveats import NAME_RE
-from clients.errors import BadRequest, Conflict, Denial, Forbidden, GrantPending, NotFound, RateLimited
+from clients.errors import BadRequest, Conflict, Denial, Forbidden, GrantPending, MalformedToken, NotFound, RateLimited
 from server.http import (
     TRUSTED_PROXIES,
     bearer,
@@ -189,7 +189,7 @@ async def token_exchange(request: web.Request) -> web.Response:
     req = schemas.exchange_request(await read_form(request))
     try:
         stripped = await _authority(request).minting.strip(req, caller(request), bind=True)
-    except (BadRequest, Forbidden, Conflict, NotFound) as e:
+    except (BadRequest, MalformedToken, Forbidden, Conflict, NotFound) as e:
         raise GrantPending("invalid_grant", e.message, e.reason) from None
     return json_response(schemas.exchanged(stripped, req.expires_in),
                          headers={"Cache-Control": "no-store", "Pragma": "no-cache"})

@@ -130,7 +130,7 @@ class AuthorityStore(ServiceStore, Protocol):
        cascade's), `revocations_after` is exclusive and limited, and a reader following the
        cursor never passes an entry that commits later, even with writers on several
        replicas (`test_revocation_feed_is_ordered_exclusive_and_limited`,
-       `tests/integration/test_replicas.py`).
+       `tests/authority/test_strip_once.py`).
     4. Atomic with its audit row: a mint or strip, a revocation, a console session made or
        ended; nothing is half done after a crash (`tests/integration/test_crash.py`,
        `tests/integration/test_pg_crash.py`). The domain decides what the row says: a write
@@ -141,7 +141,7 @@ class AuthorityStore(ServiceStore, Protocol):
     5. One use: `take_signin` hands a sign-in out once (`test_a_sign_in_is_taken_once`); a
        single-use token's discharge strips once, across replicas, until the discharge
        expires (`test_a_discharge_strips_a_single_use_token_once`,
-       `tests/integration/test_replicas.py`).
+       `tests/authority/test_strip_once.py`).
     6. The last-used flush (`touch`) is approximate and never waits for a row another
        transaction holds, so it cannot close a lock cycle with a revocation
        (`tests/authority/test_store_postgres.py`).

@@ -246,3 +246,25 @@ async def test_a_sign_in_is_taken_once(store):
     await store.add_signin(b"t" * 32, b"late", 100, 1)
     assert await store.take_signin(b"t" * 32, 100) is None  # at its expiry instant: gone
     assert await store.take_signin(b"t" * 32, 2) is None  # and taken by that try
+
+
+async def test_a_discharge_strips_a_single_use_token_once(store):
+    from authority.store import DischargeUsed
+
+    parent = token(strip_once=True, principal="ci:deploy")
+    await insert(store, parent)
+    loaded, _ = await store.load_token(parent.id)
+    assert (loaded.principal, loaded.strip_once) == ("ci:deploy", True)
+    once = ("ab" * 16, 500)
+    answers = await asyncio.gather(*[store.insert_token(token(parent=parent.id, created_at=100), mint(), (), once)
+                                     for _ in range(5)], return_exceptions=True)
+    assert answers.count(True) == 1 and sum(isinstance(a, DischargeUsed) for a in answers) == 4
+    assert len([r for r in await store.list_tokens("acme") if r.parent == parent.id]) == 1  # nothing half written
+    assert await store.insert_token(token(parent=parent.id, created_at=100), mint(), (), ("cd" * 16, 500))
+    # kept until the discharge expires, then forgotten (its discharge no longer verifies anyway)
+    with pytest.raises(DischargeUsed):
+        await store.insert_token(token(parent=parent.id, created_at=499), mint(), (), once)
+    assert await store.insert_token(token(parent=parent.id, created_at=500), mint(), (), once)
+    # a revoked parent refuses before the discharge is counted
+    await store.revoke_token(parent.id, 600, lambda ids: None)
+    assert not await store.insert_token(token(parent=parent.id, created_at=601), mint(), (), ("ef" * 16, 900))

@@ -37,3 +37,30 @@ def test_unknown_purposes_roles_and_names_are_refused(extra):
 def test_a_payload_that_is_not_an_object_is_refused():
     with pytest.raises(TicketError):
         tickets.decode_payload(b"[1, 2]")
+
+
+def test_a_ticket_for_a_principal_is_version_2_and_only_then_names_one():
+    """Version 0x02 exists so that a discharger before 0.7 refuses a principal's ticket (400)
+    rather than discharging it for whoever has a session; the payload and the version byte
+    must agree, so a version-1 ticket can never carry a principal, nor version 2 lack one."""
+    import nacl.public
+
+    from discharger.tickets import unseal_ticket
+
+    key = nacl.public.PrivateKey.generate()
+    kid = tickets.key_id(bytes(key.public_key))
+    for_ci = tickets.seal(bytes(key.public_key), bytes(32), "acme", 300, principal="ci:deploy")
+    plain = tickets.seal(bytes(key.public_key), bytes(32), "acme", 300)
+    assert (for_ci[0], plain[0]) == (2, 1)
+    assert unseal_ticket({kid: key}, for_ci).principal == "ci:deploy"
+    assert unseal_ticket({kid: key}, plain).principal is None
+    payload = {"k": tickets.b64e(bytes(32)), "org": "acme", "ttl": 60}
+    with pytest.raises(TicketError):
+        tickets.decode_payload(json.dumps({**payload, "f": "ci:deploy"}).encode(), version=1)
+    with pytest.raises(TicketError):
+        tickets.decode_payload(json.dumps(payload).encode(), version=2)
+    for bad in ("deploy", "ci:Deploy", "ci:" + "a" * 41, 5):
+        with pytest.raises(TicketError):
+            tickets.decode_payload(json.dumps({**payload, "f": bad}).encode(), version=2)
+    with pytest.raises(TicketError):
+        tickets.ticket_kid(bytes([3]) + for_ci[1:])

@@ -273,3 +273,36 @@ async def test_a_user_has_one_identity_per_issuer(store):
     assert done.count(True) == 1
     assert await store.link_identity("alice", Link("https://other.example", "sub-0", "other"), 100, audit("user_link"))
     assert len(await store.links("alice")) == 2
+
+
+async def test_an_id_token_is_claimed_once(store):
+    claimed = await asyncio.gather(*[store.claim_id_token("https://ci", "j1", 200, 100) for _ in range(5)])
+    assert claimed.count(True) == 1
+    assert await store.claim_id_token("https://other", "j1", 200, 100)  # per issuer
+    assert await store.claim_id_token("https://ci", "j1", 300, 200)  # expired at 200: gone, so new again
+
+
+async def test_principals_and_their_trust_policies(store):
+    from discharger.store import PrincipalRow, TrustPolicy
+
+    row = PrincipalRow("ci:deploy", "acme", "member", False, 100)
+    assert await store.create_principal(row, audit("principal_create"))
+    assert not await store.create_principal(row, audit("principal_create"))
+    assert await store.create_principal(PrincipalRow("ci:ops", "globex", "admin", False, 100), audit("principal_create"))
+    policy = TrustPolicy("p1", "https://ci", None, {"repository_id": "1", "ref": "refs/heads/*"}, 600)
+    assert await store.add_trust_policy("ci:deploy", policy, 100, audit("principal_trust"))
+    assert not await store.add_trust_policy("ci:nobody", policy, 100, audit("principal_trust"))
+    got = await store.principal("ci:deploy")
+    assert got.policies == (policy,) and got.org == "acme" and not got.disabled
+    assert [p.name for p in await store.list_principals("globex")] == ["ci:ops"]
+    assert [p.name for p in await store.list_principals()] == ["ci:deploy", "ci:ops"]
+    assert await store.set_principal_disabled("ci:deploy", True, audit("principal_disable"))
+    assert (await store.principal("ci:deploy")).disabled
+    assert not await store.remove_trust_policy("ci:ops", "p1", audit("principal_untrust"))
+    assert await store.remove_principal("ci:deploy", audit("principal_remove"))
+    assert await store.principal("ci:deploy") is None
+    # its policies went with it: a new principal of that name trusts nothing
+    assert await store.create_principal(row, audit("principal_create"))
+    assert (await store.principal("ci:deploy")).policies == ()
+    events = [r.event for r in await store.audit_rows()]
+    assert events.count("principal_trust") == 1 and events.count("principal_create") == 3

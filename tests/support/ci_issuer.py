@@ -145,9 +145,13 @@ class Issuer:
             loop.run_until_complete(runner.cleanup())
             loop.close()
 
-        threading.Thread(target=serve, daemon=True).start()
+        self._thread = threading.Thread(target=serve, daemon=True)
+        self._thread.start()
         assert started.wait(10), "the test issuer did not start"
 
     def stop(self) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
+        """Stop serving (the port refuses connections once this returns); again is a no-op."""
+        loop, self._loop = self._loop, None
+        if loop is not None:
+            loop.call_soon_threadsafe(loop.stop)
+            self._thread.join(10)

@@ -1,0 +1,315 @@
+"""Service principals and discharges for a CI's ID token (SPEC §16), against the real
+discharger and a test issuer serving discovery and JWKS on loopback (tests/support/ci_issuer.py).
+
+Every refusal of an ID token must look the same from outside (401, `no_trust_policy`, one
+message); the audit says which check failed. Each case below breaks one rule and keeps the
+others, so removing any one check makes its case pass a token it should refuse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+
+import pytest
+
+from clients import tickets, tokens
+from clients.tickets import b64d, b64e
+from tests.support import sealed_ticket
+from tests.support.ci_issuer import Issuer, github_claims, gitlab_claims
+
+AUD = "http://discharger.test"  # the discharger's public URL: the default audience
+
+
+@pytest.fixture
+def issuer():
+    it = Issuer()
+    it.start()
+    yield it
+    it.stop()
+
+
+def principal_ticket(env, principal="ci:deploy", org="acme", role="member") -> bytes:
+    key = env.service.keys.public_keys()[0]["key"]
+    return tickets.seal(b64d(key), bytes(32), org, 300, "permission", "deploy", role, principal)
+
+
+async def setup(env, issuer, claims=None, name="deploy", org="acme", role="member", **policy) -> dict:
+    status, body, _ = await env.post("/v1/principals", {"org": org, "name": name, "role": role}, env.admin)
+    assert status == 201, body
+    wanted = claims or {"repository_id": "812345", "ref": "refs/heads/main"}
+    status, body, _ = await env.post(f"/v1/principals/ci:{name}/policies",
+                                     {"issuer": issuer.url, "claims": wanted, **policy}, env.admin)
+    assert status == 201, body
+    return body
+
+
+async def discharge(env, ticket: bytes, id_token: str):
+    return await env.post("/v1/discharges", {"ticket": b64e(ticket), "id_token": id_token})
+
+
+def said(discharge_token: str) -> list[str]:
+    return [c.cid.decode() for c in tokens.parse(discharge_token).caveats]
+
+
+async def refusals(env) -> list[str]:
+    rows = await env.service.store.audit_rows("discharge")
+    return [r.detail.get("reason") for r in rows if r.outcome == "denied"]
+
+
+async def test_an_id_token_matching_a_policy_discharges_for_the_principal(real_discharger, issuer):
+    env = real_discharger
+    policy = await setup(env, issuer)
+    status, body, _ = await discharge(env, principal_ticket(env), issuer.sign(github_claims(), audience=AUD))
+    assert status == 201, body
+    assert "user ci:deploy" in said(body["discharge"]) and body["auth_method"] == "id_token"
+    (row,) = [r for r in await env.service.store.audit_rows("discharge") if r.outcome == "ok"]
+    assert row.user == "ci:deploy" and row.detail["policy"] == policy["id"] and row.detail["issuer"] == issuer.url
+
+
+@pytest.mark.parametrize("alg", ["RS256", "ES256"])
+async def test_both_signing_algorithms_and_a_gitlab_shaped_token(real_discharger, issuer, alg):
+    env = real_discharger
+    await setup(env, issuer, {"project_id": "4242", "ref_protected": "true", "environment": "production"})
+    status, body, _ = await discharge(env, principal_ticket(env), issuer.sign(gitlab_claims(), audience=AUD, alg=alg))
+    assert status == 201, body
+
+
+def _unsigned(payload: dict, header: dict) -> str:
+    enc = lambda d: base64.urlsafe_b64encode(json.dumps(d).encode()).rstrip(b"=").decode()  # noqa: E731
+    return f"{enc(header)}.{enc(payload)}."
+
+
+BROKEN = {
+    # name: how to make the token (issuer, now) -> str; each breaks exactly one rule
+    "wrong audience": lambda it, now: it.sign(github_claims(), audience="https://elsewhere.example"),
+    "no audience": lambda it, now: it.sign(github_claims(), audience=None),
+    "expired": lambda it, now: it.sign(github_claims(), audience=AUD, iat=now - 200, exp=now - 100),
+    "not yet valid": lambda it, now: it.sign(github_claims(), audience=AUD, nbf=now + 600),
+    "issued in the future": lambda it, now: it.sign(github_claims(), audience=AUD, iat=now + 600, exp=now + 900),
+    "too old for the policy": lambda it, now: it.sign(github_claims(), audience=AUD, iat=now - 700, exp=now + 300),
+    "no jti": lambda it, now: it.sign(github_claims(), audience=AUD, jti=None),
+    "another repository id": lambda it, now: it.sign(github_claims(repository_id="999"), audience=AUD),
+    "another ref": lambda it, now: it.sign(github_claims(ref="refs/heads/feature"), audience=AUD),
+    "a claim that is not a string": lambda it, now: it.sign({**github_claims(), "repository_id": 812345}, audience=AUD),
+    "iss of another issuer": lambda it, now: it.sign(github_claims(), audience=AUD, iss="https://token.actions.githubusercontent.com"),
+    "iss with a trailing slash": lambda it, now: it.sign(github_claims(), audience=AUD, iss=it.url + "/"),
+    "alg none": lambda it, now: _unsigned({**github_claims(), "iss": it.url, "aud": AUD, "iat": now, "exp": now + 300,
+                                           "jti": "j-none"}, {"alg": "none", "kid": "rs-1"}),
+    "HS256 with the public key as secret": lambda it, now: _hs256(it, now),
+    "a key the issuer does not publish": lambda it, now: it.sign(github_claims(), audience=AUD, key=_stranger()),
+    "a signature over other claims": lambda it, now: _swap_payload(it.sign(github_claims(), audience=AUD),
+                                                                   {**github_claims(repository_id="999"), "iss": it.url,
+                                                                    "aud": AUD, "iat": now, "exp": now + 300, "jti": "x"}),
+    "ES256 header on the RSA key": lambda it, now: _swap_header(it.sign(github_claims(), audience=AUD), {"alg": "ES256", "kid": "rs-1"}),
+    "garbage": lambda it, now: "not.a.jwt",
+    "oversized": lambda it, now: it.sign({**github_claims(), "pad": "x" * 20_000}, audience=AUD),
+}
+
+
+def _stranger():
+    from joserfc.jwk import RSAKey
+    return RSAKey.generate_key(2048, parameters={"kid": "rs-1"})  # the issuer's kid, another key
+
+
+def _hs256(it, now) -> str:
+    from joserfc import jws
+    from joserfc.jwk import OctKey
+    secret = OctKey.import_key(json.dumps(it.keys["RS256"].as_dict(private=False)).encode())
+    payload = {**github_claims(), "iss": it.url, "aud": AUD, "iat": now, "exp": now + 300, "jti": "j-hs"}
+    return jws.serialize_compact({"alg": "HS256", "kid": "rs-1"}, json.dumps(payload), secret, algorithms=["HS256"])
+
+
+def _swap_payload(token: str, payload: dict) -> str:
+    head, _, sig = token.split(".")
+    body = base64.urlsafe_b64encode(json.dumps(payload).encode()).rstrip(b"=").decode()
+    return f"{head}.{body}.{sig}"
+
+
+def _swap_header(token: str, header: dict) -> str:
+    _, body, sig = token.split(".")
+    head = base64.urlsafe_b64encode(json.dumps(header).encode()).rstrip(b"=").decode()
+    return f"{head}.{body}.{sig}"
+
+
+async def test_every_broken_token_gets_the_same_401(real_discharger, issuer):
+    env = real_discharger
+    await setup(env, issuer)
+    now = int(time.time())
+    answers = {}
+    for name, make in BROKEN.items():
+        status, body, _ = await discharge(env, principal_ticket(env), make(issuer, now))
+        answers[name] = (status, body.get("error"), body.get("reason"), body.get("message"))
+    expected = (401, "unauthorized", "no_trust_policy", answers["wrong audience"][3])
+    assert {k: v for k, v in answers.items() if v != expected} == {}
+    reasons = await refusals(env)
+    assert len(reasons) == len(BROKEN) and all(reasons)  # each failure audited with its check
+    for check in ("aud", "too_old", "claim:repository_id", "claim:ref", "id_token_alg", "id_token_exp", "id_token_nbf",
+                  "id_token_iat", "id_token_jti", "id_token_signature", "issuer_not_trusted"):
+        assert any(r.endswith(check) for r in reasons), (check, reasons)
+
+
+async def test_a_replayed_token_is_refused_as_a_replay(real_discharger, issuer):
+    env = real_discharger
+    await setup(env, issuer)
+    token = issuer.sign(github_claims(), audience=AUD)
+    assert (await discharge(env, principal_ticket(env), token))[0] == 201
+    status, body, _ = await discharge(env, principal_ticket(env), token)
+    assert (status, body["reason"]) == (401, "id_token_replayed")
+
+
+async def test_replays_are_refused_by_every_replica(real_discharger, issuer, aiohttp_client, discharger_config):
+    """(iss, jti) is claimed in the database: a second discharger on it refuses the replay."""
+    from discharger.app import create_app
+    env = real_discharger
+    await setup(env, issuer)
+    other = await aiohttp_client(create_app(discharger_config))
+    token = issuer.sign(github_claims(), audience=AUD)
+    ticket = b64e(principal_ticket(env))
+    answers = await asyncio.gather(env.client.post("/v1/discharges", json={"ticket": ticket, "id_token": token}),
+                                   other.post("/v1/discharges", json={"ticket": ticket, "id_token": token}))
+    assert sorted(r.status for r in answers) == [201, 401]
+
+
+async def test_prefix_matching_only_where_the_policy_says(real_discharger, issuer):
+    env = real_discharger
+    await setup(env, issuer, {"repository_id": "812345", "sub": "repo:acme/app:*"})
+    ok = issuer.sign(github_claims(), audience=AUD)  # sub repo:acme/app:environment:production
+    assert (await discharge(env, principal_ticket(env), ok))[0] == 201
+    lookalike = issuer.sign({**github_claims(), "sub": "repo:acme/app-evil:ref:refs/heads/main"}, audience=AUD)
+    assert (await discharge(env, principal_ticket(env), lookalike))[0] == 401
+    # an exact value never matches as a prefix
+    await setup(env, issuer, {"repository_id": "812345", "workflow": "deploy"}, name="exact")
+    longer = issuer.sign({**github_claims(), "workflow": "deploy-evil"}, audience=AUD)
+    assert (await discharge(env, principal_ticket(env, "ci:exact"), longer))[0] == 401
+
+
+async def test_policies_are_checked_when_made(real_discharger, issuer):
+    env = real_discharger
+    await env.post("/v1/principals", {"org": "acme", "name": "deploy"}, env.admin)
+    bad = [
+        {"issuer": issuer.url, "claims": {"sub": "repo:acme/app:*"}},  # no exact claim
+        {"issuer": issuer.url, "claims": {"sub": "*"}},  # '*' alone
+        {"issuer": issuer.url, "claims": {"sub": "repo:acme*"}},  # '*' not after / or :
+        {"issuer": issuer.url, "claims": {"sub": "repo:*:main"}},  # '*' inside
+        {"issuer": issuer.url, "claims": {}},
+        {"issuer": "http://ci.example.com", "claims": {"a": "b"}},  # http to a non-loopback host
+        {"issuer": "https://token.actions.githubusercontent.com", "claims": {"repository": "acme/app"}},  # no id
+        {"issuer": "https://gitlab.com", "claims": {"project_path": "acme/app"}},
+        {"issuer": "https://gitlab.com", "claims": {"project_id": "4242/*"}},  # the id only as a prefix
+        {"issuer": issuer.url, "claims": {"a": "b"}, "max_age": 0},
+        {"issuer": issuer.url, "claims": {"a": "b"}, "max_age": 86400},
+    ]
+    for body in bad:
+        status, answer, _ = await env.post("/v1/principals/ci:deploy/policies", body, env.admin)
+        assert status == 400, (body, answer)
+    good = {"issuer": "https://token.actions.githubusercontent.com",
+            "claims": {"repository_id": "812345", "sub": "repo:acme/app:environment:*"}}
+    assert (await env.post("/v1/principals/ci:deploy/policies", good, env.admin))[0] == 201
+    assert (await env.post("/v1/principals/ci:nobody/policies", good, env.admin))[0] == 404
+    assert (await env.post("/v1/principals/ci:deploy/policies", good))[0] == 401  # admin only
+
+
+async def test_principal_names_and_lifecycle(real_discharger, issuer):
+    env = real_discharger
+    for name in ("Deploy", "ci:", "a" * 41, "ci:x y", "deploy_1"):
+        assert (await env.post("/v1/principals", {"org": "acme", "name": name}, env.admin))[0] == 400, name
+    assert (await env.post("/v1/principals", {"org": "acme", "name": "ci:deploy"}, env.admin))[0] == 201
+    assert (await env.post("/v1/principals", {"org": "acme", "name": "deploy"}, env.admin))[0] == 409
+    resp = await env.client.get("/v1/principals", params={"org": "acme"}, headers=env.admin)
+    assert [p["name"] for p in (await resp.json())["principals"]] == ["ci:deploy"]
+    # no password, no session: ci:deploy is not a user
+    assert (await env.post("/v1/sessions", {"username": "ci:deploy", "password": "anything at all"}))[0] in (400, 401)
+    resp = await env.client.delete("/v1/principals/ci:deploy", headers=env.admin)
+    assert resp.status == 204
+    assert (await env.client.get("/v1/principals/ci:deploy", headers=env.admin)).status == 404
+
+
+async def test_a_disabled_principal_discharges_nothing_until_enabled(real_discharger, issuer):
+    env = real_discharger
+    await setup(env, issuer)
+    assert (await env.post("/v1/principals/ci:deploy/disable", {}, env.admin))[0] == 200
+    status, body, _ = await discharge(env, principal_ticket(env), issuer.sign(github_claims(), audience=AUD))
+    assert (status, body["reason"]) == (401, "no_trust_policy")
+    assert "principal_disabled" in await refusals(env)
+    assert (await env.post("/v1/principals/ci:deploy/enable", {}, env.admin))[0] == 200
+    assert (await discharge(env, principal_ticket(env), issuer.sign(github_claims(), audience=AUD)))[0] == 201
+
+
+async def test_org_and_role_of_the_principal_bind_it(real_discharger, issuer):
+    env = real_discharger
+    await setup(env, issuer)  # ci:deploy: member of acme
+    status, body, _ = await discharge(env, principal_ticket(env, org="globex"), issuer.sign(github_claims(), audience=AUD))
+    assert status == 403 and "not a member of org 'globex'" in body["message"]
+    status, body, _ = await discharge(env, principal_ticket(env, role="admin"), issuer.sign(github_claims(), audience=AUD))
+    assert status == 403 and "role admin" in body["message"]
+
+
+async def test_a_principal_discharges_only_tickets_sealed_for_it(real_discharger, issuer):
+    env = real_discharger
+    await setup(env, issuer)  # ci:deploy trusts repository 812345
+    await setup(env, issuer, {"repository_id": "555"}, name="other")
+    # a ticket for ci:deploy with a token that only ci:other's policy accepts
+    token = issuer.sign(github_claims(repository_id="555"), audience=AUD)
+    assert (await discharge(env, principal_ticket(env, "ci:deploy"), token))[0] == 401
+    # a ticket for nobody in particular is for people only
+    status, body, _ = await discharge(env, sealed_ticket(env), issuer.sign(github_claims(), audience=AUD))
+    assert status == 403 and "not sealed for a service principal" in body["message"]
+
+
+async def test_a_persons_session_cannot_discharge_a_principals_ticket(real_discharger, issuer):
+    env = real_discharger
+    await setup(env, issuer)
+    await env.user()
+    session = await env.login()
+    status, body, _ = await env.discharge(session, b64e(principal_ticket(env)))
+    assert status == 403 and "only that principal" in body["message"]
+
+
+async def test_an_unknown_key_id_refetches_the_keys_once_a_minute(real_discharger, issuer):
+    env = real_discharger
+    await setup(env, issuer)
+    assert (await discharge(env, principal_ticket(env), issuer.sign(github_claims(), audience=AUD)))[0] == 201
+    issuer.rotate("RS256")  # the old key is gone, rs-2 is new
+    fetched = issuer.jwks_fetches
+    new = issuer.sign(github_claims(), audience=AUD)
+    cached = env.service.principals.issuers._all[issuer.url]
+    assert (await discharge(env, principal_ticket(env), new))[0] == 401  # refetched less than a minute ago
+    assert issuer.jwks_fetches == fetched
+    cached.jwks_at -= 61
+    assert (await discharge(env, principal_ticket(env), issuer.sign(github_claims(), audience=AUD)))[0] == 201
+    assert issuer.jwks_fetches == fetched + 1
+    # a token under the retired key no longer verifies, and a flood of unknown kids costs one fetch a minute
+    for _ in range(5):
+        assert (await discharge(env, principal_ticket(env), issuer.sign(github_claims(), audience=AUD,
+                                                                           key=_stranger_kid("rs-9"))))[0] == 401
+    assert issuer.jwks_fetches == fetched + 1
+
+
+def _stranger_kid(kid):
+    from joserfc.jwk import RSAKey
+    return RSAKey.generate_key(2048, parameters={"kid": kid})
+
+
+async def test_an_oversized_or_junk_key_set_is_refused_not_a_500(real_discharger, issuer):
+    env = real_discharger
+    await setup(env, issuer)
+    issuer.jwks_body = b'{"keys": [' + b'{"kty": "RSA"},' * 80_000 + b'{}]}'  # over 1 MiB
+    status, body, _ = await discharge(env, principal_ticket(env), issuer.sign(github_claims(), audience=AUD))
+    assert status == 503, body
+    issuer.jwks_body = b'{"keys": "junk"}'
+    env.service.principals.issuers._tried.clear()
+    status, _, _ = await discharge(env, principal_ticket(env), issuer.sign(github_claims(), audience=AUD))
+    assert status == 503
+
+
+async def test_an_unreachable_issuer_is_a_503_the_job_may_retry(real_discharger, issuer):
+    env = real_discharger
+    await setup(env, issuer)
+    token = issuer.sign(github_claims(), audience=AUD)
+    issuer.stop()
+    await asyncio.sleep(0.2)
+    status, body, resp = await discharge(env, principal_ticket(env), token)
+    assert status == 503 and resp.headers.get("Retry-After")
