@@ -75,6 +75,7 @@ TOKEN_COLUMNS = ("id", "kind", "name", "org", "parent", "user", "caveat_count", 
 def token_values(row: TokenRow) -> tuple:
     """A row's values in `TOKEN_COLUMNS` order, as stored (the caveats as JSON text)."""
     values = [getattr(row, c) for c in TOKEN_COLUMNS]
+    values[TOKEN_COLUMNS.index("strip_once")] = int(row.strip_once)  # INTEGER on both backends
     if row.caveats is not None:
         values[TOKEN_COLUMNS.index("caveats")] = json.dumps(row.caveats)
     return tuple(values)

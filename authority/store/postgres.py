@@ -250,7 +250,7 @@ $fn$;
 # writing nothing unless 'ok'. The v3 function stays for a rolling upgrade.
 V5 = """
 ALTER TABLE tokens ADD COLUMN IF NOT EXISTS principal TEXT;
-ALTER TABLE tokens ADD COLUMN IF NOT EXISTS strip_once BOOLEAN NOT NULL DEFAULT false;
+ALTER TABLE tokens ADD COLUMN IF NOT EXISTS strip_once INTEGER NOT NULL DEFAULT 0;
 CREATE TABLE IF NOT EXISTS used_discharges (
     token_id TEXT NOT NULL,
     discharge_id TEXT NOT NULL,
@@ -260,7 +260,7 @@ CREATE TABLE IF NOT EXISTS used_discharges (
 CREATE OR REPLACE FUNCTION add_token(
     p_id TEXT, p_kind TEXT, p_name TEXT, p_org TEXT, p_parent TEXT, p_user TEXT, p_caveat_count INTEGER,
     p_sealed_key BYTEA, p_created_at BIGINT, p_revoked_at BIGINT, p_last_used_at BIGINT, p_created_by TEXT,
-    p_caveats TEXT, p_expires_at BIGINT, p_principal TEXT, p_strip_once BOOLEAN, p_lineage BYTEA[],
+    p_caveats TEXT, p_expires_at BIGINT, p_principal TEXT, p_strip_once INTEGER, p_lineage BYTEA[],
     p_once_id TEXT, p_once_expires BIGINT,
     a_at DOUBLE PRECISION, a_event TEXT, a_outcome TEXT, a_request_id TEXT, a_client TEXT, a_token_id TEXT,
     a_parent TEXT, a_org TEXT, a_user TEXT, a_detail TEXT
@@ -306,7 +306,7 @@ SELECT authority.add_token(t.id, t.kind, t.name, t.org, t.parent, t.usr, t.cavea
                     t.request_id, t.client, t.token_id, t.a_parent, t.a_org, t.a_user, t.detail)
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[], $8::bytea[],
             $9::bigint[], $10::bigint[], $11::bigint[], $12::text[], $13::text[], $14::bigint[], $15::text[],
-            $16::bool[], $17::int[], $18::int[], $19::text[], $20::bigint[], $21::float8[], $22::text[], $23::text[],
+            $16::int[], $17::int[], $18::int[], $19::text[], $20::bigint[], $21::float8[], $22::text[], $23::text[],
             $24::text[], $25::text[], $26::text[], $27::text[], $28::text[], $29::text[], $30::text[])
     WITH ORDINALITY AS t(id, kind, name, org, parent, usr, caveat_count, sealed_key, created_at, revoked_at,
                          last_used_at, created_by, caveats, expires_at, principal, strip_once, lo, n, once_id,

@@ -151,7 +151,7 @@ CREATE TABLE IF NOT EXISTS principals (
     name TEXT PRIMARY KEY,
     org TEXT NOT NULL,
     role TEXT NOT NULL,
-    disabled BOOLEAN NOT NULL DEFAULT false,
+    disabled INTEGER NOT NULL DEFAULT 0,
     created_at BIGINT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS trust_policies (
@@ -470,7 +470,7 @@ class PostgresStore(PgDatabase):
         async with self._tx() as c:
             done = await c.fetchval("INSERT INTO discharger.principals (name, org, role, disabled, created_at)"
                                     " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING 1",
-                                    row.name, row.org, row.role, row.disabled, row.created_at)
+                                    row.name, row.org, row.role, int(row.disabled), row.created_at)
             if done:
                 await self._audit(c, [audit])
             return bool(done)
@@ -494,7 +494,7 @@ class PostgresStore(PgDatabase):
     async def set_principal_disabled(self, name: str, disabled: bool, audit: AuditRecord) -> bool:
         async with self._tx() as c:
             done = await c.fetchval("UPDATE discharger.principals SET disabled = $2 WHERE name = $1 RETURNING 1",
-                                    name, disabled)
+                                    name, int(disabled))
             if done:
                 await self._audit(c, [audit])
             return bool(done)

@@ -9,11 +9,13 @@ import pytest
 from click.testing import CliRunner
 
 from authority.store import open_store as authority_store
+from authority.store.sqlite import SqliteStore as AuthoritySqlite
 from cli.main import main
 from discharger.store import open_store as discharger_store
 from discharger.store.sqlite import SqliteStore as DischargerSqlite
 
 D = DischargerSqlite.schema_version()  # the discharger's schema grows with its features
+A = AuthoritySqlite.schema_version()
 
 
 def run(*args: str):
@@ -23,15 +25,15 @@ def run(*args: str):
 def test_status_of_a_fresh_postgres_database_then_upgrade(pg_url):
     r = run("db", "status", "--db", pg_url)
     assert r.exit_code == 0, r.output
-    assert "authority: schema version 0, this build 4: empty" in r.output
+    assert f"authority: schema version 0, this build {A}: empty" in r.output
     assert f"discharger: schema version 0, this build {D}: empty" in r.output
 
     r = run("db", "upgrade", "--db", pg_url)
     assert r.exit_code == 0, r.output
-    assert "authority: schema version 0 -> 4" in r.output and f"discharger: schema version 0 -> {D}" in r.output
+    assert f"authority: schema version 0 -> {A}" in r.output and f"discharger: schema version 0 -> {D}" in r.output
     r = run("db", "upgrade", "--db", pg_url, "--service", "authority")
-    assert r.output.strip() == "authority: schema version 4, nothing to do"
-    assert "authority: schema version 4, this build 4: up to date" in run("db", "status", "--db", pg_url).output
+    assert r.output.strip() == f"authority: schema version {A}, nothing to do"
+    assert f"authority: schema version {A}, this build {A}: up to date" in run("db", "status", "--db", pg_url).output
 
 
 def test_status_of_a_sqlite_file_knows_whose_it_is(tmp_path):
@@ -41,7 +43,7 @@ def test_status_of_a_sqlite_file_knows_whose_it_is(tmp_path):
             await store.close()
     asyncio.run(make())
     r = run("db", "status", "--db", str(tmp_path / "a.db"))
-    assert r.exit_code == 0 and "authority: schema version 4, this build 4: up to date" in r.output
+    assert r.exit_code == 0 and f"authority: schema version {A}, this build {A}: up to date" in r.output
     r = run("db", "status", "--db", str(tmp_path / "d.db"))
     assert r.exit_code == 0 and f"discharger: schema version {D}, this build {D}: up to date" in r.output
 
@@ -55,7 +57,7 @@ def test_a_newer_schema_is_reported_and_refused(tmp_path):
     conn.close()
     r = run("db", "upgrade", "--db", str(path))
     assert r.exit_code != 0
-    assert "schema version 9, newer than this build's 4" in r.output
+    assert f"schema version 9, newer than this build's {A}" in r.output
     assert "Traceback" not in r.output
 
 

@@ -207,7 +207,7 @@ async def test_every_device_error_carries_error_description(real_discharger):
                await env.post("/v1/device/authorize", {"client_name": "x" * 65})]
     errors = [body["error"] for _, body, _ in answers]
     assert errors == ["authorization_pending", "slow_down", "invalid_grant", "unsupported_grant_type",
-                      "invalid_request", "bad_request"]
+                      "invalid_request", "invalid_request"]
     for status, body, _ in answers:
         assert status == 400 and body["error_description"] and body["error_description"] == body["message"]
     form = await env.client.post("/v1/device/token", data={"grant_type": "urn:x", "device_code": "y"})

@@ -313,3 +313,22 @@ async def test_an_unreachable_issuer_is_a_503_the_job_may_retry(real_discharger,
     await asyncio.sleep(0.2)
     status, body, resp = await discharge(env, principal_ticket(env), token)
     assert status == 503 and resp.headers.get("Retry-After")
+
+
+async def test_org_policies_are_for_people_not_principals(real_discharger, issuer):
+    """An org requiring a second factor or a provider still lets its CI principal discharge:
+    its proof is the ID token, judged by the trust policy (SPEC §15: principals are exempt)."""
+    env = real_discharger
+    await setup(env, issuer)
+    resp = await env.client.put("/v1/orgs/acme/policy", json={"require_mfa": True}, headers=env.admin)
+    assert resp.status == 200
+    assert (await discharge(env, principal_ticket(env), issuer.sign(github_claims(), audience=AUD)))[0] == 201
+
+
+async def test_oauth_metadata(real_discharger):
+    resp = await real_discharger.client.get("/.well-known/oauth-authorization-server")
+    body = await resp.json()
+    assert body == {"issuer": AUD, "device_authorization_endpoint": f"{AUD}/v1/device/authorize",
+                    "token_endpoint": f"{AUD}/v1/device/token", "response_types_supported": [],
+                    "grant_types_supported": ["urn:ietf:params:oauth:grant-type:device_code"],
+                    "token_endpoint_auth_methods_supported": ["none"]}

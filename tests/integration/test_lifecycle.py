@@ -235,7 +235,7 @@ async def test_token_listing_with_last_used(authority):
     assert listed[st["id"]]["kind"] == "service" and listed[st["parent"]]["name"] == "ci"
     assert listed[st["id"]]["last_used_at"] is not None
     assert set(listed[st["id"]]) == {"id", "kind", "name", "org", "parent", "user", "created_by", "created_at",
-                                     "expires_at", "revoked_at", "last_used_at", "caveats"}
+                                     "expires_at", "revoked_at", "last_used_at", "caveats", "for", "strip_once"}
     assert listed[st["id"]]["created_by"] == "alice" and listed[st["parent"]]["created_by"] == "@admin"
     resp = await authority.client.get("/v1/tokens", headers=authority.admin)
     assert resp.status == 400
