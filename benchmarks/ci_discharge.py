@@ -39,6 +39,7 @@ async def _load(url: str, bodies, headers: dict, seconds: float) -> dict:
     """Send `bodies` (an iterator) with CLIENTS at a time for `seconds`: rate and latency."""
     latencies: list[float] = []
     errors = 0
+    statuses: dict[int, int] = {}
     deadline = time.monotonic() + seconds
     async with aiohttp.ClientSession(headers=headers) as http:
         async def client() -> None:
@@ -49,9 +50,12 @@ async def _load(url: str, bodies, headers: dict, seconds: float) -> dict:
                     return
                 started = time.perf_counter()
                 async with http.post(url, json=body) as resp:
-                    await resp.read()
+                    answer = await resp.read()
                     if resp.status != 201:
                         errors += 1
+                        statuses[resp.status] = statuses.get(resp.status, 0) + 1
+                        if len(statuses) == 1 and statuses[resp.status] == 1:
+                            print(f"first refusal: {resp.status} {answer[:300]!r}", flush=True)
                 latencies.append(time.perf_counter() - started)
         began = time.monotonic()
         await asyncio.gather(*(client() for _ in range(CLIENTS)))
@@ -59,6 +63,7 @@ async def _load(url: str, bodies, headers: dict, seconds: float) -> dict:
     latencies.sort()
     return {"rps": round(len(latencies) / took, 1), "p50_ms": round(latencies[len(latencies) // 2] * 1000, 2),
             "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 2), "errors": errors,
+            "error_statuses": statuses,
             "requests": len(latencies)}
 
 

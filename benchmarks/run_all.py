@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import cli_start, core, pop, postgres, serving, verifier
+from benchmarks import ci_discharge, cli_start, core, pop, postgres, serving, verifier
 from server.logs import configure_logging
 
 
@@ -28,6 +28,9 @@ def main() -> None:
     print("\n== DPoP proofs and just-in-time wire tokens")
     out["pop"] = pop.main()
     print(json.dumps(out["pop"], indent=2), flush=True)
+    print("\n== discharges for a CI's ID token (32 clients, one worker)")
+    out["ci_discharge"] = ci_discharge.main(10)
+    print(ci_discharge.table(out["ci_discharge"]), flush=True)
     print("\n== HTTP (wrk -t1 -c32)")
     if shutil.which("wrk"):
         out["http"] = serving.main(10)

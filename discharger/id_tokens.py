@@ -250,18 +250,24 @@ class Issuers:
         return self._http
 
     async def get(self, url: str) -> Issuer:
-        """The issuer at `url`, discovered; Unavailable while it cannot be."""
+        """The issuer at `url`, discovered; Unavailable while it cannot be. Requests that
+        arrive while its first discovery runs wait for it rather than fail."""
         issuer = self._all.setdefault(url, Issuer(url))
-        now = time.monotonic()
-        stale = not issuer.available or now - issuer.discovered_at >= REDISCOVER
-        if stale and now - self._tried.get(url, -RETRY_FAILED) >= RETRY_FAILED:
-            async with self._locks.setdefault(url, asyncio.Lock()):  # one discovery at a time
-                if now - self._tried.get(url, -RETRY_FAILED) >= RETRY_FAILED:
+        lock = self._locks.setdefault(url, asyncio.Lock())
+        if self._due(url, issuer) or (lock.locked() and not issuer.available):
+            async with lock:  # one discovery at a time
+                if self._due(url, issuer):
                     self._tried[url] = time.monotonic()
                     await issuer.discover(self.http)
         if not issuer.available:
             raise Unavailable(f"the issuer {url} cannot be used now: {issuer.problem}", retry_after=int(RETRY_FAILED))
         return issuer
+
+    def _due(self, url: str, issuer: Issuer) -> bool:
+        """Whether to discover: never done, or an hour old, and not tried in the last minute."""
+        now = time.monotonic()
+        stale = not issuer.available or now - issuer.discovered_at >= REDISCOVER
+        return stale and now - self._tried.get(url, -RETRY_FAILED) >= RETRY_FAILED
 
     async def close(self) -> None:
         if self._http is not None:

@@ -332,3 +332,15 @@ async def test_oauth_metadata(real_discharger):
                     "token_endpoint": f"{AUD}/v1/device/token", "response_types_supported": [],
                     "grant_types_supported": ["urn:ietf:params:oauth:grant-type:device_code"],
                     "token_endpoint_auth_methods_supported": ["none"]}
+
+
+async def test_requests_during_the_first_discovery_wait_for_it(real_discharger, issuer):
+    env = real_discharger
+    await setup(env, issuer)
+    issuer.discovery_delay = 0.5
+
+    async def later(delay):
+        await asyncio.sleep(delay)
+        return await discharge(env, principal_ticket(env), issuer.sign(github_claims(), audience=AUD))
+    answers = await asyncio.gather(*(later(d) for d in (0, 0.1, 0.2, 0.3)))
+    assert [a[0] for a in answers] == [201] * 4

@@ -68,6 +68,7 @@ class Issuer:
         self.jwks_fetches = 0
         self.extra_jwks: list[dict] = []  # junk keys a test adds
         self.jwks_body: bytes | None = None  # a raw key set a test serves instead
+        self.discovery_delay = 0.0  # seconds the discovery document takes
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
 
@@ -101,6 +102,7 @@ class Issuer:
         app = web.Application()
 
         async def discovery(request: web.Request) -> web.Response:
+            await asyncio.sleep(self.discovery_delay)
             return web.json_response({"issuer": self.url, "jwks_uri": f"{self.url}/.well-known/jwks",
                                       "subject_types_supported": ["public", "pairwise"],
                                       "response_types_supported": ["id_token"],
