@@ -367,6 +367,9 @@ def token_show(token_id, org, as_json):
               ("user", t["user"] or "-"), ("created by", t.get("created_by") or "-"), ("created", t["created_at"]),
               ("expires", t.get("expires_at") or "never"), ("last used", t["last_used_at"] or "never"),
               ("state", _state(t, time.time()) + (f" (revoked {t['revoked_at']})" if t["revoked_at"] else ""))]
+    if t["kind"] == "permission":  # who may discharge it, and how often each discharge strips it (SPEC §16)
+        fields[8:8] = [("for", t.get("for") or "members of the org"),
+                       ("strips", "once per discharge" if t.get("strip_once") else "any number of times")]
     for name, value in fields:
         click.echo(f"{name + ':':<12}{value}")
 

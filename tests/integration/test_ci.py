@@ -92,6 +92,8 @@ def test_the_github_actions_example_deploys_with_a_token_for_a_principal(dev, is
         assert r.returncode == 0, (args, r.stderr)
     secret = r.stdout.strip()
     assert secret.startswith("sable_pt_")
+    shown = sable(admin_env, "token", "show", sable(admin_env, "inspect", secret, "--field", "id").stdout.strip()).stdout
+    assert "for:        ci:deploy-web" in shown and "strips:     once per discharge" in shown
     # the permission token alone is inert: no session, no CI identity
     assert sable({**admin_env, "SABLE_ADMIN_TOKEN": ""}, "verify", secret, "--org", "acme", "--action", "w",
                  "--app", "web").returncode == 1

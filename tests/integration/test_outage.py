@@ -31,6 +31,14 @@ async def test_authority_fails_closed_and_recovers(authority, pg_cluster):
         resp, took = await timed(authority.client.post("/v1/tokens", json={"org": "acme"}, headers=authority.admin))
         assert resp.status == 503 and resp.headers["Retry-After"] and took < 5
         assert "password" not in (await resp.text())
+        # RFC 8693's front door says it in OAuth's words (SPEC §16)
+        resp = await authority.client.post("/v1/oauth/token", data={
+            "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange", "subject_token": pt,
+            "subject_token_type": "urn:sable:token-type:permission",
+            "actor_token": authority.discharger.discharge(pt), "actor_token_type": "urn:sable:token-type:discharge"})
+        body = await resp.json()
+        assert (resp.status, body["error"]) == (503, "temporarily_unavailable") and resp.headers["Retry-After"]
+        assert body["error_description"]
         resp = await authority.client.get("/readyz")
         assert resp.status == 503 and resp.headers["Retry-After"]
         assert (await authority.client.get("/healthz")).status == 200  # alive, just not ready
