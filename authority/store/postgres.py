@@ -257,6 +257,7 @@ CREATE TABLE IF NOT EXISTS used_discharges (
     expires_at BIGINT NOT NULL,
     PRIMARY KEY (token_id, discharge_id)
 );
+CREATE INDEX IF NOT EXISTS used_discharges_expiry ON used_discharges(expires_at);
 CREATE OR REPLACE FUNCTION add_token(
     p_id TEXT, p_kind TEXT, p_name TEXT, p_org TEXT, p_parent TEXT, p_user TEXT, p_caveat_count INTEGER,
     p_sealed_key BYTEA, p_created_at BIGINT, p_revoked_at BIGINT, p_last_used_at BIGINT, p_created_by TEXT,
@@ -276,7 +277,9 @@ BEGIN
         RETURN 'revoked';
     END IF;
     IF p_once_id IS NOT NULL THEN
-        DELETE FROM used_discharges WHERE token_id = p_parent AND expires_at <= p_created_at;
+        -- the expired, a few at a time, never waiting for rows another strip is deleting
+        DELETE FROM used_discharges WHERE ctid IN (SELECT ctid FROM used_discharges WHERE expires_at <= p_created_at
+                                                   LIMIT 100 FOR UPDATE SKIP LOCKED);
         INSERT INTO used_discharges (token_id, discharge_id, expires_at) VALUES (p_parent, p_once_id, p_once_expires)
             ON CONFLICT DO NOTHING;
         IF NOT FOUND THEN

@@ -86,6 +86,7 @@ CREATE TABLE IF NOT EXISTS used_discharges (
     expires_at INTEGER NOT NULL,
     PRIMARY KEY (token_id, discharge_id)
 );
+CREATE INDEX IF NOT EXISTS used_discharges_expiry ON used_discharges(expires_at);
 """
 
 _TOKEN_COLS = ", ".join(TOKEN_COLUMNS)
@@ -128,7 +129,7 @@ class SqliteStore(Database):
                 if c.execute("SELECT 1 FROM revoked_attenuations WHERE fingerprint = ?", (fp,)).fetchone():
                     return False
             if once is not None:
-                c.execute("DELETE FROM used_discharges WHERE token_id = ? AND expires_at <= ?", (row.parent, row.created_at))
+                c.execute("DELETE FROM used_discharges WHERE expires_at <= ?", (row.created_at,))  # indexed
                 if not c.execute("INSERT OR IGNORE INTO used_discharges (token_id, discharge_id, expires_at)"
                                  " VALUES (?, ?, ?)", (row.parent, *once)).rowcount:
                     raise DischargeUsed()

@@ -265,6 +265,12 @@ async def test_a_discharge_strips_a_single_use_token_once(store):
     with pytest.raises(DischargeUsed):
         await store.insert_token(token(parent=parent.id, created_at=499), mint(), (), once)
     assert await store.insert_token(token(parent=parent.id, created_at=500), mint(), (), once)
+    # the expired records of every token go, not only this one's
+    other = token(strip_once=True)
+    await insert(store, other)
+    assert await store.insert_token(token(parent=other.id, created_at=100), mint(), (), ("12" * 16, 200))
+    assert await store.insert_token(token(parent=parent.id, created_at=300), mint(), (), ("34" * 16, 900))
+    assert await store.insert_token(token(parent=other.id, created_at=300), mint(), (), ("12" * 16, 900))
     # a revoked parent refuses before the discharge is counted
     await store.revoke_token(parent.id, 600, lambda ids: None)
     assert not await store.insert_token(token(parent=parent.id, created_at=601), mint(), (), ("ef" * 16, 900))
