@@ -65,6 +65,9 @@ class Flows:
 
     async def start(self, ticket: bytes, return_to: str | None, caller: Caller) -> Started:
         contents = await self.keys.unseal_ticket(ticket)  # TicketError (400) before anything is stored
+        if contents.principal is not None:  # no person may approve it (SPEC §16): say so now, not at approval
+            raise Forbidden(f"this ticket is for {contents.principal}; only that principal's CI identity can "
+                            "discharge it (sable discharge --id-token-env)")
         user_secret, poll_secret = new_secret(), new_secret()
         now = int(_now())
         what, warning = describe(contents, self.returns_to_authority(return_to))

@@ -344,3 +344,9 @@ async def test_requests_during_the_first_discovery_wait_for_it(real_discharger, 
         return await discharge(env, principal_ticket(env), issuer.sign(github_claims(), audience=AUD))
     answers = await asyncio.gather(*(later(d) for d in (0, 0.1, 0.2, 0.3)))
     assert [a[0] for a in answers] == [201] * 4
+
+
+async def test_an_interactive_discharge_of_a_principals_ticket_is_refused_at_once(real_discharger, issuer):
+    env = real_discharger
+    status, body, _ = await env.post("/v1/discharges", {"ticket": b64e(principal_ticket(env)), "interactive": True})
+    assert status == 403 and "ci:deploy" in body["message"]
