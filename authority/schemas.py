@@ -4,6 +4,7 @@ domain modules."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from authority.config import AuthorityConfig
@@ -100,18 +101,20 @@ def exchange_request(form: dict) -> StripRequest:
     wanted = form.get("requested_token_type")
     if wanted is not None and wanted != SERVICE_TYPE:
         raise GrantPending("invalid_request", f"requested_token_type must be {SERVICE_TYPE}")
-    pairs = (("subject_token", "subject_token_type", PERMISSION_TYPE), ("actor_token", "actor_token_type", DISCHARGE_TYPE))
-    for token_field, type_field, expected in pairs:
+    pairs = (("subject_token", "subject_token_type", PERMISSION_TYPE, tokens.PERMISSION),
+             ("actor_token", "actor_token_type", DISCHARGE_TYPE, tokens.DISCHARGE))
+    for token_field, type_field, expected, prefix in pairs:
         if not form.get(token_field) or not form.get(type_field):
             raise GrantPending("invalid_request", f"{token_field} and {type_field} are required")
         if form[type_field] != expected:
             raise GrantPending("unsupported_token_type", f"{type_field} must be {expected}")
+        if not form[token_field].startswith(prefix):
+            raise GrantPending("invalid_grant", f"{token_field} is not a {expected.rsplit(':', 1)[1]} token")
     body: dict[str, Any] = {"name": form.get("name")} if form.get("name") else {}
     if "expires_in" in form:
-        try:
-            body["expires_in"] = int(form["expires_in"])
-        except ValueError:
-            raise GrantPending("invalid_request", "expires_in must be a number of seconds") from None
+        if not re.fullmatch(r"[0-9]{1,10}", form["expires_in"]):  # ASCII digits: int() takes any script's
+            raise GrantPending("invalid_request", "expires_in must be a number of seconds")
+        body["expires_in"] = int(form["expires_in"])
     try:
         return StripRequest([form["subject_token"], form["actor_token"]], _name(body), _expires_in(body))
     except BadRequest as e:

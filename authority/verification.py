@@ -35,8 +35,8 @@ class Verified:
     # Fingerprints of the chain's attenuations that rule 2 could not judge from the record
     # (past its in-memory cap): the caller must ask the store before allowing (Checker.check).
     unjudged: tuple[bytes, ...] = ()
-    # The authentication discharge's first `discharge-id` (the discharger's own; a holder can
-    # only append) and its earliest `expires`: what a single-use strip records (SPEC §16).
+    # The authentication discharge's `discharge-id` (its first caveat, which only the discharger
+    # writes) and the discharger's `expires`: what a single-use strip records (SPEC §16).
     discharge_id: str | None = None
     discharge_expires: int | None = None
 
@@ -206,8 +206,12 @@ def verify(
     if auth_discharge is not None:
         said = [parse(dc.cid) for dc in auth_discharge.caveats]
         user = next((c.value for c in said if isinstance(c, caveats.User)), None)
-        discharge_id = next((c.value for c in said if isinstance(c, caveats.DischargeId)), None)
-        discharge_expires = min((c.at for c in said if isinstance(c, caveats.Expires)), default=None)
+        # Only the discharger writes a discharge's first caveat (a holder can only append), so
+        # only a `discharge-id` there names the discharge, and the first `expires` is the
+        # discharger's: a holder's shorter one must not end the single-use record early.
+        if said and isinstance(said[0], caveats.DischargeId):
+            discharge_id = said[0].value
+        discharge_expires = next((c.at for c in said if isinstance(c, caveats.Expires)), None)
     # A token sealed for a principal opens only with that principal's discharge.
     if rec.principal is not None and (auth_discharge is None or user != rec.principal):
         raise Denial(f"this token is for {rec.principal}; its discharge is not that principal's")

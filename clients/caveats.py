@@ -291,9 +291,9 @@ _DISCHARGE_ID_RE = re.compile(r"[0-9a-f]{32}")
 @register
 @dataclass(frozen=True, slots=True)
 class DischargeId(Caveat):
-    """Added by the discharger to every discharge (SPEC §16): 16 random bytes naming this one
-    discharge, so a single-use token strips at most once with it. It always holds; the
-    authority reads the first one of the authentication discharge (the discharger's own)."""
+    """Added by the discharger to every discharge, as its first caveat (SPEC §16): 16 random
+    bytes naming this one discharge, so a single-use token strips at most once with it. It
+    always holds; the authority believes it only as the first caveat, which a holder cannot write."""
 
     name: ClassVar[str] = "discharge-id"
     value: str = ""

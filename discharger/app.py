@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from clients.errors import GrantPending, RateLimited
+from clients.errors import GrantPending, RateLimited, Unauthorized
 from discharger import __version__, pages, schemas
 from discharger.config import DischargerConfig
 from discharger.metrics import DischargerMetrics
@@ -28,6 +28,8 @@ from server.ratelimit import SlidingCounter, throttle_key
 
 FLOW_STARTS = web.AppKey("flow_starts", SlidingCounter)
 DEVICE_STARTS = web.AppKey("device_starts", SlidingCounter)
+ID_TOKEN_REFUSALS = web.AppKey("id_token_refusals", SlidingCounter)
+REFUSALS_PER_MINUTE = 120
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 routes = web.RouteTableDef()
 
@@ -218,12 +220,26 @@ async def discharge(request: web.Request) -> web.Response:
     if bearer(request) is None:  # no session: a CI's ID token (SPEC §16), or an interactive discharge
         body = await read_json(request)
         if "id_token" in body:
-            issued = await d.principals.discharge(schemas.ticket(body), schemas.id_token(body), caller(request))
-            return json_response(schemas.discharge(issued), status=201)
+            return await _discharge_for_id_token(request, d, body)
         return await _start_flow(request, d, body)
     session = await d.sessions.find(bearer(request))  # 401 before the body is read
     ticket = schemas.ticket(await read_json(request))
     issued = await d.discharges.issue(session.username, ticket, caller(request), session.auth_method)
+    return json_response(schemas.discharge(issued), status=201)
+
+
+async def _discharge_for_id_token(request: web.Request, d: Discharger, body: dict) -> web.Response:
+    """SPEC §16. Refusals are counted per address: a leaked CI secret cannot drive unbounded
+    signature checks and audit writes (a CI's own jobs are rarely refused)."""
+    counter, key = request.app[ID_TOKEN_REFUSALS], throttle_key(client_address(request))
+    wait = counter.retry_after(key)
+    if wait is not None:
+        raise RateLimited("too many refused ID tokens from this address; try again later", retry_after=wait)
+    try:
+        issued = await d.principals.discharge(schemas.ticket(body), schemas.id_token(body), caller(request))
+    except Unauthorized:
+        counter.add(key)
+        raise
     return json_response(schemas.discharge(issued), status=201)
 
 
@@ -305,6 +321,7 @@ def create_app(config: DischargerConfig) -> web.Application:
     app[PAGES] = Pages(pages.FOLDER, config.secure)
     app[FLOW_STARTS] = SlidingCounter(30, 60.0)
     app[DEVICE_STARTS] = SlidingCounter(30, 60.0)
+    app[ID_TOKEN_REFUSALS] = SlidingCounter(REFUSALS_PER_MINUTE, 60.0)
     app[pages.SIGN_IN_TRIES] = SlidingCounter(60, 60.0)
     app[TRUSTED_PROXIES] = parse_networks(config.trusted_proxies)
     app.add_routes(routes)

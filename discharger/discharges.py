@@ -61,14 +61,14 @@ class Discharges:
 
     async def sign(self, contents: TicketContents, ticket: bytes, who: str, role: str, auth_method: str) -> Discharge:
         """The discharge itself, for a user or principal judged already: `user`, `expires`, and,
-        once every authority understands them, `role` (the console signs in with it) and a
-        fresh `discharge-id` (single-use strips count by it)."""
+        once every authority understands them, a fresh `discharge-id` before them (single-use
+        strips count by it) and `role` (the console signs in with it)."""
         expires_at = int(time.time()) + min(self.config.discharge_ttl, contents.ttl)
-        said = [f"user {who}", f"expires {format_time(expires_at)}"]
         understood = await self.authorities.understood()
+        # discharge-id first: a holder can only append, so an authority believes it only there.
+        said = [f"discharge-id {nacl.utils.random(16).hex()}"] if "discharge-id" in understood else []
+        said += [f"user {who}", f"expires {format_time(expires_at)}"]
         if "role" in understood:
             said.append(f"role {role}")
-        if "discharge-id" in understood:
-            said.append(f"discharge-id {nacl.utils.random(16).hex()}")
         token = macaroon.discharge(contents.caveat_key, ticket, self.config.public_url, said)
         return Discharge(token.encode(), expires_at, auth_method)

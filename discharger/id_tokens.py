@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import math
 import time
 import warnings
 from typing import Any
@@ -23,7 +24,6 @@ from urllib.parse import urljoin, urlsplit
 import aiohttp
 import structlog
 from joserfc import jws
-from joserfc.errors import JoseError
 from joserfc.jwk import SecurityWarning, import_key
 
 from clients.errors import SableError, Unavailable
@@ -144,7 +144,7 @@ class Issuer:
         header = _header(token)
         alg = header.get("alg")
         announced = (self.metadata or {}).get("id_token_signing_alg_values_supported", ["RS256"])
-        if alg not in ALGORITHMS or not isinstance(announced, list) or alg not in announced:
+        if not isinstance(alg, str) or alg not in ALGORITHMS or not isinstance(announced, list) or alg not in announced:
             raise bad("its algorithm is not one Sable accepts", "id_token_alg")
         kid = header.get("kid", "")
         if not isinstance(kid, str):
@@ -166,9 +166,12 @@ class Issuer:
                 warnings.simplefilter("ignore", SecurityWarning)  # joserfc prefers "Ed25519" to "EdDSA"
                 key = import_key(jwk)
                 signed = jws.deserialize_compact(token, key, algorithms=[alg])
-            claims = json.loads(signed.payload)
-        except (JoseError, ValueError, TypeError, RecursionError):
+        except Exception:  # the key and the token are the issuer's and the caller's: any defect refuses
             raise bad("its signature does not verify", "id_token_signature") from None
+        try:
+            claims = json.loads(signed.payload, parse_constant=_no_constant)  # no NaN or Infinity
+        except (ValueError, TypeError, RecursionError):
+            raise bad("its claims are malformed", "id_token_claims") from None
         if not isinstance(claims, dict):
             raise bad("its claims are malformed", "id_token_claims")
         if claims.get("iss") != self.url:
@@ -184,7 +187,14 @@ class Issuer:
 
 
 def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A time claim: a finite number within ±2^53 (JSON's exact integers), not a boolean."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return abs(value) < 2**53 if isinstance(value, int) else math.isfinite(value) and abs(value) < 2**53
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number")
 
 
 def audiences(claims: dict) -> list:

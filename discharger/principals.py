@@ -9,6 +9,7 @@ audit only. A replay is its own answer (`id_token_replayed`): the job should fet
 
 from __future__ import annotations
 
+import math
 import re
 import time
 
@@ -22,7 +23,7 @@ from discharger.id_tokens import LEEWAY, Issuers, SignInRefused, audiences, unve
 from discharger.model import ROLES, Discharge, role_at_least
 from discharger.store import DischargerStore, PrincipalRow, TrustPolicy
 from discharger.ticket_keys import TicketKeys
-from discharger.trust import DEFAULT_MAX_AGE, check_policy, mismatch
+from discharger.trust import DEFAULT_MAX_AGE, MAX_MAX_AGE, check_policy, mismatch
 from server.audit import AuditRecord, Caller
 
 NAME_RE = re.compile(r"[a-z0-9-]{1,40}")
@@ -137,8 +138,9 @@ class Principals:
                        else f"this needs role {contents.role} in org {contents.org!r}")
             await self._refuse(audit, "org_or_role")
             raise Forbidden(refusal)
-        # Claimed last: a token refused above stays usable for a policy fixed meanwhile.
-        until = int(min(claims["exp"], claims["iat"] + policy.max_age)) + LEEWAY
+        # Claimed last: a token refused above stays usable for a policy fixed meanwhile. Kept
+        # for as long as any policy could take the token, whichever matched this time.
+        until = math.ceil(min(claims["exp"], claims["iat"] + MAX_MAX_AGE)) + LEEWAY
         if not await self.store.claim_id_token(policy.issuer, claims["jti"], until, int(time.time())):
             await self._refuse(audit, "id_token_replayed")
             raise Unauthorized("this ID token was used already; ask the CI for a fresh one", reason="id_token_replayed")

@@ -11,6 +11,7 @@ someone else keeps no trust).
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit
 
 from clients.errors import BadRequest
 from discharger.id_tokens import secure
@@ -22,10 +23,20 @@ MAX_CLAIMS = 16
 CLAIM_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 MAX_VALUE = 256
 # Issuers whose repository names can be re-registered: one claim must be an immutable id.
-IMMUTABLE = {
-    "https://token.actions.githubusercontent.com": ("repository_id", "repository_owner_id"),
-    "https://gitlab.com": ("project_id", "namespace_id"),
-}
+GITHUB = "https://token.actions.githubusercontent.com"
+GITHUB_IDS = ("repository_id", "repository_owner_id")
+GITLAB_IDS = ("project_id", "namespace_id")
+
+
+def immutable_ids(issuer: str) -> tuple[str, ...] | None:
+    """The id claims a policy for this issuer must match exactly: GitHub's (also an enterprise's
+    own issuer under it, and GitHub Enterprise Server's `/_services/token`) and GitLab.com's."""
+    url = issuer.rstrip("/")
+    if url == GITHUB or url.startswith(GITHUB + "/") or urlsplit(url).path.endswith("/_services/token"):
+        return GITHUB_IDS
+    if url == "https://gitlab.com":
+        return GITLAB_IDS
+    return None
 
 
 def check_policy(issuer: str, audience: str | None, claims: dict[str, str], max_age: int) -> None:
@@ -48,7 +59,7 @@ def check_policy(issuer: str, audience: str | None, claims: dict[str, str], max_
     exact = [k for k, v in claims.items() if not v.endswith("*")]
     if not exact:
         raise BadRequest("a policy needs at least one claim matched exactly (without '*')")
-    ids = IMMUTABLE.get(issuer.rstrip("/"))
+    ids = immutable_ids(issuer)
     if ids is not None and not any(k in exact for k in ids):
         raise BadRequest(f"a policy for {issuer} needs {' or '.join(ids)} matched exactly: names can be re-registered")
 

@@ -15,7 +15,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from clients.errors import BadRequest, Forbidden, SableError
-from server.http import forwarded_proto, refuse_control_characters, refuse_control_in
+from server.http import BodyTooLarge, forwarded_proto, refuse_control_characters, refuse_control_in
 
 PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; base-uri 'none'",
@@ -68,6 +68,8 @@ async def read_form(request: web.Request) -> dict[str, str]:
     (bytes that are not UTF-8, an unknown charset, a malformed multipart part)."""
     try:
         form = await request.post()
+    except web.HTTPRequestEntityTooLarge:
+        raise BodyTooLarge() from None  # a SableError, so an OAuth endpoint answers it in OAuth's words
     except (UnicodeDecodeError, LookupError, ValueError, AssertionError, HttpProcessingError):
         raise BadRequest("the form could not be read") from None
     fields = {k: v for k, v in form.items() if isinstance(k, str) and isinstance(v, str)}

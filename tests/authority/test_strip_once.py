@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 
 import pytest
 
-from clients import offline, tokens
+from clients import caveats, offline, tokens
 
 EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 PERMISSION, DISCHARGE, SERVICE = ("urn:sable:token-type:permission", "urn:sable:token-type:discharge",
@@ -17,7 +18,7 @@ PERMISSION, DISCHARGE, SERVICE = ("urn:sable:token-type:permission", "urn:sable:
 
 
 def did() -> str:
-    return f"discharge-id {os.urandom(16).hex()}"
+    return os.urandom(16).hex()
 
 
 async def strip(env, pt, dt, **extra):
@@ -26,7 +27,7 @@ async def strip(env, pt, dt, **extra):
 
 async def test_a_discharge_strips_a_single_use_token_once(authority):
     pt = await authority.mint(["apps web"], strip_once=True)
-    raw = authority.discharger.discharge(pt, bind=False, extra=[did()])
+    raw = authority.discharger.discharge(pt, bind=False, discharge_id=did())
     status, first = await strip(authority, pt, offline.bind(pt, raw))
     assert status == 201, first
     status, again = await strip(authority, pt, offline.bind(pt, raw))
@@ -35,29 +36,46 @@ async def test_a_discharge_strips_a_single_use_token_once(authority):
     narrower = offline.attenuate(pt, ["hosts h1"])
     assert (await strip(authority, narrower, offline.bind(narrower, raw)))[0] == 409
     # a fresh discharge strips again
-    assert (await strip(authority, pt, authority.discharger.discharge(pt, extra=[did()])))[0] == 201
+    assert (await strip(authority, pt, authority.discharger.discharge(pt, discharge_id=did())))[0] == 201
 
 
 async def test_a_token_that_is_not_single_use_strips_as_often_as_asked(authority):
     pt = await authority.mint()
-    dt = authority.discharger.discharge(pt, extra=[did()])
+    dt = authority.discharger.discharge(pt, discharge_id=did())
     assert [(await strip(authority, pt, dt))[0] for _ in range(3)] == [201, 201, 201]
 
 
-async def test_a_single_use_token_needs_a_discharge_id(authority):
+async def test_a_single_use_token_needs_the_dischargers_discharge_id(authority):
     pt = await authority.mint(strip_once=True)
     status, body = await strip(authority, pt, authority.discharger.discharge(pt))
     assert (status, body["reason"]) == (403, "discharge_id_missing")
-    # only the first discharge-id counts (the discharger's; a holder can only append)
+    # a holder can only append: a discharge-id after the discharger's caveats is not believed,
+    # so a discharge without one cannot be made single-use-but-fresh by each strip
+    for _ in range(2):
+        appended = authority.discharger.discharge(pt, extra=[f"discharge-id {did()}"])
+        status, body = await strip(authority, pt, appended)
+        assert (status, body["reason"]) == (403, "discharge_id_missing")
     first = did()
-    assert (await strip(authority, pt, authority.discharger.discharge(pt, extra=[first])))[0] == 201
-    appended = authority.discharger.discharge(pt, extra=[first, did()])
-    assert (await strip(authority, pt, appended))[0] == 409
+    assert (await strip(authority, pt, authority.discharger.discharge(pt, discharge_id=first)))[0] == 201
+    again = authority.discharger.discharge(pt, discharge_id=first, extra=[f"discharge-id {did()}"])
+    assert (await strip(authority, pt, again))[0] == 409
+
+
+async def test_a_holders_shorter_expiry_does_not_end_the_record_early(authority):
+    """The record lasts until the discharger's `expires`, not a holder's earlier one."""
+    pt = await authority.mint(strip_once=True)
+    once = did()
+    soon = caveats.format_time(int(time.time()) + 2)
+    short = authority.discharger.discharge(pt, discharge_id=once, extra=[f"expires {soon}"])
+    assert (await strip(authority, pt, short))[0] == 201
+    await asyncio.sleep(3)
+    status, body = await strip(authority, pt, authority.discharger.discharge(pt, discharge_id=once))
+    assert (status, body["reason"]) == (409, "discharge_used")
 
 
 async def test_concurrent_strips_with_one_discharge_make_one_service_token(authority):
     pt = await authority.mint(strip_once=True)
-    dt = authority.discharger.discharge(pt, extra=[did()])
+    dt = authority.discharger.discharge(pt, discharge_id=did())
     answers = await asyncio.gather(*(strip(authority, pt, dt) for _ in range(8)))
     assert sorted(s for s, _ in answers) == [201] + [409] * 7
 
@@ -67,10 +85,10 @@ async def test_a_token_for_a_principal_opens_only_with_its_discharge(authority):
     tokens_row = await authority.service.store.load_token(tokens.parse(pt).token_id)
     assert tokens_row[0].principal == "ci:deploy" and tokens_row[0].strip_once is True  # the default with for
     for who in ("alice", "ci:other"):
-        status, body = await strip(authority, pt, authority.discharger.discharge(pt, user=who, extra=[did()]))
+        status, body = await strip(authority, pt, authority.discharger.discharge(pt, user=who, discharge_id=did()))
         assert status == 403 and "ci:deploy" in body["message"], who
         assert not await authority.allowed([pt, authority.discharger.discharge(pt, user=who)], app="web")
-    dt = authority.discharger.discharge(pt, user="ci:deploy", extra=[did()])
+    dt = authority.discharger.discharge(pt, user="ci:deploy", discharge_id=did())
     assert await authority.allowed([pt, dt], app="web")
     status, body = await strip(authority, pt, dt)
     assert status == 201 and body["user"] == "ci:deploy"
@@ -122,7 +140,7 @@ async def test_token_exchange_of_a_dpop_bound_token_says_dpop(authority):
 
 async def test_token_exchange_errors_follow_rfc_6749(authority):
     pt = await authority.mint(strip_once=True)
-    dt = authority.discharger.discharge(pt, extra=[did()])
+    dt = authority.discharger.discharge(pt, discharge_id=did())
     other = await authority.mint()
     cases = [
         ({"grant_type": "client_credentials"}, "unsupported_grant_type"),
@@ -134,6 +152,8 @@ async def test_token_exchange_errors_follow_rfc_6749(authority):
         (exchange_form(pt, dt, scope="read"), "invalid_target"),
         (exchange_form(pt, dt, resource="https://x"), "invalid_target"),
         (exchange_form(pt, dt, expires_in="soon"), "invalid_request"),
+        (exchange_form(pt, dt, expires_in="\u0661\u0662"), "invalid_request"),  # Arabic-Indic digits
+        (exchange_form(dt, pt), "invalid_grant"),  # each token in the other's field
         (exchange_form(pt, ""), "invalid_request"),
         (exchange_form(pt, "garbage"), "invalid_grant"),
         (exchange_form(other, dt), "invalid_grant"),  # a discharge for another token
@@ -148,6 +168,9 @@ async def test_token_exchange_errors_follow_rfc_6749(authority):
     assert (status, body["error"], body["reason"]) == (400, "invalid_grant", "discharge_used")
     resp = await authority.client.post("/v1/oauth/token", json=exchange_form(pt, dt))
     assert resp.status == 400 and (await resp.json())["error"] == "invalid_request"  # a form, not JSON
+    resp = await authority.client.post("/v1/oauth/token", data=exchange_form(pt, dt, name="x" * 70_000))
+    body = await resp.json()
+    assert resp.status == 413 and body["error"] == "invalid_request" and body["error_description"]
 
 
 async def test_metadata_names_the_token_endpoint(authority):
@@ -165,7 +188,7 @@ async def test_two_replicas_share_the_used_discharges(authority, aiohttp_client)
     from authority.app import create_app
     other = await aiohttp_client(create_app(authority.config))
     pt = await authority.mint(strip_once=True)
-    dt = authority.discharger.discharge(pt, extra=[did()])
+    dt = authority.discharger.discharge(pt, discharge_id=did())
     body = {"tokens": [pt, dt]}
     answers = await asyncio.gather(*(c.post("/v1/service-tokens", json=body)
                                      for c in (authority.client, other, authority.client, other)))

@@ -105,6 +105,17 @@ BROKEN = {
                                                                     "aud": AUD, "iat": now, "exp": now + 300, "jti": "x"}),
     "ES256 header on the RSA key": lambda it, now: _swap_header(it.sign(github_claims(), audience=AUD), {"alg": "ES256", "kid": "rs-1"}),
     "garbage": lambda it, now: "not.a.jwt",
+    "alg is a list (unsigned)": lambda it, now: _unsigned({**github_claims(), "iss": it.url, "aud": AUD, "iat": now,
+                                                           "exp": now + 300, "jti": "j-list"},
+                                                          {"alg": ["RS256"], "kid": "rs-1"}),
+    "exp NaN": lambda it, now: it.sign(github_claims(), audience=AUD, exp=float("nan")),
+    "exp Infinity": lambda it, now: it.sign(github_claims(), audience=AUD, exp=float("inf")),
+    "iat NaN (would skip the age check)": lambda it, now: it.sign(github_claims(), audience=AUD, iat=float("nan")),
+    "iat below any float": lambda it, now: it.sign(github_claims(), audience=AUD, iat=-10**400),
+    "exp past 2^53": lambda it, now: it.sign(github_claims(), audience=AUD, exp=10**20),
+    "exp a boolean": lambda it, now: it.sign(github_claims(), audience=AUD, exp=True),
+    "a key of an unknown curve": lambda it, now: it.sign(github_claims(), audience=AUD, alg="ES256",
+                                                         header={"kid": "odd"}),
     "oversized": lambda it, now: it.sign({**github_claims(), "pad": "x" * 20_000}, audience=AUD),
 }
 
@@ -136,6 +147,7 @@ def _swap_header(token: str, header: dict) -> str:
 
 async def test_every_broken_token_gets_the_same_401(real_discharger, issuer):
     env = real_discharger
+    issuer.extra_jwks = [{"kty": "EC", "crv": "P-999", "kid": "odd", "x": "AA", "y": "AA", "use": "sig"}]
     await setup(env, issuer)
     now = int(time.time())
     answers = {}
@@ -199,6 +211,8 @@ async def test_policies_are_checked_when_made(real_discharger, issuer):
         {"issuer": "https://token.actions.githubusercontent.com", "claims": {"repository": "acme/app"}},  # no id
         {"issuer": "https://gitlab.com", "claims": {"project_path": "acme/app"}},
         {"issuer": "https://gitlab.com", "claims": {"project_id": "4242/*"}},  # the id only as a prefix
+        {"issuer": "https://token.actions.githubusercontent.com/acme-enterprise", "claims": {"repository": "acme/app"}},
+        {"issuer": "https://github.acme.example/_services/token", "claims": {"repository": "acme/app"}},  # GHES
         {"issuer": issuer.url, "claims": {"a": "b"}, "max_age": 0},
         {"issuer": issuer.url, "claims": {"a": "b"}, "max_age": 86400},
     ]
@@ -350,3 +364,38 @@ async def test_an_interactive_discharge_of_a_principals_ticket_is_refused_at_onc
     env = real_discharger
     status, body, _ = await env.post("/v1/discharges", {"ticket": b64e(principal_ticket(env)), "interactive": True})
     assert status == 403 and "ci:deploy" in body["message"]
+
+
+async def test_an_id_token_is_spent_for_as_long_as_any_policy_could_take_it(real_discharger, issuer, monkeypatch):
+    """Two policies with different max ages: a token spent under the short one is still spent
+    when it is old enough for only the long one to match."""
+    import discharger.principals as principals
+
+    env = real_discharger
+    await setup(env, issuer, {"repository_id": "812345"}, max_age=60)
+    await env.post("/v1/principals/ci:deploy/policies",
+                   {"issuer": issuer.url, "claims": {"repository_id": "812345"}, "max_age": 3600}, env.admin)
+    now = int(time.time())
+    token = issuer.sign(github_claims(), audience=AUD, iat=now, exp=now + 3600)
+    assert (await discharge(env, principal_ticket(env), token))[0] == 201
+
+    class Later:
+        @staticmethod
+        def time():
+            return now + 600
+
+    monkeypatch.setattr(principals, "time", Later)
+    status, body, _ = await discharge(env, principal_ticket(env), token)
+    assert (status, body["reason"]) == (401, "id_token_replayed")
+
+
+async def test_refused_id_tokens_are_rate_limited_per_address(real_discharger, issuer):
+    from discharger.app import REFUSALS_PER_MINUTE
+
+    env = real_discharger
+    await setup(env, issuer)
+    ticket = principal_ticket(env)
+    for _ in range(REFUSALS_PER_MINUTE):
+        assert (await discharge(env, ticket, "not.a.jwt"))[0] == 401
+    status, body, resp = await discharge(env, ticket, issuer.sign(github_claims(), audience=AUD))
+    assert status == 429 and resp.headers["Retry-After"]

@@ -7,6 +7,7 @@ a real session waits out, without the five minutes."""
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 from contextlib import closing
@@ -142,9 +143,11 @@ async def test_a_post_after_the_end_changes_nothing_and_says_so(dev):
 
 
 async def test_discharges_carry_the_users_role_once_the_authority_lists_it(dev):
+    """And a `discharge-id` first (SPEC §16), where a holder cannot write one."""
     async with aiohttp.ClientSession() as http:
         async with http.get(dev["a"] + "/v1/info") as r:
-            assert "role" in (await r.json())["caveats"]
+            listed = (await r.json())["caveats"]
+            assert "role" in listed and "discharge-id" in listed
         async with http.post(dev["a"] + "/v1/tokens", json={"org": "acme"},
                              headers={"Authorization": f"Bearer {dev['admin']}"}) as r:
             pt = (await r.json())["token"]
@@ -155,7 +158,8 @@ async def test_discharges_carry_the_users_role_once_the_authority_lists_it(dev):
                              headers={"Authorization": f"Bearer {session}"}) as r:
             dt = (await r.json())["discharge"]
         said = offline.inspect(dt)["caveats"]
-        assert said[:2] == ["user alice", said[1]] and said[2] == "role member", said
+        assert re.fullmatch(r"discharge-id [0-9a-f]{32}", said[0]), said
+        assert said[1] == "user alice" and said[2].startswith("expires ") and said[3] == "role member", said
         # It always holds: the pair verifies as before.
         async with http.post(dev["a"] + "/v1/verify", json={"tokens": [pt, offline.bind(pt, dt)],
                                                             "access": {"org": "acme", "action": "r"}}) as r:

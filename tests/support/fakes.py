@@ -48,10 +48,15 @@ class FakeDischarger:
         return unseal_ticket({self.kid: self.private}, self.ticket(token, index).cid).caveat_key
 
     def discharge(self, token: str, user: str = "alice", ttl: int = 300, bind: bool = True,
-                  extra: list[str] = (), index: int = 0, now: float | None = None) -> str:
+                  extra: list[str] = (), index: int = 0, now: float | None = None,
+                  discharge_id: str | None = None) -> str:
+        """A discharge as the real discharger makes it: `discharge-id` first when given, then
+        `user`, `expires`, and `extra` after them."""
         cav = self.ticket(token, index)
         contents = unseal_ticket({self.kid: self.private}, cav.cid)
         m = Macaroon(location=cav.location, identifier=cav.cid, key=contents.caveat_key, version=MACAROON_V2)
+        if discharge_id is not None:
+            m.add_first_party_caveat(f"discharge-id {discharge_id}")
         m.add_first_party_caveat(f"user {user}")
         m.add_first_party_caveat(f"expires {caveats.format_time(int(now or time.time()) + ttl)}")
         for text in extra:
