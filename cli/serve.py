@@ -1,4 +1,4 @@
-"""`sable authority serve` and `sable discharger serve`: each service on its address, with
+"""`sable authority serve`, `sable discharger serve` and `sable verifier serve`: each service on its address, with
 /metrics on its own when asked."""
 
 from __future__ import annotations
@@ -126,3 +126,43 @@ def discharger_serve(tls_cert, tls_key, authority_url, **flags):
 from cli.discharger_keys import keys as _keys  # noqa: E402
 
 discharger.add_command(_keys)
+
+
+@click.group()
+def verifier():
+    """The verifier process: cached checks for gateways and local services."""
+
+
+@verifier.command("serve")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="A TOML file: these settings and [[route]] tables (SPEC §17).")
+@click.option("--authority", help="The authority's URL (TOML `authority`, env SABLE_VERIFIER_AUTHORITY).")
+@click.option("--listen", help="HOST:PORT to listen on (default 127.0.0.1:8702).")
+@click.option("--gateway", type=click.Choice(["nginx", "caddy", "traefik", "envoy"]),
+              help="The gateway whose headers /v1/forward-auth reads (required for it).")
+@click.option("--trusted-proxy", multiple=True, metavar="CIDR",
+              help="A gateway address whose forward-auth requests are believed (default loopback). Repeatable.")
+@click.option("--host", help="The host every check is for (access.host; default this machine's name).")
+@click.option("--instance", help="The instance every check is for (access.instance; default none).")
+@click.option("--ttl", help="How long an allowed decision is cached (default 60s).")
+@click.option("--stale-after", help="Fail closed when the revocation feed is silent this long (default 30s).")
+@click.option("--max-entries", type=int, help="Cached decisions at most (default 100000).")
+@click.option("--metrics-port", type=click.IntRange(1, 65535),
+              help="Serve /metrics on this port instead of the main one (which then answers 404).")
+@click.option("--metrics-host", help="The address for --metrics-port (default: the listen address).")
+@click.option("--log-level", default="INFO", show_default=True)
+@handle_errors
+def verifier_serve(config_path, log_level, trusted_proxy, metrics_host, **flags):
+    """Run the verifier process."""
+    from server.http import METRICS, metrics_app
+    from verifier.app import create_app
+    from verifier.config import load
+
+    configure_logging(log_level)
+    tracing.configure_from_env("sable-verifier")
+    config = load(config_path, trusted_proxy=list(trusted_proxy) or None, metrics_host=metrics_host, **flags)
+    app = create_app(config)
+    sites: list = [(app, config.listen_host, config.listen_port, None)]
+    if config.metrics_port:
+        sites.append((metrics_app(app[METRICS]), config.metrics_host or config.listen_host, config.metrics_port, None))
+    asyncio.run(serve(sites, lambda: announce("verifier", config.url)))

@@ -274,6 +274,11 @@ def parse_networks(cidrs) -> tuple:
     return tuple(out)
 
 
+def trusted_peer(address: str, networks: tuple) -> bool:
+    """Whether a peer address is in one of these networks."""
+    return _trusted(address, networks)
+
+
 def _trusted(address: str, networks: tuple) -> bool:
     try:
         ip = ipaddress.ip_address(address)

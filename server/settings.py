@@ -85,7 +85,7 @@ def common(name: str, default_port: int, config_path: str | None, flags: dict,
     }
     return fields, pick, section, data_dir
 
-SECTIONS = ("authority", "discharger")
+SECTIONS = ("authority", "discharger", "verifier")
 
 
 def flag(value: Any, name: str) -> bool:
@@ -122,7 +122,7 @@ def read_toml(path: str | None, section: str, known: frozenset[str] | None = Non
         for name, value in data.items():
             if name not in SECTIONS:
                 raise ConfigError(f"config {path}: unknown {'section' if isinstance(value, dict) else 'key'} "
-                                  f"{name!r}{_hint(name, SECTIONS)}; sections are [authority] and [discharger]")
+                                  f"{name!r}{_hint(name, SECTIONS)}; sections are [authority], [discharger] and [verifier]")
     table = data.get(section, {}) if has_sections else data
     for key in table:
         if key not in known:

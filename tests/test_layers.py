@@ -1,5 +1,5 @@
 """The house's floors, held by reading every module's imports (the code is not run):
-clients (ground) → server (the kit) → authority, discharger (the services) → cli (top).
+clients (ground) → server (the kit) → authority, discharger, verifier (the services) → cli (top).
 A module imports only from its own floor or below; the two services import nothing of each
 other; only storage backends speak SQLite."""
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-FLOOR = {"clients": 0, "server": 1, "authority": 2, "discharger": 2, "cli": 3}
+FLOOR = {"clients": 0, "server": 1, "authority": 2, "discharger": 2, "verifier": 2, "cli": 3}
 SQLITE_BACKENDS = {"server/sqlite.py", "authority/store/sqlite.py", "discharger/store/sqlite.py"}
 
 

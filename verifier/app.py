@@ -1,0 +1,189 @@
+"""The verifier process's HTTP API (SPEC §17): `/v1/forward-auth` for gateways, `/v1/check`
+for services on the same host, and the kit's `/healthz`, `/readyz` and `/metrics`.
+
+Every decision comes from `clients.verifier.Verifier`: its cache, the revocation feed and its
+fail-closed rules. This module only turns a gateway's account of a request into an access
+and a presentation, and a decision into the answer the gateway expects.
+"""
+
+from __future__ import annotations
+
+import structlog
+from aiohttp import web
+
+from clients import tokens
+from clients.caveats import Access
+from clients.errors import BadRequest, TokenFormatError
+from clients.verifier import Decision, Verifier
+from server.http import error_response, json_response, new_app, parse_networks, read_json, trusted_peer
+from verifier.config import VerifierConfig
+from verifier.gateways import FORWARD_AUTH, NotFromGateway, original_request
+from verifier.metrics import VerifierMetrics
+from verifier.routes import AmbiguousPath, first_match, normalise_path
+
+log = structlog.get_logger("sable.verifier")
+VERIFIER = web.AppKey("verifier", Verifier)
+CONFIG = web.AppKey("config", VerifierConfig)
+METRICS = web.AppKey("verifier_metrics", VerifierMetrics)
+NETWORKS = web.AppKey("gateway_networks", tuple)
+BEARER_CHALLENGE = 'Bearer realm="sable"'
+DPOP_CHALLENGE = 'DPoP error="invalid_dpop_proof", algs="EdDSA"'
+
+
+def _denied(reason: str, status: int = 403) -> web.Response:
+    resp = error_response("denied", reason, status)
+    resp.headers["Sable-Denied"] = _header_safe(reason)
+    return resp
+
+
+def _unauthorized(reason: str, challenge: str = BEARER_CHALLENGE) -> web.Response:
+    resp = error_response("unauthorized", reason, 401)
+    resp.headers["WWW-Authenticate"] = challenge
+    return resp
+
+
+def _header_safe(text: str) -> str:
+    """A reason as one header line: printable ASCII, at most 200 characters."""
+    return "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in text)[:200]
+
+
+def _count(request: web.Request, result: str) -> None:
+    request.app[METRICS].decisions[result].inc()
+
+
+async def forward_auth(request: web.Request) -> web.Response:
+    config = request.app[CONFIG]
+    if config.gateway is None:
+        return _denied("forward-auth needs `gateway` set (nginx, caddy, traefik or envoy)")
+    if not trusted_peer(request.remote or "", request.app[NETWORKS]):
+        return _denied("forward-auth needs a trusted gateway")
+    try:
+        original = original_request(request, config.gateway)
+    except NotFromGateway:
+        return _denied("forward-auth needs a trusted gateway")
+    try:
+        path = normalise_path(original.uri)
+    except AmbiguousPath:
+        _count(request, "denied")
+        return _denied("ambiguous path")
+    route = first_match(config.routes, original.host, path)
+    if route is None:
+        _count(request, "denied")
+        return _denied("no route matches")
+    action = route.actions.get(original.method)
+    if action is None:
+        _count(request, "denied")
+        return _denied(f"no action for method {original.method}")
+
+    headers = request.headers.getall("Authorization", [])
+    if len(headers) > 1:
+        return _unauthorized("more than one Authorization header")
+    scheme, _, value = (headers[0] if headers else "").partition(" ")
+    scheme = scheme.lower()
+    if scheme not in ("bearer", "dpop") or not value.strip():
+        return _unauthorized("a token is required (Authorization: Bearer ...)")
+    try:
+        presented = tokens.split_presentation(value)
+        for text in presented:
+            tokens.parse(text)
+    except TokenFormatError as e:
+        return _unauthorized(f"malformed token: {e}")
+    proof: dict = {}
+    proofs = request.headers.getall("DPoP", [])
+    if scheme == "dpop" or proofs:
+        if len(proofs) != 1:
+            return _unauthorized("a DPoP request carries exactly one DPoP proof header", DPOP_CHALLENGE)
+        if route.public_url is not None:  # else no proof can be checked, so bound tokens are denied
+            proof = {"dpop": proofs[0], "htm": original.method, "htu": route.public_url + path}
+    access = {"org": route.org, "action": action, "app": route.app,
+              "host": route.access_host or config.host, "instance": route.access_instance or config.instance}
+    decision = await request.app[VERIFIER].check(presented, {k: v for k, v in access.items() if v is not None},
+                                                 **proof)
+    return _answer(request, decision)
+
+
+def _answer(request: web.Request, decision: Decision) -> web.Response:
+    if decision.allowed:
+        _count(request, "allowed")
+        return web.Response(status=200, headers={"Sable-Token-Id": decision.id or "-", "Sable-User": decision.user or "-",
+                                                 "Sable-Org": decision.org or "-", "Cache-Control": "no-store"})
+    if decision.error == "unavailable":
+        _count(request, "unavailable")
+        log.warning("verifier_failing_closed", reason=decision.reason)
+        resp = error_response("unavailable", "the token service cannot be reached; try again shortly", 503, 1)
+        return resp
+    _count(request, "denied")
+    if decision.error == "invalid_dpop_proof":
+        return _unauthorized(decision.reason or "invalid DPoP proof", DPOP_CHALLENGE)
+    if decision.error in ("malformed_token", "bad_request", "unauthorized"):
+        return _unauthorized(decision.reason or "invalid token")
+    return _denied(decision.reason or "denied")
+
+
+async def check(request: web.Request) -> web.Response:
+    """`/v1/verify`'s body and answer, from the local cache (SPEC §17)."""
+    presented, access, proof = _check_request(await read_json(request))
+    decision = await request.app[VERIFIER].check(presented, access, **proof)
+    if decision.allowed:
+        _count(request, "allowed")
+        return json_response({"allowed": True, "id": decision.id, "kind": decision.kind, "org": decision.org,
+                              "user": decision.user, "caveats": list(decision.caveats)})
+    if decision.error == "unavailable":
+        _count(request, "unavailable")
+        return error_response("unavailable", "the token service cannot be reached; try again shortly", 503, 1)
+    _count(request, "denied")
+    if decision.error in ("malformed_token", "bad_request"):
+        return error_response(decision.error, decision.reason or "malformed", 400)
+    return json_response({"allowed": False, "error": "denied", "message": decision.reason or "denied"}, status=403)
+
+
+def _check_request(body: dict) -> tuple[list[str], dict, dict]:
+    """(tokens, access, proof) of a `/v1/verify` body; BadRequest as the authority says it."""
+    given = body.get("tokens")
+    if not isinstance(given, list) or not given or not all(isinstance(t, str) for t in given) \
+            or len(given) > tokens.MAX_PRESENTATION:
+        raise BadRequest(f"tokens must be a list of 1 to {tokens.MAX_PRESENTATION} token strings")
+    parsed = Access.from_dict(body.get("access"))  # CaveatError is a 400
+    access = {f: getattr(parsed, f) for f in ("org", "action", "app", "host", "instance", "user")}
+    proof = body.get("proof")
+    if proof is None:
+        return given, {k: v for k, v in access.items() if v is not None}, {}
+    if not isinstance(proof, dict) or set(proof) != {"dpop", "htm", "htu"} \
+            or not all(isinstance(v, str) for v in proof.values()):
+        raise BadRequest('proof must be {"dpop": JWS, "htm": METHOD, "htu": URL}, all strings')
+    return given, {k: v for k, v in access.items() if v is not None}, dict(proof)
+
+
+async def readyz(request: web.Request) -> web.Response:
+    verifier = request.app[VERIFIER]
+    if verifier.cursor is not None and verifier.stats.feed_lag <= verifier.stale_after:
+        return json_response({"status": "ready"})
+    return error_response("unavailable", "not ready: the revocation feed is not current", 503, 1)
+
+
+def create_app(config: VerifierConfig) -> web.Application:
+    metrics = VerifierMetrics()
+    app = new_app(None, metrics, metrics_route=not config.metrics_port)
+    app[CONFIG] = config
+    app[METRICS] = metrics
+    app[NETWORKS] = parse_networks(config.trusted_proxies)
+
+    async def lifecycle(app: web.Application):
+        verifier = Verifier(config.authority, ttl=config.ttl, stale_after=config.stale_after,
+                            max_entries=config.max_entries)
+        app[VERIFIER] = verifier
+        await verifier.start()
+        metrics.watch(verifier)
+        await metrics.start()
+        yield
+        await metrics.stop()
+        await verifier.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_post("/v1/check", check)
+    app.router.add_route("*", FORWARD_AUTH, forward_auth)
+    if config.gateway == "envoy":  # ext_authz appends the original path to its path_prefix
+        app.router.add_route("*", FORWARD_AUTH + "/{tail:.*}", forward_auth)
+    return app
+
