@@ -1,8 +1,9 @@
 #!/usr/bin/env sh
 # System packages the test suite uses: PostgreSQL 15+ (a throwaway cluster per run) and
 # PgBouncer (a transaction pooler in front of it),
-# Chromium (the browser tests drive Debian's package through Playwright) and Node.js with npm
-# (a real OpenID provider, panva's oidc-provider, pinned by its lockfile).
+# Chromium (the browser tests drive Debian's package through Playwright), Node.js with npm
+# (a real OpenID provider, panva's oidc-provider, pinned by its lockfile), and nginx and Caddy
+# (gateways in front of the verifier process).
 # Installs what is missing where it can (root with apt-get); elsewhere it says what is
 # missing and the tests that need it are skipped and listed, except under CI=true, where a
 # missing component fails the run.
@@ -15,6 +16,10 @@ have_chromium() { command -v chromium >/dev/null 2>&1 || command -v chromium-bro
 have_pgbouncer() { command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ]; }
 
 have_node() { command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; }
+
+have_nginx() { command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; }
+
+have_caddy() { command -v caddy >/dev/null 2>&1; }
 
 # The OpenID provider's packages, from the npm registry, exactly as locked.
 provider() {
@@ -30,6 +35,8 @@ have_postgres || missing="$missing postgresql"
 have_chromium || missing="$missing chromium"
 have_node || missing="$missing nodejs npm"
 have_pgbouncer || missing="$missing pgbouncer"
+have_nginx || missing="$missing nginx-light"
+have_caddy || missing="$missing caddy"
 if [ -z "$missing" ]; then
     provider
     exit 0
