@@ -18,7 +18,17 @@ from authority.selfservice import Member
 from authority.service import Authority
 from clients import tokens
 from clients.caveats import NAME_RE
-from clients.errors import BadRequest, Conflict, Denial, Forbidden, GrantPending, MalformedToken, NotFound, RateLimited
+from clients.errors import (
+    BadRequest,
+    Conflict,
+    Denial,
+    Forbidden,
+    GrantPending,
+    MalformedToken,
+    NotFound,
+    RateLimited,
+    Unauthorized,
+)
 from server.http import (
     TRUSTED_PROXIES,
     bearer,
@@ -29,7 +39,6 @@ from server.http import (
     oauth_errors,
     parse_networks,
     read_json,
-    require_admin,
 )
 from server.pagekit import Pages, read_form
 from server.ratelimit import SlidingCounter, throttle_key
@@ -47,8 +56,24 @@ def _authority(request: web.Request) -> Authority:
 
 async def _admin(request: web.Request) -> Authority:
     a = _authority(request)
-    await require_admin(request, a.store.is_admin)
+    await _require_admin(request, a)
     return a
+
+
+async def _require_admin(request: web.Request, a: Authority) -> None:
+    """The admin credential, or 401; an introspect-only credential is known, so 403 (SPEC §17)."""
+    credential = bearer(request)
+    if await a.store.is_admin(credential):
+        return
+    if await _introspector(a, credential) is not None:
+        raise Forbidden("this credential may only introspect (POST /v1/introspect)")
+    raise Unauthorized("an admin credential (Bearer sable_adm_...) is required")
+
+
+async def _introspector(a: Authority, credential: str | None) -> tuple[str, ...] | None:
+    if not credential or not credential.startswith(tokens.ADMIN):
+        return None
+    return await a.store.introspector(tokens.secret_digest(credential))
 
 
 async def _member(request: web.Request, action: str) -> Member | None:
@@ -57,7 +82,7 @@ async def _member(request: web.Request, action: str) -> Member | None:
     a = _authority(request)
     value = bearer(request) or ""
     if not value.startswith(tokens.USER):
-        await require_admin(request, a.store.is_admin)
+        await _require_admin(request, a)
         return None
     presented = tokens.split_presentation(value) + tokens.split_presentation(request.headers.get("Sable-Discharge", ""))
     return await a.selfservice.member(presented, action, caller(request))
@@ -193,6 +218,22 @@ async def token_exchange(request: web.Request) -> web.Response:
         raise GrantPending("invalid_grant", e.message, e.reason) from None
     return json_response(schemas.exchanged(stripped, req.expires_in),
                          headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+
+
+@routes.post("/v1/introspect")
+@oauth_errors
+async def introspect(request: web.Request) -> web.Response:
+    """RFC 7662 (SPEC §17): the admin credential or an introspect-only one."""
+    a = _authority(request)
+    credential = bearer(request)
+    orgs: tuple[str, ...] | None = () if await a.store.is_admin(credential) else await _introspector(a, credential)
+    if orgs is None:
+        raise Unauthorized("introspection needs the admin credential or an introspect-only one (Bearer sable_adm_...)")
+    if request.content_type != "application/x-www-form-urlencoded":
+        raise GrantPending("invalid_request", "the body must be a form (application/x-www-form-urlencoded)")
+    presentation, access = schemas.introspection_request(await read_form(request))
+    answer = await a.introspection.introspect(presentation, access, orgs, caller(request))
+    return json_response(answer, headers={"Cache-Control": "no-store"})
 
 
 @routes.get("/.well-known/oauth-authorization-server")

@@ -39,6 +39,7 @@ class TokenRecord:
     version: int = 0
     principal: str | None = None  # only this principal's discharge opens it (SPEC §16)
     strip_once: bool = False
+    created_at: int = 0
 
 
 class TokenCache:
@@ -72,7 +73,7 @@ class TokenCache:
             id=row.id, kind=row.kind, org=row.org, user=row.user, parent=row.parent,
             caveat_count=row.caveat_count, sig0=self._keys.initial_signature(row.id, row.sealed_key, identifier),
             revoked=row.revoked_at is not None, revoked_fps=None if fps is None else set(fps), last_used_at=row.last_used_at or 0,
-            principal=row.principal, strip_once=row.strip_once,
+            principal=row.principal, strip_once=row.strip_once, created_at=row.created_at,
         )
         self._entries[token_id] = rec
         if len(self._entries) > self._max:

@@ -131,10 +131,33 @@ def exchanged(s: Stripped, expires_in: int | None) -> dict:
 
 
 def oauth_metadata(public_url: str) -> dict:
-    """RFC 8414 (SPEC §16): what an OAuth client library needs to find the token exchange."""
+    """RFC 8414 (SPEC §16): what an OAuth client library needs to find the token exchange and
+    introspection."""
     base = public_url.rstrip("/")
     return {"issuer": public_url, "token_endpoint": f"{base}/v1/oauth/token", "response_types_supported": [],
-            "grant_types_supported": [EXCHANGE_GRANT], "token_endpoint_auth_methods_supported": ["none"]}
+            "grant_types_supported": [EXCHANGE_GRANT], "token_endpoint_auth_methods_supported": ["none"],
+            "introspection_endpoint": f"{base}/v1/introspect",
+            "introspection_endpoint_auth_methods_supported": ["bearer"]}
+
+
+ACCESS_FIELDS = ("org", "action", "app", "host", "instance", "user")
+
+
+def introspection_request(form: dict) -> tuple[str, Access | None]:
+    """RFC 7662's form (SPEC §17): `token` (a presentation), optional `token_type_hint`, and
+    optional access fields, judged as in /v1/verify when given (org and action then needed)."""
+    presentation = form.get("token")
+    if not presentation:
+        raise GrantPending("invalid_request", "token is required")
+    given = {k: form[k] for k in ACCESS_FIELDS if form.get(k)}
+    if not given:
+        return presentation, None
+    if "org" not in given or "action" not in given:
+        raise GrantPending("invalid_request", "with access fields, org and action are both required")
+    try:
+        return presentation, Access.from_dict(given)
+    except BadRequest as e:
+        raise GrantPending("invalid_request", e.message) from None
 
 
 def verify_request(body: dict) -> VerifyRequest:

@@ -17,6 +17,7 @@ from authority.config import AuthorityConfig
 from authority.console import Console
 from authority.dischargers import KeyRefresh, TrustedDischargers
 from authority.feed import RevocationFeed
+from authority.introspection import Introspection
 from authority.listing import Listing
 from authority.minting import Minting
 from authority.orgs import Orgs
@@ -42,6 +43,7 @@ class Authority:
                                self.feed.fresh, keys.user_token_signature)
         self.orgs = Orgs(store)
         self.minting = Minting(config, store, keys, self.checker, trust)
+        self.introspection = Introspection(self.checker)
         self.revocation = Revocation(store, self.records, self.feed, config.public_url)
         self.listing = Listing(store, self.usage)
         self.selfservice = SelfService(self.checker, self.minting, self.listing, self.revocation, store)

@@ -58,16 +58,29 @@ def _database_options(fn):
 
 @admin.command("create")
 @_database_options
+@click.option("--introspect-only", is_flag=True,
+              help="A credential good for the authority's POST /v1/introspect and nothing else (SPEC §17).")
+@click.option("--org", "orgs", multiple=True, metavar="ORG",
+              help="With --introspect-only: the orgs whose tokens it sees (default all; others look inactive).")
 @handle_errors
-def admin_create(data_dir, authority_db, discharger_db):
+def admin_create(data_dir, authority_db, discharger_db, introspect_only, orgs):
     """Print a new admin credential, registered (hashed) in the given service databases."""
     targets = _admin_targets(data_dir, authority_db, discharger_db)
+    if orgs and not introspect_only:
+        fail("--org goes with --introspect-only", EXIT_USAGE)
+    if introspect_only:
+        targets = [(opener, path) for opener, path in targets if opener is services()["authority"].open_store]
+        if not targets:
+            fail("an introspect-only credential lives at the authority: give --authority-db or --data-dir", EXIT_USAGE)
     credential = tokens.encode(tokens.ADMIN, nacl.utils.random(32))
 
     async def go():
         for opener, path in targets:
             async with opened(opener, path) as store:
-                await store.add_admin(tokens.secret_digest(credential), int(time.time()))
+                if introspect_only:
+                    await store.add_introspector(tokens.secret_digest(credential), orgs, int(time.time()))
+                else:
+                    await store.add_admin(tokens.secret_digest(credential), int(time.time()))
     asyncio.run(go())
     click.echo(credential)
     click.echo(f"registered as {_admin_id(tokens.secret_digest(credential))} in "
@@ -85,10 +98,13 @@ def admin_list(data_dir, authority_db, discharger_db):
         rows = []
         for opener, path in _admin_targets(data_dir, authority_db, discharger_db):
             async with opened(opener, path) as store:
-                rows += [(path, digest, at) for digest, at in await store.list_admins()]
+                rows += [(path, digest, at, "") for digest, at in await store.list_admins()]
+                if hasattr(store, "list_introspectors"):
+                    rows += [(path, digest, at, "  introspect-only" + (f" ({', '.join(orgs)})" if orgs else ""))
+                             for digest, orgs, at in await store.list_introspectors()]
         return rows
-    for path, digest, at in asyncio.run(go()):
-        click.echo(f"{_admin_id(digest)}  {format_time(at)}  {redact(path)}")
+    for path, digest, at, kind in asyncio.run(go()):
+        click.echo(f"{_admin_id(digest)}  {format_time(at)}  {redact(path)}{kind}")
 
 
 @admin.command("revoke")
@@ -105,10 +121,14 @@ def admin_revoke(admin_id, data_dir, authority_db, discharger_db):
         for opener, path in _admin_targets(data_dir, authority_db, discharger_db):
             async with opened(opener, path) as store:
                 matches = [d for d, _ in await store.list_admins() if d.hex().startswith(admin_id)]
-                if len(matches) > 1:
-                    fail(f"{admin_id} names {len(matches)} credentials in {redact(path)}: give more of it",
+                readers = [d for d, _, _ in await store.list_introspectors() if d.hex().startswith(admin_id)] \
+                    if hasattr(store, "list_introspectors") else []
+                if len(matches) + len(readers) > 1:
+                    fail(f"{admin_id} names {len(matches) + len(readers)} credentials in {redact(path)}: give more of it",
                          EXIT_USAGE)
                 if matches and await store.remove_admin(matches[0]):
+                    removed.append(redact(path))
+                if readers and await store.remove_introspector(readers[0]):
                     removed.append(redact(path))
         return removed
     removed = asyncio.run(go())

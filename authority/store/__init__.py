@@ -102,6 +102,7 @@ TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("console_sessions", ("hash", "username", "org", "role", "expires_at")),
     ("console_signins", ("hash", "sealed", "expires_at")),
     ("used_discharges", ("token_id", "discharge_id", "expires_at")),
+    ("introspectors", ("hash", "orgs", "created_at")),
 )
 
 # What the master key seals (`sable admin rotate-master-key` re-seals these). A token's key or
@@ -200,6 +201,14 @@ class AuthorityStore(ServiceStore, Protocol):
 
     async def revocations_after(self, after: int, limit: int) -> list[RevocationRow]: ...
     async def revocation_head(self) -> int: ...
+
+    # introspect-only credentials (SPEC §17), by digest: the orgs each may see (empty: all)
+    async def add_introspector(self, digest: bytes, orgs: Sequence[str], now: int) -> None: ...
+    async def introspector(self, digest: bytes) -> tuple[str, ...] | None:
+        """The orgs an introspect-only credential may see (() for all); None if unknown."""
+        ...
+    async def list_introspectors(self) -> list[tuple[bytes, tuple[str, ...], int]]: ...
+    async def remove_introspector(self, digest: bytes) -> bool: ...
 
     # the console's browser state: sessions and sign-ins in flight, keyed by secret digests
     async def create_console_session(self, digest: bytes, row: ConsoleSessionRow, now: int,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import asyncpg
@@ -298,6 +298,15 @@ END
 $fn$;
 """
 
+# v6 (SPEC §17): credentials that may only introspect, and which orgs they see.
+V6 = """
+CREATE TABLE IF NOT EXISTS introspectors (
+    hash BYTEA PRIMARY KEY,
+    orgs TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+"""
+
 _REVOKE_BATCH = ("SELECT ord, ids FROM authority.revoke_batch($1::text[], $2::bytea[], $3::bigint[], $4, $5::float8[],"
                  " $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[],"
                  " $14::text[], $15::text[], $16::bool[])")
@@ -321,13 +330,33 @@ ORDER BY t.ord
 
 class PostgresStore(PgDatabase):
     SCHEMA = "authority"
-    MIGRATIONS = (COMMON_V1 + V1, V2, V3, V4, V5)
+    MIGRATIONS = (COMMON_V1 + V1, V2, V3, V4, V5, V6)
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         # Strips and mints are grouped, and so are revocations: see GroupCall.
         self._inserts = GroupCall(self._insert_batch, limit=64, fail_all=(StoreError,))
         self._revocations = GroupCall(self._revoke_batch, limit=64, fail_all=(StoreError,), parallel=2)
+
+    # --- introspect-only credentials -------------------------------------------------------
+
+    async def add_introspector(self, digest: bytes, orgs: Sequence[str], now: int) -> None:
+        async with self._tx() as c:
+            await c.execute("INSERT INTO authority.introspectors (hash, orgs, created_at) VALUES ($1, $2, $3)"
+                            " ON CONFLICT DO NOTHING", digest, json.dumps(sorted(orgs)), now)
+
+    async def introspector(self, digest: bytes) -> tuple[str, ...] | None:
+        row = await self._one("SELECT orgs FROM authority.introspectors WHERE hash = $1", digest)
+        return None if row is None else tuple(json.loads(row[0]))
+
+    async def list_introspectors(self) -> list[tuple[bytes, tuple[str, ...], int]]:
+        rows = await self._all("SELECT hash, orgs, created_at FROM authority.introspectors ORDER BY created_at")
+        return [(bytes(r[0]), tuple(json.loads(r[1])), r[2]) for r in rows]
+
+    async def remove_introspector(self, digest: bytes) -> bool:
+        async with self._tx() as c:
+            return await c.fetchval("DELETE FROM authority.introspectors WHERE hash = $1 RETURNING 1",
+                                    digest) is not None
 
     # --- orgs ----------------------------------------------------------------------------
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from authority.store import (
     TOKEN_COLUMNS,
@@ -89,6 +90,15 @@ CREATE TABLE IF NOT EXISTS used_discharges (
 CREATE INDEX IF NOT EXISTS used_discharges_expiry ON used_discharges(expires_at);
 """
 
+# v6 (SPEC §17): credentials that may only introspect, and which orgs they see.
+V6 = """
+CREATE TABLE IF NOT EXISTS introspectors (
+    hash BLOB PRIMARY KEY,
+    orgs TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+"""
+
 _TOKEN_COLS = ", ".join(TOKEN_COLUMNS)
 _INSERT_TOKEN = f"INSERT INTO tokens ({_TOKEN_COLS}) VALUES ({', '.join('?' * len(TOKEN_COLUMNS))})"
 
@@ -96,7 +106,28 @@ _INSERT_TOKEN = f"INSERT INTO tokens ({_TOKEN_COLS}) VALUES ({', '.join('?' * le
 class SqliteStore(Database):
     # v2 and v4 changed only the PostgreSQL schema (functions); versions stay the same on both
     # backends so `sable db copy` can compare them.
-    MIGRATIONS = (COMMON_V1 + V1, "SELECT 1", V3, "SELECT 1", V5)
+    MIGRATIONS = (COMMON_V1 + V1, "SELECT 1", V3, "SELECT 1", V5, V6)
+
+    # --- introspect-only credentials -------------------------------------------------------
+
+    async def add_introspector(self, digest: bytes, orgs: Sequence[str], now: int) -> None:
+        def run(c: sqlite3.Connection) -> None:
+            c.execute("INSERT OR IGNORE INTO introspectors (hash, orgs, created_at) VALUES (?, ?, ?)",
+                      (digest, json.dumps(sorted(orgs)), now))
+        await self._tx(run)
+
+    async def introspector(self, digest: bytes) -> tuple[str, ...] | None:
+        row = await self._one("SELECT orgs FROM introspectors WHERE hash = ?", (digest,))
+        return None if row is None else tuple(json.loads(row[0]))
+
+    async def list_introspectors(self) -> list[tuple[bytes, tuple[str, ...], int]]:
+        rows = await self._all("SELECT hash, orgs, created_at FROM introspectors ORDER BY created_at")
+        return [(bytes(r[0]), tuple(json.loads(r[1])), r[2]) for r in rows]
+
+    async def remove_introspector(self, digest: bytes) -> bool:
+        def run(c: sqlite3.Connection) -> bool:
+            return c.execute("DELETE FROM introspectors WHERE hash = ?", (digest,)).rowcount == 1
+        return await self._tx(run)
 
     # --- orgs ----------------------------------------------------------------------------
 

@@ -85,3 +85,44 @@ def test_separate_admin_credentials_per_service(dev, tmp_path):
     # The per-service variable wins over the shared one.
     r = sable({**only_discharger, "SABLE_AUTHORITY_ADMIN_TOKEN": made["authority"]}, "org", "create", "gamma")
     assert r.returncode == 0, r.stderr
+
+
+def test_an_introspect_only_credential(dev, tmp_path):
+    """SPEC §17: `sable admin create --introspect-only --org O` lives at the authority, may
+    introspect O's tokens, and is refused (403) everywhere else; list and revoke know it."""
+    import json
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SABLE_")}
+    env.update(SABLE_AUTHORITY_URL=dev["a"], SABLE_DISCHARGER_URL=dev["d"], XDG_CONFIG_HOME=str(tmp_path / "cfg"))
+    db = str(tmp_path / "var" / "authority.db")
+    assert sable(env, "admin", "create", "--introspect-only", "--discharger-db", "x.db").returncode == 2
+    assert sable(env, "admin", "create", "--org", "acme", "--authority-db", db).returncode == 2
+    r = sable(env, "admin", "create", "--introspect-only", "--org", "acme", "--authority-db", db)
+    assert r.returncode == 0, r.stderr
+    credential = r.stdout.strip()
+    listed = sable(env, "admin", "list", "--authority-db", db).stdout
+    assert "introspect-only (acme)" in listed and credential not in listed
+
+    def post(path, data, content_type):
+        req = urllib.request.Request(dev["a"] + path, data, {"Authorization": f"Bearer {credential}",
+                                                             "Content-Type": content_type})
+        try:
+            with urllib.request.urlopen(req) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    pt = sable({**env, "SABLE_ADMIN_TOKEN": dev["admin"]}, "token", "create", "--org", "acme").stdout.strip()
+    status, body = post("/v1/introspect", urllib.parse.urlencode({"token": pt}).encode(),
+                        "application/x-www-form-urlencoded")
+    assert (status, body) == (200, {"active": False})  # no discharge: inactive, but the credential was accepted
+    status, body = post("/v1/orgs", b'{"name": "x"}', "application/json")
+    assert status == 403 and "introspect" in body["message"]
+    reader_id = next(line.split()[0] for line in listed.splitlines() if "introspect-only" in line)
+    assert sable(env, "admin", "revoke", reader_id, "--authority-db", db).returncode == 0
+    status, _ = post("/v1/introspect", urllib.parse.urlencode({"token": pt}).encode(),
+                     "application/x-www-form-urlencoded")
+    assert status == 401
