@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("clients", "server", "authority", "discharger", "cli")
+PACKAGES = ("clients", "server", "authority", "discharger", "verifier", "cli")
 
 ELSEWHERE: dict[str, tuple[str, ...]] = {
     "authority/app.py": ("tests/integration/test_verify.py", "tests/integration/test_lifecycle.py"),
@@ -41,6 +41,8 @@ ELSEWHERE: dict[str, tuple[str, ...]] = {
     "clients/cli/principals.py": ("tests/integration/test_ci.py",),
     "discharger/id_tokens.py": ("tests/discharger/test_oidc.py", "tests/discharger/test_principals.py"),
     "discharger/trust.py": ("tests/discharger/test_principals.py",),
+    "verifier/gateways.py": ("tests/verifier/test_app.py", "tests/integration/test_gateways.py"),
+    "verifier/metrics.py": ("tests/verifier/test_app.py",),
     "clients/cli/admin.py": ("tests/clients/test_cli_users.py", "tests/clients/test_cli_offboarding.py"),
     "clients/cli/common.py": ("tests/clients/test_cli.py",),
     "clients/cli/holder.py": ("tests/clients/test_cli.py", "tests/clients/test_cli_keys.py", "tests/e2e/test_readme.py"),
