@@ -399,3 +399,58 @@ async def test_refused_id_tokens_are_rate_limited_per_address(real_discharger, i
         assert (await discharge(env, ticket, "not.a.jwt"))[0] == 401
     status, body, resp = await discharge(env, ticket, issuer.sign(github_claims(), audience=AUD))
     assert status == 429 and resp.headers["Retry-After"]
+
+
+async def test_untrust_removes_exactly_one_policy(real_discharger, issuer):
+    env = real_discharger
+    first = await setup(env, issuer)
+    second = (await env.post("/v1/principals/ci:deploy/policies",
+                             {"issuer": issuer.url, "claims": {"repository_id": "555"}}, env.admin))[1]
+    resp = await env.client.delete(f"/v1/principals/ci:deploy/policies/{first['id']}", headers=env.admin)
+    assert resp.status == 204
+    assert (await env.client.delete(f"/v1/principals/ci:deploy/policies/{first['id']}", headers=env.admin)).status == 404
+    assert (await env.client.delete(f"/v1/principals/ci:other/policies/{second['id']}", headers=env.admin)).status == 404
+    assert (await env.client.delete(f"/v1/principals/ci:deploy/policies/{second['id']}")).status == 401
+    got = await (await env.client.get("/v1/principals/ci:deploy", headers=env.admin)).json()
+    assert [p["id"] for p in got["policies"]] == [second["id"]]
+    # the removed policy no longer speaks for it; the other one still does
+    assert (await discharge(env, principal_ticket(env), issuer.sign(github_claims(), audience=AUD)))[0] == 401
+    assert (await discharge(env, principal_ticket(env), issuer.sign(github_claims(repository_id="555"),
+                                                                     audience=AUD)))[0] == 201
+    events = [(r.event, r.user, (r.detail or {}).get("policy")) for r in await env.service.store.audit_rows()]
+    assert ("principal_untrust", "ci:deploy", first["id"]) in events
+
+
+async def test_disable_and_enable_answer_the_principal_and_are_audited(real_discharger, issuer):
+    env = real_discharger
+    await setup(env, issuer)
+    status, body, _ = await env.post("/v1/principals/deploy/disable", {}, env.admin)  # NAME or ci:NAME
+    assert status == 200 and body["name"] == "ci:deploy" and body["disabled"] is True
+    status, body, _ = await env.post("/v1/principals/ci:deploy/enable", {}, env.admin)
+    assert status == 200 and body["disabled"] is False and len(body["policies"]) == 1
+    assert (await env.post("/v1/principals/ci:ghost/disable", {}, env.admin))[0] == 404
+    assert (await env.post("/v1/principals/ci:deploy/disable", {}))[0] == 401
+    events = [(r.event, r.user) for r in await env.service.store.audit_rows() if r.event.startswith("principal_")]
+    assert ("principal_disable", "ci:deploy") in events and ("principal_enable", "ci:deploy") in events
+    assert (await env.client.delete("/v1/principals/ci:ghost", headers=env.admin)).status == 404
+
+
+@pytest.mark.parametrize("value, ok", [(2**53 - 1, True), (2**53, False), (-(2**53), False), (1.5, True),
+                                       (float("inf"), False), (True, False), ("1", False), (None, False)])
+def test_time_claims_are_finite_numbers_within_2_to_the_53(value, ok):
+    from discharger.id_tokens import _number
+    assert _number(value) is ok
+
+
+async def test_a_successful_discharge_is_audited_with_subject_and_the_jti_kept_past_expiry(real_discharger, issuer):
+    env = real_discharger
+    await setup(env, issuer)
+    now = int(time.time())
+    token = issuer.sign(github_claims(), audience=AUD, iat=now, exp=now + 120, jti="jti-audit")
+    assert (await discharge(env, principal_ticket(env), token))[0] == 201
+    (row,) = [r for r in await env.service.store.audit_rows("discharge") if r.outcome == "ok"]
+    assert row.detail["subject"] == "repo:acme/app:environment:production" and row.detail["auth_method"] == "id_token"
+    # claimed until exp + the 60 s leeway: a claim for that moment is refused, one just after is not
+    store = env.service.store
+    assert not await store.claim_id_token(issuer.url, "jti-audit", now + 999, now + 179)
+    assert await store.claim_id_token(issuer.url, "jti-audit", now + 999, now + 180)
