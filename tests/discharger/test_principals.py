@@ -154,8 +154,11 @@ async def test_every_broken_token_gets_the_same_401(real_discharger, issuer):
     for name, make in BROKEN.items():
         status, body, _ = await discharge(env, principal_ticket(env), make(issuer, now))
         answers[name] = (status, body.get("error"), body.get("reason"), body.get("message"))
-    expected = (401, "unauthorized", "no_trust_policy", answers["wrong audience"][3])
+    expected = (401, "unauthorized", "no_trust_policy",
+                "this ID token matches no trust policy of the principal this ticket is for")
     assert {k: v for k, v in answers.items() if v != expected} == {}
+    rows = [r for r in await env.service.store.audit_rows("discharge") if r.outcome == "denied"]
+    assert {(r.user, r.org, r.detail["auth_method"]) for r in rows} == {("ci:deploy", "acme", "id_token")}
     reasons = await refusals(env)
     assert len(reasons) == len(BROKEN) and all(reasons)  # each failure audited with its check
     for check in ("aud", "too_old", "claim:repository_id", "claim:ref", "id_token_alg", "id_token_exp", "id_token_nbf",
@@ -170,6 +173,8 @@ async def test_a_replayed_token_is_refused_as_a_replay(real_discharger, issuer):
     assert (await discharge(env, principal_ticket(env), token))[0] == 201
     status, body, _ = await discharge(env, principal_ticket(env), token)
     assert (status, body["reason"]) == (401, "id_token_replayed")
+    assert body["message"] == "this ID token was used already; ask the CI for a fresh one"
+    assert await refusals(env) == ["id_token_replayed"]
 
 
 async def test_replays_are_refused_by_every_replica(real_discharger, issuer, aiohttp_client, discharger_config):
@@ -259,6 +264,7 @@ async def test_org_and_role_of_the_principal_bind_it(real_discharger, issuer):
     assert status == 403 and "not a member of org 'globex'" in body["message"]
     status, body, _ = await discharge(env, principal_ticket(env, role="admin"), issuer.sign(github_claims(), audience=AUD))
     assert status == 403 and "role admin" in body["message"]
+    assert await refusals(env) == ["org_or_role", "org_or_role"]
 
 
 async def test_a_principal_discharges_only_tickets_sealed_for_it(real_discharger, issuer):
@@ -454,3 +460,19 @@ async def test_a_successful_discharge_is_audited_with_subject_and_the_jti_kept_p
     store = env.service.store
     assert not await store.claim_id_token(issuer.url, "jti-audit", now + 999, now + 179)
     assert await store.claim_id_token(issuer.url, "jti-audit", now + 999, now + 180)
+
+
+async def test_jti_and_subject_bounds_and_an_unknown_principal(real_discharger, issuer):
+    env = real_discharger
+    await setup(env, issuer)
+    for jti, status in (("", 401), ("j" * 257, 401), ("j" * 256, 201)):
+        got = await discharge(env, principal_ticket(env), issuer.sign(github_claims(), audience=AUD, jti=jti))
+        assert got[0] == status, len(jti)
+    long_sub = issuer.sign({**github_claims(), "sub": "s" * 300}, audience=AUD)
+    assert (await discharge(env, principal_ticket(env), long_sub))[0] == 201
+    subjects = [r.detail["subject"] for r in await env.service.store.audit_rows("discharge") if r.outcome == "ok"]
+    assert subjects[-1] == "s" * 256
+    assert (await discharge(env, principal_ticket(env, "ci:ghost"), issuer.sign(github_claims(), audience=AUD)))[0] \
+        == 401
+    assert (await refusals(env))[-1] == "principal_unknown"
+    assert (await env.post("/v1/discharges", {"ticket": b64e(principal_ticket(env)), "id_token": ""}))[0] == 400
