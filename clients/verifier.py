@@ -156,9 +156,13 @@ class Verifier:
             else:
                 self._drop(key)
         self.stats.misses += 1
+        try:  # malformed tokens are refused here, not sent to the authority
+            parsed = [token_format.parse(text) for text in tokens]
+        except TokenFormatError as e:
+            return Decision(False, f"malformed token: {e}", error="malformed_token")
         # A bound token without the right proof is refused here, so the answer says it is the
         # proof (401 from the middleware), not the token, that is wrong.
-        if missing := _unproven(_bound_keys(tokens), proof):
+        if missing := _unproven(_bound_keys(parsed), proof):
             return Decision(False, missing, error="invalid_dpop_proof")
         forwarded = None if proof is None else {"dpop": dpop, "htm": htm, "htu": htu}
         return await self._ask(key, tokens, access, forwarded)
@@ -264,14 +268,10 @@ def _main_token(tokens: list[str]) -> str:
     return main[0]
 
 
-def _bound_keys(tokens: list[str]) -> frozenset[str]:
+def _bound_keys(parsed: list[token_format.Token]) -> frozenset[str]:
     """The keys the presentation's cnf-jkt caveats name (read offline; the authority judges)."""
     jkts = set()
-    for text in tokens:
-        try:
-            tok = token_format.parse(text)
-        except TokenFormatError:
-            continue  # the authority will say what is wrong with it
+    for tok in parsed:
         for c in tok.caveats:
             if c.vid is None and c.cid.startswith(b"cnf-jkt "):
                 cav = caveats.parse(c.cid)

@@ -187,11 +187,12 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 def new_app(ready: Callable[[web.Application], Awaitable[bool]] | None = None, metrics: Metrics | None = None,
-            metrics_route: bool = True) -> web.Application:
+            metrics_route: bool = True, middleware=None) -> web.Application:
     """An application with the error middleware, the body limit, /healthz (alive), /readyz
     (`ready(app)`: the database answers and its schema is served) and, with `metrics`,
-    /metrics (unless `metrics_route` is False: they are served on their own address)."""
-    app = web.Application(middlewares=[request_middleware], client_max_size=MAX_BODY)
+    /metrics (unless `metrics_route` is False: they are served on their own address).
+    `middleware` replaces `request_middleware` (one that hands it every other request)."""
+    app = web.Application(middlewares=[middleware or request_middleware], client_max_size=MAX_BODY)
     app.router.add_get("/healthz", healthz)
     if ready is not None:
         async def readyz(request: web.Request) -> web.Response:

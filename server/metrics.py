@@ -52,7 +52,7 @@ class Metrics:
 
     # --- recording -----------------------------------------------------------------------------
 
-    def request(self, route: str, method: str, status: int, seconds: float) -> None:
+    def request(self, route: str, method: str, status: int, seconds: float | None = None) -> None:
         """Count one answered request. Label children are bound once per (route, method,
         status), since `.labels()` costs more than the increment itself, and the count goes
         into a plain dict that a scrape (or the refresh loop) adds to the counter: the hot
@@ -66,7 +66,8 @@ class Metrics:
                                                self.duration.labels(route))
             self._pending[key] = 0
         self._pending[key] += 1
-        children[1].observe(seconds)
+        if seconds is not None:  # None: a route too hot for a histogram's lock (the verifier's forward-auth)
+            children[1].observe(seconds)
 
     def _flush(self) -> None:
         for key, n in self._pending.items():

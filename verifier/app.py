@@ -13,9 +13,18 @@ from aiohttp import web
 
 from clients import tokens
 from clients.caveats import Access
-from clients.errors import BadRequest, TokenFormatError
+from clients.errors import BadRequest, SableError, TokenFormatError
 from clients.verifier import Decision, Verifier
-from server.http import error_response, json_response, new_app, parse_networks, read_json, trusted_peer
+from server.http import (
+    error_for,
+    error_response,
+    json_response,
+    new_app,
+    parse_networks,
+    read_json,
+    request_middleware,
+    trusted_peer,
+)
 from verifier.config import VerifierConfig
 from verifier.gateways import FORWARD_AUTH, NotFromGateway, original_request
 from verifier.metrics import VerifierMetrics
@@ -25,7 +34,6 @@ log = structlog.get_logger("sable.verifier")
 VERIFIER = web.AppKey("verifier", Verifier)
 CONFIG = web.AppKey("config", VerifierConfig)
 METRICS = web.AppKey("verifier_metrics", VerifierMetrics)
-NETWORKS = web.AppKey("gateway_networks", tuple)
 BEARER_CHALLENGE = 'Bearer realm="sable"'
 DPOP_CHALLENGE = 'DPoP error="invalid_dpop_proof", algs="EdDSA"'
 
@@ -48,71 +56,106 @@ def _header_safe(text: str) -> str:
 
 
 def _count(request: web.Request, result: str) -> None:
-    request.app[METRICS].decisions[result].inc()
+    request.app[METRICS].decided(result)
 
 
-async def forward_auth(request: web.Request) -> web.Response:
-    config = request.app[CONFIG]
-    if config.gateway is None:
-        return _denied("forward-auth needs `gateway` set (nginx, caddy, traefik or envoy)")
-    if not trusted_peer(request.remote or "", request.app[NETWORKS]):
-        return _denied("forward-auth needs a trusted gateway")
-    try:
-        original = original_request(request, config.gateway)
-    except NotFromGateway:
-        return _denied("forward-auth needs a trusted gateway")
-    try:
-        path = normalise_path(original.uri)
-    except AmbiguousPath:
-        _count(request, "denied")
-        return _denied("ambiguous path")
-    route = first_match(config.routes, original.host, path)
-    if route is None:
-        _count(request, "denied")
-        return _denied("no route matches")
-    action = route.actions.get(original.method)
-    if action is None:
-        _count(request, "denied")
-        return _denied(f"no action for method {original.method}")
+class ForwardAuth:
+    """`/v1/forward-auth` (SPEC §17). It answers every request of the gateway's fleet, so it
+    holds what it needs instead of looking it up per request, and runs outside the kit's
+    per-request log binding and text checks (it reads no query or path parameter): errors
+    are still JSON, never a traceback, and every request is counted."""
 
-    headers = request.headers.getall("Authorization", [])
-    if len(headers) > 1:
-        return _unauthorized("more than one Authorization header")
-    scheme, _, value = (headers[0] if headers else "").partition(" ")
-    scheme = scheme.lower()
-    if scheme not in ("bearer", "dpop") or not value.strip():
-        return _unauthorized("a token is required (Authorization: Bearer ...)")
-    try:
-        presented = tokens.split_presentation(value)
-        for text in presented:
-            tokens.parse(text)
-    except TokenFormatError as e:
-        return _unauthorized(f"malformed token: {e}")
-    proof: dict = {}
-    proofs = request.headers.getall("DPoP", [])
-    if scheme == "dpop" or proofs:
-        if len(proofs) != 1:
-            return _unauthorized("a DPoP request carries exactly one DPoP proof header", DPOP_CHALLENGE)
-        if route.public_url is not None:  # else no proof can be checked, so bound tokens are denied
-            proof = {"dpop": proofs[0], "htm": original.method, "htu": route.public_url + path}
-    access = {"org": route.org, "action": action, "app": route.app,
-              "host": route.access_host or config.host, "instance": route.access_instance or config.instance}
-    decision = await request.app[VERIFIER].check(presented, {k: v for k, v in access.items() if v is not None},
-                                                 **proof)
-    return _answer(request, decision)
+    def __init__(self, config: VerifierConfig, metrics: VerifierMetrics):
+        self.config = config
+        self.metrics = metrics
+        self.verifier: Verifier | None = None  # set at start
+        self.networks = parse_networks(config.trusted_proxies)
+        self.peers: dict[str, bool] = {}  # address -> trusted: a gateway has few
+
+    async def __call__(self, request: web.Request) -> web.Response:
+        try:
+            resp = await self.answer(request)
+        except SableError as e:
+            resp = error_for(e)
+        except Exception:
+            log.exception("internal_error", route=FORWARD_AUTH, request_id=request.headers.get("X-Request-Id"))
+            resp = error_response("internal", "internal error", 500)
+        self.metrics.request(FORWARD_AUTH, request.method, resp.status)
+        return resp
+
+    def _trusted(self, remote: str) -> bool:
+        verdict = self.peers.get(remote)
+        if verdict is None:
+            verdict = trusted_peer(remote, self.networks)
+            if len(self.peers) >= 1024:
+                self.peers.clear()
+            self.peers[remote] = verdict
+        return verdict
+
+    def _refuse(self, reason: str) -> web.Response:
+        self.metrics.decided("denied")
+        return _denied(reason)
+
+    async def answer(self, request: web.Request) -> web.Response:
+        config = self.config
+        if config.gateway is None:
+            return _denied("forward-auth needs `gateway` set (nginx, caddy, traefik or envoy)")
+        if not self._trusted(request.remote or ""):
+            return _denied("forward-auth needs a trusted gateway")
+        try:
+            original = original_request(request, config.gateway)
+        except NotFromGateway:
+            return _denied("forward-auth needs a trusted gateway")
+        try:
+            path = normalise_path(original.uri)
+        except AmbiguousPath:
+            return self._refuse("ambiguous path")
+        route = first_match(config.routes, original.host, path)
+        if route is None:
+            return self._refuse("no route matches")
+        action = route.actions.get(original.method)
+        if action is None:
+            return self._refuse(f"no action for method {original.method}")
+
+        headers = request.headers.getall("Authorization", ())
+        if len(headers) != 1:
+            return _unauthorized("more than one Authorization header" if headers else
+                                 "a token is required (Authorization: Bearer ...)")
+        scheme, _, value = headers[0].partition(" ")
+        scheme = scheme.lower()
+        if scheme not in ("bearer", "dpop") or not value.strip():
+            return _unauthorized("a token is required (Authorization: Bearer ...)")
+        try:  # each token is parsed on a cache miss, before the authority is asked (clients.verifier)
+            presented = tokens.split_presentation(value)
+        except TokenFormatError as e:
+            return _unauthorized(f"malformed token: {e}")
+        proof: dict = {}
+        proofs = request.headers.getall("DPoP", ())
+        if scheme == "dpop" or proofs:
+            if len(proofs) != 1:
+                return _unauthorized("a DPoP request carries exactly one DPoP proof header", DPOP_CHALLENGE)
+            if route.public_url is not None:  # else no proof can be checked, so bound tokens are denied
+                proof = {"dpop": proofs[0], "htm": original.method, "htu": route.public_url + path}
+        access = {"org": route.org, "action": action}
+        for key, given in (("app", route.app), ("host", route.access_host or config.host),
+                           ("instance", route.access_instance or config.instance)):
+            if given is not None:
+                access[key] = given
+        assert self.verifier is not None
+        decision = await self.verifier.check(presented, access, **proof)
+        return _answer(self.metrics, decision, request)
 
 
-def _answer(request: web.Request, decision: Decision) -> web.Response:
+def _answer(metrics: VerifierMetrics, decision: Decision, request: web.Request) -> web.Response:
     if decision.allowed:
-        _count(request, "allowed")
+        metrics.decided("allowed")
         return web.Response(status=200, headers={"Sable-Token-Id": decision.id or "-", "Sable-User": decision.user or "-",
                                                  "Sable-Org": decision.org or "-", "Cache-Control": "no-store"})
     if decision.error == "unavailable":
-        _count(request, "unavailable")
-        log.warning("verifier_failing_closed", reason=decision.reason)
-        resp = error_response("unavailable", "the token service cannot be reached; try again shortly", 503, 1)
-        return resp
-    _count(request, "denied")
+        metrics.decided("unavailable")
+        log.warning("verifier_failing_closed", reason=decision.reason, request_id=request.headers.get("X-Request-Id"))
+        return error_response("unavailable", "the token service cannot be reached; try again shortly", 503, 1)
+    metrics.decided("denied")
     if decision.error == "invalid_dpop_proof":
         return _unauthorized(decision.reason or "invalid DPoP proof", DPOP_CHALLENGE)
     if decision.error in ("malformed_token", "bad_request", "unauthorized"):
@@ -163,15 +206,23 @@ async def readyz(request: web.Request) -> web.Response:
 
 def create_app(config: VerifierConfig) -> web.Application:
     metrics = VerifierMetrics()
-    app = new_app(None, metrics, metrics_route=not config.metrics_port)
+    forward = ForwardAuth(config, metrics)
+
+    @web.middleware
+    async def hot_path(request: web.Request, handler):
+        """forward-auth straight to its handler; every other route through the kit's middleware."""
+        if request.path.startswith(FORWARD_AUTH):
+            return await forward(request)
+        return await request_middleware(request, handler)
+
+    app = new_app(None, metrics, metrics_route=not config.metrics_port, middleware=hot_path)
     app[CONFIG] = config
     app[METRICS] = metrics
-    app[NETWORKS] = parse_networks(config.trusted_proxies)
 
     async def lifecycle(app: web.Application):
         verifier = Verifier(config.authority, ttl=config.ttl, stale_after=config.stale_after,
                             max_entries=config.max_entries)
-        app[VERIFIER] = verifier
+        app[VERIFIER] = forward.verifier = verifier
         await verifier.start()
         metrics.watch(verifier)
         await metrics.start()
@@ -182,8 +233,11 @@ def create_app(config: VerifierConfig) -> web.Application:
     app.cleanup_ctx.append(lifecycle)
     app.router.add_get("/readyz", readyz)
     app.router.add_post("/v1/check", check)
-    app.router.add_route("*", FORWARD_AUTH, forward_auth)
+    async def forward_route(request: web.Request) -> web.Response:  # hot_path answers first; routed all the same
+        return await forward(request)
+
+    app.router.add_route("*", FORWARD_AUTH, forward_route)
     if config.gateway == "envoy":  # ext_authz appends the original path to its path_prefix
-        app.router.add_route("*", FORWARD_AUTH + "/{tail:.*}", forward_auth)
+        app.router.add_route("*", FORWARD_AUTH + "/{tail:.*}", forward_route)
     return app
 

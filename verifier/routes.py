@@ -33,6 +33,9 @@ def normalise_path(uri: str) -> str:
     path = uri.split("?", 1)[0].split("#", 1)[0]
     if not path.startswith("/") or len(path) > 8192:
         raise AmbiguousPath("not an origin-form path")
+    if "%" not in path and "//" not in path and "/." not in path and "\\" not in path and "\x00" not in path \
+            and ".." not in path:
+        return path  # already in normal form: the common case, on every request
 
     def unescape(m: re.Match) -> str:
         ch = chr(int(m.group(1), 16))
