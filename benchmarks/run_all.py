@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import ci_discharge, cli_start, core, pop, postgres, serving, verifier
+from benchmarks import ci_discharge, cli_start, core, pop, postgres, serving, verifier, verifier_process
 from server.logs import configure_logging
 
 
@@ -35,6 +35,12 @@ def main() -> None:
     if shutil.which("wrk"):
         out["http"] = serving.main(10)
         print(serving.table(out["http"]))
+        print("\n== the verifier process and nginx (wrk -t1 -c32)")
+        if shutil.which("nginx") or Path("/usr/sbin/nginx").exists():
+            out["verifier_process"] = verifier_process.main(10)
+            print(verifier_process.table(out["verifier_process"]), flush=True)
+        else:
+            print("skipped: nginx is not installed (apt-get install nginx-light)")
         print("\n== PostgreSQL and replicas (wrk -t1 -c32)")
         out["postgres"] = postgres.main(10)
         print(postgres.table(out["postgres"]))
