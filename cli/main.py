@@ -38,7 +38,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "strip": ("clients.cli.holder", "strip", "Trade a permission token (plus a fresh discharge) for a..."),
     "token": ("clients.cli.admin", "token", "Permission tokens: with SABLE_ADMIN_TOKEN as the admin,..."),
     "user": ("clients.cli.admin", "user", "Users at the discharger (admin)."),
-    "verifier": ("cli.serve", "verifier", "The verifier process: cached checks for gateways and local services."),
+    "verifier": ("cli.serve", "verifier", "The verifier process: cached checks for gateways and..."),
     "verify": ("clients.cli.holder", "verify", "Ask the authority whether TOKEN (and its discharges)..."),
     "whoami": ("clients.cli.holder", "whoami", "Who the stored session is: user, orgs and roles, how it..."),
 }
