@@ -40,7 +40,6 @@ ELSEWHERE: dict[str, tuple[str, ...]] = {
     "clients/cli/contexts.py": ("tests/clients/test_cli_contexts.py",),
     "clients/cli/principals.py": ("tests/integration/test_ci.py",),
     "discharger/id_tokens.py": ("tests/discharger/test_oidc.py", "tests/discharger/test_principals.py"),
-    "discharger/trust.py": ("tests/discharger/test_principals.py",),
     "verifier/gateways.py": ("tests/verifier/test_app.py", "tests/integration/test_gateways.py"),
     "verifier/metrics.py": ("tests/verifier/test_app.py",),
     "clients/cli/admin.py": ("tests/clients/test_cli_users.py", "tests/clients/test_cli_offboarding.py"),

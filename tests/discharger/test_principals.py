@@ -476,3 +476,16 @@ async def test_jti_and_subject_bounds_and_an_unknown_principal(real_discharger, 
         == 401
     assert (await refusals(env))[-1] == "principal_unknown"
     assert (await env.post("/v1/discharges", {"ticket": b64e(principal_ticket(env)), "id_token": ""}))[0] == 400
+
+
+async def test_a_trust_policy_is_audited_whole(real_discharger, issuer):
+    env = real_discharger
+    policy = await setup(env, issuer, {"repository_id": "812345"}, audience="https://login.example", max_age=120)
+    assert policy["audience"] == "https://login.example" and policy["max_age"] == 120 and len(policy["id"]) == 8
+    (row,) = await env.service.store.audit_rows("principal_trust")
+    assert row.user == "ci:deploy" and row.detail == {"policy": policy["id"], "issuer": issuer.url,
+                                                       "audience": "https://login.example",
+                                                       "claims": {"repository_id": "812345"}, "max_age": 120}
+    status, body, _ = await env.post("/v1/principals/ci:deploy/policies",
+                                     {"issuer": issuer.url, "claims": {"a": "b"}, "audience": ""}, env.admin)
+    assert status == 400 and "audience" in body["message"]
