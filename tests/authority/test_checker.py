@@ -239,3 +239,25 @@ async def test_a_caller_factory_is_called_only_for_a_denial(env):
     with pytest.raises(Denial):
         await checker.check(checker.parse([text]), Access("other", "r"), make)
     assert made == [1] and checker.denials.buffer[-1].client == CALLER.client
+
+
+async def test_an_unbound_discharge_counts_only_when_the_caller_binds_it(store):
+    """Strip and verify take bound discharges only; token exchange (SPEC §16) binds one itself."""
+    from tests.support.fakes import FakeDischarger
+
+    d = FakeDischarger()
+    usage = Usage(store, DenialLog(), last_used_interval=60)
+    checker = Checker(HERE, frozenset({d.location}), TokenCache(store, KEYS), usage, usage.denials)
+    token_id = os.urandom(16).hex()
+    tok, sealed = build(KEYS, tokens.PERMISSION, HERE, token_id, ["org acme"], d.trust, "acme")
+    row = TokenRow(token_id, "permission", None, "acme", None, None, len(tok.caveats), sealed, int(time.time()))
+    assert await store.insert_token(row, AuditRecord("mint"))
+    pt = tok.encode()
+    unbound = d.discharge(pt, bind=False)
+    with pytest.raises(Denial, match="not bound to this token"):
+        await checker.check(checker.parse([pt, unbound]), None, CALLER)
+    assert (await checker.check(checker.parse([pt, unbound]), None, CALLER, bind=True)).user == "alice"
+    other = d.discharge(pt, bind=False, user="mallory")
+    forged = other[:-8] + ("A" * 8 if not other.endswith("A" * 8) else "B" * 8)
+    with pytest.raises((Denial, TokenFormatError)):
+        await checker.check(checker.parse([pt, forged]), None, CALLER, bind=True)
