@@ -442,7 +442,9 @@ async def test_disable_and_enable_answer_the_principal_and_are_audited(real_disc
 
 
 @pytest.mark.parametrize("value, ok", [(2**53 - 1, True), (2**53, False), (-(2**53), False), (1.5, True),
-                                       (float("inf"), False), (True, False), ("1", False), (None, False)])
+                                       (1.5e15, True), (1e16, False), (1e20, False), (-1e20, False),
+                                       (float("inf"), False), (float("nan"), False), (True, False), ("1", False),
+                                       (None, False)])
 def test_time_claims_are_finite_numbers_within_2_to_the_53(value, ok):
     from discharger.id_tokens import _number
     assert _number(value) is ok
@@ -489,3 +491,31 @@ async def test_a_trust_policy_is_audited_whole(real_discharger, issuer):
     status, body, _ = await env.post("/v1/principals/ci:deploy/policies",
                                      {"issuer": issuer.url, "claims": {"a": "b"}, "audience": ""}, env.admin)
     assert status == 400 and "audience" in body["message"]
+
+
+async def test_the_age_limit_is_max_age_plus_the_leeway(real_discharger, issuer):
+    env = real_discharger
+    await setup(env, issuer)  # max_age 600 s
+    now = int(time.time())
+    young = issuer.sign(github_claims(), audience=AUD, iat=now - 640, exp=now + 300)  # 640 <= 600 + 60
+    assert (await discharge(env, principal_ticket(env), young))[0] == 201
+    old = issuer.sign(github_claims(), audience=AUD, iat=now - 700, exp=now + 300)
+    assert (await discharge(env, principal_ticket(env), old))[0] == 401
+
+
+@pytest.mark.parametrize("payload, reason", [(b"not json", "id_token_claims"), (b"[1, 2]", "id_token_claims"),
+                                             (b'{"exp": NaN}', "id_token_claims")])
+async def test_claims_that_are_not_an_object_are_refused_as_such(payload, reason):
+    from joserfc import jws
+
+    from discharger.id_tokens import Issuer, SignInRefused
+    from tests.support.ci_issuer import Issuer as TestIssuer
+
+    keys = TestIssuer().keys
+    it = Issuer("https://ci.example")
+    it.metadata = {"issuer": it.url, "id_token_signing_alg_values_supported": ["RS256"]}
+    it.jwks = {"rs-1": keys["RS256"].as_dict(private=False)}
+    token = jws.serialize_compact({"alg": "RS256", "kid": "rs-1"}, payload, keys["RS256"], algorithms=["RS256"])
+    with pytest.raises(SignInRefused) as e:
+        await it.verify(None, token, time.time())
+    assert e.value.reason == reason and e.value.message == "the provider's answer could not be trusted: its claims are malformed"
