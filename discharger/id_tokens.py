@@ -75,6 +75,12 @@ async def fetch_json(http: aiohttp.ClientSession, url: str, *, data: dict | None
     raise Unavailable("the provider redirected too often")
 
 
+def json_client() -> aiohttp.ClientSession:
+    """The client every fetch from an issuer goes through. No cookie jar: one client serves
+    every caller, so nothing may carry over from one exchange to the next."""
+    return aiohttp.ClientSession(headers={"Accept": "application/json"}, cookie_jar=aiohttp.DummyCookieJar())
+
+
 class Issuer:
     """One issuer and what was learned from it: its discovery document and keys."""
 
@@ -255,15 +261,17 @@ class Issuers:
     @property
     def http(self) -> aiohttp.ClientSession:
         if self._http is None:
-            self._http = aiohttp.ClientSession(headers={"Accept": "application/json"},
-                                               cookie_jar=aiohttp.DummyCookieJar())
+            self._http = json_client()
         return self._http
 
     async def get(self, url: str) -> Issuer:
         """The issuer at `url`, discovered; Unavailable while it cannot be. Requests that
         arrive while its first discovery runs wait for it rather than fail."""
-        issuer = self._all.setdefault(url, Issuer(url))
-        lock = self._locks.setdefault(url, asyncio.Lock())
+        issuer = self._all.get(url)
+        if issuer is None:
+            issuer = self._all[url] = Issuer(url)
+            self._locks[url] = asyncio.Lock()
+        lock = self._locks[url]
         if self._due(url, issuer) or (lock.locked() and not issuer.available):
             async with lock:  # one discovery at a time
                 if self._due(url, issuer):

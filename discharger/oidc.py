@@ -15,7 +15,7 @@ import aiohttp
 import structlog
 
 from clients.errors import NotFound, Unavailable
-from discharger.id_tokens import Issuer, SignInRefused, audiences, bad, fetch_json
+from discharger.id_tokens import Issuer, SignInRefused, audiences, bad, fetch_json, json_client
 from discharger.providers import ProviderSettings
 from server.periodic import Periodic
 
@@ -122,9 +122,7 @@ class Providers:
     @property
     def http(self) -> aiohttp.ClientSession:
         if self._http is None:
-            # No cookie jar: one client serves every user's exchange, so nothing may carry over.
-            self._http = aiohttp.ClientSession(headers={"Accept": "application/json"},
-                                               cookie_jar=aiohttp.DummyCookieJar())
+            self._http = json_client()
         return self._http
 
     async def start(self) -> None:

@@ -32,7 +32,6 @@ from verifier.routes import AmbiguousPath, first_match, normalise_path
 
 log = structlog.get_logger("sable.verifier")
 VERIFIER = web.AppKey("verifier", Verifier)
-CONFIG = web.AppKey("config", VerifierConfig)
 METRICS = web.AppKey("verifier_metrics", VerifierMetrics)
 BEARER_CHALLENGE = 'Bearer realm="sable"'
 DPOP_CHALLENGE = 'DPoP error="invalid_dpop_proof", algs="EdDSA"'
@@ -216,7 +215,6 @@ def create_app(config: VerifierConfig) -> web.Application:
         return await request_middleware(request, handler)
 
     app = new_app(None, metrics, metrics_route=not config.metrics_port, middleware=hot_path)
-    app[CONFIG] = config
     app[METRICS] = metrics
 
     async def lifecycle(app: web.Application):

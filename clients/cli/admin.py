@@ -238,6 +238,17 @@ def user_passwd(name, password_stdin):
     click.echo(f"changed the password of {name}; their sessions ended")
 
 
+async def revoke_tokens_of(who: str, name: str) -> list[str]:
+    """After disabling `who` at the discharger: revoke every token `name` made or holds. If
+    the authority refuses or cannot be reached, say what was done and what to run again."""
+    try:
+        async with authority() as a:
+            return await a.revoke_user(name)
+    except SableAPIError as e:
+        fail(f"disabled {who}, but revoking their tokens failed: {e.message}; "
+             f"run `sable token revoke --user {name}` again", EXIT_UNAVAILABLE)
+
+
 @user.command("disable")
 @click.argument("name")
 @click.option("--revoke-tokens", is_flag=True, help="Then revoke every token NAME made or holds, with cascade.")
@@ -248,14 +259,7 @@ def user_disable(name, revoke_tokens, as_json):
     async def go():
         async with discharger() as d:
             await d.disable_user(name)
-        if not revoke_tokens:
-            return None
-        try:
-            async with authority() as a:
-                return await a.revoke_user(name)
-        except SableAPIError as e:
-            fail(f"disabled user {name}, but revoking their tokens failed: {e.message}; "
-                 f"run `sable token revoke --user {name}` again", EXIT_UNAVAILABLE)
+        return await revoke_tokens_of(f"user {name}", name) if revoke_tokens else None
     revoked = run(go())
     emit({"username": name, "disabled": True, "revoked": revoked or []}, as_json,
          f"disabled user {name}" + (f"; revoked {len(revoked)} tokens" if revoke_tokens else ""))

@@ -10,10 +10,10 @@ from urllib.parse import urlencode
 import click
 
 from clients.caveats import parse_duration
+from clients.cli.admin import revoke_tokens_of
 from clients.cli.common import (
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
-    authority,
     discharger,
     discharger_url,
     emit,
@@ -21,7 +21,6 @@ from clients.cli.common import (
     handle_errors,
     run,
 )
-from clients.errors import SableAPIError
 
 
 def _show(p: dict) -> str:
@@ -134,14 +133,7 @@ def principal_disable(name, revoke_tokens, as_json):
     async def go():
         async with discharger() as d:
             found = await d.set_principal_disabled(name, True)
-        if not revoke_tokens:
-            return found, []
-        try:
-            async with authority() as a:
-                return found, await a.revoke_user(found["name"])
-        except SableAPIError as e:
-            fail(f"disabled {found['name']}, but revoking its tokens failed: {e.message}; "
-                 f"run `sable token revoke --user {found['name']}` again", EXIT_UNAVAILABLE)
+        return found, (await revoke_tokens_of(found["name"], found["name"]) if revoke_tokens else [])
     found, revoked = run(go())
     emit({**found, "revoked": revoked}, as_json,
          f"disabled {found['name']}" + (f"; revoked {len(revoked)} tokens" if revoke_tokens else ""))
