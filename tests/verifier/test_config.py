@@ -119,3 +119,44 @@ def test_the_example_settings_load(monkeypatch):
     c = load(str(Path(__file__).parents[2] / "examples" / "gateways" / "verifier.toml"))
     assert c.gateway == "nginx" and [r.app for r in c.routes] == ["orders", "admin"]
     assert c.routes[1].actions == {"GET": "r", "POST": "C"}
+
+
+def test_the_readme_settings_and_the_systemd_units_command_work_as_written(tmp_path, monkeypatch):
+    """README's verifier.toml block loads as written; deploy/sable-verifier.service's ExecStart,
+    with the example file installed where it says, starts a verifier that answers /healthz."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    root = Path(__file__).parents[2]
+    for name in ("AUTHORITY", "GATEWAY", "TTL"):
+        monkeypatch.delenv(f"SABLE_VERIFIER_{name}", raising=False)
+    readme = (root / "README.md").read_text()
+    block = re.search(r"\*\*Any language, behind a gateway\.\*\*.*?```toml\n(.*?)```", readme, re.S).group(1)
+    (tmp_path / "readme.toml").write_text(block)
+    c = load(str(tmp_path / "readme.toml"))
+    assert c.gateway == "nginx" and c.routes[0].app == "orders" and c.routes[0].public_url == "https://api.example.com"
+
+    unit = (root / "deploy" / "sable-verifier.service").read_text()
+    command = shlex.split(re.search(r"^ExecStart=(.*)$", unit, re.M).group(1))
+    assert command[0] == "/opt/sable/.venv/bin/sable" and command[-1] == "/etc/sable/verifier.toml"
+    port = free_port()
+    installed = tmp_path / "verifier.toml"  # examples/gateways/verifier.toml, on a free port
+    installed.write_text((root / "examples" / "gateways" / "verifier.toml").read_text()
+                         .replace('listen = "127.0.0.1:8702"', f'listen = "127.0.0.1:{port}"'))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SABLE_")}
+    proc = subprocess.Popen([SABLE, *command[1:-1], str(installed)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
+                    assert r.status == 200
+                    break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
