@@ -8,6 +8,8 @@ and a presentation, and a decision into the answer the gateway expects.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import structlog
 from aiohttp import web
 
@@ -25,8 +27,9 @@ from server.http import (
     request_middleware,
     trusted_peer,
 )
+from server.launcher import FRONT_DOOR
 from verifier.config import VerifierConfig
-from verifier.gateways import FORWARD_AUTH, NotFromGateway, original_request
+from verifier.gateways import FAMILIES, FORWARD_AUTH, NotFromGateway, original_request
 from verifier.metrics import VerifierMetrics
 from verifier.routes import AmbiguousPath, first_match, normalise_path
 
@@ -60,9 +63,15 @@ def _count(request: web.Request, result: str) -> None:
 
 class ForwardAuth:
     """`/v1/forward-auth` (SPEC §17). It answers every request of the gateway's fleet, so it
-    holds what it needs instead of looking it up per request, and runs outside the kit's
+    runs in front of the router (`server.launcher`'s front door) and outside the kit's
     per-request log binding and text checks (it reads no query or path parameter): errors
-    are still JSON, never a traceback, and every request is counted."""
+    are still JSON, never a traceback, and every request is counted. What a request's
+    method, host and URI ask for is worked out once per distinct triple (a `Plan`), and a
+    presentation is split once per distinct `Authorization` value; both memos are bounded
+    and hold only pure results, so the decision itself (cache, feed, time caveats) is
+    still made on every request by `clients.verifier`."""
+
+    MEMO = 4096  # distinct (method, host, URI) triples and Authorization values remembered
 
     def __init__(self, config: VerifierConfig, metrics: VerifierMetrics):
         self.config = config
@@ -70,6 +79,18 @@ class ForwardAuth:
         self.verifier: Verifier | None = None  # set at start
         self.networks = parse_networks(config.trusted_proxies)
         self.peers: dict[str, bool] = {}  # address -> trusted: a gateway has few
+        self.plans: dict[tuple[str, str, str], Plan | str] = {}  # (method, host, uri) -> plan or refusal
+        # Authorization value -> (tokens, whether its scheme is DPoP), or why it is refused
+        self.presentations: dict[str, tuple[list[str], bool] | str] = {}
+        family = None if config.gateway in (None, "envoy") else FAMILIES[config.gateway]
+        self.family = None if family is None else (family[0], family[2], family[3])
+
+    def serves(self, raw_path: str) -> bool:
+        """Whether a request target is this endpoint's (the front door's test)."""
+        if not raw_path.startswith(FORWARD_AUTH):
+            return False
+        rest = raw_path[len(FORWARD_AUTH):]
+        return not rest or rest[0] == "?" or (rest[0] == "/" and self.config.gateway == "envoy")
 
     async def __call__(self, request: web.Request) -> web.Response:
         try:
@@ -91,58 +112,110 @@ class ForwardAuth:
             self.peers[remote] = verdict
         return verdict
 
+    def _original(self, request: web.Request) -> tuple[str, str, str] | None:
+        """(method, host, uri) as the gateway gave them; None if not exactly once each."""
+        if self.family is None:
+            try:
+                o = original_request(request, "envoy")
+            except NotFromGateway:
+                return None
+            return o.method, o.host, o.uri
+        headers = request.headers
+        out = []
+        for name in self.family:
+            values = headers.getall(name, ())
+            if len(values) != 1 or not values[0] or len(values[0]) > 8192:
+                return None
+            out.append(values[0])
+        return out[0].upper(), out[1], out[2]
+
+    def _plan(self, method: str, host: str, uri: str) -> Plan | str:
+        """What this request asks for, or why it is refused before any token is read."""
+        try:
+            path = normalise_path(uri)
+        except AmbiguousPath:
+            return "ambiguous path"
+        route = first_match(self.config.routes, host, path)
+        if route is None:
+            return "no route matches"
+        action = route.actions.get(method)
+        if action is None:
+            return f"no action for method {method}"
+        access = {"org": route.org, "action": action}
+        for key, given in (("app", route.app), ("host", route.access_host or self.config.host),
+                           ("instance", route.access_instance or self.config.instance)):
+            if given is not None:
+                access[key] = given
+        htu = None if route.public_url is None else route.public_url + path
+        return Plan(method, access, htu)
+
     def _refuse(self, reason: str) -> web.Response:
         self.metrics.decided("denied")
         return _denied(reason)
 
     async def answer(self, request: web.Request) -> web.Response:
-        config = self.config
-        if config.gateway is None:
+        if self.config.gateway is None:
             return _denied("forward-auth needs `gateway` set (nginx, caddy, traefik or envoy)")
         if not self._trusted(request.remote or ""):
             return _denied("forward-auth needs a trusted gateway")
-        try:
-            original = original_request(request, config.gateway)
-        except NotFromGateway:
+        original = self._original(request)
+        if original is None:
             return _denied("forward-auth needs a trusted gateway")
-        try:
-            path = normalise_path(original.uri)
-        except AmbiguousPath:
-            return self._refuse("ambiguous path")
-        route = first_match(config.routes, original.host, path)
-        if route is None:
-            return self._refuse("no route matches")
-        action = route.actions.get(original.method)
-        if action is None:
-            return self._refuse(f"no action for method {original.method}")
+        plan = self.plans.get(original)
+        if plan is None:
+            plan = self._plan(*original)
+            if len(self.plans) >= self.MEMO:
+                self.plans.clear()
+            self.plans[original] = plan
+        if isinstance(plan, str):
+            return self._refuse(plan)
 
         headers = request.headers.getall("Authorization", ())
         if len(headers) != 1:
             return _unauthorized("more than one Authorization header" if headers else
                                  "a token is required (Authorization: Bearer ...)")
-        scheme, _, value = headers[0].partition(" ")
-        scheme = scheme.lower()
-        if scheme not in ("bearer", "dpop") or not value.strip():
-            return _unauthorized("a token is required (Authorization: Bearer ...)")
-        try:  # each token is parsed on a cache miss, before the authority is asked (clients.verifier)
-            presented = tokens.split_presentation(value)
-        except TokenFormatError as e:
-            return _unauthorized(f"malformed token: {e}")
-        proof: dict = {}
+        given = self.presentations.get(headers[0])
+        if given is None:
+            given = _presentation(headers[0])
+            if len(self.presentations) >= self.MEMO:
+                self.presentations.clear()
+            self.presentations[headers[0]] = given
+        if isinstance(given, str):
+            return _unauthorized(given)
+        presented, dpop_scheme = given
         proofs = request.headers.getall("DPoP", ())
-        if scheme == "dpop" or proofs:
-            if len(proofs) != 1:
-                return _unauthorized("a DPoP request carries exactly one DPoP proof header", DPOP_CHALLENGE)
-            if route.public_url is not None:  # else no proof can be checked, so bound tokens are denied
-                proof = {"dpop": proofs[0], "htm": original.method, "htu": route.public_url + path}
-        access = {"org": route.org, "action": action}
-        for key, given in (("app", route.app), ("host", route.access_host or config.host),
-                           ("instance", route.access_instance or config.instance)):
-            if given is not None:
-                access[key] = given
         assert self.verifier is not None
-        decision = await self.verifier.check(presented, access, **proof)
+        if not proofs and not dpop_scheme:
+            decision = await self.verifier.check(presented, plan.access)
+        elif len(proofs) != 1:
+            return _unauthorized("a DPoP request carries exactly one DPoP proof header", DPOP_CHALLENGE)
+        elif plan.htu is None:  # no proof can be checked on this route, so bound tokens are denied
+            decision = await self.verifier.check(presented, plan.access)
+        else:
+            decision = await self.verifier.check(presented, plan.access, dpop=proofs[0], htm=plan.method, htu=plan.htu)
         return _answer(self.metrics, decision, request)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What a forwarded (method, host, URI) asks for: the access, and the `htu` a DPoP proof
+    must name (None when its route has no `public_url`)."""
+    method: str
+    access: dict
+    htu: str | None
+
+
+def _presentation(authorization: str) -> tuple[list[str], bool] | str:
+    """The tokens of an `Authorization: Bearer|DPoP a,b` value and whether its scheme is
+    DPoP, or why there are none."""
+    scheme, _, value = authorization.partition(" ")
+    scheme = scheme.lower()
+    if scheme not in ("bearer", "dpop") or not value.strip():
+        return "a token is required (Authorization: Bearer ...)"
+    try:  # each token is parsed on a cache miss, before the authority is asked (clients.verifier)
+        return tokens.split_presentation(value), scheme == "dpop"
+    except TokenFormatError as e:
+        return f"malformed token: {e}"
 
 
 def _answer(metrics: VerifierMetrics, decision: Decision, request: web.Request) -> web.Response:
@@ -210,12 +283,13 @@ def create_app(config: VerifierConfig) -> web.Application:
     @web.middleware
     async def hot_path(request: web.Request, handler):
         """forward-auth straight to its handler; every other route through the kit's middleware."""
-        if request.path.startswith(FORWARD_AUTH):
+        if forward.serves(request.raw_path):
             return await forward(request)
         return await request_middleware(request, handler)
 
     app = new_app(None, metrics, metrics_route=not config.metrics_port, middleware=hot_path)
     app[METRICS] = metrics
+    app[FRONT_DOOR] = forward
 
     async def lifecycle(app: web.Application):
         verifier = Verifier(config.authority, ttl=config.ttl, stale_after=config.stale_after,

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from clients import offline
 from tests.support import service_token
-from tests.support.gateways import Caddy, Nginx
+from tests.support.gateways import Caddy, Nginx, ServedApp
 from verifier.app import create_app
 from verifier.config import VerifierConfig
 from verifier.routes import parse_route
@@ -46,7 +46,8 @@ async def stack(request, authority, aiohttp_server, tmp_path):
               {"host": HOST, "path": "/admin*", "org": "acme", "app": "admin"})
     config = VerifierConfig(authority=str(authority.client.make_url("")).rstrip("/"), gateway=kind, host="worker-7",
                             routes=tuple(parse_route(r, n) for n, r in enumerate(routes, 1)), stale_after=2.0)
-    verifier = await aiohttp_server(create_app(config))
+    verifier = ServedApp(create_app(config))
+    await verifier.start_server()
     async with aiohttp.ClientSession() as http:
         deadline = time.monotonic() + 5
         while True:
@@ -57,8 +58,11 @@ async def stack(request, authority, aiohttp_server, tmp_path):
             await asyncio.sleep(0.05)
     cls = Nginx if kind == "nginx" else Caddy
     gateway = cls(tmp_path, f"127.0.0.1:{up.port}", f"127.0.0.1:{verifier.port}").start()
-    yield {"gateway": gateway, "upstream": upstream, "verifier": verifier, "kind": kind}
-    gateway.stop()
+    try:
+        yield {"gateway": gateway, "upstream": upstream, "verifier": verifier, "kind": kind}
+    finally:
+        gateway.stop()
+        await verifier.close()
 
 
 async def call(stack, path="/orders/7", token=None, scheme="Bearer", method="GET", headers=None):

@@ -13,12 +13,22 @@ import time
 from pathlib import Path
 
 import pytest
+from aiohttp.test_utils import TestServer
 
+from server.launcher import Runner
 from tests.support import free_port
 
 EXAMPLES = Path(__file__).parents[2] / "examples" / "gateways"
 HOW_TO_GET_IT = "apt-get install -y nginx-light caddy  (or run `make test` as root on Debian/Ubuntu)"
 EXAMPLE_UPSTREAM, EXAMPLE_VERIFIER = "127.0.0.1:8080", "127.0.0.1:8702"
+
+
+class ServedApp(TestServer):
+    """An app on loopback as `sable ... serve` runs it: through `server.launcher.Runner`, so
+    its front door (the verifier's forward-auth) answers ahead of the router."""
+
+    async def _make_runner(self, **kwargs):
+        return Runner(self.app, **kwargs)
 
 
 def binary(name: str) -> str | None:

@@ -11,7 +11,9 @@ import time
 import pytest
 
 from clients import offline
+from server.launcher import FRONT_DOOR
 from tests.support import service_token
+from tests.support.gateways import ServedApp
 from verifier.app import create_app
 from verifier.config import VerifierConfig
 from verifier.routes import parse_route
@@ -32,9 +34,12 @@ def config(env, **changes) -> VerifierConfig:
     return VerifierConfig(**{**base, **changes})
 
 
-@pytest.fixture
-async def verifier(authority, aiohttp_client):
-    client = await aiohttp_client(create_app(config(authority)))
+@pytest.fixture(params=["front door", "routed"])
+async def verifier(request, authority, aiohttp_client):
+    """The app as `sable verifier serve` runs it (forward-auth ahead of the router), and
+    routed as any aiohttp app: both answer alike."""
+    app = create_app(config(authority))
+    client = await aiohttp_client(ServedApp(app) if request.param == "front door" else app)
     deadline = time.monotonic() + 5
     while (await client.get("/readyz")).status != 200:  # the feed's first answer
         assert time.monotonic() < deadline
@@ -172,3 +177,30 @@ async def test_fails_closed_when_the_authority_is_gone(authority, aiohttp_client
     assert resp.status == 503 and resp.headers["Retry-After"]
     assert (await client.get("/readyz")).status == 503
     assert (await client.get("/healthz")).status == 200
+
+
+async def test_forward_auth_is_its_own_path_only(authority, verifier):
+    token = await service_token(authority)
+    assert (await verifier.get("/v1/forward-auth?probe=1", headers={**NGINX, "Authorization": f"Bearer {token}"})
+            ).status == 200
+    for path in ("/v1/forward-authz", "/v1/forward-auth/orders"):  # the tail is envoy's alone
+        assert (await verifier.get(path, headers={**NGINX, "Authorization": f"Bearer {token}"})).status == 404
+    assert (await verifier.get("/healthz")).status == 200
+
+
+async def test_the_request_and_token_memos_are_bounded_and_change_no_answer(authority, verifier, monkeypatch):
+    from verifier.app import ForwardAuth
+
+    monkeypatch.setattr(ForwardAuth, "MEMO", 2)
+    token = await service_token(authority)
+    for _ in range(2):  # each twice: remembered answers are the answers
+        assert (await ask(verifier, token)).status == 200
+        assert (await ask(verifier, token, uri="/admin")).status == 403
+        assert (await ask(verifier, token, uri="/nowhere")).headers["Sable-Denied"] == "no route matches"
+        assert (await ask(verifier, token, method="DELETE")).headers["Sable-Denied"] == "no action for method DELETE"
+        assert (await ask(verifier, "sable_st_junk")).status == 401
+        assert (await ask(verifier, token, scheme="DPoP")).status == 401  # same tokens, but a proof is owed
+        assert (await ask(verifier, token, scheme="Basic")).status == 401
+    app = verifier.server.app
+    forward = app[FRONT_DOOR]
+    assert len(forward.plans) <= 2 and len(forward.presentations) <= 2
