@@ -71,7 +71,10 @@ class ForwardAuth:
     and hold only pure results, so the decision itself (cache, feed, time caveats) is
     still made on every request by `clients.verifier`."""
 
-    MEMO = 4096  # distinct (method, host, URI) triples and Authorization values remembered
+    # At most this many distinct (method, host, URI) triples and Authorization values are
+    # remembered, each only when short, so junk from clients holds a few MB at worst.
+    MEMO = 2048
+    MEMO_CHARS = 2048
 
     def __init__(self, config: VerifierConfig, metrics: VerifierMetrics):
         self.config = config
@@ -164,9 +167,10 @@ class ForwardAuth:
         plan = self.plans.get(original)
         if plan is None:
             plan = self._plan(*original)
-            if len(self.plans) >= self.MEMO:
-                self.plans.clear()
-            self.plans[original] = plan
+            if len(original[1]) + len(original[2]) <= self.MEMO_CHARS:
+                if len(self.plans) >= self.MEMO:
+                    self.plans.clear()
+                self.plans[original] = plan
         if isinstance(plan, str):
             return self._refuse(plan)
 
@@ -177,9 +181,10 @@ class ForwardAuth:
         given = self.presentations.get(headers[0])
         if given is None:
             given = _presentation(headers[0])
-            if len(self.presentations) >= self.MEMO:
-                self.presentations.clear()
-            self.presentations[headers[0]] = given
+            if len(headers[0]) <= self.MEMO_CHARS:
+                if len(self.presentations) >= self.MEMO:
+                    self.presentations.clear()
+                self.presentations[headers[0]] = given
         if isinstance(given, str):
             return _unauthorized(given)
         presented, dpop_scheme = given

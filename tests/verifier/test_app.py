@@ -201,6 +201,12 @@ async def test_the_request_and_token_memos_are_bounded_and_change_no_answer(auth
         assert (await ask(verifier, "sable_st_junk")).status == 401
         assert (await ask(verifier, token, scheme="DPoP")).status == 401  # same tokens, but a proof is owed
         assert (await ask(verifier, token, scheme="Basic")).status == 401
-    app = verifier.server.app
-    forward = app[FRONT_DOOR]
+    forward = verifier.server.app[FRONT_DOOR]
     assert len(forward.plans) <= 2 and len(forward.presentations) <= 2
+    # long values are answered but not remembered
+    monkeypatch.setattr(ForwardAuth, "MEMO_CHARS", 100)
+    forward.plans.clear()
+    forward.presentations.clear()
+    assert (await ask(verifier, token, uri="/orders/" + "x" * 100)).status == 200
+    assert (await ask(verifier, token)).status == 200
+    assert list(forward.plans) == [("GET", "api.example.test", "/orders/7")] and not forward.presentations
