@@ -29,7 +29,10 @@ from clients.errors import (
     RateLimited,
     Unauthorized,
 )
+from server import secret_scanning as secret_scanning_kit
+from server.audit import Caller
 from server.http import (
+    REQUEST_ID,
     TRUSTED_PROXIES,
     bearer,
     caller,
@@ -39,6 +42,7 @@ from server.http import (
     oauth_errors,
     parse_networks,
     read_json,
+    read_raw,
 )
 from server.pagekit import Pages, read_form
 from server.ratelimit import SlidingCounter, throttle_key
@@ -46,6 +50,7 @@ from server.ratelimit import SlidingCounter, throttle_key
 REVOKE_LIMIT = web.AppKey("revoke_limit", SlidingCounter)
 VERIFY_METRICS = web.AppKey("verify_metrics", AuthorityMetrics)  # the same object as server.http.METRICS
 USER_TOKEN_LIMIT = web.AppKey("user_token_limit", SlidingCounter)
+SCANNING_KEYS = web.AppKey("secret_scanning_keys", secret_scanning_kit.GitHubKeys)
 _TOKEN_ID = re.compile(r"[0-9a-f]{32}")
 routes = web.RouteTableDef()
 
@@ -260,6 +265,26 @@ async def revocations(request: web.Request) -> web.Response:
     return json_response(schemas.feed_page(await _authority(request).revocation.page(after, wait)))
 
 
+@routes.post("/v1/secret-scanning/github")
+async def secret_scanning(request: web.Request) -> web.Response:
+    """GitHub's secret-scanning partner endpoint (SPEC §18): labels, once revocations are committed."""
+    keys = request.app.get(SCANNING_KEYS)
+    if keys is None:
+        raise NotFound("secret scanning is off here (secret_scanning_keys_url is empty)")
+    items = await secret_scanning_kit.read_report(request, keys)
+    genuine = await _authority(request).leaks.report(items, caller(request), via="github")
+    return json_response(secret_scanning_kit.answer(items, genuine))
+
+
+@routes.post("/v1/credentials/revoke")
+async def public_revoke(request: web.Request) -> web.Response:
+    """Anyone who finds a token (SPEC §18): queued and answered before anything is judged."""
+    credentials = schemas.found_credentials(await read_raw(request, secret_scanning_kit.MAX_REPORT_BYTES))
+    await _authority(request).public_revocation.submit(credentials, Caller(throttle_key(client_address(request)),
+                                                                            request[REQUEST_ID]))
+    return json_response({}, status=202)
+
+
 async def _ready(app: web.Application) -> bool:
     a = app[AUTHORITY]
     return a.feed.fresh() and await a.store.ping()
@@ -274,6 +299,8 @@ def create_app(config: AuthorityConfig, say: Callable[[str], None] | None = None
     app[REVOKE_LIMIT] = SlidingCounter(config.revoke_per_minute, 60.0)
     app[USER_TOKEN_LIMIT] = SlidingCounter(10, 60.0)
     app[TRUSTED_PROXIES] = parse_networks(config.trusted_proxies)
+    if config.secret_scanning_keys_url:
+        app[SCANNING_KEYS] = secret_scanning_kit.GitHubKeys(config.secret_scanning_keys_url)
 
     async def lifecycle(app: web.Application):
         authority = await Authority.open(config, say)

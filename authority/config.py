@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from clients.errors import ConfigError
 from clients.tickets import b64d, key_id
 from clients.urls import service_url
+from server.secret_scanning import GITHUB_KEYS_URL
 from server.settings import COMMON_KEYS, ServiceSettings, common
 
 
@@ -29,6 +30,8 @@ class AuthorityConfig(ServiceSettings):
     last_used_interval: float = 60.0
     flush_interval: float = 1.0  # how often last-used times and denial audits are written
     workers: int = 1  # processes sharing the port (SO_REUSEPORT)
+    secret_scanning_keys_url: str | None = GITHUB_KEYS_URL  # GitHub's keys for leak reports (SPEC §18)
+    public_revocations_per_hour: int = 60  # per client address, across every process
 
 
 def discharger_from_info(info: dict) -> TrustedDischarger:
@@ -46,7 +49,8 @@ def discharger_from_info(info: dict) -> TrustedDischarger:
     return TrustedDischarger(location, keys)
 
 
-KEYS = COMMON_KEYS | frozenset({"ticket_ttl", "revoke_per_minute", "key_cache_size", "discharger", "dischargers", "workers"})
+KEYS = COMMON_KEYS | frozenset({"ticket_ttl", "revoke_per_minute", "key_cache_size", "discharger", "dischargers", "workers",
+                                "secret_scanning_keys_url", "public_revocations_per_hour"})
 
 
 def load(config_path: str | None = None, **flags) -> AuthorityConfig:
@@ -61,7 +65,13 @@ def load(config_path: str | None = None, **flags) -> AuthorityConfig:
         revoke_per_minute=int(pick("revoke_per_minute", 100)),
         key_cache_size=int(pick("key_cache_size", 100_000)),
         workers=int(pick("workers", 1)),
+        secret_scanning_keys_url=pick("secret_scanning_keys_url", GITHUB_KEYS_URL) or None,
+        public_revocations_per_hour=int(pick("public_revocations_per_hour", 60)),
     )
+    if config.secret_scanning_keys_url:
+        service_url(config.secret_scanning_keys_url, "secret_scanning_keys_url")
+    if config.public_revocations_per_hour < 1:
+        raise ConfigError("public_revocations_per_hour must be at least 1")
     if not 1 <= config.workers <= 64:
         raise ConfigError("workers must be from 1 to 64")
     if not 1 <= config.ticket_ttl <= 300:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import orjson
+
 from authority.config import AuthorityConfig
 from authority.dischargers import TrustedDischargers
 from authority.minting import MAX_EXPIRES_IN
@@ -18,6 +20,7 @@ from clients.caveats import Access, format_time
 from clients.errors import BadRequest, GrantPending
 from clients.proof_check import ProofRequest
 from clients.tickets import PRINCIPAL_RE, b64e
+from server.secret_scanning import MAX_ITEMS, TooManyItems
 
 MAX_NAME = 200
 
@@ -252,3 +255,19 @@ def user_token_request(body: dict) -> tuple[str, str]:
 def user_token(m: Minted) -> dict:
     expires = next(c for c in m.caveats if c.startswith("expires "))[len("expires "):]
     return {"token": m.token, "id": m.id, "expires_at": expires}
+
+
+def found_credentials(body: bytes) -> list[str]:
+    """`POST /v1/credentials/revoke`'s `{"credentials": [...]}`: 1 to 1,000 strings, each no
+    longer than a token may be. Only the shape is judged here, never a credential."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise BadRequest("body is not valid JSON text") from None
+    found = parsed.get("credentials") if isinstance(parsed, dict) else None
+    if not isinstance(found, list) or not found or not all(
+            isinstance(c, str) and 0 < len(c) <= tokens.MAX_TOKEN_CHARS for c in found):
+        raise BadRequest('body must be {"credentials": ["sable_...", ...]}')
+    if len(found) > MAX_ITEMS:
+        raise TooManyItems(f"at most {MAX_ITEMS} credentials in one report")
+    return found

@@ -18,6 +18,7 @@ from authority.console import Console
 from authority.dischargers import KeyRefresh, TrustedDischargers
 from authority.feed import RevocationFeed
 from authority.introspection import Introspection
+from authority.leaks import ADMIN_CREDENTIAL, USER_CREDENTIAL, Leaks, PublicRevocation
 from authority.listing import Listing
 from authority.minting import Minting
 from authority.orgs import Orgs
@@ -29,6 +30,7 @@ from authority.store import AuthorityStore, open_store
 from authority.usage import Usage
 from authority.verification import Checker
 from clients import tokens
+from clients.errors import ConfigError
 
 
 class Authority:
@@ -40,7 +42,8 @@ class Authority:
         self.feed = RevocationFeed(store, self.records, config.feed_poll_interval)
         self.usage = Usage(store, DenialLog(), config.last_used_interval, config.flush_interval)
         self.checker = Checker(config.public_url, trust.locations(), self.records, self.usage, self.usage.denials,
-                               self.feed.fresh, keys.user_token_signature)
+                               self.feed.fresh, keys.user_token_signature,
+                               lambda token_id: store.credential_revoked(USER_CREDENTIAL + token_id))
         self.orgs = Orgs(store)
         self.minting = Minting(config, store, keys, self.checker, trust)
         self.introspection = Introspection(self.checker)
@@ -49,6 +52,8 @@ class Authority:
         self.selfservice = SelfService(self.checker, self.minting, self.listing, self.revocation, store)
         self.console = Console(config.public_url, store, keys, self.minting, self.selfservice)
         self.discharger_keys = KeyRefresh(trust, config.discharger_url, store)
+        self.leaks = Leaks(store, self.checker, self.revocation)
+        self.public_revocation = PublicRevocation(store, self.leaks, config.public_revocations_per_hour)
 
     @classmethod
     async def open(cls, config: AuthorityConfig, say: Callable[[str], None] | None = None) -> Authority:
@@ -61,7 +66,11 @@ class Authority:
             await keys.master.check(store, config.db_path)
             await keys.load_user_key(store)
             if config.admin_token:
-                await store.add_admin(tokens.secret_digest(config.admin_token), int(time.time()))
+                digest = tokens.secret_digest(config.admin_token)
+                if await store.credential_revoked(ADMIN_CREDENTIAL + digest.hex()):
+                    raise ConfigError("SABLE_ADMIN_TOKEN was reported leaked and is disabled: make a new one "
+                                      "(sable admin create) and give that instead")
+                await store.add_admin(digest, int(time.time()))
         except BaseException:
             await store.close()
             raise
@@ -69,10 +78,12 @@ class Authority:
 
     async def start(self) -> None:
         await self.feed.start()
+        await self.public_revocation.start()
         await self.usage.start()
         await self.discharger_keys.start()
 
     async def close(self) -> None:
+        await self.public_revocation.stop()
         await self.discharger_keys.stop()
         await self.feed.stop()
         await self.usage.stop()

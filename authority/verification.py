@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -256,8 +256,10 @@ class Checker:
 
     def __init__(self, location: str, trusted: frozenset[str], records: TokenCache, usage: Usage,
                  denials: DenialLog, fresh: Callable[[], bool] = lambda: True,
-                 user_signature: Callable[[bytes], bytes] | None = None):
+                 user_signature: Callable[[bytes], bytes] | None = None,
+                 user_revoked: Callable[[str], Awaitable[bool]] | None = None):
         self.location = location
+        self.user_revoked = user_revoked  # whether a user token's id was reported leaked (SPEC §18)
         self.user_signature = user_signature  # a user token's initial signature (derived key)
         self.fresh = fresh  # whether the revocation view is recent enough to trust
         self.trusted = trusted
@@ -313,13 +315,20 @@ class Checker:
         main, discharges = separate_discharges(presented)
         if main.prefix != tokens.USER:
             raise Denial("a user token (sable_ut_) is required here")
-        if self.user_signature is None:
-            raise Denial("this authority issues no user tokens")
-        org, role = tokens.user_claims(main)
-        rec = TokenRecord(id=main.token_id or "", kind="user", org=org, user=None, parent=None,
-                          caveat_count=USER_TOKEN_CAVEATS, sig0=self.user_signature(main.identifier), revoked=False,
-                          revoked_fps=set(), last_used_at=0)
+        rec = self.user_record(main)
         verified = verify(main, discharges, rec, access, time.time(), self.location, self.trusted)
         if verified.user is None:
             raise Denial("the discharge names no user")
-        return verified, org, role
+        if self.user_revoked is not None and await self.user_revoked(rec.id):
+            raise Denial("this user token was reported leaked and is revoked")
+        return verified, rec.org, tokens.user_claims(main)[1]
+
+    def user_record(self, main: Token) -> TokenRecord:
+        """The record a user token is judged against: user tokens are not stored, their key
+        is derived from their identifier."""
+        if self.user_signature is None:
+            raise Denial("this authority issues no user tokens")
+        org, _ = tokens.user_claims(main)
+        return TokenRecord(id=main.token_id or "", kind="user", org=org, user=None, parent=None,
+                           caveat_count=USER_TOKEN_CAVEATS, sig0=self.user_signature(main.identifier), revoked=False,
+                           revoked_fps=set(), last_used_at=0)

@@ -58,9 +58,13 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-class BodyTooLarge(BadRequest):
-    def __init__(self) -> None:
-        super().__init__(f"request body is larger than {MAX_BODY} bytes")
+class TooLarge(BadRequest):
+    """A request too large to take (413)."""
+
+
+class BodyTooLarge(TooLarge):
+    def __init__(self, limit: int = MAX_BODY) -> None:
+        super().__init__(f"request body is larger than {limit} bytes")
 
 
 def json_response(data: object, status: int = 200, headers: dict | None = None) -> web.Response:
@@ -77,7 +81,7 @@ def error_response(code: str, message: str, status: int, retry_after: int | None
 
 
 def error_for(e: SableError) -> web.Response:
-    status = 413 if isinstance(e, BodyTooLarge) else STATUS[e.code]
+    status = 413 if isinstance(e, TooLarge) else STATUS[e.code]
     retry_after = e.retry_after
     if retry_after is None and e.code in ("rate_limited", "unavailable"):
         retry_after = 1  # every 429 and 503 says when to come back (SPEC §4)
@@ -249,6 +253,18 @@ async def read_json(request: web.Request) -> dict:
         raise BadRequest("body must be a JSON object")
     refuse_control_in(body)
     return body
+
+
+async def read_raw(request: web.Request, limit: int) -> bytes:
+    """The raw body of an endpoint that takes more than MAX_BODY (up to `limit`; 413 past it)."""
+    if request.content_length is not None and request.content_length > limit:
+        raise BodyTooLarge(limit)
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(1 << 16):
+        body += chunk
+        if len(body) > limit:
+            raise BodyTooLarge(limit)
+    return bytes(body)
 
 
 def bearer(request: web.Request) -> str | None:

@@ -103,6 +103,9 @@ TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("console_signins", ("hash", "sealed", "expires_at")),
     ("used_discharges", ("token_id", "discharge_id", "expires_at")),
     ("introspectors", ("hash", "orgs", "created_at")),
+    ("revoked_credentials", ("credential", "expires_at")),
+    ("leak_queue", ("seq", "credentials", "client", "received_at", "claimed_until")),
+    ("public_revocation_counts", ("client", "hour", "n")),
 )
 
 # What the master key seals (`sable admin rotate-master-key` re-seals these). A token's key or
@@ -209,6 +212,26 @@ class AuthorityStore(ServiceStore, Protocol):
         ...
     async def list_introspectors(self) -> list[tuple[bytes, tuple[str, ...], int]]: ...
     async def remove_introspector(self, digest: bytes) -> bool: ...
+
+    # leaks (SPEC §18): credentials revoked by key (`ut:` a user token's id, until it expires;
+    # `adm:` an admin credential's digest, for good), the public revocation queue and its
+    # hourly count per address
+    async def revoke_credential(self, key: str, expires_at: int, now: int, audit: AuditRecord) -> bool:
+        """List a credential as revoked until `expires_at` (and forget listed ones past
+        theirs); whether it was new (the audit row is stored only then)."""
+        ...
+    async def credential_revoked(self, key: str) -> bool: ...
+    async def count_public_revocation(self, client: str, hour: int, limit: int) -> bool:
+        """Count one request from `client` in this hour, across every process; whether it is
+        within `limit` (a refused one is not counted)."""
+        ...
+    async def queue_leak_report(self, credentials: str, client: str | None, now: int) -> None: ...
+    async def claim_leak_reports(self, now: int, lease: int, limit: int) -> list[tuple[int, str, str | None]]:
+        """Up to `limit` queued reports (id, credentials, client) nobody else holds, held for
+        `lease` seconds: a process that dies leaves them to another after that."""
+        ...
+    async def finish_leak_report(self, report_id: int) -> None: ...
+    async def leak_queue_depth(self) -> int: ...
 
     # the console's browser state: sessions and sign-ins in flight, keyed by secret digests
     async def create_console_session(self, digest: bytes, row: ConsoleSessionRow, now: int,

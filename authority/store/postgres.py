@@ -307,6 +307,27 @@ CREATE TABLE IF NOT EXISTS introspectors (
 );
 """
 
+# v7 (SPEC §18): credentials reported leaked (user tokens until they expire, admin credentials), the public revocation queue and its counts.
+V7 = """
+CREATE TABLE IF NOT EXISTS revoked_credentials (
+    credential TEXT PRIMARY KEY,
+    expires_at BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS leak_queue (
+    seq BIGSERIAL PRIMARY KEY,
+    credentials TEXT NOT NULL,
+    client TEXT,
+    received_at BIGINT NOT NULL,
+    claimed_until BIGINT NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS public_revocation_counts (
+    client TEXT NOT NULL,
+    hour BIGINT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (client, hour)
+);
+"""
+
 _REVOKE_BATCH = ("SELECT ord, ids FROM authority.revoke_batch($1::text[], $2::bytea[], $3::bigint[], $4, $5::float8[],"
                  " $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[],"
                  " $14::text[], $15::text[], $16::bool[])")
@@ -330,13 +351,58 @@ ORDER BY t.ord
 
 class PostgresStore(PgDatabase):
     SCHEMA = "authority"
-    MIGRATIONS = (COMMON_V1 + V1, V2, V3, V4, V5, V6)
+    MIGRATIONS = (COMMON_V1 + V1, V2, V3, V4, V5, V6, V7)
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         # Strips and mints are grouped, and so are revocations: see GroupCall.
         self._inserts = GroupCall(self._insert_batch, limit=64, fail_all=(StoreError,))
         self._revocations = GroupCall(self._revoke_batch, limit=64, fail_all=(StoreError,), parallel=2)
+
+    # --- leaks (SPEC §18) ------------------------------------------------------------------
+
+    async def revoke_credential(self, key: str, expires_at: int, now: int, audit: AuditRecord) -> bool:
+        async with self._tx() as c:
+            await c.execute("DELETE FROM authority.revoked_credentials WHERE expires_at < $1", now)
+            new = await c.fetchval("INSERT INTO authority.revoked_credentials (credential, expires_at) VALUES ($1, $2)"
+                                   " ON CONFLICT DO NOTHING RETURNING 1", key, expires_at) is not None
+            if new:
+                await self._audit(c, [audit])
+        return new
+
+    async def credential_revoked(self, key: str) -> bool:
+        return await self._one("SELECT 1 FROM authority.revoked_credentials WHERE credential = $1", key) is not None
+
+    async def count_public_revocation(self, client: str, hour: int, limit: int) -> bool:
+        async with self._tx() as c:
+            await c.execute("DELETE FROM authority.public_revocation_counts WHERE hour < $1", hour)
+            # One statement: concurrent requests on several replicas each see the others' counts.
+            n = await c.fetchval(
+                "INSERT INTO authority.public_revocation_counts AS p (client, hour, n) VALUES ($1, $2, 1)"
+                " ON CONFLICT (client, hour) DO UPDATE SET n = p.n + 1 WHERE p.n < $3 RETURNING n",
+                client, hour, limit)
+        return n is not None
+
+    async def queue_leak_report(self, credentials: str, client: str | None, now: int) -> None:
+        async with self._tx() as c:
+            await c.execute("INSERT INTO authority.leak_queue (credentials, client, received_at) VALUES ($1, $2, $3)",
+                            credentials, client, now)
+
+    async def claim_leak_reports(self, now: int, lease: int, limit: int) -> list[tuple[int, str, str | None]]:
+        async with self._tx() as c:
+            rows = await c.fetch(
+                "UPDATE authority.leak_queue SET claimed_until = $2 WHERE seq IN (SELECT seq FROM authority.leak_queue"
+                " WHERE claimed_until <= $1 ORDER BY seq LIMIT $3 FOR UPDATE SKIP LOCKED)"
+                " RETURNING seq, credentials, client", now, now + lease, limit)
+        return sorted((r[0], r[1], r[2]) for r in rows)
+
+    async def finish_leak_report(self, report_id: int) -> None:
+        async with self._tx() as c:
+            await c.execute("DELETE FROM authority.leak_queue WHERE seq = $1", report_id)
+
+    async def leak_queue_depth(self) -> int:
+        row = await self._one("SELECT count(*) FROM authority.leak_queue")
+        return int(row[0]) if row else 0
 
     # --- introspect-only credentials -------------------------------------------------------
 

@@ -99,6 +99,27 @@ CREATE TABLE IF NOT EXISTS introspectors (
 );
 """
 
+# v7 (SPEC §18): credentials reported leaked (user tokens until they expire, admin credentials), the public revocation queue and its counts.
+V7 = """
+CREATE TABLE IF NOT EXISTS revoked_credentials (
+    credential TEXT PRIMARY KEY,
+    expires_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS leak_queue (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    credentials TEXT NOT NULL,
+    client TEXT,
+    received_at INTEGER NOT NULL,
+    claimed_until INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS public_revocation_counts (
+    client TEXT NOT NULL,
+    hour INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (client, hour)
+);
+"""
+
 _TOKEN_COLS = ", ".join(TOKEN_COLUMNS)
 _INSERT_TOKEN = f"INSERT INTO tokens ({_TOKEN_COLS}) VALUES ({', '.join('?' * len(TOKEN_COLUMNS))})"
 
@@ -106,7 +127,53 @@ _INSERT_TOKEN = f"INSERT INTO tokens ({_TOKEN_COLS}) VALUES ({', '.join('?' * le
 class SqliteStore(Database):
     # v2 and v4 changed only the PostgreSQL schema (functions); versions stay the same on both
     # backends so `sable db copy` can compare them.
-    MIGRATIONS = (COMMON_V1 + V1, "SELECT 1", V3, "SELECT 1", V5, V6)
+    MIGRATIONS = (COMMON_V1 + V1, "SELECT 1", V3, "SELECT 1", V5, V6, V7)
+
+    # --- leaks (SPEC §18) ------------------------------------------------------------------
+
+    async def revoke_credential(self, key: str, expires_at: int, now: int, audit: AuditRecord) -> bool:
+        def run(c: sqlite3.Connection) -> bool:
+            c.execute("DELETE FROM revoked_credentials WHERE expires_at < ?", (now,))
+            new = c.execute("INSERT OR IGNORE INTO revoked_credentials (credential, expires_at) VALUES (?, ?)",
+                            (key, expires_at)).rowcount == 1
+            if new:
+                self._audit(c, [audit])
+            return new
+        return await self._tx(run)
+
+    async def credential_revoked(self, key: str) -> bool:
+        return await self._one("SELECT 1 FROM revoked_credentials WHERE credential = ?", (key,)) is not None
+
+    async def count_public_revocation(self, client: str, hour: int, limit: int) -> bool:
+        def run(c: sqlite3.Connection) -> bool:
+            c.execute("DELETE FROM public_revocation_counts WHERE hour < ?", (hour,))
+            row = c.execute("SELECT n FROM public_revocation_counts WHERE client = ? AND hour = ?",
+                            (client, hour)).fetchone()
+            if row is not None and row[0] >= limit:
+                return False
+            c.execute("INSERT INTO public_revocation_counts (client, hour, n) VALUES (?, ?, 1)"
+                      " ON CONFLICT (client, hour) DO UPDATE SET n = n + 1", (client, hour))
+            return True
+        return await self._tx(run)
+
+    async def queue_leak_report(self, credentials: str, client: str | None, now: int) -> None:
+        await self._tx(lambda c: c.execute("INSERT INTO leak_queue (credentials, client, received_at) VALUES (?, ?, ?)",
+                                           (credentials, client, now)))
+
+    async def claim_leak_reports(self, now: int, lease: int, limit: int) -> list[tuple[int, str, str | None]]:
+        def run(c: sqlite3.Connection) -> list[tuple[int, str, str | None]]:
+            rows = c.execute("SELECT seq, credentials, client FROM leak_queue WHERE claimed_until <= ? ORDER BY seq"
+                             " LIMIT ?", (now, limit)).fetchall()
+            c.executemany("UPDATE leak_queue SET claimed_until = ? WHERE seq = ?", [(now + lease, r[0]) for r in rows])
+            return [(r[0], r[1], r[2]) for r in rows]
+        return await self._tx(run)
+
+    async def finish_leak_report(self, report_id: int) -> None:
+        await self._tx(lambda c: c.execute("DELETE FROM leak_queue WHERE seq = ?", (report_id,)))
+
+    async def leak_queue_depth(self) -> int:
+        row = await self._one("SELECT count(*) FROM leak_queue")
+        return int(row[0]) if row else 0
 
     # --- introspect-only credentials -------------------------------------------------------
 

@@ -274,3 +274,34 @@ async def test_a_discharge_strips_a_single_use_token_once(store):
     # a revoked parent refuses before the discharge is counted
     await store.revoke_token(parent.id, 600, lambda ids: None)
     assert not await store.insert_token(token(parent=parent.id, created_at=601), mint(), (), ("ef" * 16, 900))
+
+
+# --- leaks (SPEC §18) --------------------------------------------------------------------------
+
+
+async def test_a_revoked_credential_is_listed_until_it_expires(store):
+    assert await store.revoke_credential("ut:a", 100, 50, AuditRecord("revoke", token_id="a"))
+    assert not await store.revoke_credential("ut:a", 100, 50, AuditRecord("revoke", token_id="a"))  # not new
+    assert await store.credential_revoked("ut:a") and not await store.credential_revoked("ut:b")
+    assert len([r for r in await store.audit_rows("revoke") if r.token_id == "a"]) == 1
+    await store.revoke_credential("ut:b", 300, 101, AuditRecord("revoke"))  # a later write forgets the lapsed
+    assert not await store.credential_revoked("ut:a") and await store.credential_revoked("ut:b")
+
+
+async def test_public_revocations_are_counted_per_address_and_hour(store):
+    assert [await store.count_public_revocation("1.2.3.4", 10, 2) for _ in range(3)] == [True, True, False]
+    assert await store.count_public_revocation("5.6.7.8", 10, 2)
+    assert await store.count_public_revocation("1.2.3.4", 11, 2)  # the next hour
+
+
+async def test_a_queued_report_is_held_by_one_claimant_until_its_lease_ends(store):
+    await store.queue_leak_report('["a"]', "1.2.3.4", 100)
+    await store.queue_leak_report('["b"]', None, 100)
+    first = await store.claim_leak_reports(100, 60, 1)
+    assert [(c, who) for _, c, who in first] == [('["a"]', "1.2.3.4")]
+    second = await store.claim_leak_reports(100, 60, 10)
+    assert [c for _, c, _ in second] == ['["b"]']
+    assert await store.claim_leak_reports(159, 60, 10) == []
+    await store.finish_leak_report(second[0][0])
+    again = await store.claim_leak_reports(160, 60, 10)  # the first claimant died: its lease ended
+    assert [c for _, c, _ in again] == ['["a"]'] and await store.leak_queue_depth() == 1
