@@ -279,9 +279,11 @@ async def secret_scanning(request: web.Request) -> web.Response:
 @routes.post("/v1/credentials/revoke")
 async def public_revoke(request: web.Request) -> web.Response:
     """Anyone who finds a token (SPEC §18): queued and answered before anything is judged."""
+    public = _authority(request).public_revocation
+    who = Caller(throttle_key(client_address(request)), request[REQUEST_ID])
+    await public.admit(who)  # counted before the body is read
     credentials = schemas.found_credentials(await read_raw(request, secret_scanning_kit.MAX_REPORT_BYTES))
-    await _authority(request).public_revocation.submit(credentials, Caller(throttle_key(client_address(request)),
-                                                                            request[REQUEST_ID]))
+    await public.submit(credentials, who)
     return json_response({}, status=202)
 
 

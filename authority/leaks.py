@@ -30,9 +30,10 @@ from authority.revocation import Revocation
 from authority.store import AuthorityStore
 from authority.verification import Checker, authenticate, verify
 from clients import tokens
-from clients.errors import Denial, RateLimited, SableError
+from clients.errors import Denial, MalformedToken, RateLimited, SableError, Unavailable
 from clients.tokens import Token
 from server.audit import AuditRecord, Caller
+from server.masterkey import MasterKey
 from server.periodic import Periodic
 from server.secret_scanning import Reported
 
@@ -58,8 +59,11 @@ class Leaks:
 
     async def report(self, reported: list[Reported], caller: Caller, via: str) -> list[bool]:
         """Judge every item and revoke the genuine ones (committed before this returns);
-        whether each is genuine, in order."""
-        items = [_Item(r) for r in reported]
+        whether each is genuine, in order. A string repeated in a report is judged once."""
+        unique: dict[str, _Item] = {}
+        for r in reported:
+            unique.setdefault(r.token, _Item(r))
+        items = list(unique.values())
         for item in items:
             item.audit = caller.record("leak", detail={"via": via, "url": item.reported.url,
                                                        "source": item.reported.source})
@@ -79,17 +83,24 @@ class Leaks:
         for item in items:
             if item.token is not None and item.token.prefix == tokens.DISCHARGE:
                 item.genuine = await self._discharge(item, items, caller)
-        for item in items:
-            assert item.audit is not None
-            item.audit.detail = {**(item.audit.detail or {}),
-                                 "label": "true_positive" if item.genuine else "false_positive"}
-        await self.store.write_audit([item.audit for item in items if item.audit is not None])
-        return [item.genuine for item in items]
+        # A row for each genuine item; the false positives only as a count (anyone may report
+        # a thousand made-up strings, and the audit trail is kept for good).
+        genuine = [item.audit for item in items if item.genuine and item.audit is not None]
+        for row in genuine:
+            row.add(label="true_positive")
+        summary = caller.record("leak_report", detail={"via": via, "items": len(reported), "genuine": len(genuine)})
+        await self.store.write_audit([*genuine, summary])
+        return [unique[r.token].genuine for r in reported]
 
     async def _macaroon(self, item: _Item, caller: Caller) -> bool:
         assert item.token is not None and item.audit is not None
+        rec = await self.checker.records.get(item.token.token_id)  # type: ignore[arg-type]  # not a discharge
         try:
-            revoked = await self.revocation.revoke_value([item.reported.token], caller)
+            if rec is not None and rec.revoked:  # dead already: genuine, and nothing more to write
+                authenticate(item.token, rec, self.checker.location, revoked_ok=True)
+                revoked = []
+            else:
+                revoked = await self.revocation.revoke_value([item.reported.token], caller)
         except Denial:  # forged, unknown, or another authority's
             return False
         item.audit.token_id = item.token.token_id
@@ -101,7 +112,7 @@ class Leaks:
         try:
             rec = self.checker.user_record(item.token)
             authenticate(item.token, rec, self.checker.location, revoked_ok=True)
-        except (Denial, SableError):
+        except (Denial, MalformedToken):
             return False
         now = int(time.time())
         item.audit.token_id, item.audit.org = rec.id, rec.org
@@ -117,6 +128,10 @@ class Leaks:
         for main in items:
             if not main.genuine or main.token is None or main.token.prefix == tokens.DISCHARGE:
                 continue
+            # Only a token with a third-party caveat of this discharge's id can be its match:
+            # known without any cryptography, so a report of many strings costs one check each.
+            if not any(c.third_party and c.cid == item.token.identifier for c in main.token.caveats):
+                continue
             rec: TokenRecord | None
             try:
                 if main.token.prefix == tokens.USER:
@@ -127,8 +142,8 @@ class Leaks:
                         rec = dataclasses.replace(rec, revoked=False, revoked_fps=set())
                 verified = verify(main.token, [item.token], rec, None, time.time(), self.checker.location,
                                   self.checker.trusted)
-            except (Denial, SableError):
-                continue
+            except (Denial, MalformedToken):
+                return False
             item.audit.token_id = main.token.token_id
             item.audit.add(kind="discharge", user=verified.user)
             if main.token.prefix == tokens.USER and verified.user:
@@ -145,15 +160,19 @@ class Leaks:
         except SableError:
             return False
         key = ADMIN_CREDENTIAL + digest.hex()
-        if await self.store.is_admin(item.reported.token):
-            await self.store.remove_admin(digest)
-        elif await self.store.introspector(digest) is not None:
-            await self.store.remove_introspector(digest)
-        elif not await self.store.credential_revoked(key):
+        admin = await self.store.is_admin(item.reported.token)
+        introspector = not admin and await self.store.introspector(digest) is not None
+        if not (admin or introspector or await self.store.credential_revoked(key)):
             return False
-        item.audit.add(kind="admin")
+        # Listed before it is removed: a replica starting meanwhile sees the listing after
+        # adding its SABLE_ADMIN_TOKEN and takes it out again (Authority.open).
         disabled = caller.record("admin_disabled", detail={"by": "leak"})
         await self.store.revoke_credential(key, FOREVER, int(time.time()), disabled)
+        if admin:
+            await self.store.remove_admin(digest)
+        elif introspector:
+            await self.store.remove_introspector(digest)
+        item.audit.add(kind="admin")
         return True
 
 
@@ -170,32 +189,42 @@ class PublicRevocation:
 
     EVERY = 1.0  # seconds between looks at the queue (a local submit wakes it at once)
     LEASE = 60  # seconds a claimed report is held before another process may take it
-    BATCH = 16
+    MAX_QUEUED = 10_000  # reports waiting, from everyone: past it, 503 until the queue drains
 
-    def __init__(self, store: AuthorityStore, leaks: Leaks, per_hour: int):
+    def __init__(self, store: AuthorityStore, leaks: Leaks, master: MasterKey, per_hour: int):
         self.store = store
         self.leaks = leaks
+        self.master = master  # queued strings may be live secrets: they wait sealed
         self.per_hour = per_hour
         self.loop = Periodic("public-revocations", self.work, self.EVERY, at_start=True)
 
-    async def submit(self, credentials: list[str], caller: Caller) -> None:
+    async def admit(self, caller: Caller) -> None:
+        """Count a request from this address (before its body is read); RateLimited past the
+        hour's limit, Unavailable while the queue is full."""
         now = int(time.time())
         if not await self.store.count_public_revocation(caller.client or "-", now // 3600, self.per_hour):
             raise RateLimited(f"at most {self.per_hour} reports an hour from one address",
                               retry_after=3600 - now % 3600)
-        await self.store.queue_leak_report(orjson.dumps(credentials).decode(), caller.client, now)
+        if await self.store.leak_queue_depth() >= self.MAX_QUEUED:
+            raise Unavailable("too many reports are waiting; try again later", retry_after=60)
+
+    async def submit(self, credentials: list[str], caller: Caller) -> None:
+        await self.store.queue_leak_report(self.master.seal(orjson.dumps(credentials)), caller.client,
+                                           int(time.time()))
         self.loop.wake()
 
     async def work(self) -> int:
-        """Judge queued reports until none is left; how many were done."""
+        """Judge queued reports, one claimed at a time, until none is left; how many were done."""
         done = 0
-        while rows := await self.store.claim_leak_reports(int(time.time()), self.LEASE, self.BATCH):
-            for seq, credentials, client in rows:
-                items = [Reported(text, "", "", "public") for text in orjson.loads(credentials)]
+        while rows := await self.store.claim_leak_reports(int(time.time()), self.LEASE, 1):
+            seq, sealed, client = rows[0]
+            plain = self.master.unseal(sealed)
+            if plain is not None:  # else sealed under a master key since replaced: nothing to judge
+                items = [Reported(text, "", "", "public") for text in orjson.loads(plain)]
                 genuine = await self.leaks.report(items, Caller(client=client), via="public")
-                await self.store.finish_leak_report(seq)
                 log.info("public_revocation", items=len(items), genuine=sum(genuine))
-                done += 1
+            await self.store.finish_leak_report(seq)
+            done += 1
         return done
 
     async def start(self) -> None:

@@ -53,7 +53,7 @@ class Authority:
         self.console = Console(config.public_url, store, keys, self.minting, self.selfservice)
         self.discharger_keys = KeyRefresh(trust, config.discharger_url, store)
         self.leaks = Leaks(store, self.checker, self.revocation)
-        self.public_revocation = PublicRevocation(store, self.leaks, config.public_revocations_per_hour)
+        self.public_revocation = PublicRevocation(store, self.leaks, keys.master, config.public_revocations_per_hour)
 
     @classmethod
     async def open(cls, config: AuthorityConfig, say: Callable[[str], None] | None = None) -> Authority:
@@ -71,6 +71,10 @@ class Authority:
                     raise ConfigError("SABLE_ADMIN_TOKEN was reported leaked and is disabled: make a new one "
                                       "(sable admin create) and give that instead")
                 await store.add_admin(digest, int(time.time()))
+                if await store.credential_revoked(ADMIN_CREDENTIAL + digest.hex()):  # listed meanwhile
+                    await store.remove_admin(digest)
+                    raise ConfigError("SABLE_ADMIN_TOKEN was reported leaked and is disabled: make a new one "
+                                      "(sable admin create) and give that instead")
         except BaseException:
             await store.close()
             raise

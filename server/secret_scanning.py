@@ -34,6 +34,7 @@ GITHUB_KEYS_URL = "https://api.github.com/meta/public_keys/secret_scanning"
 MAX_REPORT_BYTES = 1 << 20
 MAX_ITEMS = 1000
 REFETCH_EVERY = 60.0  # seconds between fetches caused by unknown key identifiers
+RETRY_AFTER_FAILURE = 5.0  # seconds a failed fetch is not retried (reports meanwhile: 503)
 MAX_KEYS_DOCUMENT = 1 << 20
 KEY_ID_HEADER = "Github-Public-Key-Identifier"
 SIGNATURE_HEADER = "Github-Public-Key-Signature"
@@ -63,7 +64,8 @@ class GitHubKeys:
         self.url = url
         self.timeout = timeout
         self.keys: dict[str, ec.EllipticCurvePublicKey] = {}
-        self.fetched_at: float | None = None
+        self.fetched_at: float | None = None  # the last fetch that succeeded
+        self.failed_at: float | None = None  # the last that did not: retried after RETRY_AFTER_FAILURE
         self._lock = asyncio.Lock()
 
     async def check(self, body: bytes, key_id: str | None, signature: str | None) -> None:
@@ -81,10 +83,17 @@ class GitHubKeys:
 
     async def _refetched(self, key_id: str) -> ec.EllipticCurvePublicKey:
         async with self._lock:
-            if key_id not in self.keys and (self.fetched_at is None
-                                             or time.monotonic() - self.fetched_at >= REFETCH_EVERY):
-                self.fetched_at = time.monotonic()
-                self.keys = await self._fetch()
+            now = time.monotonic()
+            if key_id not in self.keys and (self.fetched_at is None or now - self.fetched_at >= REFETCH_EVERY):
+                if self.failed_at is not None and now - self.failed_at < RETRY_AFTER_FAILURE:
+                    raise Unavailable("GitHub's secret-scanning keys cannot be fetched; try again shortly",
+                                      retry_after=int(RETRY_AFTER_FAILURE))
+                try:
+                    self.keys = await self._fetch()
+                except Unavailable:
+                    self.failed_at = time.monotonic()
+                    raise
+                self.fetched_at, self.failed_at = time.monotonic(), None
         key = self.keys.get(key_id)
         if key is None:
             raise Unauthorized("the report names a key GitHub does not publish")
@@ -150,7 +159,10 @@ def answer(items: list[Reported], genuine: list[bool]) -> list[dict]:
 
 async def read_report(request: web.Request, keys: GitHubKeys) -> list[Reported]:
     """A signed report from the request: 413 over 1 MiB or 1,000 items, 401 if not GitHub's."""
+    key_id, signature = request.headers.get(KEY_ID_HEADER), request.headers.get(SIGNATURE_HEADER)
+    if not key_id or not signature:  # refused before the body is read
+        raise Unauthorized("a GitHub-signed report is required (Github-Public-Key-Identifier and -Signature)")
     body = await read_raw(request, MAX_REPORT_BYTES)
-    await keys.check(body, request.headers.get(KEY_ID_HEADER), request.headers.get(SIGNATURE_HEADER))
+    await keys.check(body, key_id, signature)
     return parse_report(body)
 

@@ -86,7 +86,9 @@ class ForwardAuth:
         # Authorization value -> (tokens, whether its scheme is DPoP), or why it is refused
         self.presentations: dict[str, tuple[list[str], bool] | str] = {}
         family = None if config.gateway in (None, "envoy") else FAMILIES[config.gateway]
-        self.family = None if family is None else (family[0], family[2], family[3])
+        # (method, host, uri, then proto where the family has it): each must come exactly once
+        self.family = None if family is None else (family[0], family[2], family[3],
+                                                   *(() if family[1] is None else (family[1],)))
 
     def serves(self, raw_path: str) -> bool:
         """Whether a request target is this endpoint's (the front door's test)."""

@@ -115,6 +115,7 @@ SEALED: tuple[SealedColumn, ...] = (
     SealedColumn("meta", "k", "v", "k = 'user_token_key'"),
     SealedColumn("tokens", "id", "sealed_key", required=False),
     SealedColumn("console_signins", "hash", "sealed", required=False),
+    SealedColumn("leak_queue", "seq", "credentials", required=False),
 )
 
 
@@ -225,8 +226,8 @@ class AuthorityStore(ServiceStore, Protocol):
         """Count one request from `client` in this hour, across every process; whether it is
         within `limit` (a refused one is not counted)."""
         ...
-    async def queue_leak_report(self, credentials: str, client: str | None, now: int) -> None: ...
-    async def claim_leak_reports(self, now: int, lease: int, limit: int) -> list[tuple[int, str, str | None]]:
+    async def queue_leak_report(self, credentials: bytes, client: str | None, now: int) -> None: ...
+    async def claim_leak_reports(self, now: int, lease: int, limit: int) -> list[tuple[int, bytes, str | None]]:
         """Up to `limit` queued reports (id, credentials, client) nobody else holds, held for
         `lease` seconds: a process that dies leaves them to another after that."""
         ...

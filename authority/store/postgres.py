@@ -315,7 +315,7 @@ CREATE TABLE IF NOT EXISTS revoked_credentials (
 );
 CREATE TABLE IF NOT EXISTS leak_queue (
     seq BIGSERIAL PRIMARY KEY,
-    credentials TEXT NOT NULL,
+    credentials BYTEA NOT NULL,
     client TEXT,
     received_at BIGINT NOT NULL,
     claimed_until BIGINT NOT NULL DEFAULT 0
@@ -383,18 +383,18 @@ class PostgresStore(PgDatabase):
                 client, hour, limit)
         return n is not None
 
-    async def queue_leak_report(self, credentials: str, client: str | None, now: int) -> None:
+    async def queue_leak_report(self, credentials: bytes, client: str | None, now: int) -> None:
         async with self._tx() as c:
             await c.execute("INSERT INTO authority.leak_queue (credentials, client, received_at) VALUES ($1, $2, $3)",
                             credentials, client, now)
 
-    async def claim_leak_reports(self, now: int, lease: int, limit: int) -> list[tuple[int, str, str | None]]:
+    async def claim_leak_reports(self, now: int, lease: int, limit: int) -> list[tuple[int, bytes, str | None]]:
         async with self._tx() as c:
             rows = await c.fetch(
                 "UPDATE authority.leak_queue SET claimed_until = $2 WHERE seq IN (SELECT seq FROM authority.leak_queue"
                 " WHERE claimed_until <= $1 ORDER BY seq LIMIT $3 FOR UPDATE SKIP LOCKED)"
                 " RETURNING seq, credentials, client", now, now + lease, limit)
-        return sorted((r[0], r[1], r[2]) for r in rows)
+        return sorted((r[0], bytes(r[1]), r[2]) for r in rows)
 
     async def finish_leak_report(self, report_id: int) -> None:
         async with self._tx() as c:

@@ -107,7 +107,7 @@ CREATE TABLE IF NOT EXISTS revoked_credentials (
 );
 CREATE TABLE IF NOT EXISTS leak_queue (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    credentials TEXT NOT NULL,
+    credentials BLOB NOT NULL,
     client TEXT,
     received_at INTEGER NOT NULL,
     claimed_until INTEGER NOT NULL DEFAULT 0
@@ -156,16 +156,16 @@ class SqliteStore(Database):
             return True
         return await self._tx(run)
 
-    async def queue_leak_report(self, credentials: str, client: str | None, now: int) -> None:
+    async def queue_leak_report(self, credentials: bytes, client: str | None, now: int) -> None:
         await self._tx(lambda c: c.execute("INSERT INTO leak_queue (credentials, client, received_at) VALUES (?, ?, ?)",
                                            (credentials, client, now)))
 
-    async def claim_leak_reports(self, now: int, lease: int, limit: int) -> list[tuple[int, str, str | None]]:
-        def run(c: sqlite3.Connection) -> list[tuple[int, str, str | None]]:
+    async def claim_leak_reports(self, now: int, lease: int, limit: int) -> list[tuple[int, bytes, str | None]]:
+        def run(c: sqlite3.Connection) -> list[tuple[int, bytes, str | None]]:
             rows = c.execute("SELECT seq, credentials, client FROM leak_queue WHERE claimed_until <= ? ORDER BY seq"
                              " LIMIT ?", (now, limit)).fetchall()
             c.executemany("UPDATE leak_queue SET claimed_until = ? WHERE seq = ?", [(now + lease, r[0]) for r in rows])
-            return [(r[0], r[1], r[2]) for r in rows]
+            return [(r[0], bytes(r[1]), r[2]) for r in rows]
         return await self._tx(run)
 
     async def finish_leak_report(self, report_id: int) -> None:

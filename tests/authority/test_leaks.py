@@ -14,6 +14,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from authority.app import create_app
+from authority.store import ConsoleSessionRow
+from server.audit import AuditRecord
 from clients import offline, tokens
 from tests.conftest import AuthorityEnv
 from tests.support import service_token, strip
@@ -65,11 +67,13 @@ async def test_a_leaked_service_token_is_revoked_and_the_answer_names_it_by_hash
                                        (forged, "false_positive"), (junk, "false_positive"))]
     assert st not in json.dumps(answer)
     assert not await env.allowed([st], app="orders", host="worker-7")
-    rows = await leak_rows(env)
-    assert [r.detail["label"] for r in rows] == ["true_positive", "true_positive", "false_positive", "false_positive"]
+    rows = await leak_rows(env)  # a row for each genuine item; the rest only counted
+    assert [r.detail["label"] for r in rows] == ["true_positive", "true_positive"]
     assert all(r.detail["url"] == "https://github.com/octo/repo/blob/abc/config.yml" and r.detail["via"] == "github"
                for r in rows)
-    assert rows[0].token_id == tokens.parse(st).token_id
+    assert [r.token_id for r in rows] == [tokens.parse(st).token_id, tokens.parse(expired).token_id]
+    [summary] = await env.service.store.audit_rows("leak_report")
+    assert summary.detail == {"via": "github", "items": 4, "genuine": 2}
 
 
 async def test_a_leaked_host_attenuation_revokes_only_itself(authority, github):
@@ -112,7 +116,7 @@ async def test_reports_not_signed_by_github_change_nothing(authority, github):
         status, answer = await report(env, body, h)
         assert status == 401, answer
     assert await env.allowed([st], app="orders", host="worker-7")
-    assert await leak_rows(env) == []
+    assert await leak_rows(env) == [] and await env.service.store.audit_rows("leak_report") == []
     # a listed key that is no longer current still verifies
     status, answer = await report(env, body, github.sign(body, github.old))
     assert status == 200 and answer[0]["label"] == "true_positive"
@@ -152,8 +156,17 @@ async def test_a_leaked_user_token_is_refused_until_it_expires(authority, github
     dt = env.discharger.discharge(ut, user="alice")
     headers = {"Authorization": f"Bearer {ut},{dt}"}
     assert (await env.client.get("/v1/tokens", headers=headers)).status == 200
-    status, answer = await report(env, *github.report(ut, dt))
-    assert [a["label"] for a in answer] == ["true_positive", "true_positive"]
+    store = env.service.store
+    await store.create_console_session(b"alice-browser", ConsoleSessionRow("alice", "acme", "admin", 2**40), 1,
+                                       AuditRecord("console_login"))
+    await store.create_console_session(b"bob-browser", ConsoleSessionRow("bob", "acme", "admin", 2**40), 1,
+                                       AuditRecord("console_login"))
+    other = env.discharger.discharge(await env.mint(["apps orders"]), user="alice")  # not bound to ut
+    status, answer = await report(env, *github.report(ut, dt, other))
+    assert [a["label"] for a in answer] == ["true_positive", "true_positive", "false_positive"]
+    # the discharge bound to the user token names whose console sessions end
+    assert await store.console_session(b"alice-browser", 2) is None
+    assert await store.console_session(b"bob-browser", 2) is not None
     resp = await env.client.get("/v1/tokens", headers=headers)
     assert resp.status == 401 and "leaked" in (await resp.json())["message"]
 
@@ -172,11 +185,16 @@ async def test_a_leaked_admin_credential_is_disabled_for_good(authority, github,
 async def test_public_revocation_answers_alike_and_revokes_genuine_tokens(authority):
     env = authority
     st = await service_token(env)
+    public = env.service.public_revocation
+    await public.loop.stop()  # to look at the queue before it is worked off
     answers = []
     for found in ([st], ["sable_st_notatoken"], ["anything at all"]):
         resp = await env.client.post("/v1/credentials/revoke", json={"credentials": found})
         answers.append((resp.status, await resp.read()))
     assert answers == [(202, b"{}")] * 3
+    queued = await env.service.store.claim_leak_reports(0, 0, 10)  # a lease of 0 s: still free for the loop
+    assert len(queued) == 3 and not any(st.encode() in sealed or b"sable_st_" in sealed for _, sealed, _ in queued)
+    public.loop.start()
     deadline = time.monotonic() + 5
     while await env.allowed([st], app="orders", host="worker-7"):
         assert time.monotonic() < deadline, "not revoked within 5 s"
@@ -184,9 +202,10 @@ async def test_public_revocation_answers_alike_and_revokes_genuine_tokens(author
     while await env.service.store.leak_queue_depth():
         assert time.monotonic() < deadline, "reports still queued after 5 s"
         await asyncio.sleep(0.05)
-    rows = await leak_rows(env)
-    assert sorted(r.detail["label"] for r in rows) == ["false_positive", "false_positive", "true_positive"]
-    assert all(r.detail["via"] == "public" for r in rows)
+    [row] = await leak_rows(env)
+    assert row.detail["label"] == "true_positive" and row.detail["via"] == "public"
+    summaries = await env.service.store.audit_rows("leak_report")
+    assert sorted(r.detail["genuine"] for r in summaries) == [0, 0, 1]
     # the fourth report this hour from this address (the test's limit is 3)
     resp = await env.client.post("/v1/credentials/revoke", json={"credentials": ["x"]})
     assert resp.status == 429 and int(resp.headers["Retry-After"]) > 0
@@ -213,3 +232,15 @@ async def test_a_leaked_configured_admin_token_stops_the_next_start(authority, g
     from clients.errors import ConfigError
     with pytest.raises(ConfigError, match="reported leaked"):
         await aiohttp_client(create_app(authority.config))
+
+
+async def test_a_string_repeated_in_a_report_is_judged_once(authority, github):
+    env = authority
+    st = await service_token(env)
+    body, headers = github.report(*[st] * 300, *["sable_dt_made_up"] * 300)
+    status, answer = await report(env, body, headers)
+    assert status == 200 and len(answer) == 600
+    assert {a["label"] for a in answer[:300]} == {"true_positive"} and {a["label"] for a in answer[300:]} == {"false_positive"}
+    assert len(await leak_rows(env)) == 1
+    [summary] = await env.service.store.audit_rows("leak_report")
+    assert summary.detail == {"via": "github", "items": 600, "genuine": 1}

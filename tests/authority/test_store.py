@@ -295,13 +295,13 @@ async def test_public_revocations_are_counted_per_address_and_hour(store):
 
 
 async def test_a_queued_report_is_held_by_one_claimant_until_its_lease_ends(store):
-    await store.queue_leak_report('["a"]', "1.2.3.4", 100)
-    await store.queue_leak_report('["b"]', None, 100)
+    await store.queue_leak_report(b"sealed a", "1.2.3.4", 100)
+    await store.queue_leak_report(b"sealed b", None, 100)
     first = await store.claim_leak_reports(100, 60, 1)
-    assert [(c, who) for _, c, who in first] == [('["a"]', "1.2.3.4")]
+    assert [(c, who) for _, c, who in first] == [(b"sealed a", "1.2.3.4")]
     second = await store.claim_leak_reports(100, 60, 10)
-    assert [c for _, c, _ in second] == ['["b"]']
+    assert [c for _, c, _ in second] == [b"sealed b"]
     assert await store.claim_leak_reports(159, 60, 10) == []
     await store.finish_leak_report(second[0][0])
     again = await store.claim_leak_reports(160, 60, 10)  # the first claimant died: its lease ended
-    assert [c for _, c, _ in again] == ['["a"]'] and await store.leak_queue_depth() == 1
+    assert [c for _, c, _ in again] == [b"sealed a"] and await store.leak_queue_depth() == 1

@@ -210,3 +210,17 @@ async def test_the_request_and_token_memos_are_bounded_and_change_no_answer(auth
     assert (await ask(verifier, token, uri="/orders/" + "x" * 100)).status == 200
     assert (await ask(verifier, token)).status == 200
     assert list(forward.plans) == [("GET", "api.example.test", "/orders/7")] and not forward.presentations
+
+
+async def test_caddys_family_includes_the_proto_exactly_once(authority, aiohttp_client):
+    client = await aiohttp_client(ServedApp(create_app(config(authority, gateway="caddy"))))
+    token = await service_token(authority)
+    family = [("X-Forwarded-Method", "GET"), ("X-Forwarded-Host", "api.example.test"),
+              ("X-Forwarded-Uri", "/orders/7"), ("Authorization", f"Bearer {token}")]
+    deadline = time.monotonic() + 5
+    while (await client.get("/readyz")).status != 200:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    for proto in ([("X-Forwarded-Proto", "https")], [], [("X-Forwarded-Proto", "https")] * 2):
+        resp = await client.get("/v1/forward-auth", headers=[*family, *proto])
+        assert resp.status == (200 if len(proto) == 1 else 403), proto
