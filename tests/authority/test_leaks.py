@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from authority.app import create_app
 from authority.store import ConsoleSessionRow
-from server.audit import AuditRecord
 from clients import offline, tokens
+from server.audit import AuditRecord
 from tests.conftest import AuthorityEnv
 from tests.support import service_token, strip
 from tests.support.github import KEYS_PATH, GitHub, key_id
