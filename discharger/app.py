@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from clients.errors import GrantPending, RateLimited, Unauthorized
+from clients.errors import GrantPending, NotFound, RateLimited, Unauthorized
 from discharger import __version__, pages, schemas
 from discharger.config import DischargerConfig
 from discharger.metrics import DischargerMetrics
 from discharger.pages import DISCHARGER, PAGES
 from discharger.service import Discharger
+from server import secret_scanning as secret_scanning_kit
 from server.http import (
     TRUSTED_PROXIES,
     bearer,
@@ -29,6 +30,7 @@ from server.ratelimit import SlidingCounter, throttle_key
 FLOW_STARTS = web.AppKey("flow_starts", SlidingCounter)
 DEVICE_STARTS = web.AppKey("device_starts", SlidingCounter)
 ID_TOKEN_REFUSALS = web.AppKey("id_token_refusals", SlidingCounter)
+SCANNING_KEYS = web.AppKey("secret_scanning_keys", secret_scanning_kit.GitHubKeys)
 REFUSALS_PER_MINUTE = 120
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 routes = web.RouteTableDef()
@@ -304,6 +306,17 @@ async def _ready(app: web.Application) -> bool:
     return await app[DISCHARGER].store.ping()
 
 
+@routes.post("/v1/secret-scanning/github")
+async def secret_scanning(request: web.Request) -> web.Response:
+    """GitHub's secret-scanning partner endpoint for the discharger's own secrets (SPEC §18)."""
+    keys = request.app.get(SCANNING_KEYS)
+    if keys is None:
+        raise NotFound("secret scanning is off here (secret_scanning_keys_url is empty)")
+    items = await secret_scanning_kit.read_report(request, keys)
+    genuine = await request.app[DISCHARGER].leaks.report(items, caller(request))
+    return json_response(secret_scanning_kit.answer(items, genuine))
+
+
 def create_app(config: DischargerConfig) -> web.Application:
     metrics = DischargerMetrics()
     app = new_app(_ready, metrics, metrics_route=not config.metrics_port)
@@ -324,6 +337,8 @@ def create_app(config: DischargerConfig) -> web.Application:
     app[ID_TOKEN_REFUSALS] = SlidingCounter(REFUSALS_PER_MINUTE, 60.0)
     app[pages.SIGN_IN_TRIES] = SlidingCounter(60, 60.0)
     app[TRUSTED_PROXIES] = parse_networks(config.trusted_proxies)
+    if config.secret_scanning_keys_url:
+        app[SCANNING_KEYS] = secret_scanning_kit.GitHubKeys(config.secret_scanning_keys_url)
     app.add_routes(routes)
     app.add_routes(pages.routes)
     return app

@@ -9,6 +9,7 @@ from clients.errors import ConfigError
 from clients.urls import service_url
 from discharger import providers
 from discharger.providers import ProviderSettings
+from server.secret_scanning import GITHUB_KEYS_URL
 from server.settings import COMMON_KEYS, ServiceSettings, as_list, common
 
 
@@ -29,10 +30,11 @@ class DischargerConfig(ServiceSettings):
     authority_urls: tuple[str, ...] = ()
     identity_providers: tuple[ProviderSettings, ...] = ()  # OpenID providers (SPEC §15)
     passwords: bool = True  # False: people sign in only through a provider
+    secret_scanning_keys_url: str | None = GITHUB_KEYS_URL  # GitHub's keys for leak reports (SPEC §18)
 
 
 KEYS = COMMON_KEYS | frozenset({"keys", "session_ttl", "discharge_ttl", "password_limits", "authority_url",
-                                "identity_provider", "passwords"})
+                                "identity_provider", "passwords", "secret_scanning_keys_url"})
 
 
 def load(config_path: str | None = None, **flags) -> DischargerConfig:
@@ -48,6 +50,8 @@ def load(config_path: str | None = None, **flags) -> DischargerConfig:
         authority_urls=tuple(as_list(pick("authority_url"))),
         identity_providers=providers.parse(pick("identity_provider")),
         passwords=_boolean(pick("passwords", True), "passwords"),
+        secret_scanning_keys_url=service_url(pick("secret_scanning_keys_url", GITHUB_KEYS_URL) or "",
+                                             "secret_scanning_keys_url") or None,
     )
     for url in config.authority_urls:
         service_url(url, "authority_url")

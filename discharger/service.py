@@ -16,6 +16,7 @@ from discharger.device import DeviceLogins
 from discharger.discharges import Discharges
 from discharger.federation import Federation
 from discharger.flows import Flows
+from discharger.leaks import Leaks
 from discharger.oidc import Providers
 from discharger.passkeys import Passkeys
 from discharger.passwords import Hasher
@@ -45,6 +46,7 @@ class Discharger:
         self.federation = Federation(store, self.providers, self.browser, config.public_url)
         self.passkeys = Passkeys(store, self.browser, config.public_url)
         self.principals = Principals(config, store, keys, self.discharges)
+        self.leaks = Leaks(store)
 
     @classmethod
     async def open(cls, config: DischargerConfig) -> Discharger:
@@ -56,7 +58,14 @@ class Discharger:
             await _refuse_principal_like_usernames(store)
             keys = await TicketKeys.load(store, master, config.keys_path)
             if config.admin_token:
-                await store.add_admin(tokens.secret_digest(config.admin_token), int(time.time()))
+                digest = tokens.secret_digest(config.admin_token)
+                for check in ("before", "after"):  # after too: it may be reported while we add it
+                    if await store.leaked(digest):
+                        await store.remove_admin(digest)
+                        raise ConfigError("SABLE_ADMIN_TOKEN was reported leaked and is disabled: make a new one "
+                                          "(sable admin create) and give that instead")
+                    if check == "before":
+                        await store.add_admin(digest, int(time.time()))
             await hasher.start()
             await keys.start()
         except BaseException:

@@ -125,6 +125,7 @@ TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("principals", ("name", "org", "role", "disabled", "created_at")),
     ("trust_policies", ("id", "principal", "issuer", "audience", "claims", "max_age", "created_at")),
     ("used_id_tokens", ("issuer", "jti", "expires_at")),
+    ("leaked_secrets", ("hash", "kind", "reported_at")),
     ("grants", ("hash", "kind", "lookup", "data", "status", "username", "created_at", "expires_at", "interval",
                 "polled_at", "code_hash", "code_expires_at")),
 )
@@ -186,6 +187,14 @@ class DischargerStore(ServiceStore, Protocol):
     async def session_user(self, digest: bytes, now: int) -> str | None: ...
     async def session(self, digest: bytes, now: int) -> SessionRow | None: ...
     async def delete_session(self, digest: bytes) -> bool: ...
+
+    # Secrets reported leaked (SPEC §18), by digest: sessions ended and admin credentials
+    # disabled that way, so a repeated report gets the same label and a leaked
+    # SABLE_ADMIN_TOKEN is never added again.
+    async def record_leaked(self, digest: bytes, kind: str, now: int, audit: AuditRecord) -> bool:
+        """Whether it was new (the audit row is stored only then)."""
+        ...
+    async def leaked(self, digest: bytes) -> bool: ...
 
     # Browser sessions (the `sable_browser` cookie), stored as digests like API sessions.
     async def create_browser_session(self, digest: bytes, username: str, expires_at: int, now: int,

@@ -192,9 +192,18 @@ _KEYS_LOCK = (0x5AB1E, 1)
 _THROTTLE_SPACE = 0x5AB1F
 
 
+# v9 (SPEC §18): secrets reported leaked.
+V9 = """
+CREATE TABLE IF NOT EXISTS leaked_secrets (
+    hash BYTEA PRIMARY KEY,
+    kind TEXT NOT NULL,
+    reported_at BIGINT NOT NULL
+);
+"""
+
 class PostgresStore(PgDatabase):
     SCHEMA = "discharger"
-    MIGRATIONS = (COMMON_V1 + V1, V2, V3, V4, V5, V6, V7, V8)
+    MIGRATIONS = (COMMON_V1 + V1, V2, V3, V4, V5, V6, V7, V8, V9)
 
     async def create_user(self, username: str, password_hash: bytes, roles: dict[str, str], now: int,
                           audit: AuditRecord, idp: str | None = None, link: Link | None = None) -> bool:
@@ -298,6 +307,17 @@ class PostgresStore(PgDatabase):
     async def delete_session(self, digest: bytes) -> bool:
         async with self._tx() as c:
             return await c.fetchval("DELETE FROM discharger.sessions WHERE hash = $1 RETURNING 1", digest) is not None
+
+    async def record_leaked(self, digest: bytes, kind: str, now: int, audit: AuditRecord) -> bool:
+        async with self._tx() as c:
+            new = await c.fetchval("INSERT INTO discharger.leaked_secrets (hash, kind, reported_at) VALUES ($1, $2, $3)"
+                                   " ON CONFLICT DO NOTHING RETURNING 1", digest, kind, now) is not None
+            if new:
+                await self._audit(c, [audit])
+        return new
+
+    async def leaked(self, digest: bytes) -> bool:
+        return await self._one("SELECT 1 FROM discharger.leaked_secrets WHERE hash = $1", digest) is not None
 
     # --- browser sessions and grants ----------------------------------------------------------
 

@@ -169,6 +169,15 @@ CREATE TABLE IF NOT EXISTS used_id_tokens (
 CREATE INDEX IF NOT EXISTS used_id_tokens_expiry ON used_id_tokens(expires_at);
 """
 
+# v9 (SPEC §18): secrets reported leaked.
+V9 = """
+CREATE TABLE IF NOT EXISTS leaked_secrets (
+    hash BLOB PRIMARY KEY,
+    kind TEXT NOT NULL,
+    reported_at INTEGER NOT NULL
+);
+"""
+
 _GRANT_COLS = ("hash, kind, lookup, data, status, created_at, expires_at, username, interval, polled_at, code_hash,"
                " code_expires_at")
 
@@ -178,7 +187,7 @@ def _grant(r: tuple) -> GrantRow:
 
 
 class SqliteStore(Database):
-    MIGRATIONS = (COMMON_V1 + V1, V2, V3, V4, V5, V6, V7, V8)
+    MIGRATIONS = (COMMON_V1 + V1, V2, V3, V4, V5, V6, V7, V8, V9)
 
     async def create_user(self, username: str, password_hash: bytes, roles: dict[str, str], now: int,
                           audit: AuditRecord, idp: str | None = None, link: Link | None = None) -> bool:
@@ -281,6 +290,18 @@ class SqliteStore(Database):
         def run(c: sqlite3.Connection) -> bool:
             return c.execute("DELETE FROM sessions WHERE hash = ?", (digest,)).rowcount == 1
         return await self._tx(run)
+
+    async def record_leaked(self, digest: bytes, kind: str, now: int, audit: AuditRecord) -> bool:
+        def run(c: sqlite3.Connection) -> bool:
+            new = c.execute("INSERT OR IGNORE INTO leaked_secrets (hash, kind, reported_at) VALUES (?, ?, ?)",
+                            (digest, kind, now)).rowcount == 1
+            if new:
+                self._audit(c, [audit])
+            return new
+        return await self._tx(run)
+
+    async def leaked(self, digest: bytes) -> bool:
+        return await self._one("SELECT 1 FROM leaked_secrets WHERE hash = ?", (digest,)) is not None
 
     # --- browser sessions and grants ----------------------------------------------------------
 

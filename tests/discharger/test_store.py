@@ -306,3 +306,11 @@ async def test_principals_and_their_trust_policies(store):
     assert (await store.principal("ci:deploy")).policies == ()
     events = [r.event for r in await store.audit_rows()]
     assert events.count("principal_trust") == 1 and events.count("principal_create") == 3
+
+
+async def test_a_leaked_secret_is_recorded_once(store):
+    assert not await store.leaked(b"d" * 32)
+    assert await store.record_leaked(b"d" * 32, "session", 1, AuditRecord("session_end"))
+    assert not await store.record_leaked(b"d" * 32, "session", 2, AuditRecord("session_end"))
+    assert await store.leaked(b"d" * 32) and not await store.leaked(b"e" * 32)
+    assert len(await store.audit_rows("session_end")) == 1
