@@ -287,6 +287,49 @@ async def public_revoke(request: web.Request) -> web.Response:
     return json_response({}, status=202)
 
 
+async def _webhook_owner(request: web.Request, org: str) -> None:
+    """The admin credential, or an admin of `org` through self-service (SPEC §18)."""
+    member = await _member(request, "w")
+    if member is not None and (member.org != org or member.role != "admin"):
+        raise Forbidden(f"only an admin of org {org} (or the admin credential) manages its webhooks")
+
+
+@routes.post("/v1/webhooks")
+async def webhook_create(request: web.Request) -> web.Response:
+    org, url, events = schemas.webhook_request(await read_json(request))
+    await _webhook_owner(request, org)
+    row, secret = await _authority(request).webhooks.create(org, url, events, caller(request))
+    return json_response({**schemas.webhook(row), "secret": secret}, status=201)
+
+
+@routes.get("/v1/webhooks")
+async def webhook_list(request: web.Request) -> web.Response:
+    org = request.query.get("org")
+    member = await _member(request, "r")
+    if member is not None:
+        if member.role != "admin" or (org or member.org) != member.org:
+            raise Forbidden("only an org's admins (or the admin credential) see its webhooks")
+        org = member.org
+    return json_response({"webhooks": [schemas.webhook(r) for r in await _authority(request).webhooks.list(org)]})
+
+
+@routes.delete("/v1/webhooks/{id}")
+async def webhook_remove(request: web.Request) -> web.Response:
+    hooks = _authority(request).webhooks
+    row = await hooks.get(request.match_info["id"])
+    await _webhook_owner(request, row.org)
+    await hooks.remove(row.id, caller(request))
+    return json_response({"removed": row.id})
+
+
+@routes.post("/v1/webhooks/{id}/test")
+async def webhook_test(request: web.Request) -> web.Response:
+    hooks = _authority(request).webhooks
+    row = await hooks.get(request.match_info["id"])
+    await _webhook_owner(request, row.org)
+    return json_response({"result": "delivered" if await hooks.test(row.id, caller(request)) else "failed"})
+
+
 async def _ready(app: web.Application) -> bool:
     a = app[AUTHORITY]
     return a.feed.fresh() and await a.store.ping()

@@ -8,7 +8,7 @@ from clients.errors import ConfigError
 from clients.tickets import b64d, key_id
 from clients.urls import service_url
 from server.secret_scanning import GITHUB_KEYS_URL
-from server.settings import COMMON_KEYS, ServiceSettings, common
+from server.settings import COMMON_KEYS, ServiceSettings, common, flag
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,7 @@ class AuthorityConfig(ServiceSettings):
     workers: int = 1  # processes sharing the port (SO_REUSEPORT)
     secret_scanning_keys_url: str | None = GITHUB_KEYS_URL  # GitHub's keys for leak reports (SPEC §18)
     public_revocations_per_hour: int = 60  # per client address, across every process
+    webhook_allow_private: bool = False  # webhooks may target private addresses (and http on loopback)
 
 
 def discharger_from_info(info: dict) -> TrustedDischarger:
@@ -50,7 +51,7 @@ def discharger_from_info(info: dict) -> TrustedDischarger:
 
 
 KEYS = COMMON_KEYS | frozenset({"ticket_ttl", "revoke_per_minute", "key_cache_size", "discharger", "dischargers", "workers",
-                                "secret_scanning_keys_url", "public_revocations_per_hour"})
+                                "secret_scanning_keys_url", "public_revocations_per_hour", "webhook_allow_private"})
 
 
 def load(config_path: str | None = None, **flags) -> AuthorityConfig:
@@ -67,6 +68,7 @@ def load(config_path: str | None = None, **flags) -> AuthorityConfig:
         workers=int(pick("workers", 1)),
         secret_scanning_keys_url=pick("secret_scanning_keys_url", GITHUB_KEYS_URL) or None,
         public_revocations_per_hour=int(pick("public_revocations_per_hour", 60)),
+        webhook_allow_private=flag(pick("webhook_allow_private", False), "webhook_allow_private"),
     )
     if config.secret_scanning_keys_url:
         service_url(config.secret_scanning_keys_url, "secret_scanning_keys_url")

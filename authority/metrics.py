@@ -27,6 +27,11 @@ class AuthorityMetrics(Metrics):
                               "view current.", registry=r, multiprocess_mode="max")
         self.cache_entries = Gauge("sable_cache_entries", "Entries in the authority's caches.", ["cache"], registry=r,
                                    multiprocess_mode="sum")
+        deliveries = Counter("sable_webhook_deliveries_total", "Webhook delivery attempts, by result.", ["result"],
+                             registry=r)
+        self.deliveries = {result: deliveries.labels(result) for result in ("delivered", "failed", "refused")}
+        self.outbox_depth = Gauge("sable_webhook_outbox_depth", "Webhook deliveries waiting in the outbox.",
+                                  registry=r, multiprocess_mode="max")
         self.db_commit = Histogram("sable_db_commit_seconds", "Time to commit a write transaction.",
                                    buckets=LATENCY_BUCKETS, registry=r)
 
@@ -44,7 +49,14 @@ class AuthorityMetrics(Metrics):
                   "parsed": authority.checker.parsed}
         children = {name: self.cache_entries.labels(name) for name in caches}
 
+        sent = dict.fromkeys(self.deliveries, 0)
+
         def refresh() -> None:
+            for result, n in authority.webhooks.results.items():  # added by difference
+                self.deliveries[result].inc(n - sent[result])
+                sent[result] = n
+            if authority.webhooks.depth is not None:
+                self.outbox_depth.set(authority.webhooks.depth)
             self.feed_cursor.set(authority.feed.head)
             self.feed_lag.set(max(0.0, time.monotonic() - authority.feed.read_at))
             for name, cache in caches.items():

@@ -13,7 +13,7 @@ from authority.config import AuthorityConfig
 from authority.dischargers import TrustedDischargers
 from authority.minting import MAX_EXPIRES_IN
 from authority.model import FeedPage, Minted, MintRequest, Revoked, Stripped, StripRequest, VerifyRequest
-from authority.store import OrgRow, TokenRow
+from authority.store import OrgRow, TokenRow, WebhookRow
 from authority.verification import Verified
 from clients import caveats, tokens
 from clients.caveats import Access, format_time
@@ -271,3 +271,22 @@ def found_credentials(body: bytes) -> list[str]:
     if len(found) > MAX_ITEMS:
         raise TooManyItems(f"at most {MAX_ITEMS} credentials in one report")
     return found
+
+
+def webhook_request(body: dict) -> tuple[str, str, list[str]]:
+    """`POST /v1/webhooks`: {"org", "url", "events": [...]}."""
+    org, url, events = body.get("org"), body.get("url"), body.get("events")
+    if not isinstance(org, str) or not caveats.NAME_RE.fullmatch(org):
+        raise BadRequest("org must be an org name")
+    if not isinstance(url, str):
+        raise BadRequest("url must be a string")
+    if not isinstance(events, list) or not all(isinstance(e, str) for e in events):
+        raise BadRequest("events must be a list of event names")
+    return org, url, events
+
+
+def webhook(row: WebhookRow) -> dict:
+    """An endpoint as listed: never its secret."""
+    return {"id": row.id, "org": row.org, "url": row.url, "events": list(row.events), "state": row.state,
+            "pending": row.pending, "created_at": format_time(row.created_at),
+            "disabled_at": format_time(row.disabled_at) if row.disabled_at else None}

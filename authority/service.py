@@ -29,6 +29,7 @@ from authority.selfservice import SelfService
 from authority.store import AuthorityStore, open_store
 from authority.usage import Usage
 from authority.verification import Checker
+from authority.webhooks import Webhooks
 from clients import tokens
 from clients.errors import ConfigError
 
@@ -53,6 +54,7 @@ class Authority:
         self.console = Console(config.public_url, store, keys, self.minting, self.selfservice)
         self.discharger_keys = KeyRefresh(trust, config.discharger_url, store)
         self.leaks = Leaks(store, self.checker, self.revocation)
+        self.webhooks = Webhooks(store, keys.master, config.webhook_allow_private)
         self.public_revocation = PublicRevocation(store, self.leaks, keys.master, config.public_revocations_per_hour)
 
     @classmethod
@@ -83,10 +85,12 @@ class Authority:
     async def start(self) -> None:
         await self.feed.start()
         await self.public_revocation.start()
+        await self.webhooks.start()
         await self.usage.start()
         await self.discharger_keys.start()
 
     async def close(self) -> None:
+        await self.webhooks.stop()
         await self.public_revocation.stop()
         await self.discharger_keys.stop()
         await self.feed.stop()

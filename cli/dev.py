@@ -109,7 +109,7 @@ def dev(data_dir, authority_port, discharger_port, database, config_path, log_le
     a_config = AuthorityConfig(db_path=database or str(root / "authority.db"),
                                master_key=_dev_master_key(root, "authority"), public_url=a_url,
                                dischargers=(trust,), discharger_url=d_url, host=host, port=authority_port,
-                               admin_token=admin)
+                               admin_token=admin, webhook_allow_private=True)  # receivers on this machine
     if config_path:
         a_config, d_config = _from_file(config_path, a_config, d_config)
 

@@ -208,6 +208,23 @@ class AuthorityClient(_Client):
     async def list_orgs(self) -> list[dict]:
         return (await self.request("GET", "/v1/orgs", bearer=self._admin()))["orgs"]
 
+    # webhooks (SPEC §18): the admin credential, or an org admin's user token and discharge
+    async def create_webhook(self, org: str, url: str, events: Sequence[str]) -> dict:
+        """A new endpoint; the answer's `secret` is shown this once."""
+        return await self.request("POST", "/v1/webhooks", {"org": org, "url": url, "events": list(events)},
+                                  bearer=self._admin())
+
+    async def list_webhooks(self, org: str | None = None) -> list[dict]:
+        params = {"org": org} if org else None
+        return (await self.request("GET", "/v1/webhooks", bearer=self._admin(), params=params))["webhooks"]
+
+    async def remove_webhook(self, webhook_id: str) -> dict:
+        return await self.request("DELETE", f"/v1/webhooks/{webhook_id}", bearer=self._admin(), idempotent=True)
+
+    async def test_webhook(self, webhook_id: str) -> str:
+        """`delivered` or `failed` (why: the authority's audit trail)."""
+        return (await self.request("POST", f"/v1/webhooks/{webhook_id}/test", bearer=self._admin()))["result"]
+
     async def mint(self, org: str, caveats: Sequence[str] = (), name: str | None = None,
                    expires_in: int | None = None, principal: str | None = None,
                    strip_once: bool | None = None) -> dict:

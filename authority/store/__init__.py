@@ -49,6 +49,36 @@ class TokenRow:
 
 
 @dataclass(frozen=True, slots=True)
+class WebhookRow:
+    id: str
+    org: str
+    url: str
+    events: tuple[str, ...]
+    sealed_secret: bytes
+    state: str  # "active" or "disabled" (after 3 days of failed deliveries)
+    created_at: int
+    disabled_at: int | None = None
+    pending: int = 0  # outbox rows waiting for it
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRow:
+    """One event for one endpoint, with what its body is made of (the audit row and, for a
+    token event, the token's row)."""
+    seq: int
+    endpoint: WebhookRow
+    type: str
+    attempts: int
+    first_at: int | None
+    audit_seq: int
+    at: float
+    token_id: str | None
+    org: str | None
+    detail: dict | None
+    token: TokenRow | None
+
+
+@dataclass(frozen=True, slots=True)
 class ConsoleSessionRow:
     username: str
     org: str
@@ -91,6 +121,19 @@ def token_row(values: Sequence[Any]) -> TokenRow:
     return row
 
 
+def webhook_row(r, pending: int = 0) -> WebhookRow:
+    """From (id, org, url, events, sealed_secret, state, created_at, disabled_at)."""
+    return WebhookRow(r[0], r[1], r[2], tuple(json.loads(r[3])), bytes(r[4]), r[5], r[6], r[7], int(pending))
+
+
+def delivery_row(r) -> DeliveryRow:
+    """From the outbox query's columns: the outbox row's five, the endpoint's eight, the audit
+    row's four, then the token's (NULL when the event names no stored token)."""
+    token = token_row(list(r[17:])) if r[17] is not None else None
+    return DeliveryRow(r[0], webhook_row(r[5:13]), r[1], r[2], r[3], r[4], r[13], r[14], r[15],
+                       json.loads(r[16]) if r[16] else None, token)
+
+
 # Every table and column, parents before children: what `sable db copy` moves.
 TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     *COMMON_TABLES,
@@ -106,6 +149,8 @@ TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("revoked_credentials", ("credential", "expires_at")),
     ("leak_queue", ("seq", "credentials", "client", "received_at", "claimed_until")),
     ("public_revocation_counts", ("client", "hour", "n")),
+    ("webhooks", ("id", "org", "url", "events", "sealed_secret", "state", "created_at", "disabled_at")),
+    ("webhook_outbox", ("seq", "endpoint_id", "audit_seq", "type", "due_at", "attempts", "first_at", "claimed_until")),
 )
 
 # What the master key seals (`sable admin rotate-master-key` re-seals these). A token's key or
@@ -116,6 +161,7 @@ SEALED: tuple[SealedColumn, ...] = (
     SealedColumn("tokens", "id", "sealed_key", required=False),
     SealedColumn("console_signins", "hash", "sealed", required=False),
     SealedColumn("leak_queue", "seq", "credentials", required=False),
+    SealedColumn("webhooks", "id", "sealed_secret", required=False),
 )
 
 
@@ -233,6 +279,24 @@ class AuthorityStore(ServiceStore, Protocol):
         ...
     async def finish_leak_report(self, report_id: int) -> None: ...
     async def leak_queue_depth(self) -> int: ...
+
+    # webhooks (SPEC §18): endpoints, and the outbox the audit trigger fills (schema v8)
+    async def create_webhook(self, row: WebhookRow, audit: AuditRecord) -> None: ...
+    async def webhooks(self, org: str | None = None) -> list[WebhookRow]:
+        """Endpoints (of one org, or all), with their pending counts."""
+        ...
+    async def webhook(self, webhook_id: str) -> WebhookRow | None: ...
+    async def remove_webhook(self, webhook_id: str, audit: AuditRecord) -> bool:
+        """Remove an endpoint and everything still queued for it."""
+        ...
+    async def claim_deliveries(self, now: int, lease: int, limit: int) -> list[DeliveryRow]:
+        """Due outbox rows of active endpoints that no process holds, held for `lease` s."""
+        ...
+    async def delivered(self, seq: int) -> None: ...
+    async def delivery_failed(self, seq: int, now: int, due_at: int | None, audit: AuditRecord) -> None:
+        """Try again at `due_at`; None: give up, and disable the endpoint (audited)."""
+        ...
+    async def outbox_depth(self) -> int: ...
 
     # the console's browser state: sessions and sign-ins in flight, keyed by secret digests
     async def create_console_session(self, digest: bytes, row: ConsoleSessionRow, now: int,

@@ -26,13 +26,17 @@ import asyncpg
 from authority.store import (
     TOKEN_COLUMNS,
     ConsoleSessionRow,
+    DeliveryRow,
     DischargeUsed,
     OrgRow,
     RevocationRow,
     StoreError,
     TokenRow,
+    WebhookRow,
+    delivery_row,
     token_row,
     token_values,
+    webhook_row,
 )
 from server.audit import AuditFor, AuditRecord, ListedIn
 from server.groupcommit import GroupCall
@@ -328,6 +332,53 @@ CREATE TABLE IF NOT EXISTS public_revocation_counts (
 );
 """
 
+# v8 (SPEC §18): webhook endpoints and their outbox. A trigger on the audit trail writes one
+# outbox row per matching endpoint in the very transaction of the change (a mint, strip,
+# revocation or leak; the PL/pgSQL functions' audit rows included), so an event is never lost
+# to a crash and never sent for a rollback.
+V8 = """
+CREATE TABLE IF NOT EXISTS webhooks (
+    id TEXT PRIMARY KEY,
+    org TEXT NOT NULL,
+    url TEXT NOT NULL,
+    events TEXT NOT NULL,
+    sealed_secret BYTEA NOT NULL,
+    state TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    disabled_at BIGINT
+);
+CREATE INDEX IF NOT EXISTS webhooks_org ON webhooks(org);
+CREATE TABLE IF NOT EXISTS webhook_outbox (
+    seq BIGSERIAL PRIMARY KEY,
+    endpoint_id TEXT NOT NULL,
+    audit_seq BIGINT NOT NULL,
+    type TEXT NOT NULL,
+    due_at BIGINT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    first_at BIGINT,
+    claimed_until BIGINT NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS webhook_outbox_due ON webhook_outbox(due_at);
+CREATE INDEX IF NOT EXISTS webhook_outbox_endpoint ON webhook_outbox(endpoint_id);
+CREATE OR REPLACE FUNCTION audit_to_webhooks() RETURNS trigger LANGUAGE plpgsql AS $fn$
+DECLARE
+    kind TEXT := CASE NEW.event WHEN 'revoke' THEN 'token.revoked' WHEN 'leak' THEN 'token.leaked' ELSE 'token.created' END;
+BEGIN
+    INSERT INTO authority.webhook_outbox (endpoint_id, audit_seq, type, due_at)
+    SELECT w.id, NEW.seq, kind, NEW.at::bigint
+    FROM authority.webhooks w
+    WHERE w.state = 'active'
+      AND w.org = COALESCE(NEW.org, (SELECT t.org FROM authority.tokens t WHERE t.id = NEW.token_id))
+      AND position('"' || kind || '"' in w.events) > 0;
+    RETURN NULL;
+END
+$fn$;
+DROP TRIGGER IF EXISTS audit_to_webhooks ON audit;
+CREATE TRIGGER audit_to_webhooks AFTER INSERT ON audit FOR EACH ROW
+    WHEN (NEW.event IN ('mint', 'strip', 'revoke', 'leak') AND NEW.outcome = 'ok')
+    EXECUTE FUNCTION audit_to_webhooks();
+"""
+
 _REVOKE_BATCH = ("SELECT ord, ids FROM authority.revoke_batch($1::text[], $2::bytea[], $3::bigint[], $4, $5::float8[],"
                  " $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[],"
                  " $14::text[], $15::text[], $16::bool[])")
@@ -349,15 +400,81 @@ ORDER BY t.ord
 """
 
 
+_WEBHOOK_COLS = "w.id, w.org, w.url, w.events, w.sealed_secret, w.state, w.created_at, w.disabled_at"
+_DELIVERIES = (
+    "SELECT o.seq, o.type, o.attempts, o.first_at, o.audit_seq, " + _WEBHOOK_COLS + ", a.at, a.token_id, a.org,"
+    " a.detail, " + ", ".join(f't."{c}"' for c in TOKEN_COLUMNS) +
+    " FROM authority.webhook_outbox o JOIN authority.webhooks w ON w.id = o.endpoint_id JOIN authority.audit a ON a.seq = o.audit_seq"
+    " LEFT JOIN authority.tokens t ON t.id = a.token_id"
+    " WHERE o.due_at <= $1 AND o.claimed_until <= $2 AND w.state = 'active' ORDER BY o.due_at, o.seq")
+
+
 class PostgresStore(PgDatabase):
     SCHEMA = "authority"
-    MIGRATIONS = (COMMON_V1 + V1, V2, V3, V4, V5, V6, V7)
+    MIGRATIONS = (COMMON_V1 + V1, V2, V3, V4, V5, V6, V7, V8)
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         # Strips and mints are grouped, and so are revocations: see GroupCall.
         self._inserts = GroupCall(self._insert_batch, limit=64, fail_all=(StoreError,))
         self._revocations = GroupCall(self._revoke_batch, limit=64, fail_all=(StoreError,), parallel=2)
+
+    # --- webhooks (SPEC §18) ---------------------------------------------------------------
+
+    async def create_webhook(self, row: WebhookRow, audit: AuditRecord) -> None:
+        async with self._tx() as c:
+            await c.execute("INSERT INTO authority.webhooks (id, org, url, events, sealed_secret, state, created_at)"
+                            " VALUES ($1, $2, $3, $4, $5, $6, $7)", row.id, row.org, row.url,
+                            json.dumps(list(row.events)), row.sealed_secret, row.state, row.created_at)
+            await self._audit(c, [audit])
+
+    async def webhooks(self, org: str | None = None) -> list[WebhookRow]:
+        rows = await self._all(
+            f"SELECT {_WEBHOOK_COLS}, (SELECT count(*) FROM authority.webhook_outbox o WHERE o.endpoint_id = w.id)"
+            " FROM authority.webhooks w WHERE $1::text IS NULL OR w.org = $1 ORDER BY w.created_at, w.id", org)
+        return [webhook_row(tuple(r)[:8], r[8]) for r in rows]
+
+    async def webhook(self, webhook_id: str) -> WebhookRow | None:
+        r = await self._one(f"SELECT {_WEBHOOK_COLS} FROM authority.webhooks w WHERE w.id = $1", webhook_id)
+        return None if r is None else webhook_row(tuple(r))
+
+    async def remove_webhook(self, webhook_id: str, audit: AuditRecord) -> bool:
+        async with self._tx() as c:
+            if await c.fetchval("DELETE FROM authority.webhooks WHERE id = $1 RETURNING 1", webhook_id) is None:
+                return False
+            await c.execute("DELETE FROM authority.webhook_outbox WHERE endpoint_id = $1", webhook_id)
+            await self._audit(c, [audit])
+        return True
+
+    async def claim_deliveries(self, now: int, lease: int, limit: int) -> list[DeliveryRow]:
+        async with self._tx() as c:
+            rows = await c.fetch(_DELIVERIES + " LIMIT $3 FOR UPDATE OF o SKIP LOCKED", now, now, limit)
+            await c.execute("UPDATE authority.webhook_outbox SET claimed_until = $1 WHERE seq = ANY($2::bigint[])",
+                            now + lease, [r[0] for r in rows])
+        return [delivery_row(tuple(r)) for r in rows]
+
+    async def delivered(self, seq: int) -> None:
+        async with self._tx() as c:
+            await c.execute("DELETE FROM authority.webhook_outbox WHERE seq = $1", seq)
+
+    async def delivery_failed(self, seq: int, now: int, due_at: int | None, audit: AuditRecord) -> None:
+        async with self._tx() as c:
+            if due_at is not None:
+                await c.execute("UPDATE authority.webhook_outbox SET attempts = attempts + 1,"
+                                " first_at = COALESCE(first_at, $1), due_at = $2, claimed_until = 0 WHERE seq = $3",
+                                now, due_at, seq)
+                return
+            await c.execute("UPDATE authority.webhook_outbox SET attempts = attempts + 1, claimed_until = 0"
+                            " WHERE seq = $1", seq)
+            disabled = await c.fetchval(
+                "UPDATE authority.webhooks SET state = 'disabled', disabled_at = $1 WHERE state = 'active' AND id ="
+                " (SELECT endpoint_id FROM authority.webhook_outbox WHERE seq = $2) RETURNING 1", now, seq)
+            if disabled is not None:
+                await self._audit(c, [audit])
+
+    async def outbox_depth(self) -> int:
+        row = await self._one("SELECT count(*) FROM authority.webhook_outbox")
+        return int(row[0]) if row else 0
 
     # --- leaks (SPEC §18) ------------------------------------------------------------------
 

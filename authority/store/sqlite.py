@@ -9,12 +9,16 @@ from collections.abc import Iterable, Sequence
 from authority.store import (
     TOKEN_COLUMNS,
     ConsoleSessionRow,
+    DeliveryRow,
     DischargeUsed,
     OrgRow,
     RevocationRow,
     TokenRow,
+    WebhookRow,
+    delivery_row,
     token_row,
     token_values,
+    webhook_row,
 )
 from server.audit import AuditFor, AuditRecord
 from server.sqlite import COMMON_V1, Database
@@ -120,14 +124,118 @@ CREATE TABLE IF NOT EXISTS public_revocation_counts (
 );
 """
 
+# v8 (SPEC §18): webhook endpoints and their outbox. A trigger on the audit trail writes one
+# outbox row per matching endpoint in the very transaction of the change (a mint, strip,
+# revocation or leak), so an event is never lost to a crash and never sent for a rollback.
+V8 = """
+CREATE TABLE IF NOT EXISTS webhooks (
+    id TEXT PRIMARY KEY,
+    org TEXT NOT NULL,
+    url TEXT NOT NULL,
+    events TEXT NOT NULL,
+    sealed_secret BLOB NOT NULL,
+    state TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    disabled_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS webhooks_org ON webhooks(org);
+CREATE TABLE IF NOT EXISTS webhook_outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    endpoint_id TEXT NOT NULL,
+    audit_seq INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    due_at INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    first_at INTEGER,
+    claimed_until INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS webhook_outbox_due ON webhook_outbox(due_at);
+CREATE INDEX IF NOT EXISTS webhook_outbox_endpoint ON webhook_outbox(endpoint_id);
+CREATE TRIGGER IF NOT EXISTS audit_to_webhooks AFTER INSERT ON audit
+WHEN NEW.event IN ('mint', 'strip', 'revoke', 'leak') AND NEW.outcome = 'ok'
+BEGIN
+    INSERT INTO webhook_outbox (endpoint_id, audit_seq, type, due_at)
+    SELECT w.id, NEW.seq, CASE NEW.event WHEN 'revoke' THEN 'token.revoked' WHEN 'leak' THEN 'token.leaked' ELSE 'token.created' END, CAST(NEW.at AS INTEGER)
+    FROM webhooks w
+    WHERE w.state = 'active'
+      AND w.org = COALESCE(NEW.org, (SELECT org FROM tokens WHERE id = NEW.token_id))
+      AND instr(w.events, '"' || CASE NEW.event WHEN 'revoke' THEN 'token.revoked' WHEN 'leak' THEN 'token.leaked' ELSE 'token.created' END || '"') > 0;
+END;
+"""
+
 _TOKEN_COLS = ", ".join(TOKEN_COLUMNS)
 _INSERT_TOKEN = f"INSERT INTO tokens ({_TOKEN_COLS}) VALUES ({', '.join('?' * len(TOKEN_COLUMNS))})"
+
+
+_WEBHOOK_COLS = "w.id, w.org, w.url, w.events, w.sealed_secret, w.state, w.created_at, w.disabled_at"
+_DELIVERIES = (
+    "SELECT o.seq, o.type, o.attempts, o.first_at, o.audit_seq, " + _WEBHOOK_COLS + ", a.at, a.token_id, a.org,"
+    " a.detail, " + ", ".join(f"t.{c}" for c in TOKEN_COLUMNS) +
+    " FROM webhook_outbox o JOIN webhooks w ON w.id = o.endpoint_id JOIN audit a ON a.seq = o.audit_seq"
+    " LEFT JOIN tokens t ON t.id = a.token_id"
+    " WHERE o.due_at <= ? AND o.claimed_until <= ? AND w.state = 'active' ORDER BY o.due_at, o.seq")
 
 
 class SqliteStore(Database):
     # v2 and v4 changed only the PostgreSQL schema (functions); versions stay the same on both
     # backends so `sable db copy` can compare them.
-    MIGRATIONS = (COMMON_V1 + V1, "SELECT 1", V3, "SELECT 1", V5, V6, V7)
+    MIGRATIONS = (COMMON_V1 + V1, "SELECT 1", V3, "SELECT 1", V5, V6, V7, V8)
+
+    # --- webhooks (SPEC §18) ---------------------------------------------------------------
+
+    async def create_webhook(self, row: WebhookRow, audit: AuditRecord) -> None:
+        def run(c: sqlite3.Connection) -> None:
+            c.execute("INSERT INTO webhooks (id, org, url, events, sealed_secret, state, created_at) VALUES"
+                      " (?, ?, ?, ?, ?, ?, ?)", (row.id, row.org, row.url, json.dumps(list(row.events)),
+                                                 row.sealed_secret, row.state, row.created_at))
+            self._audit(c, [audit])
+        await self._tx(run)
+
+    async def webhooks(self, org: str | None = None) -> list[WebhookRow]:
+        rows = await self._all(
+            f"SELECT {_WEBHOOK_COLS}, (SELECT count(*) FROM webhook_outbox o WHERE o.endpoint_id = w.id)"
+            " FROM webhooks w WHERE ? IS NULL OR w.org = ? ORDER BY w.created_at, w.id", (org, org))
+        return [webhook_row(r[:8], r[8]) for r in rows]
+
+    async def webhook(self, webhook_id: str) -> WebhookRow | None:
+        r = await self._one(f"SELECT {_WEBHOOK_COLS} FROM webhooks w WHERE w.id = ?", (webhook_id,))
+        return None if r is None else webhook_row(r)
+
+    async def remove_webhook(self, webhook_id: str, audit: AuditRecord) -> bool:
+        def run(c: sqlite3.Connection) -> bool:
+            if not c.execute("DELETE FROM webhooks WHERE id = ?", (webhook_id,)).rowcount:
+                return False
+            c.execute("DELETE FROM webhook_outbox WHERE endpoint_id = ?", (webhook_id,))
+            self._audit(c, [audit])
+            return True
+        return await self._tx(run)
+
+    async def claim_deliveries(self, now: int, lease: int, limit: int) -> list[DeliveryRow]:
+        def run(c: sqlite3.Connection) -> list[DeliveryRow]:
+            rows = c.execute(_DELIVERIES + " LIMIT ?", (now, now, limit)).fetchall()
+            c.executemany("UPDATE webhook_outbox SET claimed_until = ? WHERE seq = ?",
+                          [(now + lease, r[0]) for r in rows])
+            return [delivery_row(r) for r in rows]
+        return await self._tx(run)
+
+    async def delivered(self, seq: int) -> None:
+        await self._tx(lambda c: c.execute("DELETE FROM webhook_outbox WHERE seq = ?", (seq,)))
+
+    async def delivery_failed(self, seq: int, now: int, due_at: int | None, audit: AuditRecord) -> None:
+        def run(c: sqlite3.Connection) -> None:
+            if due_at is not None:
+                c.execute("UPDATE webhook_outbox SET attempts = attempts + 1, first_at = COALESCE(first_at, ?),"
+                          " due_at = ?, claimed_until = 0 WHERE seq = ?", (now, due_at, seq))
+                return
+            c.execute("UPDATE webhook_outbox SET attempts = attempts + 1, claimed_until = 0 WHERE seq = ?", (seq,))
+            if c.execute("UPDATE webhooks SET state = 'disabled', disabled_at = ? WHERE state = 'active' AND id ="
+                         " (SELECT endpoint_id FROM webhook_outbox WHERE seq = ?)", (now, seq)).rowcount:
+                self._audit(c, [audit])
+        await self._tx(run)
+
+    async def outbox_depth(self) -> int:
+        row = await self._one("SELECT count(*) FROM webhook_outbox")
+        return int(row[0]) if row else 0
 
     # --- leaks (SPEC §18) ------------------------------------------------------------------
 

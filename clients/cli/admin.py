@@ -406,3 +406,69 @@ def token_revoke(token_ids, username, org, as_json):
             return [i for token_id in token_ids for i in await a.revoke_id(token_id)]
     out = run(go())
     emit({"revoked": out}, as_json, "\n".join(f"revoked {i}" for i in out) or "already revoked")
+
+
+@click.group()
+def webhook():
+    """Signed webhooks for an org's token events (admin)."""
+
+
+@webhook.command("create")
+@click.option("--org", required=True, help="The org whose events are sent.")
+@click.option("--url", required=True, help="Where to POST them (https; Standard Webhooks format).")
+@click.option("--events", required=True, metavar="E,...",
+              help="Event types: token.created, token.revoked, token.leaked, token.expiring, user.disabled, "
+                   "user.removed_from_org, principal.disabled.")
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def webhook_create(org, url, events, as_json):
+    """Send ORG's events to URL; prints the signing secret once."""
+    wanted = [e.strip() for e in events.split(",") if e.strip()]
+
+    async def go():
+        async with authority() as a:
+            return await a.create_webhook(org, url, wanted)
+    out = run(go())
+    emit(out, as_json, f"created webhook {out['id']} for {', '.join(out['events'])}\n"
+                       f"signing secret (shown once; receivers verify with it): {out['secret']}")
+
+
+@webhook.command("list")
+@click.option("--org", help="Only this org's endpoints.")
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def webhook_list(org, as_json):
+    """List endpoints: id, URL, events, state and deliveries pending."""
+    async def go():
+        async with authority() as a:
+            return await a.list_webhooks(org)
+    out = run(go())
+    listed = [{k: w[k] for k in ("id", "url", "events", "state", "pending")} for w in out]
+    emit(listed, as_json, "\n".join(f"{w['id']}  {w['state']:8}  pending {w['pending']:<5} {w['url']}  "
+                                     f"{','.join(w['events'])}" for w in listed) or "no webhooks")
+
+
+@webhook.command("remove")
+@click.argument("webhook_id")
+@handle_errors
+def webhook_remove(webhook_id):
+    """Remove endpoint WEBHOOK_ID and the deliveries queued for it."""
+    async def go():
+        async with authority() as a:
+            return await a.remove_webhook(webhook_id)
+    run(go())
+    click.echo(f"removed webhook {webhook_id}")
+
+
+@webhook.command("test")
+@click.argument("webhook_id")
+@handle_errors
+def webhook_test(webhook_id):
+    """Send a webhook.test event to WEBHOOK_ID now; prints delivered or failed."""
+    async def go():
+        async with authority() as a:
+            return await a.test_webhook(webhook_id)
+    result = run(go())
+    click.echo(result)
+    if result != "delivered":
+        sys.exit(1)

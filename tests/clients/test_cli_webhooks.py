@@ -1,0 +1,50 @@
+"""`sable webhook create|list|test|remove` against `sable dev` (which lets webhooks reach
+this machine), with a receiver that checks deliveries with the `standardwebhooks` package."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+
+from tests.support import sable
+from tests.support.devstack import dev  # noqa: F401  # the fixture
+from tests.support.receiver import Receiver
+
+
+async def test_the_webhook_commands(dev, aiohttp_server):  # noqa: F811
+    receiver = Receiver()
+    server = await aiohttp_server(receiver.app())
+    env = {**os.environ, "SABLE_AUTHORITY_URL": dev["a"], "SABLE_ADMIN_TOKEN": dev["admin"],
+           "XDG_CONFIG_HOME": str(dev["config_home"])}
+
+    async def run(*args):
+        return await asyncio.to_thread(sable, env, "webhook", *args)
+    r = await run("create", "--org", "acme", "--url", str(server.make_url("/hook")), "--events",
+                  "token.created,token.revoked", "--json")
+    assert r.returncode == 0, r.stderr
+    made = json.loads(r.stdout)
+    receiver.secret = made["secret"]
+    r = await run("test", made["id"])
+    assert (r.returncode, r.stdout.strip()) == (0, "delivered")
+    assert receiver.received[-1]["event"]["type"] == "webhook.test"
+    r = await asyncio.to_thread(sable, env, "token", "create", "--org", "acme", "--apps", "orders")
+    assert r.returncode == 0, r.stderr
+    deadline = time.monotonic() + 5
+    while not receiver.of_type("token.created"):
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    r = await run("list", "--json")
+    assert json.loads(r.stdout) == [{"id": made["id"], "url": made["url"], "events": ["token.created", "token.revoked"],
+                                     "state": "active", "pending": 0}]
+    assert "secret" not in r.stdout
+    receiver.mode = "fail"
+    r = await run("test", made["id"])
+    assert (r.returncode, r.stdout.strip()) == (1, "failed")
+    r = await run("create", "--org", "acme", "--url", "https://10.0.0.1/hook", "--events", "token.created")
+    assert r.returncode == 0  # `sable dev` allows private targets; production refuses them (test_webhooks)
+    r = await run("remove", made["id"])
+    assert r.returncode == 0
+    r = await run("create", "--org", "acme", "--url", "https://example.com/", "--events", "token.nope")
+    assert r.returncode != 0 and "token.nope" in r.stderr
