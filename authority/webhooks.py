@@ -132,6 +132,9 @@ class Webhooks:
         return done
 
     async def _deliver(self, row: DeliveryRow) -> None:
+        if row.type == "token.expiring" and (row.token is None or row.token.revoked_at is not None):
+            await self.store.delivered(row.seq)  # no notice for a revoked token
+            return
         problem = await self._send(row.endpoint, event_id(row), body(row))
         now = int(time.time())
         if problem is None:
@@ -184,7 +187,10 @@ class Webhooks:
 
 
 def event_id(row: DeliveryRow) -> str:
-    """The event's id: the audit row it came from, so the same on every retry and replica."""
+    """The event's id: the audit row it came from (a mint has two notices: their outbox
+    rows tell them apart), so the same on every retry and replica."""
+    if row.type == "token.expiring":
+        return f"msg_{row.audit_seq:012d}_{row.seq}"
     return f"msg_{row.audit_seq:012d}"
 
 

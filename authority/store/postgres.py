@@ -370,6 +370,15 @@ BEGIN
     WHERE w.state = 'active'
       AND w.org = COALESCE(NEW.org, (SELECT t.org FROM authority.tokens t WHERE t.id = NEW.token_id))
       AND position('"' || kind || '"' in w.events) > 0;
+    -- expiry notices 7 days and 1 day ahead, written at mint, for those still ahead
+    IF NEW.event IN ('mint', 'strip') THEN
+        INSERT INTO authority.webhook_outbox (endpoint_id, audit_seq, type, due_at)
+        SELECT w.id, NEW.seq, 'token.expiring', t.expires_at - ahead.s
+        FROM authority.webhooks w JOIN authority.tokens t ON t.id = NEW.token_id
+        CROSS JOIN (VALUES (604800), (86400)) AS ahead(s)
+        WHERE w.state = 'active' AND w.org = t.org AND position('"token.expiring"' in w.events) > 0
+          AND t.expires_at IS NOT NULL AND t.expires_at - ahead.s > NEW.at::bigint;
+    END IF;
     RETURN NULL;
 END
 $fn$;

@@ -160,6 +160,14 @@ BEGIN
     WHERE w.state = 'active'
       AND w.org = COALESCE(NEW.org, (SELECT org FROM tokens WHERE id = NEW.token_id))
       AND instr(w.events, '"' || CASE NEW.event WHEN 'revoke' THEN 'token.revoked' WHEN 'leak' THEN 'token.leaked' ELSE 'token.created' END || '"') > 0;
+    -- expiry notices 7 days and 1 day ahead, written at mint, for those still ahead
+    INSERT INTO webhook_outbox (endpoint_id, audit_seq, type, due_at)
+    SELECT w.id, NEW.seq, 'token.expiring', t.expires_at - ahead.s
+    FROM webhooks w JOIN tokens t ON t.id = NEW.token_id
+    JOIN (SELECT 604800 AS s UNION ALL SELECT 86400) ahead
+    WHERE NEW.event IN ('mint', 'strip') AND w.state = 'active' AND w.org = t.org
+      AND instr(w.events, '"token.expiring"') > 0 AND t.expires_at IS NOT NULL
+      AND t.expires_at - ahead.s > CAST(NEW.at AS INTEGER);
 END;
 """
 

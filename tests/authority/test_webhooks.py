@@ -214,3 +214,21 @@ async def test_two_replicas_share_the_outbox_and_send_each_event_once(authority,
     from authority.app import AUTHORITY
     sent = [env.service.webhooks.results["delivered"], other.app[AUTHORITY].webhooks.results["delivered"]]
     assert sum(sent) == 20, sent
+
+
+async def test_expiry_notices_come_a_week_and_a_day_ahead_and_not_for_revoked_tokens(authority, receiver):
+    env = authority
+    await subscribe(env, receiver, events=("token.expiring",))
+    week = 7 * 86400
+    soon = await env.mint(["apps orders"], expires_in=week + 2)  # its week notice is due in 2 s
+    gone = await env.mint(["apps orders"], expires_in=week + 2)
+    await env.mint(["apps orders"], expires_in=3600)  # both notices already past: none
+    assert (await env.post("/v1/revoke", {"tokens": [gone]}))[0] == 200
+    assert await env.service.store.outbox_depth() == 4  # two notices each for the first two
+    await until(lambda: receiver.of_type("token.expiring"), seconds=6)
+    await until(lambda: env.service.webhooks.results["delivered"] >= 1)
+    await asyncio.sleep(0.3)
+    [notice] = receiver.of_type("token.expiring")
+    assert notice["event"]["data"]["token_id"] == tokens.parse(soon).token_id
+    assert notice["event"]["data"]["expires_at"].endswith("Z")
+    assert await env.service.store.outbox_depth() == 2  # the day-ahead notices, due in 6 days
