@@ -187,6 +187,21 @@ async def revoke_id(request: web.Request) -> web.Response:
     return json_response({"revoked": await a.revocation.revoke_id(token_id, caller(request))})
 
 
+@routes.post("/v1/tokens/{id}/regenerate")
+async def regenerate(request: web.Request) -> web.Response:
+    """A new permission token like this one; this one revoked in the same transaction (SPEC §18)."""
+    member = await _member(request, "d")
+    a = _authority(request)
+    token_id = request.match_info["id"]
+    if not _TOKEN_ID.fullmatch(token_id):
+        raise NotFound("no token with that id")
+    if member is not None:
+        await a.selfservice.revocable(member, token_id)  # whoever may revoke it
+    minted, revoked = await a.regeneration.regenerate(token_id, caller(request),
+                                                      "@admin" if member is None else member.username)
+    return json_response({**schemas.minted(minted), "revoked": revoked}, status=201)
+
+
 @routes.post("/v1/verify")
 async def verify(request: web.Request) -> web.Response:
     req = schemas.verify_request(await read_json(request))

@@ -17,7 +17,7 @@ from authority.verification import Checker, parse_presentation
 from clients import caveats, macaroon, tickets, tokens
 from clients.errors import BadRequest, CaveatError, Conflict, Forbidden, NotFound
 from clients.tokens import Token
-from server.audit import Caller
+from server.audit import AuditRecord, Caller
 
 MAX_EXPIRES_IN = 31_536_000  # one year
 USER_TOKEN_TTL = 12 * 3600
@@ -106,6 +106,29 @@ class Minting:
         await self.store.insert_token(row, audit)
         audit.emit()
         return Minted(token.encode(), token_id, first, req.principal, req.strip_once)
+
+    def reissue(self, old: TokenRow, caller: Caller, created_by: str) -> tuple[Minted, TokenRow, AuditRecord]:
+        """A new permission token like `old` (SPEC §18, regenerate): its org, name, caveats,
+        principal and single-use setting, and a lifetime as long as `old`'s was. Not stored:
+        `Regeneration` stores it as it revokes `old`."""
+        if old.kind != "permission":
+            raise BadRequest("only permission tokens are regenerated; strip a new service token from the new one")
+        if old.caveats is None:
+            raise BadRequest("this token was minted before its caveats were kept (0.3): mint a new one instead")
+        discharger = self._discharger()
+        now = int(time.time())
+        lifetime = old.expires_at - old.created_at if old.expires_at else self.config.default_expires_in
+        middle = [c for c in old.caveats if not c.startswith(("org ", "expires "))]
+        first = [f"org {old.org}", *middle, _expiry(now, lifetime)]
+        token_id = new_token_id()
+        token, sealed = build(self.keys, tokens.PERMISSION, self.config.public_url, token_id, first, discharger,
+                              old.org, self.config.ticket_ttl, old.name, principal=old.principal)
+        row = TokenRow(token_id, "permission", old.name, old.org, None, None, len(token.caveats), sealed, now,
+                       created_by=created_by, caveats=first, expires_at=now + lifetime, principal=old.principal,
+                       strip_once=old.strip_once)
+        audit = caller.record("mint", token_id=token_id, org=old.org, user=None if created_by == "@admin" else created_by,
+                              detail={"regenerates": old.id})
+        return Minted(token.encode(), token_id, first, old.principal, old.strip_once), row, audit
 
     def mint_user(self, org: str, role: str, caller: Caller) -> Minted:
         """A user token (SPEC §11): `org O`, `expires` in 12 h, and the authentication caveat

@@ -30,7 +30,7 @@ class Revocation:
             raise NotFound("no token with that id")
         if ids:
             audit.emit()
-        self._revoked(ids)
+        self.revoked(ids)
         return ids
 
     async def revoke_user(self, username: str, caller: Caller) -> list[str]:
@@ -45,7 +45,7 @@ class Revocation:
             ids = await self.store.revoke_token(token_id, int(time.time()), _revoked_ids(audit)) or []
             if ids:
                 audit.emit()
-            self._revoked(ids)
+            self.revoked(ids)
             revoked += ids
         return sorted(set(revoked))
 
@@ -79,10 +79,11 @@ class Revocation:
             revoked = [Revoked(rec.id, "attenuation"), *(Revoked(i, "token") for i in stale)]
         if revoked:
             audit.emit()
-        self._revoked(stale)
+        self.revoked(stale)
         return revoked
 
-    def _revoked(self, ids: list[str]) -> None:
+    def revoked(self, ids: list[str]) -> None:
+        """What every revocation does once committed: caches dropped, the feed woken."""
         if ids:
             self.records.invalidate(ids)
         if not self.store.listening():  # else the revocation's NOTIFY wakes the feed (one poll, not two)

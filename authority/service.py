@@ -23,6 +23,7 @@ from authority.listing import Listing
 from authority.minting import Minting
 from authority.orgs import Orgs
 from authority.records import TokenCache
+from authority.regeneration import Regeneration
 from authority.revocation import Revocation
 from authority.root_keys import RootKeys
 from authority.selfservice import SelfService
@@ -50,6 +51,7 @@ class Authority:
         self.introspection = Introspection(self.checker)
         self.revocation = Revocation(store, self.records, self.feed, config.public_url)
         self.listing = Listing(store, self.usage)
+        self.regeneration = Regeneration(store, self.minting, self.revocation)
         self.selfservice = SelfService(self.checker, self.minting, self.listing, self.revocation, store)
         self.console = Console(config.public_url, store, keys, self.minting, self.selfservice)
         self.discharger_keys = KeyRefresh(trust, config.discharger_url, store)

@@ -260,6 +260,10 @@ class AuthorityClient(_Client):
         path = f"/v1/tokens/{token_id}/revoke"
         return (await self.request("POST", path, {}, bearer=self._admin(), idempotent=True))["revoked"]
 
+    async def regenerate(self, token_id: str) -> dict:
+        """A new permission token like this one (its `token` shown once); this one revoked."""
+        return await self.request("POST", f"/v1/tokens/{token_id}/regenerate", {}, bearer=self._admin())
+
     async def strip(self, token: str, discharge: str, name: str | None = None, expires_in: int | None = None) -> dict:
         body: dict = {"tokens": [token, discharge]}
         if name is not None:

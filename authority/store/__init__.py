@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from server.audit import AuditFor, AuditRecord, AuditRow
+from server.audit import AuditFor, AuditRecord, AuditRow, ListedIn
 from server.store import COMMON_SEALED, COMMON_TABLES, SealedColumn, ServiceStore, StoreError, open_backend
 
 __all__ = ["TOKEN_COLUMNS", "AuditRow", "AuthorityStore", "ConsoleSessionRow", "DischargeUsed", "OrgRow", "RevocationRow",
@@ -216,6 +216,12 @@ class AuthorityStore(ServiceStore, Protocol):
         transaction; DischargeUsed if it was already (and nothing is written)."""
         ...
 
+    async def replace_token(self, row: TokenRow, audit: AuditRecord, old_id: str, now: int,
+                            revoked: ListedIn) -> list[str] | None:
+        """Regenerate (SPEC §18): revoke `old_id` with its cascade and insert `row`, in one
+        transaction; the ids revoked, or None (and nothing written) if `old_id` was revoked
+        already or is unknown."""
+        ...
     async def insert_tokens(self, rows: Iterable[TokenRow]) -> None:
         """Bulk load (fixtures, imports): rows as given; revoked ones enter the feed too."""
         ...

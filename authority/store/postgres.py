@@ -418,6 +418,35 @@ _DELIVERIES = (
     " WHERE o.due_at <= $1 AND o.claimed_until <= $2 AND w.state = 'active' ORDER BY o.due_at, o.seq")
 
 
+def _insert_args(items: list[tuple[TokenRow, AuditRecord, list[bytes], tuple[str, int] | None]],
+                 ) -> tuple[list[int], list]:
+    """(the items' order in the statement, _INSERT_BATCH's arguments)."""
+    # Parents in one order, so two batches (or a batch and `touch`) never lock in a cycle.
+    order = sorted(range(len(items)), key=lambda i: items[i][0].parent or "")
+    values: list[tuple] = []
+    flat: list[bytes] = []
+    for i in order:
+        row, a, lineage, once = items[i]
+        once_id, once_expires = once if once is not None else (None, None)
+        values.append((*token_values(row), len(flat), len(lineage), once_id, once_expires, a.at, a.event,
+                       a.outcome, a.request_id, a.client, a.token_id, a.parent, a.org, a.user,
+                       json.dumps(a.detail) if a.detail else None))
+        flat.extend(lineage)
+    cols = [list(col) for col in zip(*values)]  # one array per parameter of _INSERT_BATCH
+    return order, [*cols, flat]
+
+
+def _revoke_args(items: list[tuple[str, bytes | None, int, AuditFor[list[str]]]],
+                 listed: list[ListedIn | None]) -> tuple:
+    """_REVOKE_BATCH's arguments; audit rules given as data (`listed`) are written by it."""
+    records = [a.record if a is not None else None for a in listed]
+    return ([t for t, _, _, _ in items], [fp for _, fp, _, _ in items], [now for _, _, now, _ in items], _FEED_LOCK,
+            *([getattr(r, f) if r is not None else None for r in records]
+              for f in ("at", "event", "outcome", "request_id", "client", "token_id", "parent", "org", "user")),
+            [json.dumps(r.detail) if r is not None and r.detail else None for r in records],
+            [a.key if a is not None else None for a in listed], [bool(a and a.when_none) for a in listed])
+
+
 class PostgresStore(PgDatabase):
     SCHEMA = "authority"
     MIGRATIONS = (COMMON_V1 + V1, V2, V3, V4, V5, V6, V7, V8)
@@ -578,26 +607,27 @@ class PostgresStore(PgDatabase):
     async def _insert_batch(self, items: list[tuple[TokenRow, AuditRecord, list[bytes], tuple[str, int] | None]],
                             ) -> list[str]:
         """insert_token() once per item, in one statement: one transaction, one commit."""
-        # Parents in one order, so two batches (or a batch and `touch`) never lock in a cycle.
-        order = sorted(range(len(items)), key=lambda i: items[i][0].parent or "")
-        values: list[tuple] = []
-        flat: list[bytes] = []
-        for i in order:
-            row, a, lineage, once = items[i]
-            once_id, once_expires = once if once is not None else (None, None)
-            values.append((*token_values(row), len(flat), len(lineage), once_id, once_expires, a.at, a.event,
-                           a.outcome, a.request_id, a.client, a.token_id, a.parent, a.org, a.user,
-                           json.dumps(a.detail) if a.detail else None))
-            flat.extend(lineage)
-        cols = [list(col) for col in zip(*values)]  # one array per parameter of _INSERT_BATCH
+        order, args = _insert_args(items)
         started = time.perf_counter()
-        rows = await self._write_all(_INSERT_BATCH, *cols, flat)  # one statement, committed as it ends
+        rows = await self._write_all(_INSERT_BATCH, *args)  # one statement, committed as it ends
         if self.commit_observer is not None:
             self.commit_observer(time.perf_counter() - started)
         done = ["revoked"] * len(items)
         for i, r in zip(order, rows):
             done[i] = r[0]
         return done
+
+    async def replace_token(self, row: TokenRow, audit: AuditRecord, old_id: str, now: int,
+                            revoked: ListedIn) -> list[str] | None:
+        async with self._tx() as c:  # revoke_batch takes the feed's lock first, as every revocation does
+            got = await c.fetch(_REVOKE_BATCH, *_revoke_args([(old_id, None, now, revoked)], [revoked]))
+            ids = list(got[0][1]) if got and got[0][1] is not None else None
+            if not ids:
+                return None  # revoked meanwhile: the transaction writes nothing
+            _, args = _insert_args([(row, audit, [], None)])
+            await c.fetch(_INSERT_BATCH, *args)
+        revoked(ids)
+        return ids
 
     async def insert_tokens(self, rows: Iterable[TokenRow]) -> None:
         rows = list(rows)
@@ -670,12 +700,7 @@ class PostgresStore(PgDatabase):
         transaction."""
         audits = [item[3] for item in items]
         listed = [a if isinstance(a, ListedIn) else None for a in audits]
-        records = [a.record if a is not None else None for a in listed]
-        args = ([t for t, _, _, _ in items], [fp for _, fp, _, _ in items], [now for _, _, now, _ in items], _FEED_LOCK,
-                *([getattr(r, f) if r is not None else None for r in records]
-                  for f in ("at", "event", "outcome", "request_id", "client", "token_id", "parent", "org", "user")),
-                [json.dumps(r.detail) if r is not None and r.detail else None for r in records],
-                [a.key if a is not None else None for a in listed], [bool(a and a.when_none) for a in listed])
+        args = _revoke_args(items, listed)
         started = time.perf_counter()
         if all(a is not None for a in listed):
             rows = await self._write_all(_REVOKE_BATCH, *args)  # one statement: one round trip, one commit

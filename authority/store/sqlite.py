@@ -20,7 +20,7 @@ from authority.store import (
     token_values,
     webhook_row,
 )
-from server.audit import AuditFor, AuditRecord
+from server.audit import AuditFor, AuditRecord, ListedIn
 from server.sqlite import COMMON_V1, Database
 
 V1 = """
@@ -352,6 +352,19 @@ class SqliteStore(Database):
                           [(fp, row.id) for fp in lineage])
             self._audit(c, [audit])
             return True
+        return await self._tx(run)
+
+    async def replace_token(self, row: TokenRow, audit: AuditRecord, old_id: str, now: int,
+                            revoked: ListedIn) -> list[str] | None:
+        def run(c: sqlite3.Connection) -> list[str] | None:
+            old = c.execute("SELECT revoked_at FROM tokens WHERE id = ?", (old_id,)).fetchone()
+            if old is None or old[0] is not None:
+                return None
+            ids = self._cascade(c, [old_id], now)
+            self._audit_for(c, revoked, ids)
+            c.execute(_INSERT_TOKEN, token_values(row))
+            self._audit(c, [audit])
+            return ids
         return await self._tx(run)
 
     async def insert_tokens(self, rows: Iterable[TokenRow]) -> None:

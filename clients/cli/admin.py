@@ -408,6 +408,26 @@ def token_revoke(token_ids, username, org, as_json):
     emit({"revoked": out}, as_json, "\n".join(f"revoked {i}" for i in out) or "already revoked")
 
 
+@token.command("regenerate")
+@click.argument("token_id")
+@click.option("--org", help="As a user: the org of the token (may be left out when you belong to one).")
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def token_regenerate(token_id, org, as_json):
+    """Replace permission token TOKEN_ID by a new one with the same name, caveats and lifetime
+    length; TOKEN_ID is revoked with everything stripped from it. Prints the new token once."""
+    if token_id.startswith(tokens.MACAROON_PREFIXES):
+        fail("`sable token regenerate` takes a token id (sable token list shows them), not a token", EXIT_USAGE)
+
+    async def go():
+        client, _ = await acting(org, need_org=False)
+        async with client as a:
+            return await a.regenerate(token_id)
+    out = run(go())
+    emit(out, as_json, f"{out['token']}\n" + f"(new id {out['id']}; revoked {len(out['revoked'])}: "
+                                              f"{', '.join(out['revoked'])})")
+
+
 @click.group()
 def webhook():
     """Signed webhooks for an org's token events (admin)."""

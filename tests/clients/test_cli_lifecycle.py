@@ -1,5 +1,6 @@
-"""`sable webhook create|list|test|remove` against `sable dev` (which lets webhooks reach
-this machine), with a receiver that checks deliveries with the `standardwebhooks` package."""
+"""The token lifecycle commands against `sable dev` (which lets webhooks reach this machine):
+`sable webhook create|list|test|remove`, with a receiver that checks deliveries with the
+`standardwebhooks` package, and `sable token regenerate`."""
 
 from __future__ import annotations
 
@@ -29,11 +30,21 @@ async def test_the_webhook_commands(dev, aiohttp_server):  # noqa: F811
     r = await run("test", made["id"])
     assert (r.returncode, r.stdout.strip()) == (0, "delivered")
     assert receiver.received[-1]["event"]["type"] == "webhook.test"
-    r = await asyncio.to_thread(sable, env, "token", "create", "--org", "acme", "--apps", "orders")
+    r = await asyncio.to_thread(sable, env, "token", "create", "--org", "acme", "--apps", "orders", "--json")
     assert r.returncode == 0, r.stderr
+    first = json.loads(r.stdout)
     deadline = time.monotonic() + 5
     while not receiver.of_type("token.created"):
         assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    r = await asyncio.to_thread(sable, env, "token", "regenerate", first["id"], "--json")
+    assert r.returncode == 0, r.stderr
+    again = json.loads(r.stdout)
+    assert again["token"].startswith("sable_pt_") and again["revoked"] == [first["id"]]
+    r = await asyncio.to_thread(sable, env, "token", "regenerate", first["id"])
+    assert r.returncode != 0 and "revoked" in r.stderr
+    while len(receiver.of_type("token.revoked")) < 1:
+        assert time.monotonic() < deadline + 5
         await asyncio.sleep(0.05)
     r = await run("list", "--json")
     assert json.loads(r.stdout) == [{"id": made["id"], "url": made["url"], "events": ["token.created", "token.revoked"],
