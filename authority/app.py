@@ -302,6 +302,28 @@ async def public_revoke(request: web.Request) -> web.Response:
     return json_response({}, status=202)
 
 
+@routes.get("/v1/orgs/{org}/policy")
+async def org_policy(request: web.Request) -> web.Response:
+    a = await _admin(request)
+    org = request.match_info["org"]
+    if not NAME_RE.fullmatch(org) or not await a.store.org_exists(org):
+        raise NotFound("no such org")
+    return json_response({"org": org, "max_token_lifetime": await a.orgs.max_token_lifetime(org)})
+
+
+@routes.put("/v1/orgs/{org}/policy")
+async def set_org_policy(request: web.Request) -> web.Response:
+    a = await _admin(request)
+    org = request.match_info["org"]
+    seconds = (await read_json(request)).get("max_token_lifetime")
+    if seconds is not None and (not isinstance(seconds, int) or isinstance(seconds, bool)):
+        raise BadRequest("max_token_lifetime must be a number of seconds, or null for no limit")
+    if not NAME_RE.fullmatch(org):
+        raise NotFound("no such org")
+    held = await a.orgs.set_max_token_lifetime(org, seconds, caller(request))
+    return json_response({"org": org, "max_token_lifetime": held})
+
+
 async def _webhook_owner(request: web.Request, org: str) -> None:
     """The admin credential, or an admin of `org` through self-service (SPEC §18)."""
     member = await _member(request, "w")

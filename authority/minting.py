@@ -11,6 +11,7 @@ import nacl.utils
 from authority.config import AuthorityConfig, TrustedDischarger
 from authority.dischargers import TrustedDischargers
 from authority.model import Minted, MintRequest, Stripped, StripRequest
+from authority.orgs import Orgs
 from authority.root_keys import RootKeys
 from authority.store import AuthorityStore, DischargeUsed, TokenRow
 from authority.verification import Checker, parse_presentation
@@ -61,8 +62,9 @@ def _expiry(now: int, seconds: int) -> str:
 
 class Minting:
     def __init__(self, config: AuthorityConfig, store: AuthorityStore, keys: RootKeys, checker: Checker,
-                 trust: TrustedDischargers):
+                 trust: TrustedDischargers, orgs: Orgs):
         self.config = config
+        self.orgs = orgs
         self.store = store
         self.keys = keys
         self.checker = checker
@@ -90,7 +92,8 @@ class Minting:
         if not await self.store.org_exists(req.org):
             raise NotFound(f"org {req.org!r} does not exist")
         now = int(time.time())
-        expires_in = self.config.default_expires_in if req.expires_in is None else req.expires_in
+        expires_in = await self._lifetime(req.org, req.expires_in, self.config.default_expires_in)
+        assert expires_in is not None  # a default was given
         if not 1 <= expires_in <= MAX_EXPIRES_IN:
             raise BadRequest(f"expires_in must be 1 to {MAX_EXPIRES_IN} seconds (one year)")
         first = [f"org {req.org}", *req.caveats, _expiry(now, expires_in)]
@@ -107,7 +110,7 @@ class Minting:
         audit.emit()
         return Minted(token.encode(), token_id, first, req.principal, req.strip_once)
 
-    def reissue(self, old: TokenRow, caller: Caller, created_by: str) -> tuple[Minted, TokenRow, AuditRecord]:
+    async def reissue(self, old: TokenRow, caller: Caller, created_by: str) -> tuple[Minted, TokenRow, AuditRecord]:
         """A new permission token like `old` (SPEC §18, regenerate): its org, name, caveats,
         principal and single-use setting, and a lifetime as long as `old`'s was. Not stored:
         `Regeneration` stores it as it revokes `old`."""
@@ -118,6 +121,8 @@ class Minting:
         discharger = self._discharger()
         now = int(time.time())
         lifetime = old.expires_at - old.created_at if old.expires_at else self.config.default_expires_in
+        limit = await self.orgs.max_token_lifetime(old.org)
+        lifetime = lifetime if limit is None else min(lifetime, limit)
         middle = [c for c in old.caveats if not c.startswith(("org ", "expires "))]
         first = [f"org {old.org}", *middle, _expiry(now, lifetime)]
         token_id = new_token_id()
@@ -129,6 +134,19 @@ class Minting:
         audit = caller.record("mint", token_id=token_id, org=old.org, user=None if created_by == "@admin" else created_by,
                               detail={"regenerates": old.id})
         return Minted(token.encode(), token_id, first, old.principal, old.strip_once), row, audit
+
+    async def _lifetime(self, org: str, asked: int | None, default: int | None) -> int | None:
+        """The lifetime a new token of `org` gets (SPEC §18's org policy): what was asked, if
+        within the policy (else 400), or the default capped by it."""
+        limit = await self.orgs.max_token_lifetime(org)
+        if limit is None:
+            return default if asked is None else asked
+        if asked is not None and asked > limit:
+            raise BadRequest(f"--expires-in (expires_in {asked} s) is longer than org {org}'s max token lifetime "
+                             f"({limit} s)")
+        if asked is not None:
+            return asked
+        return limit if default is None else min(default, limit)
 
     def mint_user(self, org: str, role: str, caller: Caller) -> Minted:
         """A user token (SPEC §11): `org O`, `expires` in 12 h, and the authentication caveat
@@ -167,13 +185,14 @@ class Minting:
             once = (verified.discharge_id, verified.discharge_expires)
         kept = [c.text for c in verified.caveats[: len(pt.caveats) - 1] if not isinstance(c, _TIME_CAVEATS)]
         now = int(time.time())
-        if req.expires_in is not None:
-            kept.append(_expiry(now, req.expires_in))
+        expires_in = await self._lifetime(rec.org, req.expires_in, None)
+        if expires_in is not None:
+            kept.append(_expiry(now, expires_in))
         token_id = new_token_id()
         token, sealed = build(self.keys, tokens.SERVICE, self.config.public_url, token_id, kept)
         row = TokenRow(token_id, "service", req.name, rec.org, rec.id, verified.user, len(kept), sealed, now,
                        created_by=verified.user, caveats=kept,
-                       expires_at=now + req.expires_in if req.expires_in is not None else None)
+                       expires_at=now + expires_in if expires_in is not None else None)
         audit = caller.record("strip", token_id=token_id, parent=rec.id, org=rec.org, user=verified.user,
                               detail={"discharge_id": verified.discharge_id} if once else None)
         # Remember which attenuations of the permission token this came from, so revoking

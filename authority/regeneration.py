@@ -29,7 +29,7 @@ class Regeneration:
         old = loaded[0]
         if old.revoked_at is not None:
             raise Conflict("that token is revoked; mint a new one")
-        minted, row, audit = self.minting.reissue(old, caller, created_by)
+        minted, row, audit = await self.minting.reissue(old, caller, created_by)
         revoked = ListedIn(caller.record("revoke", token_id=old.id, org=old.org, detail={"by": "regenerate"}))
         ids = await self.store.replace_token(row, audit, old.id, int(time.time()), revoked)
         if ids is None:

@@ -47,7 +47,7 @@ class Authority:
                                self.feed.fresh, keys.user_token_signature,
                                lambda token_id: store.credential_revoked(USER_CREDENTIAL + token_id))
         self.orgs = Orgs(store)
-        self.minting = Minting(config, store, keys, self.checker, trust)
+        self.minting = Minting(config, store, keys, self.checker, trust, self.orgs)
         self.introspection = Introspection(self.checker)
         self.revocation = Revocation(store, self.records, self.feed, config.public_url)
         self.listing = Listing(store, self.usage)

@@ -208,6 +208,14 @@ class AuthorityClient(_Client):
     async def list_orgs(self) -> list[dict]:
         return (await self.request("GET", "/v1/orgs", bearer=self._admin()))["orgs"]
 
+    async def org_lifetime(self, org: str) -> dict:
+        """`{"max_token_lifetime": seconds or None}` of an org (SPEC §18)."""
+        return await self.request("GET", f"/v1/orgs/{org}/policy", bearer=self._admin())
+
+    async def set_org_lifetime(self, org: str, seconds: int | None) -> dict:
+        return await self.request("PUT", f"/v1/orgs/{org}/policy", {"max_token_lifetime": seconds},
+                                  bearer=self._admin(), idempotent=True)
+
     # webhooks (SPEC §18): the admin credential, or an org admin's user token and discharge
     async def create_webhook(self, org: str, url: str, events: Sequence[str]) -> dict:
         """A new endpoint; the answer's `secret` is shown this once."""

@@ -20,7 +20,6 @@ ELSEWHERE: dict[str, tuple[str, ...]] = {
     "authority/metrics.py": ("tests/server/test_metrics.py",),
     "authority/minting.py": ("tests/integration/test_lifecycle.py", "tests/integration/test_verify.py"),
     "authority/model.py": ("tests/integration/test_verify.py",),
-    "authority/orgs.py": ("tests/integration/test_lifecycle.py",),
     "authority/pages.py": ("tests/chromium/test_console.py", "tests/security/test_browser_attacks.py"),
     "authority/schemas.py": ("tests/fuzz/test_verify_endpoint.py", "tests/integration/test_verify.py"),
     "authority/service.py": ("tests/integration/test_lifecycle.py",),

@@ -348,6 +348,10 @@ CREATE TABLE IF NOT EXISTS webhooks (
     disabled_at BIGINT
 );
 CREATE INDEX IF NOT EXISTS webhooks_org ON webhooks(org);
+CREATE TABLE IF NOT EXISTS org_policies (
+    org TEXT PRIMARY KEY,
+    max_token_lifetime BIGINT
+);
 CREATE TABLE IF NOT EXISTS webhook_outbox (
     seq BIGSERIAL PRIMARY KEY,
     endpoint_id TEXT NOT NULL,
@@ -456,6 +460,19 @@ class PostgresStore(PgDatabase):
         # Strips and mints are grouped, and so are revocations: see GroupCall.
         self._inserts = GroupCall(self._insert_batch, limit=64, fail_all=(StoreError,))
         self._revocations = GroupCall(self._revoke_batch, limit=64, fail_all=(StoreError,), parallel=2)
+
+    # --- org policies (SPEC §18) -----------------------------------------------------------
+
+    async def max_token_lifetime(self, org: str) -> int | None:
+        row = await self._one("SELECT max_token_lifetime FROM authority.org_policies WHERE org = $1", org)
+        return None if row is None else row[0]
+
+    async def set_max_token_lifetime(self, org: str, seconds: int | None, audit: AuditRecord) -> None:
+        async with self._tx() as c:
+            await c.execute("INSERT INTO authority.org_policies (org, max_token_lifetime) VALUES ($1, $2)"
+                            " ON CONFLICT (org) DO UPDATE SET max_token_lifetime = excluded.max_token_lifetime",
+                            org, seconds)
+            await self._audit(c, [audit])
 
     # --- webhooks (SPEC §18) ---------------------------------------------------------------
 

@@ -139,6 +139,10 @@ CREATE TABLE IF NOT EXISTS webhooks (
     disabled_at INTEGER
 );
 CREATE INDEX IF NOT EXISTS webhooks_org ON webhooks(org);
+CREATE TABLE IF NOT EXISTS org_policies (
+    org TEXT PRIMARY KEY,
+    max_token_lifetime INTEGER
+);
 CREATE TABLE IF NOT EXISTS webhook_outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     endpoint_id TEXT NOT NULL,
@@ -188,6 +192,19 @@ class SqliteStore(Database):
     # v2 and v4 changed only the PostgreSQL schema (functions); versions stay the same on both
     # backends so `sable db copy` can compare them.
     MIGRATIONS = (COMMON_V1 + V1, "SELECT 1", V3, "SELECT 1", V5, V6, V7, V8)
+
+    # --- org policies (SPEC §18) -----------------------------------------------------------
+
+    async def max_token_lifetime(self, org: str) -> int | None:
+        row = await self._one("SELECT max_token_lifetime FROM org_policies WHERE org = ?", (org,))
+        return None if row is None else row[0]
+
+    async def set_max_token_lifetime(self, org: str, seconds: int | None, audit: AuditRecord) -> None:
+        def run(c: sqlite3.Connection) -> None:
+            c.execute("INSERT INTO org_policies (org, max_token_lifetime) VALUES (?, ?) ON CONFLICT (org)"
+                      " DO UPDATE SET max_token_lifetime = excluded.max_token_lifetime", (org, seconds))
+            self._audit(c, [audit])
+        await self._tx(run)
 
     # --- webhooks (SPEC §18) ---------------------------------------------------------------
 

@@ -9,7 +9,17 @@ import click
 
 from clients import caveats, tokens
 from clients.cli.acting import acting
-from clients.cli.common import EXIT_UNAVAILABLE, EXIT_USAGE, authority, discharger, emit, fail, handle_errors, run
+from clients.cli.common import (
+    DURATION,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    authority,
+    discharger,
+    emit,
+    fail,
+    handle_errors,
+    run,
+)
 from clients.cli.holder import caveat_options, caveats_from
 from clients.errors import SableAPIError
 from clients.scope import summary
@@ -40,26 +50,51 @@ def org_create(name, as_json):
 @click.option("--no-require-idp", is_flag=True, help="Drop the identity provider requirement.")
 @click.option("--require-mfa/--no-require-mfa", default=None,
               help="Discharges for the org need a session made with a second factor (or a provider).")
+@click.option("--max-token-lifetime", type=DURATION, metavar="DURATION",
+              help="The longest a new token of the org may live (held by the authority): 90d, 12h...")
+@click.option("--no-max-token-lifetime", is_flag=True, help="Drop the lifetime limit.")
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
-def org_policy(name, require_idp, no_require_idp, require_mfa, as_json):
-    """Show or change how org NAME's members must sign in (held by the discharger)."""
+def org_policy(name, require_idp, no_require_idp, require_mfa, max_token_lifetime, no_max_token_lifetime, as_json):
+    """Show or change org NAME's policies: how members sign in (the discharger) and how long
+    its tokens may live (the authority)."""
     if require_idp and no_require_idp:
         fail("--require-idp and --no-require-idp contradict each other", EXIT_USAGE)
+    if max_token_lifetime is not None and no_max_token_lifetime:
+        fail("--max-token-lifetime and --no-max-token-lifetime contradict each other", EXIT_USAGE)
+    sign_in_change = require_idp is not None or no_require_idp or require_mfa is not None
+    lifetime_change = max_token_lifetime is not None or no_max_token_lifetime
 
     async def go():
-        async with discharger() as d:
-            current = await d.org_policy(name)
-            if require_idp is None and not no_require_idp and require_mfa is None:
-                return current
-            idp = None if no_require_idp else (require_idp or current["require_idp"])
-            mfa = current["require_mfa"] if require_mfa is None else require_mfa
-            return await d.set_org_policy(name, idp, mfa)
+        out: dict = {}
+        if sign_in_change or not lifetime_change:
+            async with discharger() as d:
+                current = await d.org_policy(name)
+                if sign_in_change:
+                    idp = None if no_require_idp else (require_idp or current["require_idp"])
+                    mfa = current["require_mfa"] if require_mfa is None else require_mfa
+                    current = await d.set_org_policy(name, idp, mfa)
+                out.update(current)
+        if lifetime_change or not sign_in_change:
+            async with authority() as a:
+                if lifetime_change:
+                    held = await a.set_org_lifetime(name, None if no_max_token_lifetime else max_token_lifetime)
+                else:
+                    held = await a.org_lifetime(name)
+                out["max_token_lifetime"] = held["max_token_lifetime"]
+        return out
     out = run(go())
-    said = [f"identity provider {out['require_idp']}" if out["require_idp"] else None,
-            "a second factor" if out["require_mfa"] else None]
-    needs = " and ".join(x for x in said if x)
-    emit(out, as_json, f"org {name}: sign-ins need {needs}" if needs else f"org {name}: no sign-in policy")
+    lines = []
+    if "require_mfa" in out:
+        said = [f"identity provider {out['require_idp']}" if out["require_idp"] else None,
+                "a second factor" if out["require_mfa"] else None]
+        needs = " and ".join(x for x in said if x)
+        lines.append(f"org {name}: sign-ins need {needs}" if needs else f"org {name}: no sign-in policy")
+    if "max_token_lifetime" in out:
+        limit = out["max_token_lifetime"]
+        lines.append(f"org {name}: new tokens live at most {limit} s" if limit else
+                     f"org {name}: no token lifetime limit")
+    emit(out, as_json, "\n".join(lines))
 
 
 @org.command("list")

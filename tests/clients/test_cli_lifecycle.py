@@ -59,3 +59,17 @@ async def test_the_webhook_commands(dev, aiohttp_server):  # noqa: F811
     assert r.returncode == 0
     r = await run("create", "--org", "acme", "--url", "https://example.com/", "--events", "token.nope")
     assert r.returncode != 0 and "token.nope" in r.stderr
+
+
+def test_the_org_lifetime_policy_command(dev):  # noqa: F811
+    env = {**os.environ, "SABLE_AUTHORITY_URL": dev["a"], "SABLE_DISCHARGER_URL": dev["d"],
+           "SABLE_ADMIN_TOKEN": dev["admin"], "XDG_CONFIG_HOME": str(dev["config_home"])}
+    r = sable(env, "org", "policy", "acme", "--max-token-lifetime", "1h")
+    assert r.returncode == 0 and "new tokens live at most 3600 s" in r.stdout, r.stderr
+    r = sable(env, "org", "policy", "acme", "--json")  # both services' policies
+    shown = json.loads(r.stdout)
+    assert shown["max_token_lifetime"] == 3600 and shown["require_mfa"] is False  # from both services
+    r = sable(env, "token", "create", "--org", "acme", "--expires-in", "2h")
+    assert r.returncode != 0 and "--expires-in" in r.stderr and "3600" in r.stderr
+    r = sable(env, "org", "policy", "acme", "--no-max-token-lifetime")
+    assert r.returncode == 0 and "no token lifetime limit" in r.stdout
