@@ -302,6 +302,14 @@ async def public_revoke(request: web.Request) -> web.Response:
     return json_response({}, status=202)
 
 
+@routes.post("/v1/events")
+async def discharger_event(request: web.Request) -> web.Response:
+    """The discharger's user.* and principal.* events (SPEC §18), with an admin credential."""
+    a = await _admin(request)
+    taken = await a.events.receive(await read_json(request), caller(request))
+    return json_response({"taken": taken})
+
+
 @routes.get("/v1/orgs/{org}/policy")
 async def org_policy(request: web.Request) -> web.Response:
     a = await _admin(request)

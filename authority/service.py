@@ -16,6 +16,7 @@ from authority.audit import DenialLog
 from authority.config import AuthorityConfig
 from authority.console import Console
 from authority.dischargers import KeyRefresh, TrustedDischargers
+from authority.events import DischargerEvents
 from authority.feed import RevocationFeed
 from authority.introspection import Introspection
 from authority.leaks import ADMIN_CREDENTIAL, USER_CREDENTIAL, Leaks, PublicRevocation
@@ -57,6 +58,7 @@ class Authority:
         self.discharger_keys = KeyRefresh(trust, config.discharger_url, store)
         self.leaks = Leaks(store, self.checker, self.revocation)
         self.webhooks = Webhooks(store, keys.master, config.webhook_allow_private)
+        self.events = DischargerEvents(store)
         self.public_revocation = PublicRevocation(store, self.leaks, keys.master, config.public_revocations_per_hour)
 
     @classmethod

@@ -197,6 +197,9 @@ def event_id(row: DeliveryRow) -> str:
 def body(row: DeliveryRow) -> bytes:
     """The event as sent: no token string, ever (only ids and what the token row says)."""
     detail = row.detail or {}
+    if row.type.startswith(("user.", "principal.")):  # from the discharger (authority.events)
+        return orjson.dumps({"type": row.type, "timestamp": format_time(int(row.at)),
+                        "data": {"user": detail.get("subject"), "orgs": list(detail.get("orgs", []))}})
     token = row.token
     data: dict[str, object] = {
         "token_id": row.token_id,

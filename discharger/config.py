@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from clients.errors import ConfigError
@@ -31,10 +31,14 @@ class DischargerConfig(ServiceSettings):
     identity_providers: tuple[ProviderSettings, ...] = ()  # OpenID providers (SPEC §15)
     passwords: bool = True  # False: people sign in only through a provider
     secret_scanning_keys_url: str | None = GITHUB_KEYS_URL  # GitHub's keys for leak reports (SPEC §18)
+    # An authority admin credential: user.* and principal.* events go to each authority_url's
+    # POST /v1/events with it (SPEC §18). Give it in SABLE_DISCHARGER_AUTHORITY_ADMIN_TOKEN.
+    authority_admin_token: str | None = field(default=None, repr=False)
 
 
 KEYS = COMMON_KEYS | frozenset({"keys", "session_ttl", "discharge_ttl", "password_limits", "authority_url",
-                                "identity_provider", "passwords", "secret_scanning_keys_url"})
+                                "identity_provider", "passwords", "secret_scanning_keys_url",
+                                "authority_admin_token"})
 
 
 def load(config_path: str | None = None, **flags) -> DischargerConfig:
@@ -50,6 +54,7 @@ def load(config_path: str | None = None, **flags) -> DischargerConfig:
         authority_urls=tuple(as_list(pick("authority_url"))),
         identity_providers=providers.parse(pick("identity_provider")),
         passwords=_boolean(pick("passwords", True), "passwords"),
+        authority_admin_token=pick("authority_admin_token") or None,
         secret_scanning_keys_url=service_url(pick("secret_scanning_keys_url", GITHUB_KEYS_URL) or "",
                                              "secret_scanning_keys_url") or None,
     )

@@ -14,6 +14,7 @@ from discharger.browser_sessions import BrowserSessions
 from discharger.config import DischargerConfig
 from discharger.device import DeviceLogins
 from discharger.discharges import Discharges
+from discharger.events import EventSender
 from discharger.federation import Federation
 from discharger.flows import Flows
 from discharger.leaks import Leaks
@@ -47,6 +48,7 @@ class Discharger:
         self.passkeys = Passkeys(store, self.browser, config.public_url)
         self.principals = Principals(config, store, keys, self.discharges)
         self.leaks = Leaks(store)
+        self.events = EventSender(store, config.authority_urls, config.authority_admin_token, config.public_url)
 
     @classmethod
     async def open(cls, config: DischargerConfig) -> Discharger:
@@ -74,9 +76,11 @@ class Discharger:
             raise
         discharger = cls(config, store, keys, hasher)
         await discharger.providers.start()  # a provider that cannot be discovered is shown as unavailable
+        await discharger.events.start()
         return discharger
 
     async def close(self) -> None:
+        await self.events.stop()
         await self.providers.close()
         await self.principals.close()
         await self.keys.stop()

@@ -139,6 +139,7 @@ TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     *COMMON_TABLES,
     ("orgs", ("name", "created_at")),
     ("org_policies", ("org", "max_token_lifetime")),
+    ("received_events", ("id", "received_at")),
     ("tokens", TOKEN_COLUMNS),
     ("revoked_attenuations", ("fingerprint", "token_id", "revoked_at")),
     ("strip_lineage", ("fingerprint", "service_id")),
@@ -286,6 +287,14 @@ class AuthorityStore(ServiceStore, Protocol):
         ...
     async def finish_leak_report(self, report_id: int) -> None: ...
     async def leak_queue_depth(self) -> int: ...
+
+    # the discharger's events (SPEC §18), each taken once by id
+    async def record_discharger_event(self, event_id: str, user: str, session_orgs: list[str] | None, now: int,
+                                      audit: AuditRecord) -> bool:
+        """Record an event not seen before, with `audit` (which the webhook trigger fans out),
+        and end the user's console sessions in `session_orgs` (None: all of them), in one
+        transaction; False if its id was seen already."""
+        ...
 
     # an org's lifetime policy (SPEC §18): the longest a new token of it may live (None: no limit)
     async def max_token_lifetime(self, org: str) -> int | None: ...

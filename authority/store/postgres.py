@@ -348,6 +348,10 @@ CREATE TABLE IF NOT EXISTS webhooks (
     disabled_at BIGINT
 );
 CREATE INDEX IF NOT EXISTS webhooks_org ON webhooks(org);
+CREATE TABLE IF NOT EXISTS received_events (
+    id TEXT PRIMARY KEY,
+    received_at BIGINT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS org_policies (
     org TEXT PRIMARY KEY,
     max_token_lifetime BIGINT
@@ -368,6 +372,15 @@ CREATE OR REPLACE FUNCTION audit_to_webhooks() RETURNS trigger LANGUAGE plpgsql 
 DECLARE
     kind TEXT := CASE NEW.event WHEN 'revoke' THEN 'token.revoked' WHEN 'leak' THEN 'token.leaked' ELSE 'token.created' END;
 BEGIN
+    IF NEW.event = 'discharger_event' THEN  -- the discharger's user.* and principal.* events
+        INSERT INTO authority.webhook_outbox (endpoint_id, audit_seq, type, due_at)
+        SELECT w.id, NEW.seq, NEW.detail::jsonb->>'type', NEW.at::bigint
+        FROM authority.webhooks w
+        WHERE w.state = 'active'
+          AND w.org IN (SELECT jsonb_array_elements_text(NEW.detail::jsonb->'orgs'))
+          AND position('"' || (NEW.detail::jsonb->>'type') || '"' in w.events) > 0;
+        RETURN NULL;
+    END IF;
     INSERT INTO authority.webhook_outbox (endpoint_id, audit_seq, type, due_at)
     SELECT w.id, NEW.seq, kind, NEW.at::bigint
     FROM authority.webhooks w
@@ -388,7 +401,7 @@ END
 $fn$;
 DROP TRIGGER IF EXISTS audit_to_webhooks ON audit;
 CREATE TRIGGER audit_to_webhooks AFTER INSERT ON audit FOR EACH ROW
-    WHEN (NEW.event IN ('mint', 'strip', 'revoke', 'leak') AND NEW.outcome = 'ok')
+    WHEN (NEW.event IN ('mint', 'strip', 'revoke', 'leak', 'discharger_event') AND NEW.outcome = 'ok')
     EXECUTE FUNCTION audit_to_webhooks();
 """
 
@@ -460,6 +473,22 @@ class PostgresStore(PgDatabase):
         # Strips and mints are grouped, and so are revocations: see GroupCall.
         self._inserts = GroupCall(self._insert_batch, limit=64, fail_all=(StoreError,))
         self._revocations = GroupCall(self._revoke_batch, limit=64, fail_all=(StoreError,), parallel=2)
+
+    async def record_discharger_event(self, event_id: str, user: str, session_orgs: list[str] | None, now: int,
+                                      audit: AuditRecord) -> bool:
+        async with self._tx() as c:
+            if await c.fetchval("INSERT INTO authority.received_events (id, received_at) VALUES ($1, $2)"
+                                " ON CONFLICT DO NOTHING RETURNING 1", event_id, now) is None:
+                return False
+            ended = 0
+            if session_orgs is None:
+                ended = len(await c.fetch("DELETE FROM authority.console_sessions WHERE username = $1 RETURNING 1",
+                                          user))
+            elif session_orgs:
+                ended = len(await c.fetch("DELETE FROM authority.console_sessions WHERE username = $1"
+                                          " AND org = ANY($2::text[]) RETURNING 1", user, session_orgs))
+            await self._audit(c, [audit.add(sessions_ended=ended)])
+        return True
 
     # --- org policies (SPEC §18) -----------------------------------------------------------
 

@@ -139,6 +139,10 @@ CREATE TABLE IF NOT EXISTS webhooks (
     disabled_at INTEGER
 );
 CREATE INDEX IF NOT EXISTS webhooks_org ON webhooks(org);
+CREATE TABLE IF NOT EXISTS received_events (
+    id TEXT PRIMARY KEY,
+    received_at INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS org_policies (
     org TEXT PRIMARY KEY,
     max_token_lifetime INTEGER
@@ -156,12 +160,19 @@ CREATE TABLE IF NOT EXISTS webhook_outbox (
 CREATE INDEX IF NOT EXISTS webhook_outbox_due ON webhook_outbox(due_at);
 CREATE INDEX IF NOT EXISTS webhook_outbox_endpoint ON webhook_outbox(endpoint_id);
 CREATE TRIGGER IF NOT EXISTS audit_to_webhooks AFTER INSERT ON audit
-WHEN NEW.event IN ('mint', 'strip', 'revoke', 'leak') AND NEW.outcome = 'ok'
+WHEN NEW.event IN ('mint', 'strip', 'revoke', 'leak', 'discharger_event') AND NEW.outcome = 'ok'
 BEGIN
+    -- the discharger's user.* and principal.* events, to each org they name
+    INSERT INTO webhook_outbox (endpoint_id, audit_seq, type, due_at)
+    SELECT w.id, NEW.seq, json_extract(NEW.detail, '$.type'), CAST(NEW.at AS INTEGER)
+    FROM webhooks w
+    WHERE NEW.event = 'discharger_event' AND w.state = 'active'
+      AND w.org IN (SELECT value FROM json_each(json_extract(NEW.detail, '$.orgs')))
+      AND instr(w.events, '"' || json_extract(NEW.detail, '$.type') || '"') > 0;
     INSERT INTO webhook_outbox (endpoint_id, audit_seq, type, due_at)
     SELECT w.id, NEW.seq, CASE NEW.event WHEN 'revoke' THEN 'token.revoked' WHEN 'leak' THEN 'token.leaked' ELSE 'token.created' END, CAST(NEW.at AS INTEGER)
     FROM webhooks w
-    WHERE w.state = 'active'
+    WHERE NEW.event <> 'discharger_event' AND w.state = 'active'
       AND w.org = COALESCE(NEW.org, (SELECT org FROM tokens WHERE id = NEW.token_id))
       AND instr(w.events, '"' || CASE NEW.event WHEN 'revoke' THEN 'token.revoked' WHEN 'leak' THEN 'token.leaked' ELSE 'token.created' END || '"') > 0;
     -- expiry notices 7 days and 1 day ahead, written at mint, for those still ahead
@@ -192,6 +203,22 @@ class SqliteStore(Database):
     # v2 and v4 changed only the PostgreSQL schema (functions); versions stay the same on both
     # backends so `sable db copy` can compare them.
     MIGRATIONS = (COMMON_V1 + V1, "SELECT 1", V3, "SELECT 1", V5, V6, V7, V8)
+
+    async def record_discharger_event(self, event_id: str, user: str, session_orgs: list[str] | None, now: int,
+                                      audit: AuditRecord) -> bool:
+        def run(c: sqlite3.Connection) -> bool:
+            if not c.execute("INSERT OR IGNORE INTO received_events (id, received_at) VALUES (?, ?)",
+                             (event_id, now)).rowcount:
+                return False
+            ended = 0
+            if session_orgs is None:
+                ended = c.execute("DELETE FROM console_sessions WHERE username = ?", (user,)).rowcount
+            elif session_orgs:
+                ended = c.execute(f"DELETE FROM console_sessions WHERE username = ? AND org IN"
+                                  f" ({', '.join('?' * len(session_orgs))})", (user, *session_orgs)).rowcount
+            self._audit(c, [audit.add(sessions_ended=ended)])
+            return True
+        return await self._tx(run)
 
     # --- org policies (SPEC §18) -----------------------------------------------------------
 

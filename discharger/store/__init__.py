@@ -126,6 +126,7 @@ TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("trust_policies", ("id", "principal", "issuer", "audience", "claims", "max_age", "created_at")),
     ("used_id_tokens", ("issuer", "jti", "expires_at")),
     ("leaked_secrets", ("hash", "kind", "reported_at")),
+    ("event_outbox", ("seq", "type", "subject", "orgs", "at", "due_at", "attempts", "claimed_until")),
     ("grants", ("hash", "kind", "lookup", "data", "status", "username", "created_at", "expires_at", "interval",
                 "polled_at", "code_hash", "code_expires_at")),
 )
@@ -191,6 +192,16 @@ class DischargerStore(ServiceStore, Protocol):
     # Secrets reported leaked (SPEC §18), by digest: sessions ended and admin credentials
     # disabled that way, so a repeated report gets the same label and a leaked
     # SABLE_ADMIN_TOKEN is never added again.
+    # Events for the authorities (SPEC §18): user.disabled, user.removed_from_org and
+    # principal.disabled, queued by triggers in the transaction of the change.
+    async def claim_events(self, now: int, lease: int, limit: int) -> list[tuple[int, str, str, str, int, int]]:
+        """Due events nobody holds, held for `lease` s: (seq, type, subject, orgs as JSON, at,
+        attempts so far)."""
+        ...
+    async def event_sent(self, seq: int) -> None: ...
+    async def event_failed(self, seq: int, due_at: int) -> None: ...
+    async def events_pending(self) -> int: ...
+
     async def record_leaked(self, digest: bytes, kind: str, now: int, audit: AuditRecord) -> bool:
         """Whether it was new (the audit row is stored only then)."""
         ...

@@ -192,13 +192,58 @@ _KEYS_LOCK = (0x5AB1E, 1)
 _THROTTLE_SPACE = 0x5AB1F
 
 
-# v9 (SPEC §18): secrets reported leaked.
+# v9 (SPEC §18): secrets reported leaked, and the outbox of events for the authorities (user.*,
+# principal.*), filled by triggers in the transaction of each change.
 V9 = """
 CREATE TABLE IF NOT EXISTS leaked_secrets (
     hash BYTEA PRIMARY KEY,
     kind TEXT NOT NULL,
     reported_at BIGINT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS event_outbox (
+    seq BIGSERIAL PRIMARY KEY,
+    type TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    orgs TEXT NOT NULL,
+    at BIGINT NOT NULL,
+    due_at BIGINT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    claimed_until BIGINT NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS event_outbox_due ON event_outbox(due_at);
+CREATE OR REPLACE FUNCTION queue_event(kind TEXT, subject TEXT, orgs TEXT) RETURNS void LANGUAGE sql AS $fn$
+    INSERT INTO discharger.event_outbox (type, subject, orgs, at, due_at)
+    VALUES (kind, subject, orgs, extract(epoch FROM now())::bigint, extract(epoch FROM now())::bigint);
+$fn$;
+CREATE OR REPLACE FUNCTION user_disabled_event() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+    PERFORM discharger.queue_event('user.disabled', NEW.username, COALESCE(
+        (SELECT json_agg(m.org ORDER BY m.org)::text FROM discharger.memberships m WHERE m.username = NEW.username),
+        '[]'));
+    RETURN NULL;
+END
+$fn$;
+CREATE OR REPLACE FUNCTION membership_removed_event() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+    PERFORM discharger.queue_event('user.removed_from_org', OLD.username, json_build_array(OLD.org)::text);
+    RETURN NULL;
+END
+$fn$;
+CREATE OR REPLACE FUNCTION principal_disabled_event() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+    PERFORM discharger.queue_event('principal.disabled', NEW.name, json_build_array(NEW.org)::text);
+    RETURN NULL;
+END
+$fn$;
+DROP TRIGGER IF EXISTS user_disabled_event ON users;
+CREATE TRIGGER user_disabled_event AFTER UPDATE OF disabled ON users FOR EACH ROW
+    WHEN (NEW.disabled = 1 AND OLD.disabled = 0) EXECUTE FUNCTION user_disabled_event();
+DROP TRIGGER IF EXISTS membership_removed_event ON memberships;
+CREATE TRIGGER membership_removed_event AFTER DELETE ON memberships FOR EACH ROW
+    EXECUTE FUNCTION membership_removed_event();
+DROP TRIGGER IF EXISTS principal_disabled_event ON principals;
+CREATE TRIGGER principal_disabled_event AFTER UPDATE OF disabled ON principals FOR EACH ROW
+    WHEN (NEW.disabled = 1 AND OLD.disabled = 0) EXECUTE FUNCTION principal_disabled_event();
 """
 
 class PostgresStore(PgDatabase):
@@ -236,8 +281,11 @@ class PostgresStore(PgDatabase):
         async with self._tx() as c:
             if await c.fetchval("SELECT 1 FROM discharger.users WHERE username = $1 FOR UPDATE", username) is None:
                 return False
-            await c.execute("DELETE FROM discharger.memberships WHERE username = $1", username)
-            await c.executemany("INSERT INTO discharger.memberships (username, org, role) VALUES ($1, $2, $3)",
+            # Only memberships that end are deleted: each deletion is a user.removed_from_org event.
+            await c.execute("DELETE FROM discharger.memberships WHERE username = $1 AND NOT (org = ANY($2::text[]))",
+                            username, sorted(roles))
+            await c.executemany("INSERT INTO discharger.memberships (username, org, role) VALUES ($1, $2, $3)"
+                                " ON CONFLICT (username, org) DO UPDATE SET role = excluded.role",
                                 [(username, o, r) for o, r in roles.items()])
             await self._audit(c, [audit])
             return True
@@ -307,6 +355,29 @@ class PostgresStore(PgDatabase):
     async def delete_session(self, digest: bytes) -> bool:
         async with self._tx() as c:
             return await c.fetchval("DELETE FROM discharger.sessions WHERE hash = $1 RETURNING 1", digest) is not None
+
+    # --- events for the authorities (SPEC §18) ------------------------------------------------
+
+    async def claim_events(self, now: int, lease: int, limit: int) -> list[tuple[int, str, str, str, int, int]]:
+        async with self._tx() as c:
+            rows = await c.fetch(
+                "UPDATE discharger.event_outbox SET claimed_until = $2 WHERE seq IN (SELECT seq FROM"
+                " discharger.event_outbox WHERE due_at <= $1 AND claimed_until <= $1 ORDER BY seq LIMIT $3"
+                " FOR UPDATE SKIP LOCKED) RETURNING seq, type, subject, orgs, at, attempts", now, now + lease, limit)
+        return sorted((r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows)
+
+    async def event_sent(self, seq: int) -> None:
+        async with self._tx() as c:
+            await c.execute("DELETE FROM discharger.event_outbox WHERE seq = $1", seq)
+
+    async def event_failed(self, seq: int, due_at: int) -> None:
+        async with self._tx() as c:
+            await c.execute("UPDATE discharger.event_outbox SET attempts = attempts + 1, due_at = $1,"
+                            " claimed_until = 0 WHERE seq = $2", due_at, seq)
+
+    async def events_pending(self) -> int:
+        row = await self._one("SELECT count(*) FROM discharger.event_outbox")
+        return int(row[0]) if row else 0
 
     async def record_leaked(self, digest: bytes, kind: str, now: int, audit: AuditRecord) -> bool:
         async with self._tx() as c:

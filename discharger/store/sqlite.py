@@ -169,13 +169,46 @@ CREATE TABLE IF NOT EXISTS used_id_tokens (
 CREATE INDEX IF NOT EXISTS used_id_tokens_expiry ON used_id_tokens(expires_at);
 """
 
-# v9 (SPEC §18): secrets reported leaked.
+# v9 (SPEC §18): secrets reported leaked, and the outbox of events for the authorities (user.*,
+# principal.*), filled by triggers in the transaction of each change.
 V9 = """
 CREATE TABLE IF NOT EXISTS leaked_secrets (
     hash BLOB PRIMARY KEY,
     kind TEXT NOT NULL,
     reported_at INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS event_outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    type TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    orgs TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    due_at INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    claimed_until INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS event_outbox_due ON event_outbox(due_at);
+CREATE TRIGGER IF NOT EXISTS user_disabled_event AFTER UPDATE OF disabled ON users
+WHEN NEW.disabled = 1 AND OLD.disabled = 0
+BEGIN
+    INSERT INTO event_outbox (type, subject, orgs, at, due_at)
+    VALUES ('user.disabled', NEW.username,
+            (SELECT json_group_array(org) FROM memberships WHERE username = NEW.username),
+            CAST(strftime('%s', 'now') AS INTEGER), CAST(strftime('%s', 'now') AS INTEGER));
+END;
+CREATE TRIGGER IF NOT EXISTS membership_removed_event AFTER DELETE ON memberships
+BEGIN
+    INSERT INTO event_outbox (type, subject, orgs, at, due_at)
+    VALUES ('user.removed_from_org', OLD.username, json_array(OLD.org),
+            CAST(strftime('%s', 'now') AS INTEGER), CAST(strftime('%s', 'now') AS INTEGER));
+END;
+CREATE TRIGGER IF NOT EXISTS principal_disabled_event AFTER UPDATE OF disabled ON principals
+WHEN NEW.disabled = 1 AND OLD.disabled = 0
+BEGIN
+    INSERT INTO event_outbox (type, subject, orgs, at, due_at)
+    VALUES ('principal.disabled', NEW.name, json_array(NEW.org),
+            CAST(strftime('%s', 'now') AS INTEGER), CAST(strftime('%s', 'now') AS INTEGER));
+END;
 """
 
 _GRANT_COLS = ("hash, kind, lookup, data, status, created_at, expires_at, username, interval, polled_at, code_hash,"
@@ -218,8 +251,12 @@ class SqliteStore(Database):
         def run(c: sqlite3.Connection) -> bool:
             if c.execute("SELECT 1 FROM users WHERE username = ?", (username,)).fetchone() is None:
                 return False
-            c.execute("DELETE FROM memberships WHERE username = ?", (username,))
-            c.executemany("INSERT INTO memberships (username, org, role) VALUES (?, ?, ?)",
+            # Only memberships that end are deleted: each deletion is a user.removed_from_org event.
+            kept = sorted(roles)
+            c.execute(f"DELETE FROM memberships WHERE username = ? AND org NOT IN ({', '.join('?' * len(kept))})",
+                      (username, *kept))
+            c.executemany("INSERT INTO memberships (username, org, role) VALUES (?, ?, ?)"
+                          " ON CONFLICT (username, org) DO UPDATE SET role = excluded.role",
                           [(username, o, r) for o, r in roles.items()])
             self._audit(c, [audit])
             return True
@@ -290,6 +327,27 @@ class SqliteStore(Database):
         def run(c: sqlite3.Connection) -> bool:
             return c.execute("DELETE FROM sessions WHERE hash = ?", (digest,)).rowcount == 1
         return await self._tx(run)
+
+    # --- events for the authorities (SPEC §18) ------------------------------------------------
+
+    async def claim_events(self, now: int, lease: int, limit: int) -> list[tuple[int, str, str, str, int, int]]:
+        def run(c: sqlite3.Connection) -> list[tuple[int, str, str, str, int, int]]:
+            rows = c.execute("SELECT seq, type, subject, orgs, at, attempts FROM event_outbox WHERE due_at <= ? AND"
+                             " claimed_until <= ? ORDER BY seq LIMIT ?", (now, now, limit)).fetchall()
+            c.executemany("UPDATE event_outbox SET claimed_until = ? WHERE seq = ?", [(now + lease, r[0]) for r in rows])
+            return [tuple(r) for r in rows]
+        return await self._tx(run)
+
+    async def event_sent(self, seq: int) -> None:
+        await self._tx(lambda c: c.execute("DELETE FROM event_outbox WHERE seq = ?", (seq,)))
+
+    async def event_failed(self, seq: int, due_at: int) -> None:
+        await self._tx(lambda c: c.execute("UPDATE event_outbox SET attempts = attempts + 1, due_at = ?,"
+                                           " claimed_until = 0 WHERE seq = ?", (due_at, seq)))
+
+    async def events_pending(self) -> int:
+        row = await self._one("SELECT count(*) FROM event_outbox")
+        return int(row[0]) if row else 0
 
     async def record_leaked(self, digest: bytes, kind: str, now: int, audit: AuditRecord) -> bool:
         def run(c: sqlite3.Connection) -> bool:
