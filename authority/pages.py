@@ -101,9 +101,12 @@ async def _render(request: web.Request, member: Member, cookie: str, status: int
                      "expires": format_time(r.expires_at) if r.expires_at else "never",
                      "last_used": format_time(r.last_used_at) if r.last_used_at else "never", "status": state,
                      "revocable": state == "active" and a.selfservice.may_revoke(member, r)})
+    # An org's admins see its webhooks (SPEC §18): where its events go, and whether they get there.
+    hooks = [{"id": w.id, "url": w.url, "events": ", ".join(w.events), "state": w.state, "pending": w.pending}
+             for w in await a.webhooks.list(member.org)] if member.role == "admin" else None
     context = {"new_token": None, "new_name": None, "error": None, "notice": None, "values": BLANK_FORM, **extra}
     return request.app[PAGES].render("console.html", status=status, service=SERVICE, user=member.username,
-                                     role=member.role, org=member.org, rows=rows,
+                                     role=member.role, org=member.org, rows=rows, webhooks=hooks,
                                      csrf=a.console.csrf(cookie), **context)
 
 
@@ -231,6 +234,37 @@ async def revoke(request: web.Request) -> web.Response:
         return _see_other(f"/console/orgs/{org}/tokens/{row.id}/revoke")
     await request.app[AUTHORITY].selfservice.revoke(member, row.id, caller(request))
     return _see_other(f"/console/orgs/{org}")
+
+
+@routes.get("/console/orgs/{org}/tokens/{id}/regenerate")
+@page
+async def confirm_regenerate(request: web.Request) -> web.Response:
+    """Regenerating asks first (SPEC §18), saying that the old token and what was made from it stop."""
+    org = _org(request)
+    signed_in = await _signed_in(request, org)
+    if signed_in is None:
+        return _see_other(f"/console/orgs/{org}")
+    member, cookie = signed_in
+    row = await _revocable(request, member)
+    a: Authority = request.app[AUTHORITY]
+    return request.app[PAGES].render("regenerate.html", service=SERVICE, user=member.username, org=org,
+                                     csrf=a.console.csrf(cookie),
+                                     token={"id": row.id, "name": row.name, "kind": row.kind,
+                                            "scope": scope.summary(row.caveats), "revoked": row.revoked_at is not None})
+
+
+@routes.post("/console/orgs/{org}/tokens/{id}/regenerate")
+@page
+async def regenerate(request: web.Request) -> web.Response:
+    org, member, cookie, form = await _signed_in_form(request)
+    row = await _revocable(request, member)
+    if form.get("confirm") != "yes":
+        return _see_other(f"/console/orgs/{org}/tokens/{row.id}/regenerate")
+    minted, _ = await request.app[AUTHORITY].regeneration.regenerate(row.id, caller(request), member.username)
+    resp = await _render(request, member, cookie, new_token=minted.token, new_name=row.name,
+                         notice="Regenerated: the old token and everything made from it are revoked.")
+    resp.headers["Cache-Control"] = "no-store"  # the new token is on this page
+    return resp
 
 
 @routes.post("/console/logout")

@@ -83,7 +83,7 @@ def wrk(url: str, body: dict, seconds: float, tmp: Path) -> dict:
 class Authority:
     """`sable authority serve` in its own process(es), trusting a local discharger keypair."""
 
-    def __init__(self, tmp: Path, workers: int = 1, db: Path | str | None = None):
+    def __init__(self, tmp: Path, workers: int = 1, db: Path | str | None = None, settings: str = ""):
         self.private = nacl.public.PrivateKey.generate()
         self.kid = key_id(bytes(self.private.public_key))
         self.admin = tokens.encode(tokens.ADMIN, nacl.utils.random(32))
@@ -91,7 +91,7 @@ class Authority:
         self.url = f"http://127.0.0.1:{self.port}"
         pub = base64.urlsafe_b64encode(bytes(self.private.public_key)).decode().rstrip("=")
         config = tmp / f"authority-{self.port}.toml"
-        config.write_text(f'[authority]\npublic_url = "http://authority.test"\nrevoke_per_minute = 100000000\n'
+        config.write_text(f'[authority]\npublic_url = "http://authority.test"\nrevoke_per_minute = 100000000\n{settings}'
                           f'[[authority.dischargers]]\nlocation = "http://discharger.test"\n'
                           f'public_keys = [{{ kid = "{self.kid}", key = "{pub}" }}]\n')
         env = {**os.environ, "SABLE_ADMIN_TOKEN": self.admin, "SABLE_MASTER_KEY": "55" * 32}

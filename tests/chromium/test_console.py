@@ -13,12 +13,12 @@ from clients.tickets import b64e
 pytestmark = pytest.mark.slow
 
 
-async def sign_in_to_console(page, dev, org="acme"):
+async def sign_in_to_console(page, dev, org="acme", user="alice", password=None):
     """Signed out everywhere: the console sends the browser to the discharger's sign-in; once
     signed in there, the console sign-in is approved without a prompt (SPEC §19)."""
     await page.goto(f"{dev['a']}/console/orgs/{org}")
-    await page.get_by_label("Username").fill("alice")
-    await page.get_by_label("Password").fill(dev["password"])
+    await page.get_by_label("Username").fill(user)
+    await page.get_by_label("Password").fill(password or dev["password"])
     await page.get_by_role("button", name="Sign in", exact=True).click()
     await page.get_by_role("heading", name=f"Tokens of org {org}").wait_for()
 
@@ -169,3 +169,42 @@ async def test_the_authority_root_leads_to_the_users_orgs(dev, browser):
     await page.get_by_role("link", name="acme").click()
     await page.get_by_role("heading", name="Tokens of org acme").wait_for()
     assert page.url == f"{dev['a']}/console/orgs/acme"
+
+
+async def test_regenerate_from_the_console_and_the_webhooks_an_admin_sees(dev, browser, shot):
+    admin = {"Authorization": f"Bearer {dev['admin']}"}
+    async with aiohttp.ClientSession() as http:  # an admin of acme, and a webhook for the org
+        async with http.post(dev["d"] + "/v1/users", headers=admin, json={
+                "username": "carol", "password": "carol's long passphrase", "orgs": [{"org": "acme", "role": "admin"}]}) as r:
+            assert r.status == 201
+        async with http.post(dev["a"] + "/v1/webhooks", headers=admin, json={
+                "org": "acme", "url": "https://hooks.example.com/sable", "events": ["token.leaked"]}) as r:
+            assert r.status == 201
+    member = await browser.new_page()
+    await sign_in_to_console(member, dev)  # alice is a member: no webhooks shown
+    assert await member.get_by_role("heading", name="Webhooks").count() == 0
+    page = await (await browser.new_context()).new_page()
+    await sign_in_to_console(page, dev, user="carol", password="carol's long passphrase")
+    await page.get_by_label("Name").fill("nightly")
+    await page.get_by_label("Apps", exact=True).fill("orders")
+    await page.get_by_label("Actions", exact=True).fill("r")
+    await page.get_by_role("button", name="Create").click()
+    old = (await page.locator("code#new-token").inner_text()).strip()
+    await page.get_by_role("heading", name="Webhooks").wait_for()  # alice is an admin of acme
+    await page.get_by_role("row").filter(has_text="https://hooks.example.com/sable").get_by_text(
+        "active", exact=True).wait_for()
+
+    await page.get_by_role("row").filter(has_text="nightly").get_by_role("link", name="Regenerate").click()
+    await page.get_by_role("heading", name="Regenerate “nightly”?").wait_for()
+    await shot(page, "6-confirm-regenerate")
+    assert await verify(dev, old) == 200  # nothing changes by asking
+    async with page.expect_response(lambda r: r.url.endswith("/regenerate") and r.request.method == "POST") as done:
+        await page.get_by_role("button", name="Regenerate it").click()
+    assert (await done.value).headers["cache-control"] == "no-store"
+    new = (await page.locator("code#new-token").inner_text()).strip()
+    assert new.startswith(tokens.PERMISSION) and new != old
+    await page.get_by_text("Regenerated: the old token", exact=False).wait_for()
+    await shot(page, "7-regenerated")
+    assert await verify(dev, old) == 403 and await verify(dev, new) == 200
+    states = await page.get_by_role("row").filter(has_text="nightly").locator("td[class^=status-]").all_inner_texts()
+    assert sorted(states) == ["active", "revoked"]

@@ -57,12 +57,12 @@ async def test_second_factor_and_policy_commands(dev, tmp_path):
     assert "signed in with password+totp" in r.stdout
     assert json.loads(sable(user, "whoami", "--json").stdout)["auth_method"] == "password+totp"
 
-    r = sable(env, "org", "policy", "acme")
-    assert (r.returncode, r.stdout.strip()) == (0, "org acme: no sign-in policy")
+    r = sable(env, "org", "policy", "acme")  # both services' policies of the org
+    assert (r.returncode, r.stdout.strip()) == (0, "org acme: no sign-in policy\norg acme: no token lifetime limit")
     r = sable(env, "org", "policy", "acme", "--require-mfa")
     assert r.stdout.strip() == "org acme: sign-ins need a second factor"
     r = sable(env, "org", "policy", "acme", "--json")
-    assert json.loads(r.stdout) == {"org": "acme", "require_idp": None, "require_mfa": True}
+    assert json.loads(r.stdout) == {"org": "acme", "require_idp": None, "require_mfa": True, "max_token_lifetime": None}
     r = sable(env, "org", "policy", "acme", "--require-idp", "okta")
     assert r.returncode == 2 and "no identity provider named 'okta'" in r.stderr
     r = sable(env, "org", "policy", "acme", "--no-require-mfa")
