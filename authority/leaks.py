@@ -17,6 +17,7 @@ Every item gets an audit row `leak` with the URL and source it was found at, and
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ log = structlog.get_logger("sable.leaks")
 USER_CREDENTIAL = "ut:"  # + a user token's id, in revoked_credentials
 ADMIN_CREDENTIAL = "adm:"  # + the hex digest of an admin or introspect-only credential
 FOREVER = 2**62
+PARALLEL = 32  # items judged at once
 
 
 @dataclass(slots=True)
@@ -71,15 +73,20 @@ class Leaks:
                 item.token = tokens.parse(item.reported.token)
             except SableError:
                 item.token = None
-        # Tokens first, then the discharges that may go with them.
-        for item in items:
-            if item.token is None:
-                if item.reported.token.startswith(tokens.ADMIN):
-                    item.genuine = await self._admin(item, caller)
-            elif item.token.prefix in (tokens.PERMISSION, tokens.SERVICE):
-                item.genuine = await self._macaroon(item, caller)
-            elif item.token.prefix == tokens.USER:
-                item.genuine = await self._user(item)
+        # Tokens first, then the discharges that may go with them. Revocations of different
+        # tokens are independent: run together, they share commits (SPEC §9: 1,000 in ≤ 2 s).
+        gate = asyncio.Semaphore(PARALLEL)
+
+        async def judge(item: _Item) -> None:
+            async with gate:
+                if item.token is None:
+                    if item.reported.token.startswith(tokens.ADMIN):
+                        item.genuine = await self._admin(item, caller)
+                elif item.token.prefix in (tokens.PERMISSION, tokens.SERVICE):
+                    item.genuine = await self._macaroon(item, caller)
+                elif item.token.prefix == tokens.USER:
+                    item.genuine = await self._user(item)
+        await asyncio.gather(*(judge(item) for item in items))
         for item in items:
             if item.token is not None and item.token.prefix == tokens.DISCHARGE:
                 item.genuine = await self._discharge(item, items, caller)

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import ci_discharge, cli_start, core, pop, postgres, serving, verifier, verifier_process
+from benchmarks import ci_discharge, cli_start, core, leaks, pop, postgres, serving, verifier, verifier_process
 from server.logs import configure_logging
 
 
@@ -31,6 +31,9 @@ def main() -> None:
     print("\n== discharges for a CI's ID token (32 clients, one worker)")
     out["ci_discharge"] = ci_discharge.main(10)
     print(ci_discharge.table(out["ci_discharge"]), flush=True)
+    print("\n== leaks and webhooks (SQLite, one worker)")
+    out["leaks"] = leaks.main()
+    print(leaks.table(out["leaks"]), flush=True)
     print("\n== HTTP (wrk -t1 -c32)")
     if shutil.which("wrk"):
         out["http"] = serving.main(10)
