@@ -196,6 +196,7 @@ async def regenerate(request: web.Request) -> web.Response:
     if not _TOKEN_ID.fullmatch(token_id):
         raise NotFound("no token with that id")
     if member is not None:
+        await _member(request, "c")  # it mints as well as revokes: a user token must allow both
         await a.selfservice.revocable(member, token_id)  # whoever may revoke it
     minted, revoked = await a.regeneration.regenerate(token_id, caller(request),
                                                       "@admin" if member is None else member.username)

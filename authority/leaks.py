@@ -90,6 +90,14 @@ class Leaks:
         for item in items:
             if item.token is not None and item.token.prefix == tokens.DISCHARGE:
                 item.genuine = await self._discharge(item, items, caller)
+        # One token.leaked webhook per token and report, and only when something was revoked
+        # now: made-up attenuations of one token must not turn into a flood of events.
+        announced: set[str] = set()
+        for item in items:
+            row = item.audit
+            if row is not None and item.genuine and (row.detail or {}).get("revoked") and row.token_id not in announced:
+                announced.add(row.token_id or "")
+                row.add(announce=True)
         # A row for each genuine item; the false positives only as a count (anyone may report
         # a thousand made-up strings, and the audit trail is kept for good).
         genuine = [item.audit for item in items if item.genuine and item.audit is not None]
@@ -125,7 +133,8 @@ class Leaks:
         item.audit.token_id, item.audit.org = rec.id, rec.org
         item.audit.add(kind="user")
         revoked = caller_record(item.audit, "revoke", detail={"by": "leak", "kind": "user"})
-        await self.store.revoke_credential(USER_CREDENTIAL + rec.id, now + USER_TOKEN_TTL + 60, now, revoked)
+        if await self.store.revoke_credential(USER_CREDENTIAL + rec.id, now + USER_TOKEN_TTL + 60, now, revoked):
+            item.audit.add(revoked=[rec.id])
         return True
 
     async def _discharge(self, item: _Item, items: list[_Item], caller: Caller) -> bool:

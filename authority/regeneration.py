@@ -29,6 +29,8 @@ class Regeneration:
         old = loaded[0]
         if old.revoked_at is not None:
             raise Conflict("that token is revoked; mint a new one")
+        if old.expires_at is not None and old.expires_at <= time.time():
+            raise Conflict("that token has expired; mint a new one")  # regenerating must not undo an expiry
         minted, row, audit = await self.minting.reissue(old, caller, created_by)
         revoked = ListedIn(caller.record("revoke", token_id=old.id, org=old.org, detail={"by": "regenerate"}))
         ids = await self.store.replace_token(row, audit, old.id, int(time.time()), revoked)

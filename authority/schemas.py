@@ -5,6 +5,7 @@ domain modules."""
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 import orjson
@@ -128,7 +129,11 @@ def exchanged(s: Stripped, expires_in: int | None) -> dict:
     bound = any(c.startswith(f"{caveats.CnfJkt.name} ") for c in s.caveats)
     body: dict[str, Any] = {"access_token": s.token, "issued_token_type": SERVICE_TYPE,
                             "token_type": "DPoP" if bound else "Bearer"}
-    if expires_in is not None:
+    # The lifetime it got: asked for, or set by its org's lifetime policy (SPEC §18).
+    times = [caveats.parse_time(c.split(" ", 1)[1]) for c in s.caveats if c.startswith("expires ")]
+    if times:
+        body["expires_in"] = max(0, min(times) - int(time.time()))
+    elif expires_in is not None:
         body["expires_in"] = expires_in
     return body
 

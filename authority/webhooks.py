@@ -40,6 +40,7 @@ log = structlog.get_logger("sable.webhooks")
 EVENTS = ("token.created", "token.revoked", "token.leaked", "token.expiring", "user.disabled",
           "user.removed_from_org", "principal.disabled")
 SECRET_PREFIX = "whsec_"
+MAX_PER_ORG = 20
 
 
 class Webhooks:
@@ -74,6 +75,8 @@ class Webhooks:
                                                                                if unknown else ""))
         if not await self.store.org_exists(org):
             raise NotFound(f"no org {org}")
+        if len(await self.store.webhooks(org)) >= MAX_PER_ORG:
+            raise BadRequest(f"an org has at most {MAX_PER_ORG} webhooks; remove one first")
         key = secrets.token_bytes(32)
         row = WebhookRow(f"wh_{secrets.token_hex(8)}", org, url, tuple(sorted(set(events))), self.master.seal(key),
                          "active", int(time.time()))
@@ -125,7 +128,9 @@ class Webhooks:
             async with gate:
                 await self._deliver(row)
         while rows := await self.store.claim_deliveries(int(time.time()), self.LEASE, self.BATCH):
-            await asyncio.gather(*(one(r) for r in rows))
+            for failed in await asyncio.gather(*(one(r) for r in rows), return_exceptions=True):
+                if isinstance(failed, BaseException):  # a store error: the lease runs out and it is tried again
+                    log.warning("webhook_delivery_error", error=type(failed).__name__)
             done += len(rows)
         if time.monotonic() - self._depth_at >= self.DEPTH_EVERY:
             self.depth, self._depth_at = await self.store.outbox_depth(), time.monotonic()
@@ -143,7 +148,10 @@ class Webhooks:
         first = row.first_at or now
         attempts = row.attempts + 1
         wait = self.RETRIES[attempts - 1] if attempts <= len(self.RETRIES) else self.EVERY_AFTER
-        due = now + wait if now + wait - first <= self.GIVE_UP_AFTER else None
+        # Tried until three days after the first failure (the last try at that moment), then given up.
+        due: int | None = min(now + wait, first + self.GIVE_UP_AFTER)
+        if now - first >= self.GIVE_UP_AFTER:
+            due = None
         log.warning("webhook_failed", webhook=row.endpoint.id, event_type=row.type, attempts=attempts, problem=problem,
                     gave_up=due is None)
         await self.store.delivery_failed(row.seq, now, due, Caller().record(
@@ -181,6 +189,9 @@ class Webhooks:
         except (aiohttp.ClientError, OSError) as e:
             self.results["failed"] += 1
             return f"cannot connect ({type(e).__name__})"
+        except Exception as e:  # anything else a strange target causes is its failure, not ours
+            self.results["failed"] += 1
+            return f"cannot deliver ({type(e).__name__})"
         finally:
             if http is not self._http:
                 await http.close()
@@ -198,8 +209,9 @@ def body(row: DeliveryRow) -> bytes:
     """The event as sent: no token string, ever (only ids and what the token row says)."""
     detail = row.detail or {}
     if row.type.startswith(("user.", "principal.")):  # from the discharger (authority.events)
+        # Only the receiving org: a user's other orgs are none of its business.
         return orjson.dumps({"type": row.type, "timestamp": format_time(int(row.at)),
-                        "data": {"user": detail.get("subject"), "orgs": list(detail.get("orgs", []))}})
+                             "data": {"user": detail.get("subject"), "orgs": [row.endpoint.org]}})
     token = row.token
     data: dict[str, object] = {
         "token_id": row.token_id,

@@ -4,9 +4,10 @@ the change and sent to each authority's `POST /v1/events` with an authority admi
 (`authority_admin_token`). The authority fans them out to the webhooks of each org concerned
 and ends the user's console sessions there at once.
 
-Delivery is at least once: an event is sent to every authority, and sent again to all of
-them (after 5 s, 30 s, 2 min, 10 min, 1 h, then every 6 h) until every one took it; the
-authority ignores an id it has seen.
+Events go to the first `authority_url` only: the credential is that authority's, and no
+other authority should ever see it. Delivery is at least once: an event is sent again (after
+5 s, 30 s, 2 min, 10 min, 1 h, then every 6 h) until the authority took it; it ignores an id
+(random per event) it has seen.
 """
 
 from __future__ import annotations
@@ -29,13 +30,13 @@ class EventSender:
     EVERY_AFTER = 6 * 3600
     POLL = 0.5
     LEASE = 60
-    BATCH = 32
+    BATCH = 1  # one at a time: a slow authority must not outlast the lease of events waiting behind
     TIMEOUT = 15.0
 
     def __init__(self, store: DischargerStore, authority_urls: tuple[str, ...], admin_token: str | None,
                  origin: str):
         self.store = store
-        self.urls = authority_urls
+        self.urls = authority_urls[:1]
         self.token = admin_token
         self.origin = origin  # the discharger's URL: event ids are unique per discharger
         self.sent = 0
@@ -62,8 +63,8 @@ class EventSender:
     async def send_due(self) -> int:
         done = 0
         while rows := await self.store.claim_events(int(time.time()), self.LEASE, self.BATCH):
-            for seq, kind, subject, orgs, at, attempts in rows:
-                body = orjson.dumps({"id": f"{self.origin}#{seq}", "type": kind, "timestamp": format_time(at),
+            for seq, event_id, kind, subject, orgs, at, attempts in rows:
+                body = orjson.dumps({"id": f"{self.origin}#{event_id}", "type": kind, "timestamp": format_time(at),
                                      "data": {"user": subject, "orgs": orjson.loads(orgs)}})
                 problem = await self._send_all(body)
                 if problem is None:

@@ -34,20 +34,30 @@ def private(address: str) -> bool:
     except ValueError:
         return True  # not an address we understand: treat it as inside
     if isinstance(ip, ipaddress.IPv6Address):
-        mapped = ip.ipv4_mapped or (ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF) if int(ip) >> 32 == 0 else None)
-        if mapped is not None:
-            ip = mapped
+        # IPv4 inside IPv6: mapped, compatible (::a.b.c.d), 6to4 (2002::/16) and Teredo
+        embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None) or \
+            (ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF) if int(ip) >> 32 == 0 else None)
+        if embedded is not None:
+            if private(str(embedded)):
+                return True
+            ip = embedded
     return (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_unspecified
             or ip.is_reserved or (isinstance(ip, ipaddress.IPv4Address) and ip in CGNAT))
 
 
 def check_url(url: str, allow_private: bool) -> str:
     """The URL if it may be configured as a target; BadRequest naming the rule otherwise."""
+    if not url.isascii() or any(ord(ch) < 33 or ord(ch) == 127 for ch in url):
+        # aiohttp (yarl) folds full-width digits and ideographic dots into ASCII ones: a
+        # non-ASCII host could be read here as a name and dialled there as an address.
+        raise BadRequest("the URL must be ASCII, without spaces or control characters (punycode for names)")
     try:
         parts = urlsplit(url)
         host = parts.hostname or ""
         parts.port  # noqa: B018  # a bad port raises here
-    except ValueError:
+        if host and not _literal(host):
+            host.encode("idna")  # a label too long or empty fails here, not at every delivery
+    except (ValueError, UnicodeError):
         raise BadRequest("the URL is not a valid URL") from None
     if parts.username is not None or parts.password is not None:
         raise BadRequest("the URL holds a user name or password: put no credentials in it")

@@ -134,6 +134,8 @@ def delivery_row(r) -> DeliveryRow:
                        json.loads(r[16]) if r[16] else None, token)
 
 
+RECEIVED_FOR = 30 * 86400  # seconds a discharger event's id is remembered (its retries end long before)
+
 # Every table and column, parents before children: what `sable db copy` moves.
 TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     *COMMON_TABLES,

@@ -24,6 +24,7 @@ from typing import Any
 import asyncpg
 
 from authority.store import (
+    RECEIVED_FOR,
     TOKEN_COLUMNS,
     ConsoleSessionRow,
     DeliveryRow,
@@ -381,6 +382,9 @@ BEGIN
           AND position('"' || (NEW.detail::jsonb->>'type') || '"' in w.events) > 0;
         RETURN NULL;
     END IF;
+    IF NEW.event = 'leak' AND (NEW.detail::jsonb->>'announce') IS DISTINCT FROM 'true' THEN
+        RETURN NULL;  -- one webhook per leaked token and report (authority.leaks)
+    END IF;
     INSERT INTO authority.webhook_outbox (endpoint_id, audit_seq, type, due_at)
     SELECT w.id, NEW.seq, kind, NEW.at::bigint
     FROM authority.webhooks w
@@ -477,6 +481,7 @@ class PostgresStore(PgDatabase):
     async def record_discharger_event(self, event_id: str, user: str, session_orgs: list[str] | None, now: int,
                                       audit: AuditRecord) -> bool:
         async with self._tx() as c:
+            await c.execute("DELETE FROM authority.received_events WHERE received_at < $1", now - RECEIVED_FOR)
             if await c.fetchval("INSERT INTO authority.received_events (id, received_at) VALUES ($1, $2)"
                                 " ON CONFLICT DO NOTHING RETURNING 1", event_id, now) is None:
                 return False

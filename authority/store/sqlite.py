@@ -7,6 +7,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 
 from authority.store import (
+    RECEIVED_FOR,
     TOKEN_COLUMNS,
     ConsoleSessionRow,
     DeliveryRow,
@@ -173,6 +174,7 @@ BEGIN
     SELECT w.id, NEW.seq, CASE NEW.event WHEN 'revoke' THEN 'token.revoked' WHEN 'leak' THEN 'token.leaked' ELSE 'token.created' END, CAST(NEW.at AS INTEGER)
     FROM webhooks w
     WHERE NEW.event <> 'discharger_event' AND w.state = 'active'
+      AND (NEW.event <> 'leak' OR json_extract(NEW.detail, '$.announce') = 1)
       AND w.org = COALESCE(NEW.org, (SELECT org FROM tokens WHERE id = NEW.token_id))
       AND instr(w.events, '"' || CASE NEW.event WHEN 'revoke' THEN 'token.revoked' WHEN 'leak' THEN 'token.leaked' ELSE 'token.created' END || '"') > 0;
     -- expiry notices 7 days and 1 day ahead, written at mint, for those still ahead
@@ -207,6 +209,7 @@ class SqliteStore(Database):
     async def record_discharger_event(self, event_id: str, user: str, session_orgs: list[str] | None, now: int,
                                       audit: AuditRecord) -> bool:
         def run(c: sqlite3.Connection) -> bool:
+            c.execute("DELETE FROM received_events WHERE received_at < ?", (now - RECEIVED_FOR,))
             if not c.execute("INSERT OR IGNORE INTO received_events (id, received_at) VALUES (?, ?)",
                              (event_id, now)).rowcount:
                 return False

@@ -126,7 +126,7 @@ TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("trust_policies", ("id", "principal", "issuer", "audience", "claims", "max_age", "created_at")),
     ("used_id_tokens", ("issuer", "jti", "expires_at")),
     ("leaked_secrets", ("hash", "kind", "reported_at")),
-    ("event_outbox", ("seq", "type", "subject", "orgs", "at", "due_at", "attempts", "claimed_until")),
+    ("event_outbox", ("seq", "id", "type", "subject", "orgs", "at", "due_at", "attempts", "claimed_until")),
     ("grants", ("hash", "kind", "lookup", "data", "status", "username", "created_at", "expires_at", "interval",
                 "polled_at", "code_hash", "code_expires_at")),
 )
@@ -194,9 +194,9 @@ class DischargerStore(ServiceStore, Protocol):
     # SABLE_ADMIN_TOKEN is never added again.
     # Events for the authorities (SPEC §18): user.disabled, user.removed_from_org and
     # principal.disabled, queued by triggers in the transaction of the change.
-    async def claim_events(self, now: int, lease: int, limit: int) -> list[tuple[int, str, str, str, int, int]]:
-        """Due events nobody holds, held for `lease` s: (seq, type, subject, orgs as JSON, at,
-        attempts so far)."""
+    async def claim_events(self, now: int, lease: int, limit: int) -> list[tuple[int, str, str, str, str, int, int]]:
+        """Due events nobody holds, held for `lease` s: (seq, id, type, subject, orgs as JSON,
+        at, attempts so far). The id is random, so it never repeats after a copy or restore."""
         ...
     async def event_sent(self, seq: int) -> None: ...
     async def event_failed(self, seq: int, due_at: int) -> None: ...

@@ -202,6 +202,7 @@ CREATE TABLE IF NOT EXISTS leaked_secrets (
 );
 CREATE TABLE IF NOT EXISTS event_outbox (
     seq BIGSERIAL PRIMARY KEY,
+    id TEXT NOT NULL DEFAULT md5(random()::text || clock_timestamp()::text),
     type TEXT NOT NULL,
     subject TEXT NOT NULL,
     orgs TEXT NOT NULL,
@@ -358,13 +359,13 @@ class PostgresStore(PgDatabase):
 
     # --- events for the authorities (SPEC §18) ------------------------------------------------
 
-    async def claim_events(self, now: int, lease: int, limit: int) -> list[tuple[int, str, str, str, int, int]]:
+    async def claim_events(self, now: int, lease: int, limit: int) -> list[tuple[int, str, str, str, str, int, int]]:
         async with self._tx() as c:
             rows = await c.fetch(
                 "UPDATE discharger.event_outbox SET claimed_until = $2 WHERE seq IN (SELECT seq FROM"
                 " discharger.event_outbox WHERE due_at <= $1 AND claimed_until <= $1 ORDER BY seq LIMIT $3"
-                " FOR UPDATE SKIP LOCKED) RETURNING seq, type, subject, orgs, at, attempts", now, now + lease, limit)
-        return sorted((r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows)
+                " FOR UPDATE SKIP LOCKED) RETURNING seq, id, type, subject, orgs, at, attempts", now, now + lease, limit)
+        return sorted((r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows)
 
     async def event_sent(self, seq: int) -> None:
         async with self._tx() as c:

@@ -179,6 +179,7 @@ CREATE TABLE IF NOT EXISTS leaked_secrets (
 );
 CREATE TABLE IF NOT EXISTS event_outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL DEFAULT (lower(hex(randomblob(16)))),
     type TEXT NOT NULL,
     subject TEXT NOT NULL,
     orgs TEXT NOT NULL,
@@ -330,9 +331,9 @@ class SqliteStore(Database):
 
     # --- events for the authorities (SPEC §18) ------------------------------------------------
 
-    async def claim_events(self, now: int, lease: int, limit: int) -> list[tuple[int, str, str, str, int, int]]:
-        def run(c: sqlite3.Connection) -> list[tuple[int, str, str, str, int, int]]:
-            rows = c.execute("SELECT seq, type, subject, orgs, at, attempts FROM event_outbox WHERE due_at <= ? AND"
+    async def claim_events(self, now: int, lease: int, limit: int) -> list[tuple[int, str, str, str, str, int, int]]:
+        def run(c: sqlite3.Connection) -> list[tuple[int, str, str, str, str, int, int]]:
+            rows = c.execute("SELECT seq, id, type, subject, orgs, at, attempts FROM event_outbox WHERE due_at <= ? AND"
                              " claimed_until <= ? ORDER BY seq LIMIT ?", (now, now, limit)).fetchall()
             c.executemany("UPDATE event_outbox SET claimed_until = ? WHERE seq = ?", [(now + lease, r[0]) for r in rows])
             return [tuple(r) for r in rows]

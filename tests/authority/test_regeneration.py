@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from clients import tokens
+from clients import offline, tokens
 from tests.support import strip
 
 
@@ -62,3 +62,18 @@ async def test_members_regenerate_what_they_may_revoke(authority, role, who, all
     if allowed:
         shown = await (await env.client.get(f"/v1/tokens/{body['id']}", headers=env.admin)).json()
         assert shown["created_by"] == who
+
+
+async def test_regenerate_needs_a_user_token_that_may_mint_and_revoke_and_a_live_token(authority):
+    env = authority
+    await env.create_org("acme")
+    ut = (await env.post("/v1/user-tokens", {"org": "acme", "role": "admin"}))[1]["token"]
+    revoke_only = offline.attenuate(ut, ["actions d"])  # a revoking script's token must not mint
+    headers = {"Authorization": f"Bearer {revoke_only},{env.discharger.discharge(revoke_only, user='carol')}"}
+    old_id = tokens.parse(await env.mint(["apps orders"])).token_id
+    status, _ = await env.post(f"/v1/tokens/{old_id}/regenerate", {}, headers)
+    assert status in (401, 403)
+    expired = tokens.parse(await env.mint(["apps orders"], expires_in=1)).token_id
+    await asyncio.sleep(1.1)
+    status, body = await env.post(f"/v1/tokens/{expired}/regenerate", {}, env.admin)
+    assert status == 409 and "expired" in body["message"]

@@ -232,3 +232,30 @@ async def test_expiry_notices_come_a_week_and_a_day_ahead_and_not_for_revoked_to
     assert notice["event"]["data"]["token_id"] == tokens.parse(soon).token_id
     assert notice["event"]["data"]["expires_at"].endswith("Z")
     assert await env.service.store.outbox_depth() == 2  # the day-ahead notices, due in 6 days
+
+
+async def test_made_up_attenuations_of_one_token_are_one_leak_event(authority, receiver):
+    env = authority
+    await subscribe(env, receiver, events=("token.leaked",))
+    st = (await strip(env, await env.mint(["apps orders"])))["token"]
+    copies = [offline.attenuate(st, [f"hosts h{i}"]) for i in range(5)]
+    resp = await env.client.post("/v1/credentials/revoke", json={"credentials": copies})
+    assert resp.status == 202
+    await until(lambda: receiver.of_type("token.leaked"))
+    await asyncio.sleep(0.5)
+    assert len(receiver.of_type("token.leaked")) == 1
+    resp = await env.client.post("/v1/credentials/revoke", json={"credentials": copies})  # nothing new: none
+    await asyncio.sleep(1.5)
+    assert len(receiver.of_type("token.leaked")) == 1
+
+
+async def test_an_org_has_at_most_twenty_webhooks(authority, receiver, monkeypatch):
+    env = authority
+    await env.create_org("acme")
+    for n in range(20):
+        status, _ = await env.post("/v1/webhooks", {"org": "acme", "url": receiver.url, "events": ["token.created"]},
+                                   env.admin)
+        assert status == 201, n
+    status, body = await env.post("/v1/webhooks", {"org": "acme", "url": receiver.url, "events": ["token.created"]},
+                                  env.admin)
+    assert status == 400 and "at most 20" in body["message"]

@@ -12,7 +12,8 @@ from server.egress import GuardedResolver, Refused, check_url, private
 
 @pytest.mark.parametrize("address", ["127.0.0.1", "127.1.2.3", "10.0.0.1", "172.16.5.4", "192.168.1.1", "100.64.0.1",
                                      "169.254.169.254", "0.0.0.0", "224.0.0.1", "::1", "::", "fe80::1", "fd00::1",
-                                     "ff02::1", "::ffff:10.0.0.1", "::ffff:127.0.0.1", "::127.0.0.1", "garbage"])
+                                     "ff02::1", "::ffff:10.0.0.1", "::ffff:127.0.0.1", "::127.0.0.1", "garbage",
+                                     "2002:a00:1::", "2002:7f00:1::1", "2001:0:4136:e378:8000:63bf:f5ff:fffe"])
 def test_inside_addresses(address):
     assert private(address)
 
@@ -28,7 +29,11 @@ def test_urls_that_may_be_configured():
     for url, allowed in (("http://hooks.example.com/", True), ("http://10.0.0.1/", True),
                          ("https://10.0.0.1/", False), ("https://localhost/", False), ("https://[::1]/", False),
                          ("https://a:b@hooks.example.com/", True), ("https:///nohost", True),
-                         ("https://hooks.example.com:99999/", True)):
+                         ("https://hooks.example.com:99999/", True),
+                         # yarl folds these into 127.0.0.1 and 10.0.0.1: refused as not ASCII
+                         ("https://127\u30020\u30020\u30021:1/", False), ("https://\uff11\uff10.0.0.1/", False),
+                         ("https://a..example.com/", False), ("https://" + "a" * 64 + ".example.com/", False),
+                         ("https://hooks.example.com/a b", False), ("https://hooks.example.com/\x00", False)):
         with pytest.raises(BadRequest):
             check_url(url, allow_private=allowed)
 
