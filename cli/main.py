@@ -40,7 +40,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "user": ("clients.cli.admin", "user", "Users at the discharger (admin)."),
     "verifier": ("cli.serve", "verifier", "The verifier process: cached checks for gateways and..."),
     "verify": ("clients.cli.holder", "verify", "Ask the authority whether TOKEN (and its discharges)..."),
-    "webhook": ("clients.cli.admin", "webhook", "Signed webhooks for an org's token events (admin)."),
+    "webhook": ("clients.cli.admin", "webhook", "Signed webhooks for an org's token events (admin, or an..."),
     "whoami": ("clients.cli.holder", "whoami", "Who the stored session is: user, orgs and roles, how it..."),
 }
 

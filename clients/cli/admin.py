@@ -465,11 +465,11 @@ def token_regenerate(token_id, org, as_json):
 
 @click.group()
 def webhook():
-    """Signed webhooks for an org's token events (admin)."""
+    """Signed webhooks for an org's token events (admin, or an org's admin)."""
 
 
 @webhook.command("create")
-@click.option("--org", required=True, help="The org whose events are sent.")
+@click.option("--org", help="The org whose events are sent (may be left out when you belong to one).")
 @click.option("--url", required=True, help="Where to POST them (https; Standard Webhooks format).")
 @click.option("--events", required=True, metavar="E,...",
               help="Event types: token.created, token.revoked, token.leaked, token.expiring, user.disabled, "
@@ -477,26 +477,28 @@ def webhook():
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
 def webhook_create(org, url, events, as_json):
-    """Send ORG's events to URL; prints the signing secret once."""
+    """Send an org's events to URL; prints the signing secret once."""
     wanted = [e.strip() for e in events.split(",") if e.strip()]
 
     async def go():
-        async with authority() as a:
-            return await a.create_webhook(org, url, wanted)
+        client, chosen = await acting(org)
+        async with client as a:
+            return await a.create_webhook(chosen, url, wanted)
     out = run(go())
     emit(out, as_json, f"created webhook {out['id']} for {', '.join(out['events'])}\n"
                        f"signing secret (shown once; receivers verify with it): {out['secret']}")
 
 
 @webhook.command("list")
-@click.option("--org", help="Only this org's endpoints.")
+@click.option("--org", help="Only this org's endpoints (as an org's admin: your org).")
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
 def webhook_list(org, as_json):
     """List endpoints: id, URL, events, state and deliveries pending."""
     async def go():
-        async with authority() as a:
-            return await a.list_webhooks(org)
+        client, chosen = await acting(org, need_org=False)
+        async with client as a:
+            return await a.list_webhooks(chosen)
     out = run(go())
     listed = [{k: w[k] for k in ("id", "url", "events", "state", "pending")} for w in out]
     emit(listed, as_json, "\n".join(f"{w['id']}  {w['state']:8}  pending {w['pending']:<5} {w['url']}  "
@@ -505,11 +507,13 @@ def webhook_list(org, as_json):
 
 @webhook.command("remove")
 @click.argument("webhook_id")
+@click.option("--org", help="As an org's admin: the org (may be left out when you belong to one).")
 @handle_errors
-def webhook_remove(webhook_id):
+def webhook_remove(webhook_id, org):
     """Remove endpoint WEBHOOK_ID and the deliveries queued for it."""
     async def go():
-        async with authority() as a:
+        client, _ = await acting(org, need_org=False)
+        async with client as a:
             return await a.remove_webhook(webhook_id)
     run(go())
     click.echo(f"removed webhook {webhook_id}")
@@ -517,11 +521,13 @@ def webhook_remove(webhook_id):
 
 @webhook.command("test")
 @click.argument("webhook_id")
+@click.option("--org", help="As an org's admin: the org (may be left out when you belong to one).")
 @handle_errors
-def webhook_test(webhook_id):
+def webhook_test(webhook_id, org):
     """Send a webhook.test event to WEBHOOK_ID now; prints delivered or failed."""
     async def go():
-        async with authority() as a:
+        client, _ = await acting(org, need_org=False)
+        async with client as a:
             return await a.test_webhook(webhook_id)
     result = run(go())
     click.echo(result)

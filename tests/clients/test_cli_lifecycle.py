@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import time
+import urllib.request
 
 from tests.support import sable
 from tests.support.devstack import dev  # noqa: F401  # the fixture
@@ -73,3 +74,30 @@ def test_the_org_lifetime_policy_command(dev):  # noqa: F811
     assert r.returncode != 0 and "--expires-in" in r.stderr and "3600" in r.stderr
     r = sable(env, "org", "policy", "acme", "--no-max-token-lifetime")
     assert r.returncode == 0 and "no token lifetime limit" in r.stdout
+
+
+def test_an_org_admin_manages_webhooks_without_the_admin_credential(dev, tmp_path):  # noqa: F811
+    admin = {**os.environ, "SABLE_AUTHORITY_URL": dev["a"], "SABLE_DISCHARGER_URL": dev["d"],
+             "SABLE_ADMIN_TOKEN": dev["admin"], "XDG_CONFIG_HOME": str(tmp_path / "admin")}
+    req = urllib.request.Request(dev["d"] + "/v1/users", method="POST", headers={
+        "Authorization": f"Bearer {dev['admin']}", "Content-Type": "application/json"}, data=json.dumps({
+            "username": "carol", "password": "carol's passphrase", "orgs": [{"org": "acme", "role": "admin"}]}).encode())
+    with urllib.request.urlopen(req, timeout=10) as resp:  # an admin of acme (the CLI makes members)
+        assert resp.status == 201
+    person = {k: v for k, v in admin.items() if k != "SABLE_ADMIN_TOKEN"} | {"XDG_CONFIG_HOME": str(tmp_path / "c")}
+    assert sable(person, "login", "-u", "carol", "--password-stdin", stdin="carol's passphrase\n").returncode == 0
+    r = sable(person, "webhook", "create", "--url", "https://hooks.example.com/carol", "--events", "token.leaked",
+              "--json")
+    assert r.returncode == 0, r.stderr
+    made = json.loads(r.stdout)
+    assert made["org"] == "acme"
+    r = sable(person, "webhook", "list", "--json")
+    assert [w["id"] for w in json.loads(r.stdout)] == [made["id"]]
+    assert sable(person, "webhook", "remove", made["id"]).returncode == 0
+    # a member who is not an admin is refused
+    assert sable(admin, "user", "create", "dave", "--org", "acme", "--password-stdin",
+                 stdin="dave's passphrase\n").returncode == 0
+    member = person | {"XDG_CONFIG_HOME": str(tmp_path / "d")}
+    assert sable(member, "login", "-u", "dave", "--password-stdin", stdin="dave's passphrase\n").returncode == 0
+    r = sable(member, "webhook", "create", "--url", "https://hooks.example.com/dave", "--events", "token.leaked")
+    assert r.returncode != 0 and "admin" in r.stderr
