@@ -106,6 +106,8 @@ async def test_reports_not_signed_by_github_change_nothing(authority, github):
     stranger = ec.generate_private_key(ec.SECP256R1())
     bad = [
         {},  # no signature
+        {"Github-Public-Key-Identifier": headers["Github-Public-Key-Identifier"]},  # one of the two headers
+        {"Github-Public-Key-Signature": headers["Github-Public-Key-Signature"]},
         {**headers, "Github-Public-Key-Signature": "not base64!"},
         github.sign(body + b" "),  # signed another body
         github.sign(body, stranger),  # an unknown key id
