@@ -102,7 +102,8 @@ async def test_only_p256_keys_from_the_document_itself_verify(aiohttp_server):
     gh = GitHubKeys(str(server.make_url("/keys")))
     await gh.check(body, "good", signed(body, p256))
     assert set(gh.keys) == {"good"}  # the P-384 key and the one with a numeric id are left out
-    for kid, sig in (("big", signed(body, p384)), ("good", signed(body, p256)[:-4] + "!" + signed(body, p256)[-4:]),
+    good = signed(body, p256)
+    for kid, sig in (("big", signed(body, p384)), ("good", good[:-4] + "!" + good[-4:]), ("good", " " + good),
                      ("good", signed(body + b" ", p256)), ("good", "x" * 1025)):
         with pytest.raises(Unauthorized):
             await gh.check(body, kid, sig)
