@@ -85,7 +85,7 @@ class Leaks:
                 elif item.token.prefix in (tokens.PERMISSION, tokens.SERVICE):
                     item.genuine = await self._macaroon(item, caller)
                 elif item.token.prefix == tokens.USER:
-                    item.genuine = await self._user(item)
+                    item.genuine = await self._user(item, caller)
         await asyncio.gather(*(judge(item) for item in items))
         for item in items:
             if item.token is not None and item.token.prefix == tokens.DISCHARGE:
@@ -122,7 +122,7 @@ class Leaks:
         item.audit.add(kind=tokens.KIND_NAMES[item.token.prefix], revoked=[r.id for r in revoked])
         return True
 
-    async def _user(self, item: _Item) -> bool:
+    async def _user(self, item: _Item, caller: Caller) -> bool:
         assert item.token is not None and item.audit is not None
         try:
             rec = self.checker.user_record(item.token)
@@ -132,7 +132,7 @@ class Leaks:
         now = int(time.time())
         item.audit.token_id, item.audit.org = rec.id, rec.org
         item.audit.add(kind="user")
-        revoked = caller_record(item.audit, "revoke", detail={"by": "leak", "kind": "user"})
+        revoked = caller.record("revoke", token_id=rec.id, org=rec.org, detail={"by": "leak", "kind": "user"})
         if await self.store.revoke_credential(USER_CREDENTIAL + rec.id, now + USER_TOKEN_TTL + 60, now, revoked):
             item.audit.add(revoked=[rec.id])
         return True
@@ -190,12 +190,6 @@ class Leaks:
             await self.store.remove_introspector(digest)
         item.audit.add(kind="admin")
         return True
-
-
-def caller_record(audit: AuditRecord, event: str, **fields) -> AuditRecord:
-    """Another audit row from the same request as `audit`."""
-    return AuditRecord(event, client=audit.client, request_id=audit.request_id, token_id=audit.token_id,
-                       org=audit.org, **fields)
 
 
 class PublicRevocation:

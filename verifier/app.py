@@ -29,7 +29,7 @@ from server.http import (
 )
 from server.launcher import FRONT_DOOR
 from verifier.config import VerifierConfig
-from verifier.gateways import FAMILIES, FORWARD_AUTH, NotFromGateway, original_request
+from verifier.gateways import FORWARD_AUTH, original_request
 from verifier.metrics import VerifierMetrics
 from verifier.routes import AmbiguousPath, first_match, normalise_path
 
@@ -85,10 +85,6 @@ class ForwardAuth:
         self.plans: dict[tuple[str, str, str], Plan | str] = {}  # (method, host, uri) -> plan or refusal
         # Authorization value -> (tokens, whether its scheme is DPoP), or why it is refused
         self.presentations: dict[str, tuple[list[str], bool] | str] = {}
-        family = None if config.gateway in (None, "envoy") else FAMILIES[config.gateway]
-        # (method, host, uri, then proto where the family has it): each must come exactly once
-        self.family = None if family is None else (family[0], family[2], family[3],
-                                                   *(() if family[1] is None else (family[1],)))
 
     def serves(self, raw_path: str) -> bool:
         """Whether a request target is this endpoint's (the front door's test)."""
@@ -116,23 +112,6 @@ class ForwardAuth:
                 self.peers.clear()
             self.peers[remote] = verdict
         return verdict
-
-    def _original(self, request: web.Request) -> tuple[str, str, str] | None:
-        """(method, host, uri) as the gateway gave them; None if not exactly once each."""
-        if self.family is None:
-            try:
-                o = original_request(request, "envoy")
-            except NotFromGateway:
-                return None
-            return o.method, o.host, o.uri
-        headers = request.headers
-        out = []
-        for name in self.family:
-            values = headers.getall(name, ())
-            if len(values) != 1 or not values[0] or len(values[0]) > 8192:
-                return None
-            out.append(values[0])
-        return out[0].upper(), out[1], out[2]
 
     def _plan(self, method: str, host: str, uri: str) -> Plan | str:
         """What this request asks for, or why it is refused before any token is read."""
@@ -163,7 +142,7 @@ class ForwardAuth:
             return _denied("forward-auth needs `gateway` set (nginx, caddy, traefik or envoy)")
         if not self._trusted(request.remote or ""):
             return _denied("forward-auth needs a trusted gateway")
-        original = self._original(request)
+        original = original_request(request, self.config.gateway)
         if original is None:
             return _denied("forward-auth needs a trusted gateway")
         plan = self.plans.get(original)

@@ -5,8 +5,6 @@ writing its own answer to "which request is this?"."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from aiohttp import web
 
 GATEWAYS = ("nginx", "caddy", "traefik", "envoy")
@@ -19,30 +17,25 @@ FAMILIES: dict[str, tuple[str, str | None, str, str]] = {
 FORWARD_AUTH = "/v1/forward-auth"
 
 
-class NotFromGateway(ValueError):
-    """The request does not come from the configured gateway as it should."""
+# The headers each family must carry exactly once, method, host and URI first.
+_REQUIRED = {gateway: (m, h, u, *((p,) if p else ())) for gateway, (m, p, h, u) in FAMILIES.items()}
 
 
-@dataclass(frozen=True, slots=True)
-class Original:
-    method: str
-    host: str
-    uri: str  # as the client sent it: path and query, not normalised
-
-
-def _one(request: web.Request, name: str) -> str:
-    values = request.headers.getall(name, [])
-    if len(values) != 1 or not values[0] or len(values[0]) > 8192:
-        raise NotFromGateway(f"{name} must be given once")
-    return values[0]
-
-
-def original_request(request: web.Request, gateway: str) -> Original:
-    """The gateway's account of the original request; NotFromGateway if it is incomplete."""
+def original_request(request: web.BaseRequest, gateway: str) -> tuple[str, str, str] | None:
+    """(method, host, uri) of the original request as the gateway gives them; None if a header
+    of its family is missing, repeated, empty or longer than 8 KiB."""
+    headers = request.headers
     if gateway == "envoy":
         # ext_authz's HTTP service: the original method, the original path after our prefix
         # (`path_prefix: /v1/forward-auth`), and the original Host.
-        uri = request.raw_path[len(FORWARD_AUTH):] or "/"
-        return Original(request.method, _one(request, "Host"), uri)
-    method, _, host, uri = FAMILIES[gateway]
-    return Original(_one(request, method).upper(), _one(request, host), _one(request, uri))
+        hosts = headers.getall("Host", ())
+        if len(hosts) != 1 or not hosts[0] or len(hosts[0]) > 8192:
+            return None
+        return request.method, hosts[0], request.raw_path[len(FORWARD_AUTH):] or "/"
+    given = []
+    for name in _REQUIRED[gateway]:
+        values = headers.getall(name, ())
+        if len(values) != 1 or not values[0] or len(values[0]) > 8192:
+            return None
+        given.append(values[0])
+    return given[0].upper(), given[1], given[2]
